@@ -1,0 +1,1 @@
+"""Alembic migrations: each revision executes versioned SQL files from sql/migrations/."""

@@ -1,0 +1,2 @@
+-- name: schema_revision :scalar
+SELECT version_num FROM sluice.alembic_version;

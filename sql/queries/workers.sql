@@ -1,0 +1,23 @@
+-- Runtime queries on the worker registry and the maintenance leader lease.
+
+-- name: worker_register :exec
+SELECT sluice.worker_register(
+    %(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(heartbeat_interval)s, %(version)s);
+
+-- name: worker_heartbeat :scalar
+SELECT sluice.worker_heartbeat(%(id)s);
+
+-- name: worker_stop :exec
+SELECT sluice.worker_stop(%(id)s);
+
+-- name: worker_set_paused :scalar
+SELECT sluice.worker_set_paused(%(id)s, %(paused)s);
+
+-- name: worker_prune :scalar
+SELECT sluice.worker_prune(%(age)s);
+
+-- name: leader_acquire :scalar
+SELECT sluice.leader_acquire(%(name)s, %(holder)s, %(ttl)s);
+
+-- name: leader_release :exec
+SELECT sluice.leader_release(%(name)s, %(holder)s);

@@ -1,0 +1,16 @@
+-- The execution log: one row per attempt, written when the attempt ends.
+CREATE TABLE sluice.job_attempts (
+    job_id      bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
+    attempt     integer NOT NULL,
+    worker_id   text,
+    started_at  timestamptz,
+    finished_at timestamptz NOT NULL DEFAULT now(),
+    outcome     text NOT NULL,
+    error       text,
+    output      text,          -- tail of what the task printed (shell tasks)
+    PRIMARY KEY (job_id, attempt),
+    CONSTRAINT job_attempts_outcome_valid CHECK (
+        outcome IN ('succeeded', 'failed', 'timeout', 'rescued', 'released', 'cancelled'))
+);
+-- Append-only: vacuum for the visibility map, not for dead rows.
+ALTER TABLE sluice.job_attempts SET (autovacuum_vacuum_insert_scale_factor = 0.05);

@@ -1,0 +1,17 @@
+-- The dead-letter queue: one row per time a job ended `failed`, holding its
+-- error history, until an operator retries or discards it.
+CREATE TABLE sluice.dead_letters (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id      bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
+    attempts    integer NOT NULL,   -- the job's attempt counter when it died
+    reason      text NOT NULL,      -- attempts_exhausted | non_retryable
+    last_error  text,
+    errors      jsonb NOT NULL DEFAULT '[]',  -- [{attempt, outcome, error, finished_at}]
+    failed_at   timestamptz NOT NULL DEFAULT now(),
+    resolved_at timestamptz,
+    resolution  text,
+    CONSTRAINT dead_letters_resolution_valid CHECK (resolution IN ('retried', 'discarded')),
+    CONSTRAINT dead_letters_resolved_together CHECK ((resolved_at IS NULL) = (resolution IS NULL))
+);
+-- At most one open entry per job; also the lookup used by retry and discard.
+CREATE UNIQUE INDEX dead_letters_open ON sluice.dead_letters (job_id) WHERE resolved_at IS NULL;

@@ -1,0 +1,119 @@
+-- Triggers on sluice.jobs: the database, not the client, decides a new job's
+-- state, wakes workers, releases DAG children and settles runs. They fire for
+-- every writer alike: the API, the worker, psql, or another application's INSERT.
+
+-- A new job is `ready`, or `scheduled` when its run_at is in the future. The WHEN
+-- clause keeps the common case (ready now, no state given) free of a function call.
+CREATE FUNCTION sluice.jobs_before_insert() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.state NOT IN ('ready', 'scheduled') THEN
+        RAISE EXCEPTION 'a new job cannot be inserted as %', NEW.state
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'jobs_inserted_pending',
+                  SCHEMA = 'sluice', TABLE = 'jobs', COLUMN = 'state',
+                  HINT = 'Leave state out: the database sets ready, or scheduled when run_at is in the future.';
+    END IF;
+    NEW.state := CASE WHEN NEW.run_at > now() THEN 'scheduled' ELSE 'ready' END;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER jobs_before_insert BEFORE INSERT ON sluice.jobs
+    FOR EACH ROW WHEN (NEW.state <> 'ready' OR NEW.run_at > now())
+    EXECUTE FUNCTION sluice.jobs_before_insert();
+
+-- Wake idle workers: one NOTIFY per statement and queue, never one per row, so a
+-- 10,000-row insert wakes each listener once. The payload is the queue name.
+CREATE FUNCTION sluice.jobs_after_insert() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('sluice_jobs', q.queue)
+       FROM (SELECT DISTINCT queue FROM new_jobs WHERE state = 'ready') q;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_after_insert AFTER INSERT ON sluice.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_insert();
+
+-- After any UPDATE statement, act on the state changes it made, set-based:
+--   * parents that succeeded release their children (job_release_children);
+--   * jobs that failed or were cancelled cancel their descendants;
+--   * queues that got ready jobs are notified once each;
+--   * the workers of cancelled running jobs are told to stop them;
+--   * runs whose nodes finished (or came back) are settled;
+--   * terminal jobs with `notify` get their notification jobs (the outbox).
+-- This trigger updates sluice.jobs itself, so it fires again for those rows. The
+-- recursion is bounded: released children only become ready (notify, no further
+-- updates), and cancelled descendants were all cancelled by one recursive
+-- statement, which sets sluice.cascading so the nested call does not walk the
+-- same subtree again.
+CREATE FUNCTION sluice.jobs_after_update() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_succeeded bigint[];
+    v_doomed    bigint[];
+    v_queues    text[];
+    v_stopped   bigint[];
+    v_runs      bigint[];
+    v_notified  bigint[];
+BEGIN
+    SELECT array_agg(n.id) FILTER (WHERE n.state = 'succeeded'),
+           array_agg(n.id) FILTER (WHERE n.state IN ('failed', 'cancelled')),
+           array_agg(DISTINCT n.queue) FILTER (WHERE n.state = 'ready'),
+           array_agg(n.id) FILTER (WHERE n.state = 'cancelled' AND o.state = 'running'),
+           array_agg(DISTINCT n.run_id) FILTER (
+               WHERE n.run_id IS NOT NULL
+                 AND sluice.state_is_terminal(n.state) <> sluice.state_is_terminal(o.state)),
+           array_agg(n.id) FILTER (WHERE n.notify IS NOT NULL AND sluice.state_is_terminal(n.state))
+      INTO v_succeeded, v_doomed, v_queues, v_stopped, v_runs, v_notified
+      FROM new_jobs n
+      JOIN old_jobs o ON o.id = n.id
+     WHERE n.state <> o.state;
+
+    IF v_succeeded IS NOT NULL THEN
+        PERFORM sluice.job_release_children(v_succeeded);
+    END IF;
+    IF v_doomed IS NOT NULL AND current_setting('sluice.cascading', true) IS DISTINCT FROM 'on' THEN
+        PERFORM sluice.job_cancel_descendants(v_doomed);
+    END IF;
+    IF v_queues IS NOT NULL THEN
+        PERFORM pg_notify('sluice_jobs', q) FROM unnest(v_queues) q;
+    END IF;
+    IF v_stopped IS NOT NULL THEN
+        -- NOTIFY payloads are limited to 8000 bytes: send the ids in chunks.
+        PERFORM pg_notify('sluice_control', json_build_object('cancel', chunk)::text)
+           FROM (SELECT array_agg(id) AS chunk
+                   FROM unnest(v_stopped) WITH ORDINALITY AS s(id, n)
+                  GROUP BY (n - 1) / 400) c;
+    END IF;
+    IF v_runs IS NOT NULL THEN
+        PERFORM sluice.dag_run_settle(v_runs);
+    END IF;
+    IF v_notified IS NOT NULL THEN
+        PERFORM sluice.job_notify_outbox(v_notified);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_after_update AFTER UPDATE ON sluice.jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_update();
+
+-- Deleting a job that may still run would strand its children (their pending
+-- count would never reach zero): cancel it first. Pruning only deletes finished
+-- jobs, so the WHEN clause keeps it free of a function call.
+CREATE FUNCTION sluice.jobs_before_delete() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'job % is %: cancel it before deleting it', OLD.id, OLD.state
+        USING ERRCODE = 'check_violation', CONSTRAINT = 'jobs_delete_finished',
+              SCHEMA = 'sluice', TABLE = 'jobs';
+END
+$$;
+
+CREATE TRIGGER jobs_before_delete BEFORE DELETE ON sluice.jobs
+    FOR EACH ROW WHEN (NOT sluice.state_is_terminal(OLD.state))
+    EXECUTE FUNCTION sluice.jobs_before_delete();

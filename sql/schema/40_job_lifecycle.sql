@@ -1,0 +1,306 @@
+-- The worker's side of a job's life: claim, heartbeat, complete, fail, release,
+-- and the maintenance that promotes, rescues and prunes. Every function that
+-- finishes an attempt only touches jobs still `running` under the caller's lease
+-- (same worker, same attempt): a late completion from a worker whose lease was
+-- rescued, or a duplicate one, changes nothing.
+
+-- Claim up to p_limit ready jobs from p_queues for worker p_worker_id, leasing
+-- them for p_lease. Lowest priority value first, then the longest due, then the
+-- oldest; paused queues are skipped and queue concurrency limits honoured.
+CREATE FUNCTION sluice.job_claim(
+    p_worker_id text, p_queues text[], p_limit integer, p_lease interval
+) RETURNS TABLE (
+    id bigint, tenant text, queue text, task text, payload jsonb, priority integer,
+    attempt integer, max_attempts integer, timeout interval, run_id bigint, node text,
+    run_at timestamptz, created_at timestamptz, started_at timestamptz
+)
+    LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_limit < 1 THEN
+        RETURN;
+    END IF;
+    -- A limited queue's running count must not be read by two claimers at once,
+    -- or both would fill the same free slots: lock those queue rows (in name
+    -- order) so limited claims take turns. The claim below is a new statement,
+    -- so it counts with a snapshot taken after the lock was granted.
+    PERFORM 1
+       FROM sluice.queues q
+      WHERE q.name = ANY(p_queues) AND q.concurrency_limit IS NOT NULL AND NOT q.paused
+      ORDER BY q.name
+        FOR NO KEY UPDATE;
+
+    RETURN QUERY
+    WITH lanes AS (
+        SELECT l.name,
+               CASE WHEN q.concurrency_limit IS NULL THEN p_limit
+                    ELSE least(p_limit, q.concurrency_limit - (
+                             SELECT count(*)::integer FROM sluice.jobs r
+                              WHERE r.state = 'running' AND r.queue = l.name))
+               END AS slots
+          FROM unnest(p_queues) AS l(name)
+          LEFT JOIN sluice.queues q ON q.name = l.name
+         WHERE q.paused IS NOT TRUE
+    ), picked AS (
+        -- Per queue, a range scan of the jobs_ready index; SKIP LOCKED passes over
+        -- rows another claimer is taking right now instead of waiting for it.
+        SELECT c.id
+          FROM lanes
+         CROSS JOIN LATERAL (
+                SELECT j.id, j.priority, j.run_at
+                  FROM sluice.jobs j
+                 WHERE j.state = 'ready' AND j.queue = lanes.name
+                 ORDER BY j.priority, j.run_at, j.id
+                 LIMIT greatest(lanes.slots, 0)
+                   FOR UPDATE SKIP LOCKED) c
+         ORDER BY c.priority, c.run_at, c.id
+         LIMIT p_limit
+    )
+    UPDATE sluice.jobs j
+       SET state = 'running',
+           attempt = j.attempt + 1,
+           worker_id = p_worker_id,
+           lease_expires_at = now() + p_lease,
+           started_at = now(),
+           progress = NULL
+      FROM picked
+     WHERE j.id = picked.id
+    RETURNING j.id, j.tenant, j.queue, j.task, j.payload, j.priority, j.attempt,
+              j.max_attempts, j.timeout, j.run_id, j.node, j.run_at, j.created_at, j.started_at;
+END
+$$;
+
+-- Renew the leases of the jobs a worker is still running, in one statement,
+-- and return the ids renewed. A job missing from the answer is no longer this
+-- worker's (cancelled, or rescued after a stall): the worker should stop it.
+CREATE FUNCTION sluice.job_heartbeat(p_worker_id text, p_ids bigint[], p_lease interval)
+    RETURNS SETOF bigint
+    LANGUAGE sql AS $$
+    UPDATE sluice.jobs
+       SET lease_expires_at = now() + p_lease
+     WHERE id = ANY(p_ids) AND state = 'running' AND worker_id = p_worker_id
+    RETURNING id;
+$$;
+
+-- Record a running job's progress (any JSON the handler reports).
+CREATE FUNCTION sluice.job_progress(p_worker_id text, p_id bigint, p_attempt integer, p_progress jsonb)
+    RETURNS boolean
+    LANGUAGE sql AS $$
+    WITH updated AS (
+        UPDATE sluice.jobs
+           SET progress = p_progress
+         WHERE id = p_id AND attempt = p_attempt AND state = 'running' AND worker_id = p_worker_id
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM updated);
+$$;
+
+-- Finish a batch of successful attempts (the arrays are parallel: job, attempt,
+-- result, output tail). One statement for the whole batch: the jobs, their
+-- attempt log rows, and (through jobs_after_update) their children and runs.
+-- Returns the ids that were still this worker's to complete.
+CREATE FUNCTION sluice.job_complete_many(
+    p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
+    p_outputs text[] DEFAULT NULL
+) RETURNS SETOF bigint
+    LANGUAGE sql AS $$
+    WITH done AS (
+        SELECT * FROM unnest(p_ids, p_attempts, p_results, p_outputs) AS d(id, attempt, result, output)
+    ), completed AS (
+        UPDATE sluice.jobs j
+           SET state = 'succeeded', result = d.result, finished_at = now(), lease_expires_at = NULL
+          FROM done d
+         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = p_worker_id
+        RETURNING j.id, j.attempt, j.started_at, d.output
+    ), logged AS (
+        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, output)
+        SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output FROM completed c
+    )
+    SELECT id FROM completed;
+$$;
+
+-- Finish failed attempts (parallel arrays; each row names its worker, so the
+-- rescuer can use it for jobs of many workers). With attempts left and a
+-- retryable error the job is scheduled again after its backoff; otherwise it
+-- ends `failed` with a dead-letter row holding its error history.
+CREATE FUNCTION sluice.job_fail_rows(
+    p_ids bigint[], p_attempts integer[], p_worker_ids text[], p_errors text[],
+    p_retryable boolean[], p_outcomes text[], p_outputs text[]
+) RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
+    LANGUAGE sql AS $$
+    WITH f AS (
+        SELECT *
+          FROM unnest(p_ids, p_attempts, p_worker_ids, p_errors, p_retryable, p_outcomes, p_outputs)
+            AS f(id, attempt, worker_id, error, retryable, outcome, output)
+    ), decided AS (
+        SELECT f.*,
+               f.retryable AND j.attempt < j.max_attempts AS retry,
+               now() + sluice.backoff_delay(j.backoff, j.backoff_base, j.backoff_max, j.attempt, random())
+                   AS retry_at
+          FROM f JOIN sluice.jobs j ON j.id = f.id
+    ), failed AS (
+        UPDATE sluice.jobs j
+           SET state = CASE WHEN NOT d.retry THEN 'failed'::sluice.job_state
+                            WHEN d.retry_at > now() THEN 'scheduled'
+                            ELSE 'ready' END,
+               run_at = CASE WHEN d.retry THEN d.retry_at ELSE j.run_at END,
+               finished_at = CASE WHEN d.retry THEN NULL ELSE now() END,
+               reason = CASE WHEN d.retry THEN NULL
+                             WHEN d.retryable THEN 'attempts_exhausted'
+                             ELSE 'non_retryable' END,
+               last_error = d.error,
+               lease_expires_at = NULL
+          FROM decided d
+         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = d.worker_id
+        RETURNING j.id, j.state, j.run_at, j.attempt, j.started_at, j.reason,
+                  d.worker_id, d.error, d.outcome, d.output
+    ), logged AS (
+        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error, output)
+        SELECT x.id, x.attempt, x.worker_id, x.started_at, x.outcome, x.error, x.output FROM failed x
+    ), dead AS (
+        -- This statement's own attempt rows are not visible to it yet: add them by hand.
+        INSERT INTO sluice.dead_letters (job_id, attempts, reason, last_error, errors)
+        SELECT x.id, x.attempt, x.reason, x.error,
+               coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', a.attempt, 'outcome', a.outcome,
+                                                             'error', a.error, 'finished_at', a.finished_at)
+                                          ORDER BY a.attempt)
+                           FROM sluice.job_attempts a WHERE a.job_id = x.id), '[]')
+               || jsonb_build_array(jsonb_build_object('attempt', x.attempt, 'outcome', x.outcome,
+                                                       'error', x.error, 'finished_at', now()))
+          FROM failed x
+         WHERE x.state = 'failed'
+    )
+    SELECT x.id, x.state, x.run_at FROM failed x;
+$$;
+
+-- A worker's failed attempts. p_retryable[i] false fails the job at once;
+-- p_outcomes[i] is 'failed' (the handler raised) or 'timeout'.
+CREATE FUNCTION sluice.job_fail_many(
+    p_worker_id text, p_ids bigint[], p_attempts integer[], p_errors text[],
+    p_retryable boolean[], p_outcomes text[] DEFAULT NULL, p_outputs text[] DEFAULT NULL
+) RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
+    LANGUAGE sql AS $$
+    SELECT * FROM sluice.job_fail_rows(
+        p_ids, p_attempts, array_fill(p_worker_id, ARRAY[cardinality(p_ids)]), p_errors, p_retryable,
+        coalesce(p_outcomes, array_fill('failed'::text, ARRAY[cardinality(p_ids)])), p_outputs);
+$$;
+
+-- Hand running jobs back without counting the attempt against them (graceful
+-- shutdown past its grace period): they are ready again at once.
+CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_attempts integer[])
+    RETURNS SETOF bigint
+    LANGUAGE sql AS $$
+    WITH released AS (
+        UPDATE sluice.jobs j
+           SET state = 'ready', run_at = now(), max_attempts = j.max_attempts + 1, lease_expires_at = NULL
+          FROM unnest(p_ids, p_attempts) AS r(id, attempt)
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 'running' AND j.worker_id = p_worker_id
+        RETURNING j.id, j.attempt, j.started_at
+    ), logged AS (
+        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
+        SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', 'worker shut down'
+          FROM released r
+    )
+    SELECT id FROM released;
+$$;
+
+-- Rescue jobs whose lease expired (their worker died, hung, or lost the
+-- network): each counts as a failed attempt and is retried or dead-lettered.
+CREATE FUNCTION sluice.job_rescue_expired(p_limit integer DEFAULT 1000)
+    RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
+    LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_ids      bigint[];
+    v_attempts integer[];
+    v_workers  text[];
+BEGIN
+    SELECT array_agg(e.id), array_agg(e.attempt), array_agg(e.worker_id)
+      INTO v_ids, v_attempts, v_workers
+      FROM (SELECT j.id, j.attempt, j.worker_id
+              FROM sluice.jobs j
+             WHERE j.state = 'running' AND j.lease_expires_at < now()
+             ORDER BY j.id
+             LIMIT p_limit
+               FOR NO KEY UPDATE SKIP LOCKED) e;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT * FROM sluice.job_fail_rows(
+        v_ids, v_attempts, v_workers,
+        ARRAY(SELECT format('lease expired: worker %s stopped heartbeating', w) FROM unnest(v_workers) w),
+        array_fill(true, ARRAY[cardinality(v_ids)]),
+        array_fill('rescued'::text, ARRAY[cardinality(v_ids)]),
+        NULL);
+END
+$$;
+
+-- Make due scheduled jobs ready (their queues are notified by jobs_after_update).
+-- Returns how many were promoted; call again while it returns p_limit.
+CREATE FUNCTION sluice.job_promote_scheduled(p_limit integer DEFAULT 10000)
+    RETURNS integer
+    LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT j.id
+          FROM sluice.jobs j
+         WHERE j.state = 'scheduled' AND j.run_at <= now()
+         ORDER BY j.run_at
+         LIMIT p_limit
+           FOR NO KEY UPDATE SKIP LOCKED
+    ), promoted AS (
+        UPDATE sluice.jobs j SET state = 'ready' FROM due WHERE j.id = due.id RETURNING 1
+    )
+    SELECT count(*)::integer FROM promoted;
+$$;
+
+-- When the next scheduled job falls due (null when none is scheduled): the
+-- maintenance loop sleeps until then instead of polling.
+CREATE FUNCTION sluice.job_next_due() RETURNS timestamptz
+    LANGUAGE sql STABLE AS $$
+    SELECT min(run_at) FROM sluice.jobs WHERE state = 'scheduled';
+$$;
+
+-- Delete finished jobs older than p_retention, at most p_limit jobs and
+-- p_limit / 100 runs per call, so each call is a short transaction. Failed jobs
+-- waiting in the dead-letter queue are kept until resolved; jobs of a DAG run go
+-- with their run, once the whole run is finished and old.
+CREATE FUNCTION sluice.job_prune(p_retention interval, p_limit integer DEFAULT 1000)
+    RETURNS integer
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_jobs integer;
+    v_runs integer;
+BEGIN
+    WITH doomed AS (
+        SELECT j.id
+          FROM sluice.jobs j
+         WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+           AND j.finished_at < now() - p_retention
+           AND j.run_id IS NULL
+           AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d
+                            WHERE d.job_id = j.id AND d.resolved_at IS NULL)
+         ORDER BY j.finished_at
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM sluice.jobs j USING doomed WHERE j.id = doomed.id;
+    GET DIAGNOSTICS v_jobs = ROW_COUNT;
+
+    WITH doomed AS (
+        SELECT r.id
+          FROM sluice.dag_runs r
+         WHERE r.state <> 'running'
+           AND r.finished_at < now() - p_retention
+           AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
+                             JOIN sluice.dead_letters d ON d.job_id = j.id AND d.resolved_at IS NULL
+                            WHERE j.run_id = r.id)
+         ORDER BY r.finished_at
+         LIMIT greatest(p_limit / 100, 1)
+           FOR UPDATE SKIP LOCKED
+    )
+    DELETE FROM sluice.dag_runs r USING doomed WHERE r.id = doomed.id;
+    GET DIAGNOSTICS v_runs = ROW_COUNT;
+    RETURN v_jobs + v_runs;
+END
+$$;

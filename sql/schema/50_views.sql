@@ -1,0 +1,114 @@
+-- Admin views, for psql and the dashboard. Each reads through an index or one
+-- pass over sluice.jobs, so they stay well under a second at a million jobs.
+
+-- Which worker holds which running job, until when. A lease is two columns on
+-- the job row rather than a table of its own: claiming writes it in the same
+-- row version as the state, and a heartbeat touches no index (a HOT update).
+CREATE VIEW sluice.leases AS
+SELECT j.id AS job_id, j.worker_id, j.attempt, j.started_at AS claimed_at,
+       j.lease_expires_at AS expires_at
+  FROM sluice.jobs j
+ WHERE j.state = 'running';
+
+-- Per queue: jobs in each state, how long the oldest ready job has waited, and settings.
+CREATE VIEW sluice.queue_stats AS
+WITH counts AS (
+    SELECT j.queue,
+           count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
+           count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
+           count(*) FILTER (WHERE j.state = 'ready')     AS ready,
+           count(*) FILTER (WHERE j.state = 'running')   AS running,
+           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE j.state = 'failed')    AS failed,
+           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+           min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
+      FROM sluice.jobs j
+     GROUP BY j.queue
+)
+SELECT coalesce(c.queue, q.name) AS queue,
+       coalesce(c.blocked, 0) AS blocked,
+       coalesce(c.scheduled, 0) AS scheduled,
+       coalesce(c.ready, 0) AS ready,
+       coalesce(c.running, 0) AS running,
+       coalesce(c.succeeded, 0) AS succeeded,
+       coalesce(c.failed, 0) AS failed,
+       coalesce(c.cancelled, 0) AS cancelled,
+       greatest(now() - c.oldest_ready_at, '0') AS oldest_ready_age,
+       coalesce(q.paused, false) AS paused,
+       q.concurrency_limit
+  FROM counts c
+  FULL JOIN sluice.queues q ON q.name = c.queue;
+
+-- Running jobs with their worker and lease.
+CREATE VIEW sluice.running_jobs AS
+SELECT j.id AS job_id, j.tenant, j.queue, j.task, j.attempt, j.max_attempts, j.run_id,
+       j.worker_id, j.started_at AS since, now() - j.started_at AS running_for,
+       j.lease_expires_at, j.progress
+  FROM sluice.jobs j
+ WHERE j.state = 'running';
+
+-- Running jobs whose lease has expired: their worker is gone; the rescuer will retry them.
+CREATE VIEW sluice.stuck_jobs AS
+SELECT r.*, now() - r.lease_expires_at AS expired_for
+  FROM sluice.running_jobs r
+ WHERE r.lease_expires_at < now();
+
+-- Unresolved dead letters, newest first.
+CREATE VIEW sluice.dead_letter_queue AS
+SELECT d.id AS dead_letter_id, d.job_id, j.tenant, j.queue, j.task, j.payload, j.run_id,
+       d.attempts, d.reason, d.last_error, d.errors, d.failed_at
+  FROM sluice.dead_letters d
+  JOIN sluice.jobs j ON j.id = d.job_id
+ WHERE d.resolved_at IS NULL
+ ORDER BY d.failed_at DESC, d.id DESC;
+
+-- Per DAG run: nodes in each state and how much is done.
+CREATE VIEW sluice.dag_run_progress AS
+SELECT r.id AS run_id, r.tenant, r.dag_name, r.dag_version, r.state, r.created_at, r.finished_at,
+       coalesce(n.total, 0) AS nodes,
+       coalesce(n.blocked, 0) AS blocked,
+       coalesce(n.scheduled, 0) AS scheduled,
+       coalesce(n.ready, 0) AS ready,
+       coalesce(n.running, 0) AS running,
+       coalesce(n.succeeded, 0) AS succeeded,
+       coalesce(n.failed, 0) AS failed,
+       coalesce(n.cancelled, 0) AS cancelled,
+       CASE WHEN coalesce(n.total, 0) = 0 THEN 0
+            ELSE round(100.0 * (n.succeeded + n.failed + n.cancelled) / n.total, 1) END AS percent_done
+  FROM sluice.dag_runs r
+  LEFT JOIN LATERAL (
+      SELECT count(*) AS total,
+             count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
+             count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
+             count(*) FILTER (WHERE j.state = 'ready')     AS ready,
+             count(*) FILTER (WHERE j.state = 'running')   AS running,
+             count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+             count(*) FILTER (WHERE j.state = 'failed')    AS failed,
+             count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+        FROM sluice.jobs j
+       WHERE j.run_id = r.id) n ON true;
+
+-- Workers, their last heartbeat, how many jobs each runs, and whether it is
+-- alive (stopped cleanly: no; silent for three heartbeat intervals: no).
+CREATE VIEW sluice.worker_status AS
+SELECT w.id AS worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused,
+       w.started_at, w.heartbeat_at, w.stopped_at,
+       coalesce(r.running, 0) AS running,
+       w.stopped_at IS NULL AND w.heartbeat_at > now() - 3 * w.heartbeat_interval AS alive
+  FROM sluice.workers w
+  LEFT JOIN (SELECT j.worker_id, count(*) AS running
+               FROM sluice.jobs j
+              WHERE j.state = 'running'
+              GROUP BY j.worker_id) r ON r.worker_id = w.id;
+
+-- Jobs finished per minute and queue over the last hour.
+CREATE VIEW sluice.throughput AS
+SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
+       count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE j.state = 'failed')    AS failed,
+       count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+  FROM sluice.jobs j
+ WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+   AND j.finished_at >= now() - interval '1 hour'
+ GROUP BY 1, 2
+ ORDER BY 1 DESC, 2;

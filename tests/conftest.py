@@ -1,0 +1,114 @@
+"""Test harness: one PostgreSQL server per test session, started by the tests.
+
+The server is Sluice's own embedded cluster (run as the `postgres` user when the
+tests run as root). pytest-postgresql's janitor builds a template database once
+from the Alembic migrations, then clones a fresh database from it for every test
+that asks for one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from app.core import migrate
+from app.core.db import connection_kwargs, open_pool
+from app.core.embedded import SUPERUSER, EmbeddedPostgres
+
+# Throwaway data: trade durability for speed.
+TEST_SERVER_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "256MB",
+    "log_min_messages": "fatal",
+}
+TEMPLATE = "sluice_template"
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    """The session's PostgreSQL server (a fresh cluster in a temporary directory)."""
+    # Not under pytest's basetemp: that is private to the current (root) user, and
+    # the server may have to run as `postgres`.
+    data_dir = Path(tempfile.mkdtemp(prefix="sluice-test-pg-"))
+    server = EmbeddedPostgres(data_dir, settings=TEST_SERVER_SETTINGS)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _janitor(server: EmbeddedPostgres, dbname: str, **kwargs) -> DatabaseJanitor:
+    return DatabaseJanitor(
+        user=SUPERUSER,
+        host=str(server.socket_dir),
+        port=server.port,
+        dbname=dbname,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """Name of the template database, migrated once per session."""
+    janitor = _janitor(pg_server, TEMPLATE, as_template=True)
+    janitor.drop()
+    with janitor:
+        janitor.load(lambda **_: migrate.upgrade(pg_server.url(TEMPLATE)))
+        yield TEMPLATE
+
+
+@pytest.fixture
+def database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """URL of a fresh database cloned from the migrated template, dropped afterwards."""
+    dbname = f"test_{os.getpid()}_{next(_database_numbers)}"
+    with _janitor(pg_server, dbname, template_dbname=template_db):
+        yield pg_server.url(dbname)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """An autocommit connection to the test's database."""
+    async with await psycopg.AsyncConnection.connect(database_url, **connection_kwargs()) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    """A connection pool on the test's database, as the worker and API use."""
+    pool = await open_pool(database_url, min_size=1, max_size=20)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def connect(database_url: str):
+    """Open extra connections to the test's database (closed at the end of the test)."""
+    opened: list[psycopg.AsyncConnection] = []
+
+    async def _connect(**kwargs) -> psycopg.AsyncConnection:
+        conn = await psycopg.AsyncConnection.connect(
+            database_url, **{**connection_kwargs(), **kwargs}
+        )
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for conn in opened:
+        await conn.close()

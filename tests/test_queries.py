@@ -1,0 +1,44 @@
+"""Named queries: the files parse, and every query runs against the real schema."""
+
+import re
+
+import pytest
+
+from app.core.queries import Q, Queries, parse
+
+
+def test_parse_splits_named_blocks():
+    queries = parse("-- name: a :one\nSELECT 1;\n\n-- name: b :exec\nSELECT 2;\n", "x.sql")
+    assert {q.name: (q.kind, q.sql) for q in queries.values()} == {
+        "a": ("one", "SELECT 1;"),
+        "b": ("exec", "SELECT 2;"),
+    }
+
+
+def test_parse_rejects_a_file_without_headers():
+    with pytest.raises(ValueError, match="no `-- name"):
+        parse("SELECT 1;", "x.sql")
+
+
+def test_parse_rejects_duplicate_names():
+    with pytest.raises(ValueError, match="defined twice"):
+        parse("-- name: a :one\nSELECT 1;\n-- name: a :one\nSELECT 2;", "x.sql")
+
+
+def test_unknown_query_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no query named nope"):
+        Q.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("query", list(Q), ids=lambda q: q.name)
+async def test_every_query_plans_against_the_schema(db, query):
+    """PREPARE checks each query's syntax and every name it uses, without running it."""
+    names: list[str] = []
+
+    def placeholder(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    statement = re.sub(r"%\((\w+)\)s", placeholder, query.sql).rstrip().rstrip(";")
+    await db.execute(f"PREPARE checked AS {statement}")
