@@ -10,6 +10,7 @@ import click
 # command name -> "module:attribute"
 COMMANDS = {
     "migrate": "app.cli.migrate:migrate",
+    "worker": "app.cli.worker:worker",
 }
 
 

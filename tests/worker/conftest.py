@@ -1,0 +1,164 @@
+"""Fixtures for the worker tests: workers in this process (fast, inspectable)
+or as real `sluice worker` processes (for kill -9, SIGTERM, restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.core.config import load
+from worker.runner import Worker
+from worker.settings import WorkerSettings
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+# The test handlers, importable by name in this process and in worker processes.
+TASKS_MODULE = "worker_tasks"
+
+# Quick enough for tests, still a real lease/heartbeat cycle.
+FAST = {
+    "lease_ttl": 2.0,
+    "heartbeat_interval": 0.5,
+    "poll_interval": 1.0,
+    "shutdown_grace": 5.0,
+    "leader_ttl": 1.5,
+    "rescue_interval": 0.3,
+    "promote_interval": 0.1,
+    "cron_interval": 0.2,
+    "task_modules": (TASKS_MODULE,),
+    "maintenance": False,
+}
+
+
+def worker_settings(**overrides: Any) -> WorkerSettings:
+    return load(WorkerSettings, environ={}, **{**FAST, **overrides})
+
+
+async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 10.0,
+                   what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def scalar(conn, sql: str, *params: Any) -> Any:
+    cur = await conn.execute(sql, params or None)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def job_state(conn, job_id: int) -> str:
+    return await scalar(conn, "SELECT state::text FROM sluice.jobs WHERE id = %s", job_id)
+
+
+async def wait_state(conn, job_id: int, *states: str, timeout: float = 10.0) -> str:
+    async def reached() -> str | None:
+        state = await job_state(conn, job_id)
+        return state if state in states else None
+
+    return await wait_for(reached, timeout, f"job {job_id} to be {'/'.join(states)}")
+
+
+@pytest.fixture
+async def start_worker(database_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start workers in this event loop; each is stopped cleanly at the end of the test."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> Worker:
+        worker = Worker(worker_settings(**overrides), database_url)
+        task = asyncio.create_task(worker.run())
+        running.append((worker, task))
+        started = asyncio.create_task(worker.started.wait())
+        done, _ = await asyncio.wait({started, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            started.cancel()
+            task.result()  # raises what stopped it
+        assert started in done, "the worker did not start"
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        return worker
+
+    yield start
+    for worker, _ in running:
+        worker.stop(hurry=True)
+    for _, task in running:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 20)
+
+
+class WorkerProcess:
+    """A `sluice worker` subprocess."""
+
+    def __init__(self, database_url: str, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from app.cli import main; main()", "worker",
+             "--database-url", database_url, *args],
+            env=env, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.returncode is not None:
+                self._log_file.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn_worker(database_url: str, tmp_path: Path):
+    """Start `sluice worker` processes; any still running at the end are killed."""
+    procs: list[WorkerProcess] = []
+
+    def spawn(*args: str, url: str | None = None, **env: Any) -> WorkerProcess:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        environ.update({
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+            "SLUICE_TASK_MODULES": TASKS_MODULE,
+            "SLUICE_LEASE_TTL": "2",
+            "SLUICE_HEARTBEAT_INTERVAL": "0.5",
+            "SLUICE_POLL_INTERVAL": "1",
+            "SLUICE_LEADER_TTL": "1.5",
+            "SLUICE_RESCUE_INTERVAL": "0.3",
+            "SLUICE_PROMOTE_INTERVAL": "0.1",
+            "SLUICE_CRON_INTERVAL": "0.2",
+            "SLUICE_LOG_LEVEL": "INFO",
+        })
+        environ.update({k: str(v) for k, v in env.items()})
+        proc = WorkerProcess(url or database_url, environ, list(args),
+                             tmp_path / f"worker-{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.signal(signal.SIGKILL)
+        proc.wait(10)
