@@ -47,12 +47,14 @@ class Claimer:
         self._stopping = False
         self.paused = False
         self.claimed = 0
+        self.notified = 0
 
     # -- signals -------------------------------------------------------------
 
     def notify(self, queue: str) -> None:
         """Ready jobs arrived in `queue` (a NOTIFY)."""
         if queue in self._queue_set:
+            self.notified += 1
             self._pending = True
             self._wake.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -44,12 +45,15 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
     return load(WorkerSettings, environ={}, **{**FAST, **overrides})
 
 
-async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 10.0,
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
                    what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout`."""
+    """Poll `condition` (sync or async) until it returns something truthy; fail
+    after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await condition()
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
