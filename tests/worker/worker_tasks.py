@@ -75,3 +75,11 @@ async def with_progress(payload: Any, ctx: JobContext) -> bool:
 @task
 def unserialisable(payload: Any) -> object:
     return {"when": time}
+
+
+@task
+async def stall_first_attempt(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """Hangs on its first attempt (so its worker can be killed mid-job), then succeeds."""
+    if ctx.attempt == 1:
+        await asyncio.sleep(3600)
+    return {"worker": ctx.worker_id, "attempt": ctx.attempt}
