@@ -26,9 +26,17 @@ class Claimer:
     """The claim loop of one worker."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, executor: Executor, completer: Completer, *,
-        worker_id: str, queues: tuple[str, ...], concurrency: int, lease_ttl: float,
-        poll_interval: float, backlog_limit: int,
+        self,
+        pool: AsyncConnectionPool,
+        executor: Executor,
+        completer: Completer,
+        *,
+        worker_id: str,
+        queues: tuple[str, ...],
+        concurrency: int,
+        lease_ttl: float,
+        poll_interval: float,
+        backlog_limit: int,
     ) -> None:
         self._pool = pool
         self._executor = executor
@@ -99,8 +107,11 @@ class Claimer:
                     rows = await self._claim(free)
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     self._pending = True
-                    log.warning("claim failed, retrying in %.1fs: %s", error_delay,
-                                str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                    log.warning(
+                        "claim failed, retrying in %.1fs: %s",
+                        error_delay,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                    )
                     await asyncio.sleep(error_delay)
                     error_delay = min(error_delay * 2, 5.0)
                     continue
@@ -123,6 +134,9 @@ class Claimer:
     async def _claim(self, limit: int) -> list[dict]:
         async with self._pool.connection() as conn:
             return await Q.job_claim(
-                conn, worker_id=self._worker_id, queues=self._queues, limit=limit,
+                conn,
+                worker_id=self._worker_id,
+                queues=self._queues,
+                limit=limit,
                 lease=self._lease,
             )

@@ -11,6 +11,8 @@ completion for a rescued or cancelled job changes nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +32,12 @@ class Completer:
     """Buffers outcomes and flushes them on size or time."""
 
     def __init__(
-        self, writer: Writer, worker_id: str, meters: Meters, *, batch: int = 100,
+        self,
+        writer: Writer,
+        worker_id: str,
+        meters: Meters,
+        *,
+        batch: int = 100,
         interval: float = 0.005,
     ) -> None:
         self._writer = writer
@@ -38,7 +45,8 @@ class Completer:
         self._meters = meters
         self._batch = batch
         self._interval = interval
-        # (id, attempt, result json text or None, output) / (id, attempt, error, retryable, outcome, output, queue, task)
+        # Successes: (id, attempt, result as JSON text or None, output).
+        # Failures: (id, attempt, error, retryable, outcome, output, queue, task).
         self._done: list[tuple[int, int, str | None, str | None]] = []
         self._failed: list[tuple[int, int, str, bool, str, str | None, str, str]] = []
         self._flushing: list[int] = []
@@ -58,8 +66,15 @@ class Completer:
         self._added()
 
     def fail(
-        self, job_id: int, attempt: int, error: str, retryable: bool, outcome: str,
-        output: str | None, queue: str, task: str,
+        self,
+        job_id: int,
+        attempt: int,
+        error: str,
+        retryable: bool,
+        outcome: str,
+        output: str | None,
+        queue: str,
+        task: str,
     ) -> None:
         self._failed.append((job_id, attempt, error, retryable, outcome, output, queue, task))
         self._added()
@@ -94,17 +109,17 @@ class Completer:
                 continue
             if not self._closing and len(self._done) + len(self._failed) < self._batch:
                 self._full.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._interval)
-                except TimeoutError:
-                    pass
             try:
                 await self.flush()
             except Exception:
                 # Past the shutdown deadline, or a bug: these jobs stay running in
                 # the database until their leases expire, then they are rescued.
-                log.exception("could not write job outcomes; the jobs will be retried "
-                              "after their leases expire")
+                log.exception(
+                    "could not write job outcomes; the jobs will be retried "
+                    "after their leases expire"
+                )
 
     async def flush(self) -> None:
         """Write everything buffered now (retrying transient errors)."""
@@ -117,7 +132,9 @@ class Completer:
             self._flushing = [o[0] for o in done] + [o[0] for o in failed]
             try:
                 await retry_transient(
-                    "writing job outcomes", lambda: self._write(done, failed), deadline=self.deadline
+                    "writing job outcomes",
+                    functools.partial(self._write, done, failed),
+                    deadline=self.deadline,
                 )
             finally:
                 self._flushing = []
@@ -137,21 +154,29 @@ class Completer:
 
     async def _complete(self, conn: Any, done: list[tuple]) -> list[dict[str, Any]]:
         return await Q.job_complete_many(
-            conn, worker_id=self._worker_id,
-            ids=[o[0] for o in done], attempts=[o[1] for o in done],
-            results=[o[2] for o in done], outputs=[o[3] for o in done],
+            conn,
+            worker_id=self._worker_id,
+            ids=[o[0] for o in done],
+            attempts=[o[1] for o in done],
+            results=[o[2] for o in done],
+            outputs=[o[3] for o in done],
         )
 
     async def _fail(self, conn: Any, failed: list[tuple]) -> list[dict[str, Any]]:
         return await Q.job_fail_many(
-            conn, worker_id=self._worker_id,
-            ids=[o[0] for o in failed], attempts=[o[1] for o in failed],
-            errors=[o[2] for o in failed], retryable=[o[3] for o in failed],
-            outcomes=[o[4] for o in failed], outputs=[o[5] for o in failed],
+            conn,
+            worker_id=self._worker_id,
+            ids=[o[0] for o in failed],
+            attempts=[o[1] for o in failed],
+            errors=[o[2] for o in failed],
+            retryable=[o[3] for o in failed],
+            outcomes=[o[4] for o in failed],
+            outputs=[o[5] for o in failed],
         )
 
-    def _account(self, done: list[tuple], failed: list[tuple], completed: list[dict],
-                 decided: list[dict]) -> None:
+    def _account(
+        self, done: list[tuple], failed: list[tuple], completed: list[dict], decided: list[dict]
+    ) -> None:
         ignored: list[int] = []
         if len(completed) != len(done):
             kept = {row["id"] for row in completed}
@@ -168,7 +193,8 @@ class Completer:
         if ignored:
             log.info(
                 "ignored %d late outcome(s): the jobs are no longer this worker's "
-                "(cancelled, or rescued after a lost lease)", len(ignored),
+                "(cancelled, or rescued after a lost lease)",
+                len(ignored),
                 extra={"job_ids": ignored[:20]},
             )
             if self.on_ignored is not None:

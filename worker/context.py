@@ -22,13 +22,30 @@ class JobContext:
     """The running job, as its handler sees it."""
 
     __slots__ = (
-        "_cancelled", "_resources", "attempt", "job_id", "max_attempts", "node",
-        "output", "queue", "run_id", "task", "tenant",
+        "_cancelled",
+        "_resources",
+        "attempt",
+        "job_id",
+        "max_attempts",
+        "node",
+        "output",
+        "queue",
+        "run_id",
+        "task",
+        "tenant",
     )
 
     def __init__(
-        self, resources: Resources, job_id: int, attempt: int, max_attempts: int,
-        queue: str, task: str, tenant: str, run_id: int | None, node: str | None,
+        self,
+        resources: Resources,
+        job_id: int,
+        attempt: int,
+        max_attempts: int,
+        queue: str,
+        task: str,
+        tenant: str,
+        run_id: int | None,
+        node: str | None,
     ) -> None:
         self._resources = resources
         self._cancelled: threading.Event | None = None

@@ -45,8 +45,14 @@ class Firing:
 
 
 def plan(
-    cron: str, timezone: str, misfire: str, *, next_fire_at: dt.datetime | None,
-    base: dt.datetime, now: dt.datetime, grace: float,
+    cron: str,
+    timezone: str,
+    misfire: str,
+    *,
+    next_fire_at: dt.datetime | None,
+    base: dt.datetime,
+    now: dt.datetime,
+    grace: float,
 ) -> Firing:
     """The occurrences to fire now and the next one to wait for.
 
@@ -104,17 +110,30 @@ class CronScheduler:
     async def _fire(self, conn: Any, row: dict[str, Any]) -> None:
         base = max(row["last_fired_at"] or row["updated_at"], row["updated_at"])
         firing = plan(
-            row["cron"], row["timezone"], row["misfire"], next_fire_at=row["next_fire_at"],
-            base=base, now=row["now"], grace=self._grace,
+            row["cron"],
+            row["timezone"],
+            row["misfire"],
+            next_fire_at=row["next_fire_at"],
+            base=base,
+            now=row["now"],
+            grace=self._grace,
         )
         fired = await Q.schedule_fire(
-            conn, id=row["id"], seen=row["updated_at"], occurrences=firing.occurrences,
-            next_fire_at=firing.next_fire_at, error=firing.error,
+            conn,
+            id=row["id"],
+            seen=row["updated_at"],
+            occurrences=firing.occurrences,
+            next_fire_at=firing.next_fire_at,
+            error=firing.error,
         )
         if firing.error:
             log.warning("schedule %s (%s) cannot fire: %s", row["id"], row["name"], firing.error)
         elif fired == 0 and firing.occurrences:
-            log.warning("schedule %s (%s) could not start its occurrence(s); see its "
-                        "last_error in sluice.schedules", row["id"], row["name"])
+            log.warning(
+                "schedule %s (%s) could not start its occurrence(s); see its "
+                "last_error in sluice.schedules",
+                row["id"],
+                row["name"],
+            )
         elif fired:
             log.info("schedule %s (%s) fired %d occurrence(s)", row["id"], row["name"], fired)

@@ -29,8 +29,20 @@ ERROR_LIMIT = 2000
 class Job:
     """A claimed job (a row of sluice.job_claim)."""
 
-    __slots__ = ("attempt", "id", "max_attempts", "node", "payload", "queue", "run_at",
-                 "run_id", "started_at", "task", "tenant", "timeout")
+    __slots__ = (
+        "attempt",
+        "id",
+        "max_attempts",
+        "node",
+        "payload",
+        "queue",
+        "run_at",
+        "run_id",
+        "started_at",
+        "task",
+        "tenant",
+        "timeout",
+    )
 
     def __init__(self, row: dict[str, Any]) -> None:
         self.id: int = row["id"]
@@ -78,8 +90,14 @@ class Executor:
     """Starts jobs, tracks them while they run, and stops them on request."""
 
     def __init__(
-        self, registry: Registry, resources: Resources, completer: Completer, meters: Meters,
-        *, concurrency: int, default_timeout: float,
+        self,
+        registry: Registry,
+        resources: Resources,
+        completer: Completer,
+        meters: Meters,
+        *,
+        concurrency: int,
+        default_timeout: float,
     ) -> None:
         self._registry = registry
         self._resources = resources
@@ -98,8 +116,17 @@ class Executor:
         started = 0
         for row in rows:
             job = Job(row)
-            ctx = JobContext(resources, job.id, job.attempt, job.max_attempts, job.queue,
-                             job.task, job.tenant, job.run_id, job.node)
+            ctx = JobContext(
+                resources,
+                job.id,
+                job.attempt,
+                job.max_attempts,
+                job.queue,
+                job.task,
+                job.tenant,
+                job.run_id,
+                job.node,
+            )
             execution = Execution(job, ctx)
             self.running[job.id] = execution
             execution.task = loop.create_task(self._run(execution))
@@ -133,7 +160,9 @@ class Executor:
         if job.run_id is not None:
             run_id_var.set(job.run_id)
         meters = self._meters.task(job.queue, job.task)
-        self._meters.wait(job.queue).observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+        self._meters.wait(job.queue).observe(
+            max(0.0, (job.started_at - job.run_at).total_seconds())
+        )
         began = time.perf_counter()
         outcome = "failed"
         try:
@@ -159,7 +188,11 @@ class Executor:
                     result = await handler.call(job.payload, ctx)
                 else:
                     result = await asyncio.get_running_loop().run_in_executor(
-                        self._threads, contextvars.copy_context().run, handler.call, job.payload, ctx
+                        self._threads,
+                        contextvars.copy_context().run,
+                        handler.call,
+                        job.payload,
+                        ctx,
                     )
             try:
                 encoded = None if result is None else json.dumps(result)
@@ -175,8 +208,16 @@ class Executor:
             if not deadline.expired():
                 return self._failed(execution, exc, retryable=True)
             ctx._stop()  # a sync handler's thread runs on: tell it to give up
-            self._completer.fail(job.id, job.attempt, f"timed out after {timeout:g}s", True,
-                                 "timeout", ctx.output, job.queue, job.task)
+            self._completer.fail(
+                job.id,
+                job.attempt,
+                f"timed out after {timeout:g}s",
+                True,
+                "timeout",
+                ctx.output,
+                job.queue,
+                job.task,
+            )
             return "timeout"
         except NonRetryableError as exc:
             return self._failed(execution, exc, retryable=False)
@@ -189,11 +230,25 @@ class Executor:
         job = execution.job
         error = describe_error(exc)
         last = job.attempt >= job.max_attempts or not retryable
-        log.log(logging.WARNING if last else logging.INFO,
-                "job %s (%s) attempt %s/%s failed: %s", job.id, job.task, job.attempt,
-                job.max_attempts, error)
-        self._completer.fail(job.id, job.attempt, error, retryable, "failed",
-                             execution.ctx.output, job.queue, job.task)
+        log.log(
+            logging.WARNING if last else logging.INFO,
+            "job %s (%s) attempt %s/%s failed: %s",
+            job.id,
+            job.task,
+            job.attempt,
+            job.max_attempts,
+            error,
+        )
+        self._completer.fail(
+            job.id,
+            job.attempt,
+            error,
+            retryable,
+            "failed",
+            execution.ctx.output,
+            job.queue,
+            job.task,
+        )
         return "failed"
 
     def close(self) -> None:

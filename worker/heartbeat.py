@@ -27,8 +27,15 @@ class Heartbeat:
     """Renews leases and the worker's registration."""
 
     def __init__(
-        self, writer: Writer, executor: Executor, completer: Completer, claimer: Claimer, *,
-        worker_id: str, interval: float, lease_ttl: float,
+        self,
+        writer: Writer,
+        executor: Executor,
+        completer: Completer,
+        claimer: Claimer,
+        *,
+        worker_id: str,
+        interval: float,
+        lease_ttl: float,
         register: Callable[[Any], Awaitable[None]],
     ) -> None:
         self._writer = writer
@@ -56,7 +63,9 @@ class Heartbeat:
             ids = [*self._executor.running, *self._completer.pending_ids()]
             renewed: set[int] = set()
             if ids:
-                rows = await Q.job_heartbeat(conn, worker_id=self._worker_id, ids=ids, lease=self._lease)
+                rows = await Q.job_heartbeat(
+                    conn, worker_id=self._worker_id, ids=ids, lease=self._lease
+                )
                 renewed = {row["id"] for row in rows}
             paused = await Q.worker_heartbeat(conn, id=self._worker_id)
             if paused is None:
@@ -66,6 +75,9 @@ class Heartbeat:
         if lost:
             stopped = self._executor.stop(lost, "lost")
             if stopped:
-                log.warning("stopped %d job(s) that are no longer this worker's "
-                            "(cancelled or rescued)", len(stopped), extra={"job_ids": stopped[:20]})
+                log.warning(
+                    "stopped %d job(s) that are no longer this worker's (cancelled or rescued)",
+                    len(stopped),
+                    extra={"job_ids": stopped[:20]},
+                )
         self._claimer.set_paused(bool(paused))

@@ -33,7 +33,9 @@ class Listener:
     """Dispatches notifications to callbacks; reconnects on its own."""
 
     def __init__(
-        self, url: str, *,
+        self,
+        url: str,
+        *,
         on_jobs: Callable[[str], None],
         on_control: Callable[[dict[str, Any]], None],
         on_connected: Callable[[], None],
@@ -68,8 +70,11 @@ class Listener:
                 await self._receive(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.connected.clear()
-                log.warning("listener connection lost, reconnecting in %.2fs: %s", delay,
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                log.warning(
+                    "listener connection lost, reconnecting in %.2fs: %s",
+                    delay,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)
             finally:

@@ -59,10 +59,15 @@ class Maintenance:
         self._services: dict[str, Callable[[], Awaitable[float]]] = {
             "promoter": Promoter(pool, max_sleep=settings.promote_interval).tick,
             "rescuer": Rescuer(pool, interval=settings.rescue_interval).tick,
-            "cron": CronScheduler(pool, max_sleep=settings.cron_interval,
-                                  grace=settings.cron_misfire_grace).tick,
-            "pruner": Pruner(pool, interval=settings.prune_interval, retention=settings.retention,
-                             worker_retention=settings.worker_retention).tick,
+            "cron": CronScheduler(
+                pool, max_sleep=settings.cron_interval, grace=settings.cron_misfire_grace
+            ).tick,
+            "pruner": Pruner(
+                pool,
+                interval=settings.prune_interval,
+                retention=settings.retention,
+                worker_retention=settings.worker_retention,
+            ).tick,
         }
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -76,7 +81,8 @@ class Maintenance:
                 try:
                     async with self._pool.connection() as conn:
                         leader = await Q.leader_acquire(
-                            conn, name=LEADER_NAME, holder=self._holder, ttl=self._ttl)
+                            conn, name=LEADER_NAME, holder=self._holder, ttl=self._ttl
+                        )
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     # Cannot renew: another worker may take over once the lease expires.
                     log.warning("leader election failed: %s", exc)

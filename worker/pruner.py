@@ -20,8 +20,14 @@ PAUSE = 0.05
 
 
 class Pruner:
-    def __init__(self, pool: AsyncConnectionPool, *, interval: float, retention: float,
-                 worker_retention: float) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        interval: float,
+        retention: float,
+        worker_retention: float,
+    ) -> None:
         self._pool = pool
         self._interval = interval
         self._retention = dt.timedelta(seconds=retention)

@@ -32,12 +32,17 @@ class Handler:
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
     params = [
-        p for p in inspect.signature(fn).parameters.values()
+        p
+        for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
     ]
     if not params:
         raise TypeError(f"handler {fn.__qualname__} must take the payload as its first argument")
     return len(params) >= 2 or params[0].kind is inspect.Parameter.VAR_POSITIONAL
+
+
+def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
+    return fn.__module__, fn.__qualname__
 
 
 class Registry:
@@ -49,12 +54,12 @@ class Registry:
     def register(self, name: str, fn: Callable[..., Any]) -> Handler:
         """Register `fn` as the handler of task `name`."""
         existing = self._handlers.get(name)
-        if existing is not None and existing.fn is not fn:
-            if (existing.fn.__module__, existing.fn.__qualname__) != (fn.__module__, fn.__qualname__):
-                raise ValueError(
-                    f"task {name!r} is already registered by "
-                    f"{existing.fn.__module__}.{existing.fn.__qualname__}"
-                )
+        # The same function imported twice (a module reloaded) is not a conflict.
+        if existing is not None and _origin(existing.fn) != _origin(fn):
+            raise ValueError(
+                f"task {name!r} is already registered by "
+                f"{existing.fn.__module__}.{existing.fn.__qualname__}"
+            )
         handler = Handler(name, fn, inspect.iscoroutinefunction(fn), _takes_context(fn))
         self._handlers[name] = handler
         return handler

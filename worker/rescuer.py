@@ -28,7 +28,10 @@ class Rescuer:
                     dead = sum(1 for r in rows if r["state"] == "failed")
                     log.warning(
                         "rescued %d job(s) whose worker stopped heartbeating "
-                        "(%d retried, %d dead-lettered)", len(rows), len(rows) - dead, dead,
+                        "(%d retried, %d dead-lettered)",
+                        len(rows),
+                        len(rows) - dead,
+                        dead,
                         extra={"job_ids": [r["id"] for r in rows[:20]]},
                     )
                 if len(rows) < BATCH:

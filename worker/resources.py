@@ -32,7 +32,8 @@ class Resources:
             # Jobs bound their own time (the job timeout); this only stops a silent
             # server from holding a connection forever.
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False,
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                follow_redirects=False,
                 headers={"User-Agent": "sluice-worker"},
             )
         return self._http
@@ -41,9 +42,15 @@ class Resources:
         if self._pool is None:
             raise RuntimeError("progress needs a database")
         async with self._pool.connection() as conn:
-            return bool(await Q.job_progress(
-                conn, worker_id=self.settings.id, id=job_id, attempt=attempt, progress=Jsonb(value)
-            ))
+            return bool(
+                await Q.job_progress(
+                    conn,
+                    worker_id=self.settings.id,
+                    id=job_id,
+                    attempt=attempt,
+                    progress=Jsonb(value),
+                )
+            )
 
     async def close(self) -> None:
         if self._http is not None:

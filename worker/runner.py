@@ -52,8 +52,14 @@ except Exception:  # pragma: no cover - running from a source tree without metad
 class Worker:
     """One worker: call `run()`; call `stop()` (or set the stop event) to end it."""
 
-    def __init__(self, settings: WorkerSettings, database_url: str, *,
-                 registry: Registry | None = None, prepare: bool = True) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        database_url: str,
+        *,
+        registry: Registry | None = None,
+        prepare: bool = True,
+    ) -> None:
         self.settings = settings
         self.id = settings.id
         self._url = database_url
@@ -81,17 +87,27 @@ class Worker:
     async def _register(self, conn: Any) -> None:
         s = self.settings
         await Q.worker_register(
-            conn, id=self.id, hostname=socket.gethostname(), pid=os.getpid(),
-            queues=list(s.queues), concurrency=s.concurrency,
-            heartbeat_interval=dt.timedelta(seconds=s.heartbeat_interval), version=VERSION,
+            conn,
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(s.queues),
+            concurrency=s.concurrency,
+            heartbeat_interval=dt.timedelta(seconds=s.heartbeat_interval),
+            version=VERSION,
         )
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
         s = self.settings
         self.registry.import_modules(s.task_modules)
-        pool = await open_pool(self._url, min_size=1, max_size=s.pool_size, prepare=self._prepare,
-                               application_name="sluice-worker")
+        pool = await open_pool(
+            self._url,
+            min_size=1,
+            max_size=s.pool_size,
+            prepare=self._prepare,
+            application_name="sluice-worker",
+        )
         writer = Writer(self._url, prepare=self._prepare)
         resources = Resources(s, pool)
         tasks: dict[str, asyncio.Task[None]] = {}
@@ -104,21 +120,45 @@ class Worker:
             async with writer.connection() as conn:
                 await self._register(conn)
             self.completer = completer = Completer(
-                writer, self.id, self.meters, batch=s.complete_batch, interval=s.complete_interval)
+                writer, self.id, self.meters, batch=s.complete_batch, interval=s.complete_interval
+            )
             self.executor = executor = Executor(
-                self.registry, resources, completer, self.meters,
-                concurrency=s.concurrency, default_timeout=s.default_timeout)
+                self.registry,
+                resources,
+                completer,
+                self.meters,
+                concurrency=s.concurrency,
+                default_timeout=s.default_timeout,
+            )
             self.claimer = claimer = Claimer(
-                pool, executor, completer, worker_id=self.id, queues=s.queues,
-                concurrency=s.concurrency, lease_ttl=s.lease_ttl, poll_interval=s.poll_interval,
-                backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency))
+                pool,
+                executor,
+                completer,
+                worker_id=self.id,
+                queues=s.queues,
+                concurrency=s.concurrency,
+                lease_ttl=s.lease_ttl,
+                poll_interval=s.poll_interval,
+                backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
+            )
             executor.on_finished = claimer.slot_freed
             self.heartbeat = heartbeat = Heartbeat(
-                writer, executor, completer, claimer, worker_id=self.id,
-                interval=s.heartbeat_interval, lease_ttl=s.lease_ttl, register=self._register)
+                writer,
+                executor,
+                completer,
+                claimer,
+                worker_id=self.id,
+                interval=s.heartbeat_interval,
+                lease_ttl=s.lease_ttl,
+                register=self._register,
+            )
             self.listener = listener = Listener(
-                self._url, on_jobs=claimer.notify, on_control=self._control,
-                on_connected=claimer.catch_up, prepare=self._prepare)
+                self._url,
+                on_jobs=claimer.notify,
+                on_control=self._control,
+                on_connected=claimer.catch_up,
+                prepare=self._prepare,
+            )
             tasks["listener"] = asyncio.create_task(listener.run(), name="sluice-listener")
             tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")
             tasks["heartbeat"] = asyncio.create_task(heartbeat.run(), name="sluice-heartbeat")
@@ -126,10 +166,14 @@ class Worker:
             if s.maintenance:
                 self.maintenance = Maintenance(pool, s)
                 tasks["maintenance"] = asyncio.create_task(
-                    self.maintenance.run(), name="sluice-maintenance")
+                    self.maintenance.run(), name="sluice-maintenance"
+                )
             log.info(
-                "worker %s started: queues %s, concurrency %d, database %s", self.id,
-                ",".join(s.queues), s.concurrency, redact_url(self._url),
+                "worker %s started: queues %s, concurrency %d, database %s",
+                self.id,
+                ",".join(s.queues),
+                s.concurrency,
+                redact_url(self._url),
             )
             self.started.set()
             waits = [asyncio.ensure_future(self._stop_requested.wait())]
@@ -162,8 +206,12 @@ class Worker:
         self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (0 if self._hurry else s.shutdown_grace)
-        log.info("worker %s stopping: %d job(s) running, waiting up to %gs", self.id,
-                 len(self.executor.running), max(0.0, deadline - loop.time()))
+        log.info(
+            "worker %s stopping: %d job(s) running, waiting up to %gs",
+            self.id,
+            len(self.executor.running),
+            max(0.0, deadline - loop.time()),
+        )
         self.claimer.stop()
         claimer = tasks.pop("claimer")
         with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
@@ -198,15 +246,23 @@ class Worker:
         async def release() -> list[dict]:
             async with writer.connection() as conn:
                 return await Q.job_release_many(
-                    conn, worker_id=self.id, ids=[i for i, _ in leftover],
-                    attempts=[a for _, a in leftover])
+                    conn,
+                    worker_id=self.id,
+                    ids=[i for i, _ in leftover],
+                    attempts=[a for _, a in leftover],
+                )
+
         try:
-            rows = await retry_transient("handing jobs back", release,
-                                         deadline=asyncio.get_running_loop().time() + 10.0)
+            rows = await retry_transient(
+                "handing jobs back", release, deadline=asyncio.get_running_loop().time() + 10.0
+            )
             log.info("handed %d unfinished job(s) back to their queues", len(rows))
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("could not hand %d job(s) back (they will be rescued when their "
-                        "leases expire): %s", len(leftover), exc)
+            log.warning(
+                "could not hand %d job(s) back (they will be rescued when their leases expire): %s",
+                len(leftover),
+                exc,
+            )
 
     def _control(self, message: dict[str, Any]) -> None:
         """A sluice_control notification."""
@@ -224,8 +280,13 @@ class Worker:
             self.claimer.catch_up()
 
 
-async def run_worker(settings: WorkerSettings, database_url: str, *,
-                     stop_event: asyncio.Event | None = None, prepare: bool = True) -> None:
+async def run_worker(
+    settings: WorkerSettings,
+    database_url: str,
+    *,
+    stop_event: asyncio.Event | None = None,
+    prepare: bool = True,
+) -> None:
     """Run one worker until `stop_event` is set (or forever), then shut it down
     cleanly. For `sluice worker`, `sluice up` and tests."""
     await Worker(settings, database_url, prepare=prepare).run(stop_event)

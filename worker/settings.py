@@ -43,9 +43,7 @@ class WorkerSettings:
     queues: tuple[str, ...] = setting(
         "SLUICE_QUEUES", ("default",), "Queues to take jobs from, comma separated.", parse_list
     )
-    concurrency: int = setting(
-        "SLUICE_CONCURRENCY", 10, "Jobs this worker runs at once.", int
-    )
+    concurrency: int = setting("SLUICE_CONCURRENCY", 10, "Jobs this worker runs at once.", int)
     worker_id: str | None = setting(
         "SLUICE_WORKER_ID", None, "This worker's id in sluice.workers (default: host-pid-random)."
     )
@@ -130,7 +128,9 @@ class WorkerSettings:
         parse_duration,
     )
     rescue_interval: float = setting(
-        "SLUICE_RESCUE_INTERVAL", 5.0, "How often the leader rescues expired leases.",
+        "SLUICE_RESCUE_INTERVAL",
+        5.0,
+        "How often the leader rescues expired leases.",
         parse_duration,
     )
     cron_interval: float = setting(

@@ -59,8 +59,9 @@ class Writer:
             await self._discard()
 
 
-async def retry_transient(what: str, attempt_fn, *, deadline: float | None = None,
-                          max_delay: float = 2.0):
+async def retry_transient(
+    what: str, attempt_fn, *, deadline: float | None = None, max_delay: float = 2.0
+):
     """Run `attempt_fn()` until it does not raise a transient error, backing off
     between tries; past `deadline` (loop time) the error is raised."""
     loop = asyncio.get_running_loop()

@@ -20,20 +20,47 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
 
 @click.command()
 @database_url
-@click.option("--queue", "-q", "queues", multiple=True, envvar="SLUICE_QUEUES",
-              help="Queue to take jobs from; repeat for several [env: SLUICE_QUEUES, "
-                   "comma separated; default: default].")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), envvar="SLUICE_CONCURRENCY",
-              help="Jobs run at once [env: SLUICE_CONCURRENCY; default: 10].")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="SLUICE_METRICS_PORT",
-              help="Serve Prometheus metrics on this port [env: SLUICE_METRICS_PORT].")
-@click.option("--maintenance/--no-maintenance", default=None, envvar="SLUICE_MAINTENANCE",
-              help="Take part in the maintenance leader election [env: SLUICE_MAINTENANCE; "
-                   "default: on].")
-@click.option("--worker-id", envvar="SLUICE_WORKER_ID",
-              help="This worker's id [env: SLUICE_WORKER_ID; default: host-pid-random].")
-def worker(database_url: str | None, queues: tuple[str, ...], concurrency: int | None,
-           metrics_port: int | None, maintenance: bool | None, worker_id: str | None) -> None:
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    envvar="SLUICE_QUEUES",
+    help="Queue to take jobs from; repeat for several [env: SLUICE_QUEUES, "
+    "comma separated; default: default].",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    envvar="SLUICE_CONCURRENCY",
+    help="Jobs run at once [env: SLUICE_CONCURRENCY; default: 10].",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="SLUICE_METRICS_PORT",
+    help="Serve Prometheus metrics on this port [env: SLUICE_METRICS_PORT].",
+)
+@click.option(
+    "--maintenance/--no-maintenance",
+    default=None,
+    envvar="SLUICE_MAINTENANCE",
+    help="Take part in the maintenance leader election [env: SLUICE_MAINTENANCE; default: on].",
+)
+@click.option(
+    "--worker-id",
+    envvar="SLUICE_WORKER_ID",
+    help="This worker's id [env: SLUICE_WORKER_ID; default: host-pid-random].",
+)
+def worker(
+    database_url: str | None,
+    queues: tuple[str, ...],
+    concurrency: int | None,
+    metrics_port: int | None,
+    maintenance: bool | None,
+    worker_id: str | None,
+) -> None:
     """Run a worker: claim ready jobs from the queues and run them.
 
     SIGTERM or Ctrl-C stops claiming and lets running jobs finish
@@ -48,8 +75,14 @@ def worker(database_url: str | None, queues: tuple[str, ...], concurrency: int |
     url = require_database_url(database_url)
     try:
         core = load(CoreSettings)
-        settings = load(WorkerSettings, queues=_split(queues), concurrency=concurrency,
-                        metrics_port=metrics_port, maintenance=maintenance, worker_id=worker_id)
+        settings = load(
+            WorkerSettings,
+            queues=_split(queues),
+            concurrency=concurrency,
+            metrics_port=metrics_port,
+            maintenance=maintenance,
+            worker_id=worker_id,
+        )
         sluice_logging.configure(core.log_format, core.log_level)
     except (SettingsError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None

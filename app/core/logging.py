@@ -34,10 +34,14 @@ def redact_url(url: str | None) -> str | None:
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = "&".join(
-        "password=***" if item.lower().startswith("password=") else item
-        for item in parts.query.split("&")
-    ) if parts.query else parts.query
+    query = (
+        "&".join(
+            "password=***" if item.lower().startswith("password=") else item
+            for item in parts.query.split("&")
+        )
+        if parts.query
+        else parts.query
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -60,7 +64,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         when = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{when}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        line = f"{when}.{int(record.msecs):03d} {record.levelname:<7} {record.name}: "
+        line += record.getMessage()
         extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         if extra:
             line = f"{line} [{extra}]"

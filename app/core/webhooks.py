@@ -27,7 +27,9 @@ def sign(secret: str, timestamp: int, body: str | bytes) -> str:
     return "sha256=" + hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
 
 
-def signed_headers(secret: str | None, body: str | bytes, timestamp: int | None = None) -> dict[str, str]:
+def signed_headers(
+    secret: str | None, body: str | bytes, timestamp: int | None = None
+) -> dict[str, str]:
     """Headers for a delivery of `body`: the timestamp, and the signature when there is a secret."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     headers = {TIMESTAMP_HEADER: str(timestamp)}

@@ -45,11 +45,12 @@ def worker_settings(**overrides: Any) -> WorkerSettings:
     return load(WorkerSettings, environ={}, **{**FAST, **overrides})
 
 
-async def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
-                   what: str = "condition") -> Any:
+async def wait_for(
+    condition: Callable[[], Any], within: float = 10.0, what: str = "condition"
+) -> Any:
     """Poll `condition` (sync or async) until it returns something truthy; fail
-    after `timeout`."""
-    deadline = time.monotonic() + timeout
+    after `within` seconds."""
+    deadline = time.monotonic() + within
     while True:
         value = condition()
         if inspect.isawaitable(value):
@@ -57,7 +58,7 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 10.0,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
 
 
@@ -71,12 +72,12 @@ async def job_state(conn, job_id: int) -> str:
     return await scalar(conn, "SELECT state::text FROM sluice.jobs WHERE id = %s", job_id)
 
 
-async def wait_state(conn, job_id: int, *states: str, timeout: float = 10.0) -> str:
+async def wait_state(conn, job_id: int, *states: str, within: float = 10.0) -> str:
     async def reached() -> str | None:
         state = await job_state(conn, job_id)
         return state if state in states else None
 
-    return await wait_for(reached, timeout, f"job {job_id} to be {'/'.join(states)}")
+    return await wait_for(reached, within, f"job {job_id} to be {'/'.join(states)}")
 
 
 @pytest.fixture
@@ -89,7 +90,9 @@ async def start_worker(database_url: str) -> AsyncIterator[Callable[..., Awaitab
         task = asyncio.create_task(worker.run())
         running.append((worker, task))
         started = asyncio.create_task(worker.started.wait())
-        done, _ = await asyncio.wait({started, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {started, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED
+        )
         if task in done:
             started.cancel()
             task.result()  # raises what stopped it
@@ -112,9 +115,19 @@ class WorkerProcess:
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from app.cli import main; main()", "worker",
-             "--database-url", database_url, *args],
-            env=env, cwd=ROOT, stdout=self._log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-c",
+                "from app.cli import main; main()",
+                "worker",
+                "--database-url",
+                database_url,
+                *args,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -143,21 +156,24 @@ def spawn_worker(database_url: str, tmp_path: Path):
 
     def spawn(*args: str, url: str | None = None, **env: Any) -> WorkerProcess:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-        environ.update({
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
-            "SLUICE_TASK_MODULES": TASKS_MODULE,
-            "SLUICE_LEASE_TTL": "2",
-            "SLUICE_HEARTBEAT_INTERVAL": "0.5",
-            "SLUICE_POLL_INTERVAL": "1",
-            "SLUICE_LEADER_TTL": "1.5",
-            "SLUICE_RESCUE_INTERVAL": "0.3",
-            "SLUICE_PROMOTE_INTERVAL": "0.1",
-            "SLUICE_CRON_INTERVAL": "0.2",
-            "SLUICE_LOG_LEVEL": "INFO",
-        })
+        environ.update(
+            {
+                "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+                "SLUICE_TASK_MODULES": TASKS_MODULE,
+                "SLUICE_LEASE_TTL": "2",
+                "SLUICE_HEARTBEAT_INTERVAL": "0.5",
+                "SLUICE_POLL_INTERVAL": "1",
+                "SLUICE_LEADER_TTL": "1.5",
+                "SLUICE_RESCUE_INTERVAL": "0.3",
+                "SLUICE_PROMOTE_INTERVAL": "0.1",
+                "SLUICE_CRON_INTERVAL": "0.2",
+                "SLUICE_LOG_LEVEL": "INFO",
+            }
+        )
         environ.update({k: str(v) for k, v in env.items()})
-        proc = WorkerProcess(url or database_url, environ, list(args),
-                             tmp_path / f"worker-{len(procs)}.log")
+        proc = WorkerProcess(
+            url or database_url, environ, list(args), tmp_path / f"worker-{len(procs)}.log"
+        )
         procs.append(proc)
         return proc
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from conftest import scalar, wait_for, wait_state
+from factories import fetch_job, insert_job
 
 from app.core import migrate
 from app.core.db import connection_kwargs
 from app.core.embedded import EmbeddedPostgres, free_port
-from conftest import scalar, wait_for, wait_state
-from factories import fetch_job, insert_job
 
 
 async def running_on(db, job_id: int, worker_id: str) -> bool:
@@ -34,12 +34,14 @@ async def test_a_job_of_a_killed_worker_is_finished_by_another_after_its_lease(d
     victim.signal(signal.SIGKILL)
     assert victim.wait(10) == -signal.SIGKILL
     rescuer = spawn_worker(SLUICE_WORKER_ID="rescuer")
-    await wait_state(db, job_id, "succeeded", timeout=30)
+    await wait_state(db, job_id, "succeeded", within=30)
     job = await fetch_job(db, job_id)
     assert job["result"] == {"worker": "rescuer", "attempt": 2}
     cur = await db.execute(
-        "SELECT attempt, outcome, worker_id FROM sluice.job_attempts WHERE job_id = %s ORDER BY attempt",
-        (job_id,))
+        "SELECT attempt, outcome, worker_id FROM sluice.job_attempts "
+        "WHERE job_id = %s ORDER BY attempt",
+        (job_id,),
+    )
     assert await cur.fetchall() == [(1, "rescued", "victim"), (2, "succeeded", "rescuer")]
     rescuer.signal(signal.SIGTERM)
     assert rescuer.wait(20) == 0
@@ -47,8 +49,14 @@ async def test_a_job_of_a_killed_worker_is_finished_by_another_after_its_lease(d
 
 async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(db, spawn_worker):
     port = free_port()
-    proc = spawn_worker("--concurrency", "2", "--metrics-port", str(port), SLUICE_WORKER_ID="w",
-                        SLUICE_SHUTDOWN_GRACE="20")
+    proc = spawn_worker(
+        "--concurrency",
+        "2",
+        "--metrics-port",
+        str(port),
+        SLUICE_WORKER_ID="w",
+        SLUICE_SHUTDOWN_GRACE="20",
+    )
     running = [await insert_job(db, "slow", payload={"seconds": 1.0}) for _ in range(2)]
     queued = [await insert_job(db, "slow", payload={"seconds": 1.0}, priority=10) for _ in range(3)]
 
@@ -73,11 +81,16 @@ async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(db, spawn_work
     assert "stopped" in proc.output()
 
 
-async def test_three_workers_fire_each_cron_occurrence_once_across_a_leader_failover(db, spawn_worker):
+async def test_three_workers_fire_each_cron_occurrence_once_across_a_leader_failover(
+    db, spawn_worker
+):
     await db.execute(
         "INSERT INTO sluice.schedules (name, cron, job) "
-        "VALUES ('every-second', '* * * * * *', '{\"task\": \"noop\", \"queue\": \"cron\"}')")
-    procs = {f"w{i}": spawn_worker(SLUICE_WORKER_ID=f"w{i}", SLUICE_QUEUES="cron") for i in range(3)}
+        'VALUES (\'every-second\', \'* * * * * *\', \'{"task": "noop", "queue": "cron"}\')'
+    )
+    procs = {
+        f"w{i}": spawn_worker(SLUICE_WORKER_ID=f"w{i}", SLUICE_QUEUES="cron") for i in range(3)
+    }
 
     async def fired() -> int:
         return await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE queue = 'cron'")
@@ -94,7 +107,8 @@ async def test_three_workers_fire_each_cron_occurrence_once_across_a_leader_fail
             proc.signal(signal.SIGTERM)
             assert proc.wait(20) == 0
     cur = await db.execute(
-        "SELECT idempotency_key FROM sluice.jobs WHERE queue = 'cron' ORDER BY idempotency_key")
+        "SELECT idempotency_key FROM sluice.jobs WHERE queue = 'cron' ORDER BY idempotency_key"
+    )
     keys = [k for (k,) in await cur.fetchall()]
     schedule_id = await scalar(db, "SELECT id FROM sluice.schedules")
     occurrences = [dt.datetime.fromisoformat(k.split(":", 2)[2]) for k in keys]
@@ -111,12 +125,17 @@ async def test_two_thousand_flaky_jobs_across_three_workers_all_end_and_add_up(d
         "INSERT INTO sluice.jobs (task, payload, max_attempts, backoff_base) "
         "SELECT 'flaky', '{\"p\": 0.3}', 3, "
         "       CASE WHEN g % 2 = 0 THEN interval '0' ELSE interval '20 milliseconds' END "
-        "FROM generate_series(1, 2000) g")
+        "FROM generate_series(1, 2000) g"
+    )
     procs = [spawn_worker("--concurrency", "16") for _ in range(3)]
 
     async def all_terminal() -> bool:
-        return await scalar(
-            db, "SELECT count(*) FROM sluice.jobs WHERE state IN ('succeeded', 'failed')") == 2000
+        return (
+            await scalar(
+                db, "SELECT count(*) FROM sluice.jobs WHERE state IN ('succeeded', 'failed')"
+            )
+            == 2000
+        )
 
     await wait_for(all_terminal, 90, "2000 jobs to finish")
     for proc in procs:
@@ -138,13 +157,18 @@ async def test_two_thousand_flaky_jobs_across_three_workers_all_end_and_add_up(d
     assert dead == failed
     assert workers == 3
     # Per job: attempts numbered 1..n; only the last may have succeeded; a failed job used all 3.
-    bad = await scalar(db, """
+    bad = await scalar(
+        db,
+        """
         SELECT count(*) FROM sluice.jobs j
          WHERE (SELECT array_agg(a.attempt ORDER BY a.attempt) FROM sluice.job_attempts a
-                 WHERE a.job_id = j.id) <> (SELECT array_agg(g) FROM generate_series(1, j.attempt) g)
+                 WHERE a.job_id = j.id)
+               <> (SELECT array_agg(g) FROM generate_series(1, j.attempt) g)
             OR EXISTS (SELECT 1 FROM sluice.job_attempts a
-                        WHERE a.job_id = j.id AND a.outcome = 'succeeded' AND a.attempt <> j.attempt)
-            OR (j.state = 'failed' AND j.attempt <> 3)""")
+                        WHERE a.job_id = j.id AND a.outcome = 'succeeded'
+                          AND a.attempt <> j.attempt)
+            OR (j.state = 'failed' AND j.attempt <> 3)""",
+    )
     assert bad == 0
     for proc in procs:
         assert proc.wait(20) == 0
@@ -154,8 +178,10 @@ async def test_two_thousand_flaky_jobs_across_three_workers_all_end_and_add_up(d
 def own_server():
     """A PostgreSQL server of this test's own, to restart at will."""
     data_dir = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
-    server = EmbeddedPostgres(data_dir, settings={"fsync": "off", "synchronous_commit": "off",
-                                                  "log_min_messages": "fatal"})
+    server = EmbeddedPostgres(
+        data_dir,
+        settings={"fsync": "off", "synchronous_commit": "off", "log_min_messages": "fatal"},
+    )
     server.start()
     try:
         migrate.upgrade(server.url())
@@ -176,7 +202,9 @@ async def test_workers_reconnect_after_postgres_restarts(own_server, spawn_worke
             for _ in range(batches):
                 await conn.execute(
                     "INSERT INTO sluice.jobs (task, payload, backoff_base) "
-                    "SELECT 'slow', '{\"seconds\": 0.05}', '10 milliseconds' FROM generate_series(1, 20)")
+                    "SELECT 'slow', '{\"seconds\": 0.05}', '10 milliseconds' "
+                    "FROM generate_series(1, 20)"
+                )
                 total += 20
                 await asyncio.sleep(0.05)
 
@@ -192,8 +220,12 @@ async def test_workers_reconnect_after_postgres_restarts(own_server, spawn_worke
     await submit(5)
 
     async with await psycopg.AsyncConnection.connect(url, **connection_kwargs()) as conn:
+
         async def all_done() -> bool:
-            return await scalar(conn, "SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'") == total
+            return (
+                await scalar(conn, "SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'")
+                == total
+            )
 
         with contextlib.suppress(AssertionError):
             await wait_for(all_done, 60, "every job to succeed")

@@ -15,7 +15,9 @@ from factories import fetch_job, insert_job
 async def attempts(db, job_id: int) -> list[tuple]:
     cur = await db.execute(
         "SELECT attempt, outcome, error, output, started_at, finished_at FROM sluice.job_attempts "
-        "WHERE job_id = %s ORDER BY attempt", (job_id,))
+        "WHERE job_id = %s ORDER BY attempt",
+        (job_id,),
+    )
     return await cur.fetchall()
 
 
@@ -44,7 +46,8 @@ async def test_a_batch_insert_is_drained(db, start_worker):
     await db.execute(
         "INSERT INTO sluice.jobs (task, queue) "
         "SELECT 'noop', CASE WHEN g % 2 = 0 THEN 'default' ELSE 'other' END "
-        "FROM generate_series(1, 500) g")
+        "FROM generate_series(1, 500) g"
+    )
 
     async def drained() -> bool:
         return await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'") == 500
@@ -57,9 +60,10 @@ async def test_a_batch_insert_is_drained(db, start_worker):
 async def test_a_failing_handler_is_retried_then_dead_lettered_with_backoff(db, start_worker):
     await start_worker(maintenance=True)  # the promoter brings retries back
     base = 0.2
-    job_id = await insert_job(db, "always_fails", max_attempts=4,
-                              backoff_base=dt.timedelta(seconds=base))
-    await wait_state(db, job_id, "failed", timeout=20)
+    job_id = await insert_job(
+        db, "always_fails", max_attempts=4, backoff_base=dt.timedelta(seconds=base)
+    )
+    await wait_state(db, job_id, "failed", within=20)
     rows = await attempts(db, job_id)
     assert [(a[0], a[1]) for a in rows] == [(i, "failed") for i in range(1, 5)]
     assert all("this handler always fails" in a[2] for a in rows)
@@ -118,12 +122,19 @@ async def test_a_shell_job_keeps_its_output_in_the_attempt_log(db, start_worker)
     assert (await fetch_job(db, job_id))["result"] == {"exit_code": 0}
 
 
-async def test_a_shell_job_past_its_timeout_loses_its_whole_process_group(db, start_worker, tmp_path: Path):
+async def test_a_shell_job_past_its_timeout_loses_its_whole_process_group(
+    db, start_worker, tmp_path: Path
+):
     await start_worker(allow_shell=True)
     pidfile = tmp_path / "child.pid"
     script = f"sleep 60 & echo $! > {pidfile}; echo started; wait"
-    job_id = await insert_job(db, "shell", payload={"argv": ["sh", "-c", script]},
-                              max_attempts=1, timeout=dt.timedelta(seconds=0.5))
+    job_id = await insert_job(
+        db,
+        "shell",
+        payload={"argv": ["sh", "-c", script]},
+        max_attempts=1,
+        timeout=dt.timedelta(seconds=0.5),
+    )
     await wait_state(db, job_id, "failed")
     [(_, outcome, _, output, *_)] = await attempts(db, job_id)
     assert outcome == "timeout"
@@ -136,7 +147,8 @@ async def test_a_shell_job_past_its_timeout_loses_its_whole_process_group(db, st
         except ProcessLookupError:
             return True
         # A zombie is dead too; it waits for its parent (init) to reap it.
-        return Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+        stat = Path(f"/proc/{child}/stat").read_text()  # noqa: ASYNC240 - a tiny procfs read
+        return stat.split()[2] == "Z"
 
     await wait_for(gone, 5, "the grandchild to be killed")
 
@@ -176,7 +188,7 @@ async def test_a_paused_queue_is_skipped_until_resumed(db, start_worker):
     await wait_state(db, sentinel, "succeeded")
     assert await job_state(db, held) == "ready"
     await db.execute("SELECT sluice.resume_queue('default')")
-    await wait_state(db, held, "succeeded", timeout=5)
+    await wait_state(db, held, "succeeded", within=5)
     assert worker.claimer.claimed == 2
 
 
@@ -191,27 +203,29 @@ async def test_a_paused_worker_stops_claiming_until_resumed_by_notify(db, start_
     await asyncio.sleep(0.1)  # give a (wrong) claim every chance to happen
     assert await job_state(db, job_id) == "ready"
     await db.execute("SELECT sluice.worker_set_paused(%s, false)", (worker.id,))
-    await wait_state(db, job_id, "succeeded", timeout=5)
+    await wait_state(db, job_id, "succeeded", within=5)
 
 
 async def test_the_listener_reconnects_and_catches_up(db, start_worker):
     worker = await start_worker(poll_interval=60)  # no help from polling
     await db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE application_name = 'sluice-listener' AND datname = current_database()")
+        "WHERE application_name = 'sluice-listener' AND datname = current_database()"
+    )
     job_id = await insert_job(db, "noop")  # may be sent while nobody listens
-    await wait_state(db, job_id, "succeeded", timeout=10)
+    await wait_state(db, job_id, "succeeded", within=10)
     await wait_for(lambda: worker.listener.connections >= 2, 5, "a reconnect")
     later = await insert_job(db, "noop")
-    await wait_state(db, later, "succeeded", timeout=5)
+    await wait_state(db, later, "succeeded", within=5)
 
 
 async def test_scheduled_jobs_are_promoted_when_due(db, start_worker):
     await start_worker(maintenance=True)
     job_id = await scalar(
-        db, "SELECT sluice.enqueue('noop', run_at => now() + interval '300 milliseconds')")
+        db, "SELECT sluice.enqueue('noop', run_at => now() + interval '300 milliseconds')"
+    )
     assert await job_state(db, job_id) == "scheduled"
-    await wait_state(db, job_id, "succeeded", timeout=10)
+    await wait_state(db, job_id, "succeeded", within=10)
     job = await fetch_job(db, job_id)
     assert job["started_at"] >= job["run_at"]
 
@@ -223,7 +237,8 @@ async def test_a_job_whose_lease_was_taken_is_stopped_locally(db, start_worker):
     # As if this worker had stalled past its lease: the rescuer takes the job back.
     await db.execute(
         "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
-        (job_id,))
+        (job_id,),
+    )
 
     async def rerun() -> bool:
         job = await fetch_job(db, job_id)
@@ -245,9 +260,11 @@ async def test_a_dag_diamond_in_plain_sql_runs_in_order(db, start_worker):
         c = await insert_job(db, "noop")
         d = await insert_job(db, "noop")
         await db.execute(
-            "INSERT INTO sluice.job_edges (parent_id, child_id) VALUES (%s, %s), (%s, %s), (%s, %s), (%s, %s)",
-            (a, b, a, c, b, d, c, d))
-    await wait_state(db, d, "succeeded", timeout=10)
+            "INSERT INTO sluice.job_edges (parent_id, child_id) "
+            "VALUES (%s, %s), (%s, %s), (%s, %s), (%s, %s)",
+            (a, b, a, c, b, d, c, d),
+        )
+    await wait_state(db, d, "succeeded", within=10)
     jobs = {n: await fetch_job(db, i) for n, i in zip("abcd", (a, b, c, d), strict=True)}
     assert all(j["state"] == "succeeded" for j in jobs.values())
     assert jobs["a"]["finished_at"] <= min(jobs["b"]["started_at"], jobs["c"]["started_at"])
@@ -263,5 +280,6 @@ async def test_stop_hands_unfinished_jobs_back(db, start_worker):
     job = await fetch_job(db, job_id)
     assert job["max_attempts"] == 2  # the handed-back attempt does not count
     assert (await attempts(db, job_id))[0][1] == "released"
-    assert await scalar(db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s",
-                        worker.id)
+    assert await scalar(
+        db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
+    )

@@ -19,8 +19,13 @@ from worker import JobContext, NonRetryableError, task
 
 @task
 async def echo(payload: Any, ctx: JobContext) -> dict[str, Any]:
-    return {"payload": payload, "job_id": ctx.job_id, "attempt": ctx.attempt,
-            "pid": os.getpid(), "worker": ctx.worker_id}
+    return {
+        "payload": payload,
+        "job_id": ctx.job_id,
+        "attempt": ctx.attempt,
+        "pid": os.getpid(),
+        "worker": ctx.worker_id,
+    }
 
 
 @task

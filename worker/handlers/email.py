@@ -41,7 +41,9 @@ class SmtpServer:
     def from_url(cls, url: str) -> SmtpServer:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise NonRetryableError("SLUICE_SMTP_URL must look like smtp://host:port or smtps://host")
+            raise NonRetryableError(
+                "SLUICE_SMTP_URL must look like smtp://host:port or smtps://host"
+            )
         query = parse_qs(parts.query)
         tls = parts.scheme == "smtps"
         return cls(
@@ -78,13 +80,17 @@ def _deliver(server: SmtpServer, message: EmailMessage) -> None:
             raise NonRetryableError(f"email: SMTP server refused ({exc.smtp_code})") from None
         raise EmailError(f"SMTP server answered {exc.smtp_code}") from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise EmailError(f"cannot send through the SMTP server: {type(exc).__name__}: {exc}") from None
+        raise EmailError(
+            f"cannot send through the SMTP server: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 @task(name="email")
 async def email(payload: Any, ctx: JobContext) -> dict[str, Any]:
     if not ctx.settings.smtp_url:
-        raise NonRetryableError("email: no SMTP server configured on this worker (set SLUICE_SMTP_URL)")
+        raise NonRetryableError(
+            "email: no SMTP server configured on this worker (set SLUICE_SMTP_URL)"
+        )
     server = SmtpServer.from_url(ctx.settings.smtp_url)
     payload = require_object("email", payload)
     to = string_list("email", payload, "to")

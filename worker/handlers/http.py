@@ -41,8 +41,14 @@ def check_url(task_name: str, url: Any) -> str:
     return url
 
 
-async def send(client: httpx.AsyncClient, task_name: str, method: str, url: str,
-               expect: list[int] | None, **kwargs: Any) -> httpx.Response:
+async def send(
+    client: httpx.AsyncClient,
+    task_name: str,
+    method: str,
+    url: str,
+    expect: list[int] | None,
+    **kwargs: Any,
+) -> httpx.Response:
     """Send the request and classify the answer: return it when expected, raise
     HttpError (retry) or NonRetryableError (give up) otherwise."""
     try:
@@ -79,7 +85,9 @@ async def http(payload: Any, ctx: JobContext) -> dict[str, Any]:
     url = check_url("http", payload.get("url"))
     headers = field("http", payload, "headers", dict, {})
     expect = field("http", payload, "expect", list, None)
-    if expect is not None and not all(isinstance(s, int) and not isinstance(s, bool) for s in expect):
+    if expect is not None and not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in expect
+    ):
         raise NonRetryableError("http: payload.expect must be a list of status codes")
     kwargs: dict[str, Any] = {"headers": {str(k): str(v) for k, v in headers.items()}}
     if "json" in payload:

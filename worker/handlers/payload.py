@@ -14,8 +14,13 @@ def require_object(task: str, payload: Any) -> dict[str, Any]:
     return payload
 
 
-def field(task: str, payload: dict[str, Any], name: str, kind: type | tuple[type, ...],
-          default: Any = ..., ) -> Any:
+def field(
+    task: str,
+    payload: dict[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    default: Any = ...,
+) -> Any:
     """payload[name], checked against `kind`; required unless a default is given."""
     if name not in payload or payload[name] is None:
         if default is ...:

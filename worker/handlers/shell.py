@@ -68,10 +68,8 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 async def _stop(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, then SIGKILL it if it has not exited after the grace."""
     _kill_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), KILL_GRACE)
-    except TimeoutError:
-        pass
     _kill_group(proc.pid, signal.SIGKILL)
     await proc.wait()
 
@@ -88,15 +86,21 @@ def _format_output(stdout: _Tail, stderr: _Tail) -> str | None:
 @task(name="shell")
 async def shell(payload: Any, ctx: JobContext) -> dict[str, int]:
     if not ctx.settings.allow_shell:
-        raise NonRetryableError("shell tasks are disabled on this worker (set SLUICE_ALLOW_SHELL=1)")
+        raise NonRetryableError(
+            "shell tasks are disabled on this worker (set SLUICE_ALLOW_SHELL=1)"
+        )
     payload = require_object("shell", payload)
     argv = string_list("shell", payload, "argv")
     env = _environment(field("shell", payload, "env", dict, {}))
     cwd = field("shell", payload, "cwd", str, None)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *argv,
+            env=env,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, killed as a whole
         )
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
@@ -118,7 +122,5 @@ async def shell(payload: Any, ctx: JobContext) -> dict[str, int]:
             readers.cancel()
         ctx.output = _format_output(stdout, stderr)
     if code != 0:
-        raise ShellError(
-            f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-        )
+        raise ShellError(f"killed by signal {-code}" if code < 0 else f"exit status {code}")
     return {"exit_code": code}
