@@ -106,6 +106,8 @@ class Executor:
         self._default_timeout = default_timeout
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="sluice-task")
         self.running: dict[int, Execution] = {}
+        #: (job id, attempt) of jobs stopped for a shutdown, to be handed back.
+        self.handed_back: list[tuple[int, int]] = []
         #: Called whenever a job ends here (a slot is free).
         self.on_finished: Callable[[], None] = lambda: None
 
@@ -171,6 +173,8 @@ class Executor:
             meters.run_seconds.observe(time.perf_counter() - began)
             meters.completed[outcome].inc()
             del self.running[job.id]
+            if execution.stop_reason == "shutdown":
+                self.handed_back.append((job.id, job.attempt))
             self._meters.running.dec()
             self.on_finished()
 

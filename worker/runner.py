@@ -49,6 +49,10 @@ except Exception:  # pragma: no cover - running from a source tree without metad
     VERSION = None
 
 
+class WorkerCrashedError(RuntimeError):
+    """A part of the worker failed unexpectedly; the worker shut down."""
+
+
 class Worker:
     """One worker: call `run()`; call `stop()` (or set the stop event) to end it."""
 
@@ -101,6 +105,15 @@ class Worker:
         """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
         s = self.settings
         self.registry.import_modules(s.task_modules)
+        writer = Writer(self._url, prepare=self._prepare)
+        # Register first, on one plain connection: a wrong URL or an unmigrated
+        # database fails here at once, with the driver's own message.
+        try:
+            async with writer.connection() as conn:
+                await self._register(conn)
+        except BaseException:
+            await writer.close()
+            raise
         pool = await open_pool(
             self._url,
             min_size=1,
@@ -108,7 +121,6 @@ class Worker:
             prepare=self._prepare,
             application_name="sluice-worker",
         )
-        writer = Writer(self._url, prepare=self._prepare)
         resources = Resources(s, pool)
         tasks: dict[str, asyncio.Task[None]] = {}
         metrics_server = None
@@ -117,8 +129,6 @@ class Worker:
                 from prometheus_client import start_http_server
 
                 metrics_server, _ = start_http_server(s.metrics_port)
-            async with writer.connection() as conn:
-                await self._register(conn)
             self.completer = completer = Completer(
                 writer, self.id, self.meters, batch=s.complete_batch, interval=s.complete_interval
             )
@@ -184,10 +194,17 @@ class Worker:
             done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
-            for name, task in tasks.items():
-                if task in done and not task.cancelled() and task.exception() is not None:
-                    log.error("worker part %s crashed; stopping", name, exc_info=task.exception())
+            crashed = {
+                name: task.exception()
+                for name, task in tasks.items()
+                if task in done and not task.cancelled() and task.exception() is not None
+            }
+            for name, error in crashed.items():
+                log.error("worker part %s crashed; stopping", name, exc_info=error)
             await self._shutdown(tasks, writer)
+            if crashed:
+                name, error = next(iter(crashed.items()))
+                raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
             for task in tasks.values():
                 task.cancel()
@@ -221,15 +238,19 @@ class Worker:
         running = self.executor.tasks()
         if running:
             await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
-        # Past the grace period: stop what is left and hand it back.
-        leftover = [(e.job.id, e.job.attempt) for e in self.executor.running.values()]
-        self.executor.stop([job_id for job_id, _ in leftover], "shutdown")
+        # Past the grace period (or hurried): stop what is left and hand it back.
+        self.executor.stop(list(self.executor.running), "shutdown")
         running = self.executor.tasks()
         if running:
             await asyncio.wait(running, timeout=5.0)
+        # Jobs whose handler would not even stop are handed back too: the process is leaving.
+        leftover = self.executor.handed_back + [
+            (e.job.id, e.job.attempt) for e in self.executor.running.values()
+        ]
         # Give the writes a bounded time: a database that is gone will rescue them anyway.
         self.completer.deadline = loop.time() + max(5.0, s.shutdown_grace)
-        await self.completer.drain()
+        if not tasks["completer"].done():
+            await self.completer.drain()
         if leftover:
             await self._release(writer, leftover)
         tasks.pop("heartbeat").cancel()

@@ -100,10 +100,19 @@ def worker(
             loop.add_signal_handler(sig, on_signal)
         await runner.run()
 
+    import psycopg
+
+    from worker.runner import WorkerCrashedError
+
     try:
         asyncio.run(main())
-    except ImportError as exc:
+    except (ImportError, WorkerCrashedError) as exc:
         raise click.ClickException(str(exc)) from None
+    except (psycopg.OperationalError, psycopg.errors.UndefinedFunction) as exc:
+        raise click.ClickException(
+            f"cannot use the database {sluice_logging.redact_url(url)}: {exc}\n"
+            "Is it running, and is its schema migrated (`sluice migrate`)?"
+        ) from None
     # A sync handler that ignored its cancel signal still holds a thread, which
     # would keep the interpreter alive at exit: its job was already handed back.
     if any(t.name.startswith("sluice-task") for t in threading.enumerate()):

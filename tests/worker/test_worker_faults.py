@@ -240,3 +240,11 @@ async def test_workers_reconnect_after_postgres_restarts(own_server, spawn_worke
 
 async def _at_least(count, n: int) -> bool:
     return await count() >= n
+
+
+def test_the_command_explains_an_unreachable_database(spawn_worker):
+    proc = spawn_worker(url=f"postgresql://sluice:hunter2@127.0.0.1:{free_port()}/sluice")
+    assert proc.wait(30) == 1
+    output = proc.output()
+    assert "Error: cannot use the database postgresql://sluice:***@127.0.0.1" in output
+    assert "hunter2" not in output

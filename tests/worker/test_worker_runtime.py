@@ -283,3 +283,15 @@ async def test_stop_hands_unfinished_jobs_back(db, start_worker):
     assert await scalar(
         db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
     )
+
+
+async def test_a_second_stop_hands_jobs_back_without_waiting_for_the_grace(db, start_worker):
+    worker = await start_worker(shutdown_grace=60)
+    job_id = await insert_job(db, "hang")
+    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    worker.stop()
+    await wait_for(lambda: worker._stopping, what="the shutdown to begin")
+    assert await job_state(db, job_id) == "running"  # still given its grace
+    worker.stop(hurry=True)
+    await wait_state(db, job_id, "ready", within=10)
+    assert (await attempts(db, job_id))[0][1] == "released"
