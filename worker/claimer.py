@@ -15,6 +15,7 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from app.core.logging import error_line
 from app.core.queries import Q
 from worker.completer import Completer
 from worker.executor import Executor
@@ -110,7 +111,7 @@ class Claimer:
                     log.warning(
                         "claim failed, retrying in %.1fs: %s",
                         error_delay,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                        error_line(exc),
                     )
                     await asyncio.sleep(error_delay)
                     error_delay = min(error_delay * 2, 5.0)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from app.core.logging import error_line
 from app.core.queries import Q
 from worker.claimer import Claimer
 from worker.completer import Completer
@@ -53,7 +54,7 @@ class Heartbeat:
             try:
                 await self.beat()
             except TRANSIENT as exc:
-                log.warning("heartbeat failed (leases not renewed): %s", exc)
+                log.warning("heartbeat failed (leases not renewed): %s", error_line(exc))
 
     async def beat(self) -> None:
         """Renew leases once; stop the jobs whose lease is gone."""

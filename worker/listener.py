@@ -21,6 +21,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from app.core.db import connection_kwargs, normalize_url
+from app.core.logging import error_line
 from app.core.queries import Q
 
 log = logging.getLogger("sluice.worker")
@@ -73,7 +74,7 @@ class Listener:
                 log.warning(
                     "listener connection lost, reconnecting in %.2fs: %s",
                     delay,
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc,
+                    error_line(exc),
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff)

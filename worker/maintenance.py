@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from app.core.logging import error_line
 from app.core.queries import Q
 from worker.cron import CronScheduler
 from worker.promoter import Promoter
@@ -40,7 +41,9 @@ async def service_loop(name: str, tick: Callable[[], Awaitable[float]]) -> None:
             sleep = await tick()
             delay = 0.1
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("%s: database unavailable, retrying in %.1fs: %s", name, delay, exc)
+            log.warning(
+                "%s: database unavailable, retrying in %.1fs: %s", name, delay, error_line(exc)
+            )
             sleep, delay = delay, min(delay * 2, 5.0)
         except Exception:
             log.exception("%s failed; retrying", name)
@@ -85,7 +88,7 @@ class Maintenance:
                         )
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     # Cannot renew: another worker may take over once the lease expires.
-                    log.warning("leader election failed: %s", exc)
+                    log.warning("leader election failed: %s", error_line(exc))
                     leader = False
                 if leader and not self._tasks:
                     log.info("elected maintenance leader")

@@ -15,17 +15,17 @@ mark the worker stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
 import socket
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import psycopg
 
 from app.core.db import open_pool
-from app.core.logging import redact_url
+from app.core.logging import error_line, redact_url
 from app.core.queries import Q
 from worker.claimer import Claimer
 from worker.completer import Completer
@@ -42,10 +42,8 @@ from worker.writer import Writer, retry_transient
 log = logging.getLogger("sluice.worker")
 
 try:
-    from importlib.metadata import version as _version
-
-    VERSION = _version("sluice")
-except Exception:  # pragma: no cover - running from a source tree without metadata
+    VERSION: str | None = version("sluice")
+except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
     VERSION = None
 
 
@@ -231,8 +229,9 @@ class Worker:
         )
         self.claimer.stop()
         claimer = tasks.pop("claimer")
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(claimer, max(1.0, deadline - loop.time()))
+        # A claim in flight is let finish, so its jobs are run or handed back.
+        await asyncio.wait([claimer], timeout=max(1.0, deadline - loop.time()))
+        claimer.cancel()
         if self.maintenance is not None:
             tasks.pop("maintenance").cancel()
         running = self.executor.tasks()
@@ -260,7 +259,7 @@ class Worker:
             async with writer.connection() as conn:
                 await Q.worker_stop(conn, id=self.id)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("could not mark the worker stopped: %s", exc)
+            log.warning("could not mark the worker stopped: %s", error_line(exc))
         log.info("worker %s stopped", self.id)
 
     async def _release(self, writer: Writer, leftover: list[tuple[int, int]]) -> None:
@@ -280,9 +279,9 @@ class Worker:
             log.info("handed %d unfinished job(s) back to their queues", len(rows))
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             log.warning(
-                "could not hand %d job(s) back (they will be rescued when their leases expire): %s",
+                "could not hand %d job(s) back (they are rescued when their leases expire): %s",
                 len(leftover),
-                exc,
+                error_line(exc),
             )
 
     def _control(self, message: dict[str, Any]) -> None:

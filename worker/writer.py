@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import psycopg
 
 from app.core.db import connection_kwargs, normalize_url
+from app.core.logging import error_line
 
 log = logging.getLogger("sluice.worker")
 
@@ -72,10 +73,6 @@ async def retry_transient(
         except TRANSIENT as exc:
             if deadline is not None and loop.time() + delay > deadline:
                 raise
-            log.warning("%s failed, retrying in %.2fs: %s", what, delay, _one_line(exc))
+            log.warning("%s failed, retrying in %.2fs: %s", what, delay, error_line(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"

@@ -45,6 +45,12 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def error_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: driver errors span several lines."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 class ContextFilter(logging.Filter):
     """Copies the current job context onto each record (None outside a job)."""
 
