@@ -1,0 +1,2 @@
+from litestar import Router
+router = Router(path='/', route_handlers=[])
