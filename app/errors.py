@@ -214,12 +214,13 @@ _DESCRIPTIONS = {
     409: "Conflict: the idempotency key was used with a different request, or the name exists.",
     413: "The request body is larger than the limit.",
     422: "A field is invalid; `errors` names each one.",
+    503: "The database is unavailable; try again.",
 }
 
 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries for the error statuses an operation can answer (401 and 422 always)."""
-    wanted = sorted({400, 401, 413, 422, *statuses})
+    """OpenAPI entries for the error statuses an operation can answer (besides the usual)."""
+    wanted = sorted({400, 401, 403, 413, 422, 503, *statuses})
     return {
         status: ResponseSpec(
             data_container=ErrorBody,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
@@ -37,21 +37,23 @@ class Page(msgspec.Struct, Generic[T]):
     next_cursor: str | None
 
 
-def encode_cursor(key: int) -> str:
-    return base64.urlsafe_b64encode(f"k:{key}".encode()).decode().rstrip("=")
+def encode_cursor(key: int | str) -> str:
+    """An opaque cursor carrying the sort key `key` (an id or a name)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> int | None:
+def decode_cursor(cursor: str | None, kind: type[int] | type[str] = int) -> Any:
     """The sort key a cursor carries, or a 422 naming `cursor` when it is not one of ours."""
     if cursor is None:
         return None
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, number = text.partition(":")
-        key = int(number)
-        if prefix != "k" or not 0 < key <= BIGINT_MAX:
-            raise ValueError(text)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        key = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)),
+                                  type=kind, strict=True)
+        if kind is int and not 0 < key <= BIGINT_MAX:
+            raise ValueError(key)
+        if kind is str and "\x00" in key:
+            raise ValueError(key)
+    except (ValueError, binascii.Error, msgspec.DecodeError):
         raise invalid([("cursor", "is not a cursor this API returned")]) from None
     return key
 

@@ -10,6 +10,8 @@ import click
 # command name -> "module:attribute"
 COMMANDS = {
     "migrate": "app.cli.migrate:migrate",
+    "api": "app.cli.api:api",
+    "token": "app.cli.token:token",
 }
 
 

@@ -1,2 +1,7 @@
+"""The dead-letter queue API."""
+
 from litestar import Router
-router = Router(path='/', route_handlers=[])
+
+from app.dlq.routes import DeadLettersController
+
+router = Router(path="/", route_handlers=[DeadLettersController])

@@ -18,7 +18,7 @@ from app.auth import Principal
 from app.core.metrics import JOBS_ENQUEUED
 from app.core.queries import Q
 from app.errors import ApiError, FieldError, invalid
-from app.jobs.schemas import JobSubmit
+from app.jobs.schemas import JobSubmit, JobTemplate
 from app.resources import notify_json, nul_problems
 from app.tasks import TaskCatalog
 
@@ -34,15 +34,22 @@ def fingerprint(job: JobSubmit) -> str:
     return hashlib.sha256(msgspec.json.encode(job, order="sorted")).hexdigest()
 
 
-def job_problems(job: JobSubmit, catalog: TaskCatalog, where: str) -> list[tuple[str, str]]:
-    """Every problem with one job that its schema cannot express."""
+def template_problems(job: JobTemplate, catalog: TaskCatalog, where: str) -> list[tuple[str, str]]:
+    """Every problem with what a job runs that its schema cannot express."""
     prefix = f"{where}." if where else ""
     found = catalog.problems(job.task, job.payload, where)
     found += nul_problems(job.payload, prefix + "payload")
-    if job.run_at is not None and job.delay_seconds is not None:
-        found.append((prefix + "delay_seconds", "give run_at or delay_seconds, not both"))
     if job.backoff_max < job.backoff_base:
         found.append((prefix + "backoff_max", "must be at least backoff_base"))
+    return found
+
+
+def job_problems(job: JobSubmit, catalog: TaskCatalog, where: str) -> list[tuple[str, str]]:
+    """Every problem with one job that its schema cannot express."""
+    found = template_problems(job, catalog, where)
+    if job.run_at is not None and job.delay_seconds is not None:
+        prefix = f"{where}." if where else ""
+        found.append((prefix + "delay_seconds", "give run_at or delay_seconds, not both"))
     return found
 
 

@@ -1,2 +1,7 @@
+"""The queues API."""
+
 from litestar import Router
-router = Router(path='/', route_handlers=[])
+
+from app.queues.routes import QueuesController
+
+router = Router(path="/", route_handlers=[QueuesController])

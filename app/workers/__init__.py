@@ -1,2 +1,7 @@
+"""The workers API."""
+
 from litestar import Router
-router = Router(path='/', route_handlers=[])
+
+from app.workers.routes import WorkersController
+
+router = Router(path="/", route_handlers=[WorkersController])

@@ -33,3 +33,9 @@ SELECT w.worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused, w.star
 
 -- name: workers_alive :scalar
 SELECT count(*) FROM sluice.worker_status WHERE alive;
+
+-- name: worker_get :one
+SELECT w.worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused, w.started_at,
+       w.heartbeat_at, w.stopped_at, w.running, w.alive
+  FROM sluice.worker_status w
+ WHERE w.worker_id = %(id)s;

@@ -48,15 +48,16 @@ BEGIN
 END
 $$;
 
--- Start a run for the API: of the inline `p_definition`, or when it is null of
--- the newest version of the stored DAG `p_dag_name`. Answers the run, whether this call
--- created it, and the fingerprint of the request that did (for a replay under
--- an idempotency key, the caller compares it with its own).
+-- Start a run of a validated definition for the API: inline (no name), or a
+-- stored DAG's version. Answers the run, whether this call created it, and the
+-- fingerprint of the request that did: on a replay under an idempotency key
+-- the caller compares it with its own.
 CREATE FUNCTION sluice.dag_run_submit(
     p_tenant          text,
     p_definition      jsonb,
     p_params          jsonb DEFAULT '{}',
     p_dag_name        text DEFAULT NULL,
+    p_dag_version     integer DEFAULT NULL,
     p_notify          jsonb DEFAULT NULL,
     p_idempotency_key text DEFAULT NULL,
     p_fingerprint     text DEFAULT NULL
@@ -76,20 +77,16 @@ BEGIN
         END IF;
     END IF;
 
-    IF p_definition IS NULL THEN
-        v_run := sluice.dag_run_start(p_tenant, p_dag_name, p_params, p_notify, p_idempotency_key);
-    ELSE
-        v_run := sluice.dag_run_create(p_tenant, p_definition, p_params, NULL, NULL,
-                                       p_notify, p_idempotency_key);
-    END IF;
+    v_run := sluice.dag_run_create(p_tenant, p_definition, p_params, p_dag_name, p_dag_version,
+                                   p_notify, p_idempotency_key);
     IF p_idempotency_key IS NULL THEN
         RETURN QUERY SELECT v_run, true, NULL::text;
         RETURN;
     END IF;
 
-    -- A concurrent request with the same key may have won the race; dag_run_create
+    -- A concurrent request with the same key may have won the race: dag_run_create
     -- then answered its run, whose fingerprint is already set (this UPDATE reads
-    -- the latest committed row version) and is left alone.
+    -- the latest committed row version), so it is left alone.
     UPDATE sluice.dag_runs r SET request_fingerprint = p_fingerprint
      WHERE r.id = v_run AND r.request_fingerprint IS NULL;
     IF FOUND THEN
