@@ -100,6 +100,8 @@ def handle_api_error(_: Request, exc: ApiError) -> Response[ErrorBody]:
 # Litestar names a body field like `$.jobs[0].priority` or `priority`; show the path alone.
 _JSON_PATH = re.compile(r"^\$\.?")
 _AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
+# msgspec names the field of these problems in the message, not the path.
+_NAMED = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 
 
 def _field_errors(exc: ValidationException) -> list[FieldError]:
@@ -112,7 +114,12 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
         if match := _AT_PATH.search(message):
             key = key or match.group(1)
             message = message[: match.start()]
-        found.append(FieldError(_JSON_PATH.sub("", key) or "body", message))
+        # Litestar calls the whole body `data` (the handler's parameter name).
+        path = "" if key == "data" else _JSON_PATH.sub("", key)
+        if named := _NAMED.match(message):
+            path = f"{path}.{named.group(2)}" if path else named.group(2)
+            message = "unknown field" if named.group(1) == "contains unknown" else "is required"
+        found.append(FieldError(path or "body", message))
     return found
 
 
