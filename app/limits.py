@@ -1,6 +1,6 @@
 """Request body limits: SLUICE_MAX_BODY_BYTES for every route, and the larger
 SLUICE_MAX_BATCH_BODY_BYTES for routes marked `opt={"large_body": True}` (batch
-submission). Past the limit the answer is 413, checked on Content-Length first
+submission, and DAG definitions and runs, which may have thousands of nodes). Past the limit the answer is 413, checked on Content-Length first
 and on the bytes actually received (chunked bodies) as they arrive."""
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ class ApiSettings(CoreSettings):
     max_batch_body_bytes: int = setting(
         "SLUICE_MAX_BATCH_BODY_BYTES",
         32 * MIB,
-        "Largest body of a batch submission (POST /api/v1/jobs/batch, 413 past it).",
+        "Largest body of a batch submission or a DAG definition (POST /api/v1/jobs/batch, "
+        "PUT /api/v1/dags/{name}, POST /api/v1/runs; 413 past it).",
         int,
     )
     max_batch_jobs: int = setting(

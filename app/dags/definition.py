@@ -42,6 +42,20 @@ DEFAULTS = {"queue": "default", "priority": 0, "max_attempts": 5, "backoff": "ex
             "backoff_base": 1.0, "backoff_max": 3600.0, "timeout": None}
 
 Problems = list[tuple[str, str]]
+# `{{ params.name }}` placeholders, filled in when a run starts (sluice.dag_render).
+PLACEHOLDER = re.compile(r"\{\{\s*params\.[A-Za-z0-9_]+\s*\}\}")
+
+
+def _as_rendered(value: Any) -> Any:
+    """`value` with each placeholder replaced by a plain word, as a run will render it,
+    so that `https://x/{{ params.day }}` is checked as the URL it becomes."""
+    if isinstance(value, str):
+        return PLACEHOLDER.sub("param", value)
+    if isinstance(value, dict):
+        return {k: _as_rendered(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_rendered(v) for v in value]
+    return value
 
 
 class DefinitionError(Exception):
@@ -142,7 +156,8 @@ def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dic
         payload_loc = f"{loc}.payload" if "task" in node else f"{loc}.{task}"
         found = catalog.task_problems(task, f"{loc}.task")
         if not found:
-            found = payload_problems(task, payload, payload_loc) + nul_problems(payload, payload_loc)
+            found = payload_problems(task, _as_rendered(payload), payload_loc)
+            found += nul_problems(payload, payload_loc)
         problems += found
         out["task"], out["payload"] = task, payload
     deps = node.get("depends_on", [])

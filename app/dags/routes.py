@@ -53,7 +53,7 @@ class DagsController(Controller):
     tags = ["dags"]
 
     @put("/{name:str}", operation_id="dag_save", summary="Create or update a DAG",
-         status_code=201, guards=SUBMITTER,
+         status_code=201, guards=SUBMITTER, opt={"large_body": True},
          responses={200: ResponseSpec(Dag, description="Unchanged: the definition equals the "
                                       "newest version."), **error_responses(403)})
     async def save(

@@ -41,7 +41,7 @@ class RunsController(Controller):
     tags = ["runs"]
 
     @post("/", operation_id="run_submit", summary="Start a run of an inline definition",
-          status_code=201, guards=SUBMITTER,
+          status_code=201, guards=SUBMITTER, opt={"large_body": True},
           responses={200: ResponseSpec(Run, description="An idempotent replay: the run the key "
                                        "started before."), **error_responses(403, 409)})
     async def submit(
