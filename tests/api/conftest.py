@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
 from app.auth.principal import Role
 from app.auth.tokens import mint
+from app.core.embedded import free_port
 from app.main import create_app
 from app.settings import ApiSettings
 
@@ -76,3 +83,39 @@ def submitter() -> dict[str, str]:
 @pytest.fixture
 def viewer() -> dict[str, str]:
     return bearer(Role.viewer)
+
+
+@pytest.fixture
+def api_server(database_url: str, tmp_path) -> Iterator[str]:
+    """`sluice api` running in a subprocess on the test's database; yields its base URL.
+
+    For end-to-end tests with real workers (start them on the same `database_url`)
+    and for clients that need a real socket (load, fuzzing).
+    """
+    port = free_port()
+    log = (tmp_path / "api.log").open("w")
+    env = {**os.environ, "SLUICE_DATABASE_URL": database_url, "SLUICE_JWT_SECRET": SECRET,
+           "SLUICE_API_PORT": str(port), "SLUICE_KNOWN_TASKS": "reports.build"}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "sluice"), "api"],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, (tmp_path / "api.log").read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "sluice api did not answer /health in 30 s"
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
