@@ -63,7 +63,12 @@ class ApiError(Exception):
     """Raise to answer with an error; `errors` name the fields at fault."""
 
     def __init__(
-        self, status: int, message: str, errors: Iterable[FieldError] = (), *, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        errors: Iterable[FieldError] = (),
+        *,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -76,7 +81,9 @@ def invalid(problems: Iterable[tuple[str, str]], message: str | None = None) -> 
     """A 422 listing every (field, message) problem at once."""
     errors = [FieldError(f, m) for f, m in problems]
     if message is None:
-        message = errors[0].message if len(errors) == 1 else f"The request has {len(errors)} problems."
+        message = (
+            errors[0].message if len(errors) == 1 else f"The request has {len(errors)} problems."
+        )
         if len(errors) == 1:
             message = f"{errors[0].field}: {message}"
     return ApiError(422, message, errors)
@@ -86,10 +93,16 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} not found")
 
 
-def _respond(status: int, message: str, errors: list[FieldError], code: str | None = None,
-             headers: Mapping[str, str] | None = None) -> Response[ErrorBody]:
-    body = ErrorBody(status=status, error=code or CODES.get(status, "error"), message=message,
-                     errors=errors)
+def _respond(
+    status: int,
+    message: str,
+    errors: list[FieldError],
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[ErrorBody]:
+    body = ErrorBody(
+        status=status, error=code or CODES.get(status, "error"), message=message, errors=errors
+    )
     return Response(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -128,8 +141,10 @@ def handle_validation(_: Request, exc: ValidationException) -> Response[ErrorBod
     if not errors:
         # Litestar raises ValidationException for bodies that are not JSON at all.
         return _respond(400, str(exc.detail), [])
-    message = f"{errors[0].field}: {errors[0].message}" if len(errors) == 1 else (
-        f"The request has {len(errors)} problems."
+    message = (
+        f"{errors[0].field}: {errors[0].message}"
+        if len(errors) == 1
+        else (f"The request has {len(errors)} problems.")
     )
     return _respond(422, message, errors)
 
@@ -240,9 +255,11 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
                         "status": status,
                         "error": CODES[status],
                         "message": "priority: Expected `int`, got `str`"
-                        if status == 422 else _DESCRIPTIONS.get(status, ""),
+                        if status == 422
+                        else _DESCRIPTIONS.get(status, ""),
                         "errors": [{"field": "priority", "message": "Expected `int`, got `str`"}]
-                        if status == 422 else [],
+                        if status == 422
+                        else [],
                     },
                 )
             ],

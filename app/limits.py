@@ -1,7 +1,8 @@
 """Request body limits: SLUICE_MAX_BODY_BYTES for every route, and the larger
 SLUICE_MAX_BATCH_BODY_BYTES for routes marked `opt={"large_body": True}` (batch
-submission, and DAG definitions and runs, which may have thousands of nodes). Past the limit the answer is 413, checked on Content-Length first
-and on the bytes actually received (chunked bodies) as they arrive."""
+submission, DAG definitions and runs, which may hold thousands of nodes). Past
+the limit the answer is 413, checked on Content-Length first and on the bytes
+actually received (chunked bodies) as they arrive."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         handler = scope.get("route_handler")
-        limit = self.large if handler is not None and handler.opt.get("large_body") else self.default
+        limit = (
+            self.large if handler is not None and handler.opt.get("large_body") else self.default
+        )
         # Raised from receive(), i.e. inside the handler reading the body, so the
         # API's exception handlers answer it like any other error.
-        received = next((int(v) for n, v in scope["headers"]
-                         if n == b"content-length" and v.isdigit()), 0)
+        received = next(
+            (int(v) for n, v in scope["headers"] if n == b"content-length" and v.isdigit()), 0
+        )
         if received <= limit:
             received = 0
 
@@ -41,4 +45,6 @@ class BodyLimitMiddleware:
 
 
 def _too_large(limit: int) -> ClientException:
-    return ClientException(status_code=413, detail=f"The request body is larger than {limit} bytes.")
+    return ClientException(
+        status_code=413, detail=f"The request body is larger than {limit} bytes."
+    )

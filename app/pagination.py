@@ -20,13 +20,12 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
-Limit = Annotated[
-    int, QueryParameter(ge=1, le=MAX_LIMIT, description="Most items per page.")
-]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Most items per page.")]
 Cursor = Annotated[
     str | None,
-    QueryParameter(description="`next_cursor` of the previous page; omit for the first page.",
-              max_length=200),
+    QueryParameter(
+        description="`next_cursor` of the previous page; omit for the first page.", max_length=200
+    ),
 ]
 
 
@@ -47,8 +46,9 @@ def decode_cursor(cursor: str | None, kind: type[int] | type[str] = int) -> Any:
     if cursor is None:
         return None
     try:
-        key = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)),
-                                  type=kind, strict=True)
+        key = msgspec.json.decode(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=kind, strict=True
+        )
         if kind is int and not 0 < key <= BIGINT_MAX:
             raise ValueError(key)
         if kind is str and "\x00" in key:

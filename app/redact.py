@@ -18,7 +18,9 @@ def redact(value: Any) -> Any:
     """A copy of the JSON `value` with every secret-looking key's value masked."""
     if isinstance(value, dict):
         return {
-            key: (MASK if value[key] is not None and SECRET_KEY.fullmatch(key) else redact(value[key]))
+            key: (
+                MASK if value[key] is not None and SECRET_KEY.fullmatch(key) else redact(value[key])
+            )
             for key in value
         }
     if isinstance(value, list):

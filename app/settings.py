@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from app.core.config import CoreSettings, parse_bool, parse_list, setting
+from app.core.config import CoreSettings, SettingsError, parse_bool, parse_list, setting
 
 MIB = 1024 * 1024
 
@@ -73,7 +73,10 @@ class ApiSettings(CoreSettings):
 
     def public_key_pem(self) -> str | None:
         """The public key's PEM text, read from its file when the setting is a path."""
-        value = self.jwt_public_key
-        if value is None or value.lstrip().startswith("-----BEGIN"):
-            return value
-        return Path(value).read_text()
+        value = (self.jwt_public_key or "").strip()
+        if not value or value.startswith("-----BEGIN"):
+            return value or None
+        try:
+            return Path(value).read_text()
+        except OSError as exc:
+            raise SettingsError(f"SLUICE_JWT_PUBLIC_KEY: cannot read {value}: {exc}") from None

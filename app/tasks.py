@@ -86,9 +86,9 @@ def payload_problems(task: str, payload: Any, where: str) -> Problems:
         match = _AT.match(str(exc))
         assert match is not None
         message, path = match.group(1), match.group(2) or ""
-        if not path and isinstance(payload, dict):
-            if missing := re.match(r"Object missing required field `(\w+)`", message):
-                path, message = "." + missing.group(1), "is required"
+        missing = re.match(r"Object missing required field `(\w+)`", message)
+        if missing and not path:
+            path, message = "." + missing.group(1), "is required"
         return [(where + path, message)]
     return []
 

@@ -90,7 +90,9 @@ def key_and_algorithms(settings: ApiSettings) -> tuple[str, tuple[str, ...]]:
     return key, tuple(algorithms)
 
 
-async def principal_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+async def principal_from_token(
+    token: Token, _: ASGIConnection[Any, Any, Any, Any]
+) -> Principal | None:
     """The caller a verified token names; None (401) when its claims are unusable."""
     tenant = token.extras.get("tenant", DEFAULT_TENANT)
     if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):

@@ -9,10 +9,17 @@ from app.cli.options import database_url, require_database_url
 
 @click.command()
 @database_url
-@click.option("--host", envvar="SLUICE_API_HOST",
-              help="Listen address [env: SLUICE_API_HOST, default 127.0.0.1].")
-@click.option("--port", envvar="SLUICE_API_PORT", type=int,
-              help="Listen port [env: SLUICE_API_PORT, default 8000].")
+@click.option(
+    "--host",
+    envvar="SLUICE_API_HOST",
+    help="Listen address [env: SLUICE_API_HOST, default 127.0.0.1].",
+)
+@click.option(
+    "--port",
+    envvar="SLUICE_API_PORT",
+    type=int,
+    help="Listen port [env: SLUICE_API_PORT, default 8000].",
+)
 def api(database_url: str | None, host: str | None, port: int | None) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /schema, /health, /ready, /metrics).
 
@@ -27,8 +34,9 @@ def api(database_url: str | None, host: str | None, port: int | None) -> None:
     from app.settings import ApiSettings
 
     try:
-        settings = load(ApiSettings, database_url=require_database_url(database_url),
-                        host=host, port=port)
+        settings = load(
+            ApiSettings, database_url=require_database_url(database_url), host=host, port=port
+        )
         app = create_app(settings)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None

@@ -19,17 +19,41 @@ def parse_ttl(value: str) -> timedelta:
 
 
 @click.command()
-@click.option("--role", envvar="SLUICE_TOKEN_ROLE", default="admin", show_default=True,
-              type=click.Choice(["viewer", "submitter", "operator", "admin"]),
-              help="Role the token grants [env: SLUICE_TOKEN_ROLE].")
-@click.option("--tenant", envvar="SLUICE_TOKEN_TENANT", default="default", show_default=True,
-              help="Tenant the token is scoped to [env: SLUICE_TOKEN_TENANT].")
-@click.option("--ttl", envvar="SLUICE_TOKEN_TTL", default="1h", show_default=True,
-              help="Lifetime: 30m, 1h, 7d [env: SLUICE_TOKEN_TTL].")
-@click.option("--subject", envvar="SLUICE_TOKEN_SUBJECT", default="sluice-cli", show_default=True,
-              help="The `sub` claim [env: SLUICE_TOKEN_SUBJECT].")
-@click.option("--secret", envvar="SLUICE_JWT_SECRET", required=True,
-              help="HS256 secret the API verifies with [env: SLUICE_JWT_SECRET].")
+@click.option(
+    "--role",
+    envvar="SLUICE_TOKEN_ROLE",
+    default="admin",
+    show_default=True,
+    type=click.Choice(["viewer", "submitter", "operator", "admin"]),
+    help="Role the token grants [env: SLUICE_TOKEN_ROLE].",
+)
+@click.option(
+    "--tenant",
+    envvar="SLUICE_TOKEN_TENANT",
+    default="default",
+    show_default=True,
+    help="Tenant the token is scoped to [env: SLUICE_TOKEN_TENANT].",
+)
+@click.option(
+    "--ttl",
+    envvar="SLUICE_TOKEN_TTL",
+    default="1h",
+    show_default=True,
+    help="Lifetime: 30m, 1h, 7d [env: SLUICE_TOKEN_TTL].",
+)
+@click.option(
+    "--subject",
+    envvar="SLUICE_TOKEN_SUBJECT",
+    default="sluice-cli",
+    show_default=True,
+    help="The `sub` claim [env: SLUICE_TOKEN_SUBJECT].",
+)
+@click.option(
+    "--secret",
+    envvar="SLUICE_JWT_SECRET",
+    required=True,
+    help="HS256 secret the API verifies with [env: SLUICE_JWT_SECRET].",
+)
 def token(role: str, tenant: str, ttl: str, subject: str, secret: str) -> None:
     """Print an HS256 bearer token for ROLE in TENANT, valid for TTL."""
     from app.auth.principal import TENANT_PATTERN, Role

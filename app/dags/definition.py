@@ -38,8 +38,15 @@ NODE_FIELDS = {"id", "task", "payload", "depends_on", "queue", "priority", "retr
 RETRY_FIELDS = {"max_attempts", "backoff", "base", "max"}
 BACKOFFS = ("exponential", "linear", "constant")
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
-DEFAULTS = {"queue": "default", "priority": 0, "max_attempts": 5, "backoff": "exponential",
-            "backoff_base": 1.0, "backoff_max": 3600.0, "timeout": None}
+DEFAULTS = {
+    "queue": "default",
+    "priority": 0,
+    "max_attempts": 5,
+    "backoff": "exponential",
+    "backoff_base": 1.0,
+    "backoff_max": 3600.0,
+    "timeout": None,
+}
 
 Problems = list[tuple[str, str]]
 # `{{ params.name }}` placeholders, filled in when a run starts (sluice.dag_render).
@@ -98,8 +105,16 @@ def _task_and_payload(node: dict, loc: str) -> tuple[Any, Any, Problems]:
         return node["task"], node.get("payload", {}), []
     if len(kinds) == 1:
         if "payload" in node:
-            return None, None, [(f"{loc}.payload", f"the payload of a `{kinds[0]}` node is "
-                                 f"its `{kinds[0]}` field")]
+            return (
+                None,
+                None,
+                [
+                    (
+                        f"{loc}.payload",
+                        f"the payload of a `{kinds[0]}` node is its `{kinds[0]}` field",
+                    )
+                ],
+            )
         payload = node[kinds[0]]
         return kinds[0], {} if payload is None else payload, []
     if kinds:
@@ -111,12 +126,15 @@ def _retry(value: Any, loc: str, out: dict, problems: Problems) -> None:
     if _is_int(value):
         value = {"max_attempts": value}
     if not isinstance(value, dict):
-        problems.append((loc, "must be a number of attempts or an object with max_attempts, "
-                         "backoff, base, max"))
+        problems.append(
+            (loc, "must be a number of attempts or an object with max_attempts, backoff, base, max")
+        )
         return
     for key in value:
         if key not in RETRY_FIELDS:
-            problems.append((f"{loc}.{key}", f"unknown field (use {', '.join(sorted(RETRY_FIELDS))})"))
+            problems.append(
+                (f"{loc}.{key}", f"unknown field (use {', '.join(sorted(RETRY_FIELDS))})")
+            )
     if "max_attempts" in value:
         attempts = value["max_attempts"]
         if _is_int(attempts) and 1 <= attempts <= 1000:
@@ -132,7 +150,9 @@ def _retry(value: Any, loc: str, out: dict, problems: Problems) -> None:
         if key in value:
             seconds = parse_duration(value[key])
             if seconds is None:
-                problems.append((f"{loc}.{key}", f"bad duration {value[key]!r} (write 30s, 5m, 1h)"))
+                problems.append(
+                    (f"{loc}.{key}", f"bad duration {value[key]!r} (write 30s, 5m, 1h)")
+                )
             else:
                 out[field] = seconds
     if out["backoff_max"] < out["backoff_base"]:
@@ -186,7 +206,9 @@ def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dic
     if node.get("timeout") is not None:
         seconds = parse_duration(node["timeout"])
         if seconds is None or seconds == 0:
-            problems.append((f"{loc}.timeout", f"bad duration {node['timeout']!r} (write 30s, 5m, 1h)"))
+            problems.append(
+                (f"{loc}.timeout", f"bad duration {node['timeout']!r} (write 30s, 5m, 1h)")
+            )
         else:
             out["timeout"] = seconds
     return out if len(problems) == before else None
@@ -202,7 +224,7 @@ def _cycle(remaining: dict[str, dict]) -> list[str]:
         seen[node] = len(path)
         path.append(node)
         node = next(d for d in remaining[node]["depends_on"] if d in remaining)
-    loop = path[seen[node]:] + [node]
+    loop = [*path[seen[node] :], node]
     return loop[::-1]  # we walked from child to parent
 
 
@@ -214,7 +236,8 @@ def check(definition: Any, catalog: TaskCatalog, where: str = "") -> list[dict]:
         raise DefinitionError([(where or "body", "must be an object with `nodes`")])
     problems: Problems = [
         (f"{prefix}{key}", "unknown field (a definition has nodes and description)")
-        for key in definition if key not in ("nodes", "description")
+        for key in definition
+        if key not in ("nodes", "description")
     ]
     if "description" in definition and not isinstance(definition["description"], str | None):
         problems.append((f"{prefix}description", "must be a string"))
@@ -228,14 +251,18 @@ def check(definition: Any, catalog: TaskCatalog, where: str = "") -> list[dict]:
         node_id = raw.get("id")
         if isinstance(node_id, str):
             if node_id in where_is:
-                problems.append((f"{loc}.id", f"duplicate id {node_id!r} (also at {where_is[node_id]})"))
+                problems.append(
+                    (f"{loc}.id", f"duplicate id {node_id!r} (also at {where_is[node_id]})")
+                )
                 continue
             where_is[node_id] = loc
         if node is not None:
             nodes[node_id] = node
     for loc, raw in entries:
         deps = raw.get("depends_on", [])
-        for i, dep in enumerate([deps] if isinstance(deps, str) else deps if isinstance(deps, list) else []):
+        for i, dep in enumerate(
+            [deps] if isinstance(deps, str) else deps if isinstance(deps, list) else []
+        ):
             if isinstance(dep, str) and dep not in where_is:
                 problems.append((f"{loc}.depends_on[{i}]", f"unknown dependency {dep!r}"))
             elif dep == raw.get("id"):
@@ -247,8 +274,7 @@ def check(definition: Any, catalog: TaskCatalog, where: str = "") -> list[dict]:
     if len(order) < len(nodes):
         done = set(order)
         loop = _cycle({k: v for k, v in nodes.items() if k not in done})
-        raise DefinitionError([(f"{where_is[loop[0]]}.depends_on",
-                                "cycle: " + " -> ".join(loop))])
+        raise DefinitionError([(f"{where_is[loop[0]]}.depends_on", "cycle: " + " -> ".join(loop))])
     return [nodes[node_id] for node_id in order]
 
 

@@ -46,8 +46,13 @@ class DeadLettersController(Controller):
     path = "/dlq"
     tags = ["dlq"]
 
-    @get("/", operation_id="dlq_list", summary="List dead letters", guards=VIEWER,
-         responses=error_responses())
+    @get(
+        "/",
+        operation_id="dlq_list",
+        summary="List dead letters",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
     async def list_dead(
         self,
         conn: Conn,
@@ -58,20 +63,38 @@ class DeadLettersController(Controller):
         cursor: Cursor = None,
     ) -> Page[DeadLetter]:
         """Unresolved dead letters of the caller's tenant, newest first."""
-        rows = await Q.dead_letter_list(conn, tenant=principal.scope, queue=queue, task=task,
-                                        before_id=decode_cursor(cursor), limit=limit + 1)
+        rows = await Q.dead_letter_list(
+            conn,
+            tenant=principal.scope,
+            queue=queue,
+            task=task,
+            before_id=decode_cursor(cursor),
+            limit=limit + 1,
+        )
         return page([_to_dead_letter(r) for r in rows], limit, key="dead_letter_id")
 
-    @post("/{job_id:int}/retry", operation_id="dlq_retry", summary="Retry a dead job",
-          status_code=200, guards=OPERATOR, responses=error_responses(403, 404))
+    @post(
+        "/{job_id:int}/retry",
+        operation_id="dlq_retry",
+        summary="Retry a dead job",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403, 404),
+    )
     async def retry(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Give the job fresh attempts; its dead letter is resolved as `retried`."""
         await self._entry(conn, principal, job_id)
         await Q.dead_letter_retry(conn, job_id=job_id)
         return to_job(await Q.job_get(conn, id=job_id, tenant=principal.scope))
 
-    @post("/{job_id:int}/discard", operation_id="dlq_discard", summary="Discard a dead job",
-          status_code=200, guards=OPERATOR, responses=error_responses(403, 404))
+    @post(
+        "/{job_id:int}/discard",
+        operation_id="dlq_discard",
+        summary="Discard a dead job",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403, 404),
+    )
     async def discard(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Resolve the dead letter without retrying: the job stays `failed` and may be pruned."""
         await self._entry(conn, principal, job_id)

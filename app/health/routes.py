@@ -3,8 +3,6 @@ the one this code expects), /metrics (Prometheus). No token needed."""
 
 from __future__ import annotations
 
-
-
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -84,5 +82,3 @@ async def scrape(state: State) -> Response[bytes]:
     metrics.DEAD_LETTERS.set(dead)
     metrics.WORKERS_ALIVE.set(alive)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-

@@ -10,10 +10,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 from psycopg import AsyncConnection
 
-from app.deps import Catalog, Caller, Conn, Settings
-
 from app.auth import OPERATOR, SUBMITTER, VIEWER, Principal
 from app.core.queries import Q
+from app.deps import Caller, Catalog, Conn, Settings
 from app.errors import ApiError, error_responses, invalid, not_found
 from app.jobs.convert import to_job, to_job_detail
 from app.jobs.schemas import BatchResult, Job, JobBatch, JobDetail, JobSubmit
@@ -25,20 +24,30 @@ from app.resources import BIGINT_MAX, IdPath, JobState
 SLEEP_JOB = {"task": "sleep", "payload": {"seconds": 1.5}, "queue": "default", "priority": 0}
 HTTP_JOB = {
     "task": "http",
-    "payload": {"method": "POST", "url": "https://example.com/hook", "json": {"hello": "world"},
-                "expect": [200, 201]},
+    "payload": {
+        "method": "POST",
+        "url": "https://example.com/hook",
+        "json": {"hello": "world"},
+        "expect": [200, 201],
+    },
     "max_attempts": 3,
     "timeout": 30,
     "idempotency_key": "order-1234-receipt",
-    "notify": {"webhook": {"url": "https://example.com/done", "secret": "s3cret",
-                           "on": ["failed"]}},
+    "notify": {
+        "webhook": {"url": "https://example.com/done", "secret": "s3cret", "on": ["failed"]}
+    },
 }
 
 IdempotencyHeader = Annotated[
     str | None,
-    HeaderParameter(name="Idempotency-Key", required=False, max_length=200, min_length=1,
-              pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
-              description="Same as `idempotency_key` in the body."),
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        max_length=200,
+        min_length=1,
+        pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
+        description="Same as `idempotency_key` in the body.",
+    ),
 ]
 
 
@@ -59,8 +68,12 @@ class JobsController(Controller):
         summary="Submit a job",
         status_code=201,
         guards=SUBMITTER,
-        responses={200: ResponseSpec(Job, description="An idempotent replay: the job the key "
-                                     "created before."), **error_responses(403, 409)},
+        responses={
+            200: ResponseSpec(
+                Job, description="An idempotent replay: the job the key created before."
+            ),
+            **error_responses(403, 409),
+        },
     )
     async def submit_one(
         self,
@@ -78,8 +91,9 @@ class JobsController(Controller):
                 raise invalid([("idempotency_key", "differs from the Idempotency-Key header")])
             data.idempotency_key = idempotency_key
         [job] = await submit(conn, principal, [data], catalog)
-        return Response(await _get_job(conn, principal, job.id),
-                        status_code=201 if job.created else 200)
+        return Response(
+            await _get_job(conn, principal, job.id), status_code=201 if job.created else 200
+        )
 
     @post(
         "/batch",
@@ -88,12 +102,16 @@ class JobsController(Controller):
         status_code=201,
         guards=SUBMITTER,
         opt={"large_body": True},  # SLUICE_MAX_BATCH_BODY_BYTES, see app.limits
-        responses={200: ResponseSpec(BatchResult, description="Every job was a replay."),
-                   **error_responses(403, 409)},
+        responses={
+            200: ResponseSpec(BatchResult, description="Every job was a replay."),
+            **error_responses(403, 409),
+        },
     )
     async def submit_batch(
         self,
-        data: Annotated[JobBatch, example_body("two jobs", {"jobs": [SLEEP_JOB, {"task": "noop"}]})],
+        data: Annotated[
+            JobBatch, example_body("two jobs", {"jobs": [SLEEP_JOB, {"task": "noop"}]})
+        ],
         conn: Conn,
         principal: Caller,
         catalog: Catalog,
@@ -108,8 +126,13 @@ class JobsController(Controller):
         body = BatchResult(ids=[s.id for s in done], created=created, existing=len(done) - created)
         return Response(body, status_code=201 if created else 200)
 
-    @get("/", operation_id="job_list", summary="List jobs", guards=VIEWER,
-         responses=error_responses())
+    @get(
+        "/",
+        operation_id="job_list",
+        summary="List jobs",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
     async def list_jobs(
         self,
         conn: Conn,
@@ -120,9 +143,15 @@ class JobsController(Controller):
         queue: Annotated[str | None, QueryParameter(max_length=64)] = None,
         task: Annotated[str | None, QueryParameter(max_length=200)] = None,
         run_id: Annotated[int | None, QueryParameter(ge=1, le=BIGINT_MAX)] = None,
-        created_after: Annotated[datetime | None, QueryParameter(description="Created at or after.")] = None,
-        created_before: Annotated[datetime | None, QueryParameter(description="Created before.")] = None,
-        tenant: Annotated[str | None, QueryParameter(max_length=64, description="Admins only: one tenant.")] = None,
+        created_after: Annotated[
+            datetime | None, QueryParameter(description="Created at or after.")
+        ] = None,
+        created_before: Annotated[
+            datetime | None, QueryParameter(description="Created before.")
+        ] = None,
+        tenant: Annotated[
+            str | None, QueryParameter(max_length=64, description="Admins only: one tenant.")
+        ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> Page[Job]:
@@ -130,14 +159,24 @@ class JobsController(Controller):
         rows = await Q.job_list(
             conn,
             tenant=tenant if principal.is_admin and tenant else principal.scope,
-            states=states, queue=queue, task=task, run_id=run_id,
-            created_after=created_after, created_before=created_before,
-            before_id=decode_cursor(cursor), limit=limit + 1,
+            states=states,
+            queue=queue,
+            task=task,
+            run_id=run_id,
+            created_after=created_after,
+            created_before=created_before,
+            before_id=decode_cursor(cursor),
+            limit=limit + 1,
         )
         return page([to_job(r) for r in rows], limit)
 
-    @get("/{job_id:int}", operation_id="job_get", summary="Get a job with its attempts",
-         guards=VIEWER, responses=error_responses(404))
+    @get(
+        "/{job_id:int}",
+        operation_id="job_get",
+        summary="Get a job with its attempts",
+        guards=VIEWER,
+        responses=error_responses(404),
+    )
     async def get_job(self, job_id: IdPath, conn: Conn, principal: Caller) -> JobDetail:
         """The job, its parents, every attempt (worker, times, outcome, error, output tail)."""
         row = await Q.job_get(conn, id=job_id, tenant=principal.scope)
@@ -147,24 +186,40 @@ class JobsController(Controller):
         parents = await Q.job_parent_ids(conn, id=job_id)
         return to_job_detail(row, parents, attempts)
 
-    @post("/{job_id:int}/cancel", operation_id="job_cancel", summary="Cancel a job",
-          status_code=200, guards=SUBMITTER, responses=error_responses(403, 404, 409))
+    @post(
+        "/{job_id:int}/cancel",
+        operation_id="job_cancel",
+        summary="Cancel a job",
+        status_code=200,
+        guards=SUBMITTER,
+        responses=error_responses(403, 404, 409),
+    )
     async def cancel(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Cancel a job that has not finished; a running one is stopped by its worker.
         Its pending descendants are cancelled too (reason `upstream_failed`)."""
         job = await _get_job(conn, principal, job_id)
         if not await Q.job_cancel(conn, ids=[job_id], reason="cancelled"):
-            raise ApiError(409, f"job {job_id} is already {job.state}; only unfinished jobs "
-                           "can be cancelled")
+            raise ApiError(
+                409, f"job {job_id} is already {job.state}; only unfinished jobs can be cancelled"
+            )
         return await _get_job(conn, principal, job_id)
 
-    @post("/{job_id:int}/retry", operation_id="job_retry", summary="Retry a failed or cancelled job",
-          status_code=200, guards=OPERATOR, responses=error_responses(403, 404, 409))
+    @post(
+        "/{job_id:int}/retry",
+        operation_id="job_retry",
+        summary="Retry a failed or cancelled job",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403, 404, 409),
+    )
     async def retry(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Give a failed or cancelled job fresh attempts (resolving its dead letter); the
         descendants it had cancelled come back."""
         job = await _get_job(conn, principal, job_id)
         if not await Q.job_retry(conn, ids=[job_id]):
-            raise ApiError(409, f"job {job_id} is {job.state}; only failed or cancelled jobs "
-                           "whose parents can still succeed can be retried")
+            raise ApiError(
+                409,
+                f"job {job_id} is {job.state}; only failed or cancelled jobs "
+                "whose parents can still succeed can be retried",
+            )
         return await _get_job(conn, principal, job_id)

@@ -25,9 +25,15 @@ class JobTemplate(Struct, forbid_unknown_fields=True, kw_only=True):
     priority: Annotated[int, Meta(ge=-1_000_000, le=1_000_000, description="Lower runs first.")] = 0
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     backoff: Literal["exponential", "linear", "constant"] = "exponential"
-    backoff_base: Annotated[Seconds, Meta(description="Delay before the first retry, seconds.")] = 1.0
-    backoff_max: Annotated[Seconds, Meta(description="Longest delay between retries, seconds.")] = 3600.0
-    timeout: Annotated[float, Meta(gt=0, le=YEAR, description="Seconds an attempt may run.")] | None = None
+    backoff_base: Annotated[Seconds, Meta(description="Delay before the first retry, seconds.")] = (
+        1.0
+    )
+    backoff_max: Annotated[Seconds, Meta(description="Longest delay between retries, seconds.")] = (
+        3600.0
+    )
+    timeout: (
+        Annotated[float, Meta(gt=0, le=YEAR, description="Seconds an attempt may run.")] | None
+    ) = None
     notify: Notify | None = None
 
 
@@ -35,14 +41,19 @@ class JobSubmit(JobTemplate, forbid_unknown_fields=True, kw_only=True):
     """A job to run: the task (handler) name, its payload, and how and when to run it."""
 
     run_at: Annotated[datetime, Meta(tz=True, description="Not before this time.")] | None = None
-    delay_seconds: Annotated[Seconds, Meta(description="Not before this many seconds from now.")] | None = None
+    delay_seconds: (
+        Annotated[Seconds, Meta(description="Not before this many seconds from now.")] | None
+    ) = None
     depends_on: Annotated[
         list[JobId], Meta(max_length=1000, description="Ids of jobs that must succeed first.")
     ] = []
-    idempotency_key: Annotated[
-        IdempotencyKey,
-        Meta(description="A repeat with the same key returns the first job (or the header)."),
-    ] | None = None
+    idempotency_key: (
+        Annotated[
+            IdempotencyKey,
+            Meta(description="A repeat with the same key returns the first job (or the header)."),
+        ]
+        | None
+    ) = None
 
 
 class JobBatch(Struct, forbid_unknown_fields=True):

@@ -53,8 +53,9 @@ def job_problems(job: JobSubmit, catalog: TaskCatalog, where: str) -> list[tuple
     return found
 
 
-def check(jobs: Sequence[JobSubmit], principal: Principal, catalog: TaskCatalog,
-          where: str | None) -> None:
+def check(
+    jobs: Sequence[JobSubmit], principal: Principal, catalog: TaskCatalog, where: str | None
+) -> None:
     """Raise 403 or 422 unless every job may be submitted by `principal`."""
     if not principal.is_admin and any(job.task == "shell" for job in jobs):
         raise ApiError(403, "shell tasks need the admin role")
@@ -65,16 +66,24 @@ def check(jobs: Sequence[JobSubmit], principal: Principal, catalog: TaskCatalog,
         found += job_problems(job, catalog, at)
         if job.idempotency_key is not None:
             if job.idempotency_key in seen:
-                found.append((f"{at}.idempotency_key",
-                              f"repeats the key of {where}[{seen[job.idempotency_key]}]"))
+                found.append(
+                    (
+                        f"{at}.idempotency_key",
+                        f"repeats the key of {where}[{seen[job.idempotency_key]}]",
+                    )
+                )
             seen.setdefault(job.idempotency_key, i)
     if found:
         raise invalid(found)
 
 
 async def submit(
-    conn: AsyncConnection, principal: Principal, jobs: Sequence[JobSubmit], catalog: TaskCatalog,
-    *, where: str | None = None,
+    conn: AsyncConnection,
+    principal: Principal,
+    jobs: Sequence[JobSubmit],
+    catalog: TaskCatalog,
+    *,
+    where: str | None = None,
 ) -> list[Submitted]:
     """Insert `jobs` for the caller's tenant in one transaction; answer their ids in order.
 
@@ -85,11 +94,18 @@ async def submit(
     tenant = principal.tenant
     rows = [
         {
-            "task": job.task, "payload": job.payload, "queue": job.queue, "priority": job.priority,
-            "run_at": job.run_at, "delay_seconds": job.delay_seconds,
-            "max_attempts": job.max_attempts, "backoff": job.backoff,
-            "backoff_base": job.backoff_base, "backoff_max": job.backoff_max,
-            "timeout": job.timeout, "idempotency_key": job.idempotency_key,
+            "task": job.task,
+            "payload": job.payload,
+            "queue": job.queue,
+            "priority": job.priority,
+            "run_at": job.run_at,
+            "delay_seconds": job.delay_seconds,
+            "max_attempts": job.max_attempts,
+            "backoff": job.backoff,
+            "backoff_base": job.backoff_base,
+            "backoff_max": job.backoff_max,
+            "timeout": job.timeout,
+            "idempotency_key": job.idempotency_key,
             "notify": notify_json(job.notify),
             "fingerprint": fingerprint(job) if job.idempotency_key is not None else None,
         }
@@ -101,7 +117,8 @@ async def submit(
             visible = {r["id"] for r in await Q.job_ids_visible(conn, ids=parents, tenant=tenant)}
             missing = [
                 (f"{_at(where, i)}depends_on[{k}]", f"job {p} does not exist")
-                for i, job in enumerate(jobs) for k, p in enumerate(job.depends_on)
+                for i, job in enumerate(jobs)
+                for k, p in enumerate(job.depends_on)
                 if p not in visible
             ]
             if missing:
@@ -111,12 +128,19 @@ async def submit(
         )
         result = _pair(jobs, inserted)
         await _check_replays(conn, tenant, jobs, result, where)
-        edges = [(p, s.id) for job, s in zip(jobs, result, strict=True) if s.created
-                 for p in job.depends_on]
+        edges = [
+            (p, s.id)
+            for job, s in zip(jobs, result, strict=True)
+            if s.created
+            for p in job.depends_on
+        ]
         if edges:
-            await Q.job_edges_add(conn, parents=[p for p, _ in edges], children=[c for _, c in edges])
-    for (queue, task), n in Counter((j.queue, j.task) for j, s in zip(jobs, result, strict=True)
-                                    if s.created).items():
+            await Q.job_edges_add(
+                conn, parents=[p for p, _ in edges], children=[c for _, c in edges]
+            )
+    for (queue, task), n in Counter(
+        (j.queue, j.task) for j, s in zip(jobs, result, strict=True) if s.created
+    ).items():
         JOBS_ENQUEUED.labels(queue=queue, task=task).inc(n)
     return result
 
@@ -141,15 +165,22 @@ def _pair(jobs: Sequence[JobSubmit], inserted: list[dict]) -> list[Submitted]:
     return result
 
 
-async def _check_replays(conn: AsyncConnection, tenant: str, jobs: Sequence[JobSubmit],
-                         result: list[Submitted], where: str | None) -> None:
+async def _check_replays(
+    conn: AsyncConnection,
+    tenant: str,
+    jobs: Sequence[JobSubmit],
+    result: list[Submitted],
+    where: str | None,
+) -> None:
     """Fill in the ids of replayed jobs; 409 if a key was used for a different request."""
     replayed = [i for i, s in enumerate(result) if not s.created]
     if not replayed:
         return
     keys = [jobs[i].idempotency_key for i in replayed]
-    existing = {r["idempotency_key"]: r for r in await Q.job_by_idempotency_keys(
-        conn, tenant=tenant, keys=keys)}
+    existing = {
+        r["idempotency_key"]: r
+        for r in await Q.job_by_idempotency_keys(conn, tenant=tenant, keys=keys)
+    }
     conflicts: list[FieldError] = []
     for i in replayed:
         job = jobs[i]
@@ -158,8 +189,11 @@ async def _check_replays(conn: AsyncConnection, tenant: str, jobs: Sequence[JobS
             raise ApiError(409, "The job holding this idempotency key just went away; retry.")
         # Jobs enqueued by plain SQL have no fingerprint: a replay cannot be told apart.
         if row["request_fingerprint"] not in (None, fingerprint(job)):
-            conflicts.append(FieldError(f"{_at(where, i)}idempotency_key",
-                                        "was used before for a different request"))
+            conflicts.append(
+                FieldError(
+                    f"{_at(where, i)}idempotency_key", "was used before for a different request"
+                )
+            )
         result[i] = Submitted(row["id"], False)
     if conflicts:
         raise ApiError(409, "An idempotency key was reused with a different request.", conflicts)

@@ -54,49 +54,87 @@ async def _queue(conn: Conn, principal: Caller, name: str) -> Queue:
     if rows:
         return msgspec.convert(rows[0], Queue)
     # A queue needs no row to exist: one nobody has used is simply empty.
-    return Queue(name=name, blocked=0, scheduled=0, ready=0, running=0, succeeded=0, failed=0,
-                 cancelled=0, oldest_ready_seconds=0.0, paused=False, concurrency_limit=None)
+    return Queue(
+        name=name,
+        blocked=0,
+        scheduled=0,
+        ready=0,
+        running=0,
+        succeeded=0,
+        failed=0,
+        cancelled=0,
+        oldest_ready_seconds=0.0,
+        paused=False,
+        concurrency_limit=None,
+    )
 
 
 class QueuesController(Controller):
     path = "/queues"
     tags = ["queues"]
 
-    @get("/", operation_id="queue_list", summary="List queues", guards=VIEWER,
-         responses=error_responses())
+    @get(
+        "/",
+        operation_id="queue_list",
+        summary="List queues",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
     async def list_queues(self, conn: Conn, principal: Caller) -> QueueList:
         """Every queue with jobs or settings, by name (all of them: there are few)."""
         rows = await Q.queue_list(conn, tenant=principal.scope, name=None)
         return QueueList(items=msgspec.convert(rows, list[Queue]))
 
-    @get("/{name:str}", operation_id="queue_get", summary="Get a queue", guards=VIEWER,
-         responses=error_responses())
+    @get(
+        "/{name:str}",
+        operation_id="queue_get",
+        summary="Get a queue",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
     async def show(self, name: QueuePath, conn: Conn, principal: Caller) -> Queue:
         """One queue's depth per state and settings."""
         return await _queue(conn, principal, name)
 
-    @post("/{name:str}/pause", operation_id="queue_pause", summary="Pause a queue",
-          status_code=200, guards=OPERATOR, responses=error_responses(403))
+    @post(
+        "/{name:str}/pause",
+        operation_id="queue_pause",
+        summary="Pause a queue",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403),
+    )
     async def pause(self, name: QueuePath, conn: Conn, principal: Caller) -> Queue:
         """Workers stop claiming the queue's jobs (running ones finish). For every tenant."""
         await Q.queue_pause(conn, name=name)
         return await _queue(conn, principal, name)
 
-    @post("/{name:str}/resume", operation_id="queue_resume", summary="Resume a queue",
-          status_code=200, guards=OPERATOR, responses=error_responses(403))
+    @post(
+        "/{name:str}/resume",
+        operation_id="queue_resume",
+        summary="Resume a queue",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403),
+    )
     async def resume(self, name: QueuePath, conn: Conn, principal: Caller) -> Queue:
         """Workers claim the queue's jobs again."""
         await Q.queue_resume(conn, name=name)
         return await _queue(conn, principal, name)
 
-    @put("/{name:str}/concurrency", operation_id="queue_set_concurrency",
-         summary="Set a queue's concurrency limit", guards=OPERATOR,
-         responses=error_responses(403))
+    @put(
+        "/{name:str}/concurrency",
+        operation_id="queue_set_concurrency",
+        summary="Set a queue's concurrency limit",
+        guards=OPERATOR,
+        responses=error_responses(403),
+    )
     async def set_concurrency(
         self,
         name: QueuePath,
-        data: Annotated[Concurrency, example_body("at most 4 at once", {"limit": 4},
-                                                  no_limit={"limit": None})],
+        data: Annotated[
+            Concurrency, example_body("at most 4 at once", {"limit": 4}, no_limit={"limit": None})
+        ],
         conn: Conn,
         principal: Caller,
     ) -> Queue:

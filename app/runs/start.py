@@ -51,14 +51,18 @@ async def start_run(
             fingerprint=fingerprint,
         )
     if not row["created"] and row["request_fingerprint"] not in (None, fingerprint):
-        raise ApiError(409, "The idempotency key was used before for a different run.",
-                       [FieldError("idempotency_key", "was used before for a different request")])
+        raise ApiError(
+            409,
+            "The idempotency key was used before for a different run.",
+            [FieldError("idempotency_key", "was used before for a different request")],
+        )
     return await get_run(conn, principal, row["run_id"]), row["created"]
 
 
 def to_run(row: dict[str, Any]) -> Run:
-    return msgspec.convert({**row, "notify": redact(row["notify"]),
-                            "params": redact(row["params"])}, Run)
+    return msgspec.convert(
+        {**row, "notify": redact(row["notify"]), "params": redact(row["params"])}, Run
+    )
 
 
 async def get_run(conn: AsyncConnection, principal: Principal, run_id: int) -> Run:

@@ -25,10 +25,18 @@ from app.resources import IdPath
 from app.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate
 from app.tasks import TaskCatalog
 
-NIGHTLY = {"name": "nightly-export", "cron": "0 3 * * *", "timezone": "Europe/Paris",
-           "dag": "etl", "dag_params": {"day": "yesterday"}}
-HOURLY_JOB = {"name": "hourly-ping", "cron": "0 * * * *",
-              "job": {"task": "http", "payload": {"url": "https://example.com/ping"}}}
+NIGHTLY = {
+    "name": "nightly-export",
+    "cron": "0 3 * * *",
+    "timezone": "Europe/Paris",
+    "dag": "etl",
+    "dag_params": {"day": "yesterday"},
+}
+HOURLY_JOB = {
+    "name": "hourly-ping",
+    "cron": "0 * * * *",
+    "job": {"task": "http", "payload": {"url": "https://example.com/ping"}},
+}
 
 
 def cron_problem(expression: str, timezone: str) -> list[tuple[str, str]]:
@@ -44,8 +52,9 @@ def cron_problem(expression: str, timezone: str) -> list[tuple[str, str]]:
     return []
 
 
-async def _check(conn: Conn, schedule: ScheduleCreate, principal: Principal,
-                 catalog: TaskCatalog) -> None:
+async def _check(
+    conn: Conn, schedule: ScheduleCreate, principal: Principal, catalog: TaskCatalog
+) -> None:
     found = cron_problem(schedule.cron, schedule.timezone)
     if (schedule.job is None) == (schedule.dag is None):
         found.append(("job", "give either job or dag (the DAG to run), not both"))
@@ -53,9 +62,10 @@ async def _check(conn: Conn, schedule: ScheduleCreate, principal: Principal,
         if schedule.job.task == "shell" and not principal.is_admin:
             raise ApiError(403, "shell tasks need the admin role")
         found += template_problems(schedule.job, catalog, "job")
-    if schedule.dag is not None and await Q.dag_get(
-        conn, tenant=principal.tenant, name=schedule.dag, version=None
-    ) is None:
+    if (
+        schedule.dag is not None
+        and await Q.dag_get(conn, tenant=principal.tenant, name=schedule.dag, version=None) is None
+    ):
         found.append(("dag", f"no DAG named {schedule.dag!r}"))
     if found:
         raise invalid(found)
@@ -64,10 +74,14 @@ async def _check(conn: Conn, schedule: ScheduleCreate, principal: Principal,
 def _columns(schedule: ScheduleCreate) -> dict[str, Any]:
     # The job is stored as the arguments of sluice.enqueue (durations in seconds).
     return {
-        "name": schedule.name, "cron": schedule.cron, "timezone": schedule.timezone,
+        "name": schedule.name,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
         "job": Jsonb(msgspec.to_builtins(schedule.job)) if schedule.job else None,
-        "dag_name": schedule.dag, "dag_params": Jsonb(schedule.dag_params),
-        "misfire": schedule.misfire, "enabled": schedule.enabled,
+        "dag_name": schedule.dag,
+        "dag_params": Jsonb(schedule.dag_params),
+        "misfire": schedule.misfire,
+        "enabled": schedule.enabled,
     }
 
 
@@ -86,12 +100,18 @@ class SchedulesController(Controller):
     path = "/schedules"
     tags = ["schedules"]
 
-    @post("/", operation_id="schedule_create", summary="Create a schedule", guards=OPERATOR,
-          responses=error_responses(403, 409))
+    @post(
+        "/",
+        operation_id="schedule_create",
+        summary="Create a schedule",
+        guards=OPERATOR,
+        responses=error_responses(403, 409),
+    )
     async def create(
         self,
-        data: Annotated[ScheduleCreate, example_body("a nightly DAG run", NIGHTLY,
-                                                     hourly_job=HOURLY_JOB)],
+        data: Annotated[
+            ScheduleCreate, example_body("a nightly DAG run", NIGHTLY, hourly_job=HOURLY_JOB)
+        ],
         conn: Conn,
         principal: Caller,
         catalog: Catalog,
@@ -102,39 +122,64 @@ class SchedulesController(Controller):
         row = await Q.schedule_create(conn, tenant=principal.tenant, **_columns(data))
         return _to_schedule(row)
 
-    @get("/", operation_id="schedule_list", summary="List schedules", guards=VIEWER,
-         responses=error_responses())
-    async def list_schedules(self, conn: Conn, principal: Caller, limit: Limit = 100,
-                             cursor: Cursor = None) -> Page[Schedule]:
+    @get(
+        "/",
+        operation_id="schedule_list",
+        summary="List schedules",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
+    async def list_schedules(
+        self, conn: Conn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
+    ) -> Page[Schedule]:
         """The tenant's schedules, oldest first."""
-        rows = await Q.schedule_list(conn, tenant=principal.scope,
-                                     after_id=decode_cursor(cursor), limit=limit + 1)
+        rows = await Q.schedule_list(
+            conn, tenant=principal.scope, after_id=decode_cursor(cursor), limit=limit + 1
+        )
         return page([_to_schedule(r) for r in rows], limit)
 
-    @get("/{schedule_id:int}", operation_id="schedule_get", summary="Get a schedule",
-         guards=VIEWER, responses=error_responses(404))
+    @get(
+        "/{schedule_id:int}",
+        operation_id="schedule_get",
+        summary="Get a schedule",
+        guards=VIEWER,
+        responses=error_responses(404),
+    )
     async def show(self, schedule_id: IdPath, conn: Conn, principal: Caller) -> Schedule:
         """One schedule, with its next and last occurrence."""
         return _to_schedule(await _row(conn, principal, schedule_id))
 
-    @patch("/{schedule_id:int}", operation_id="schedule_update", summary="Update a schedule",
-           guards=OPERATOR, responses=error_responses(403, 404, 409))
+    @patch(
+        "/{schedule_id:int}",
+        operation_id="schedule_update",
+        summary="Update a schedule",
+        guards=OPERATOR,
+        responses=error_responses(403, 404, 409),
+    )
     async def update(
         self,
         schedule_id: IdPath,
-        data: Annotated[ScheduleUpdate, example_body("pause it", {"enabled": False},
-                                                     move_it={"cron": "30 4 * * *"})],
+        data: Annotated[
+            ScheduleUpdate,
+            example_body("pause it", {"enabled": False}, move_it={"cron": "30 4 * * *"}),
+        ],
         conn: Conn,
         principal: Caller,
         catalog: Catalog,
     ) -> Schedule:
         """Change some fields; the result is validated as a whole."""
         row = await _row(conn, principal, schedule_id)
-        current = {"name": row["name"], "cron": row["cron"], "timezone": row["timezone"],
-                   "job": row["job"], "dag": row["dag_name"], "dag_params": row["dag_params"],
-                   "misfire": row["misfire"], "enabled": row["enabled"]}
-        changes = {k: v for k, v in msgspec.structs.asdict(data).items()
-                   if v is not msgspec.UNSET}
+        current = {
+            "name": row["name"],
+            "cron": row["cron"],
+            "timezone": row["timezone"],
+            "job": row["job"],
+            "dag": row["dag_name"],
+            "dag_params": row["dag_params"],
+            "misfire": row["misfire"],
+            "enabled": row["enabled"],
+        }
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
         if "job" in changes and changes["job"] is not None:
             changes["job"] = msgspec.to_builtins(changes["job"])
         try:
@@ -142,17 +187,21 @@ class SchedulesController(Controller):
         except msgspec.ValidationError as exc:
             raise invalid([("body", str(exc))]) from None
         await _check(conn, merged, principal, catalog)
-        updated = await Q.schedule_update(conn, id=schedule_id, tenant=principal.scope,
-                                          **_columns(merged))
+        updated = await Q.schedule_update(
+            conn, id=schedule_id, tenant=principal.scope, **_columns(merged)
+        )
         if updated is None:
             raise not_found(f"schedule {schedule_id}")
         return _to_schedule(updated)
 
-    @delete("/{schedule_id:int}", operation_id="schedule_delete", summary="Delete a schedule",
-            guards=OPERATOR, responses=error_responses(403, 404))
+    @delete(
+        "/{schedule_id:int}",
+        operation_id="schedule_delete",
+        summary="Delete a schedule",
+        guards=OPERATOR,
+        responses=error_responses(403, 404),
+    )
     async def remove(self, schedule_id: IdPath, conn: Conn, principal: Caller) -> None:
         """Stop and forget the schedule; what it already started is untouched."""
         if not await Q.schedule_delete(conn, id=schedule_id, tenant=principal.scope):
             raise not_found(f"schedule {schedule_id}")
-
-

@@ -14,10 +14,26 @@ from app.runs.schemas import Params
 ScheduleName = Annotated[
     str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", examples=["nightly-export"])
 ]
-Cron = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]+$",
-                           examples=["0 3 * * *"], description="A cron expression (croniter).")]
-TimeZone = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[^\x00]+$",
-                               examples=["Europe/Paris"], description="An IANA time zone.")]
+Cron = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]+$",
+        examples=["0 3 * * *"],
+        description="A cron expression (croniter).",
+    ),
+]
+TimeZone = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00]+$",
+        examples=["Europe/Paris"],
+        description="An IANA time zone.",
+    ),
+]
 Misfire = Annotated[
     Literal["latest", "all", "skip"],
     Meta(description="After downtime: run the latest missed occurrence, all of them, or none."),
@@ -43,8 +59,8 @@ class ScheduleUpdate(Struct, forbid_unknown_fields=True, kw_only=True):
     name: ScheduleName | UnsetType = UNSET
     cron: Cron | UnsetType = UNSET
     timezone: TimeZone | UnsetType = UNSET
-    job: JobTemplate | None | UnsetType = UNSET
-    dag: DagName | None | UnsetType = UNSET
+    job: JobTemplate | UnsetType | None = UNSET
+    dag: DagName | UnsetType | None = UNSET
     dag_params: Params | UnsetType = UNSET
     misfire: Misfire | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET

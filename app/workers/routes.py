@@ -44,21 +44,38 @@ class WorkersController(Controller):
     path = "/workers"
     tags = ["workers"]
 
-    @get("/", operation_id="worker_list", summary="List workers", guards=VIEWER,
-         responses=error_responses())
+    @get(
+        "/",
+        operation_id="worker_list",
+        summary="List workers",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
     async def list_workers(self, conn: Conn) -> WorkerList:
         """Live workers first. Workers serve every tenant, so every role sees them all."""
         rows = await Q.worker_list(conn, limit=MAX_WORKERS)
         return WorkerList(items=msgspec.convert(rows, list[Worker]))
 
-    @post("/{worker_id:str}/pause", operation_id="worker_pause", summary="Pause a worker",
-          status_code=200, guards=ADMIN, responses=error_responses(403, 404))
+    @post(
+        "/{worker_id:str}/pause",
+        operation_id="worker_pause",
+        summary="Pause a worker",
+        status_code=200,
+        guards=ADMIN,
+        responses=error_responses(403, 404),
+    )
     async def pause(self, worker_id: WorkerPath, conn: Conn) -> Worker:
         """The worker stops claiming jobs and finishes those it runs (affects every tenant)."""
         return await self._set_paused(conn, worker_id, True)
 
-    @post("/{worker_id:str}/resume", operation_id="worker_resume", summary="Resume a worker",
-          status_code=200, guards=ADMIN, responses=error_responses(403, 404))
+    @post(
+        "/{worker_id:str}/resume",
+        operation_id="worker_resume",
+        summary="Resume a worker",
+        status_code=200,
+        guards=ADMIN,
+        responses=error_responses(403, 404),
+    )
     async def resume(self, worker_id: WorkerPath, conn: Conn) -> Worker:
         """The worker claims jobs again."""
         return await self._set_paused(conn, worker_id, False)

@@ -27,9 +27,14 @@ SECRET = "test-secret-that-is-long-enough-for-hs256"
 @pytest.fixture
 def api_settings(database_url: str) -> ApiSettings:
     """Settings for an API on the test's database (HS256 tokens, shell allowed)."""
-    return ApiSettings(database_url=database_url, jwt_secret=SECRET, allow_shell=True,
-                       known_tasks=("reports.build",), max_body_bytes=64 * 1024,
-                       max_batch_body_bytes=8 * 1024 * 1024)
+    return ApiSettings(
+        database_url=database_url,
+        jwt_secret=SECRET,
+        allow_shell=True,
+        known_tasks=("reports.build",),
+        max_body_bytes=64 * 1024,
+        max_batch_body_bytes=8 * 1024 * 1024,
+    )
 
 
 def bearer(role: Role | str | None, tenant: str = "default", **claims) -> dict[str, str]:
@@ -37,8 +42,13 @@ def bearer(role: Role | str | None, tenant: str = "default", **claims) -> dict[s
     roles = [] if role is None else [role.name if isinstance(role, Role) else role]
     token = mint(SECRET, Role.viewer, tenant=tenant, ttl=timedelta(minutes=5), **claims)
     if role is not Role.viewer:
-        token = mint(SECRET, Role.viewer, tenant=tenant, ttl=timedelta(minutes=5),
-                     **{**claims, "roles": roles})
+        token = mint(
+            SECRET,
+            Role.viewer,
+            tenant=tenant,
+            ttl=timedelta(minutes=5),
+            **{**claims, "roles": roles},
+        )
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -94,10 +104,19 @@ def api_server(database_url: str, tmp_path) -> Iterator[str]:
     """
     port = free_port()
     log = (tmp_path / "api.log").open("w")
-    env = {**os.environ, "SLUICE_DATABASE_URL": database_url, "SLUICE_JWT_SECRET": SECRET,
-           "SLUICE_API_PORT": str(port), "SLUICE_KNOWN_TASKS": "reports.build"}
-    process = subprocess.Popen([str(Path(sys.executable).parent / "sluice"), "api"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "SLUICE_DATABASE_URL": database_url,
+        "SLUICE_JWT_SECRET": SECRET,
+        "SLUICE_API_PORT": str(port),
+        "SLUICE_KNOWN_TASKS": "reports.build",
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sluice"), "api"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

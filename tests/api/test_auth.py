@@ -39,8 +39,12 @@ MATRIX = [
     ("POST", "/api/v1/dags/etl/runs", {}, Role.submitter),
     ("GET", "/api/v1/runs", None, Role.viewer),
     ("GET", "/api/v1/runs/1", None, Role.viewer),
-    ("POST", "/api/v1/runs", {"definition": {"nodes": [{"id": "a", "task": "noop"}]}},
-     Role.submitter),
+    (
+        "POST",
+        "/api/v1/runs",
+        {"definition": {"nodes": [{"id": "a", "task": "noop"}]}},
+        Role.submitter,
+    ),
     ("POST", "/api/v1/runs/1/cancel", None, Role.submitter),
     ("POST", "/api/v1/runs/1/retry", None, Role.operator),
     ("GET", "/api/v1/dlq", None, Role.viewer),
@@ -53,8 +57,12 @@ MATRIX = [
     ("PUT", "/api/v1/queues/default/concurrency", {"limit": 2}, Role.operator),
     ("GET", "/api/v1/schedules", None, Role.viewer),
     ("GET", "/api/v1/schedules/1", None, Role.viewer),
-    ("POST", "/api/v1/schedules", {"name": "s", "cron": "@daily", "job": {"task": "noop"}},
-     Role.operator),
+    (
+        "POST",
+        "/api/v1/schedules",
+        {"name": "s", "cron": "@daily", "job": {"task": "noop"}},
+        Role.operator,
+    ),
     ("PATCH", "/api/v1/schedules/1", {"enabled": False}, Role.operator),
     ("DELETE", "/api/v1/schedules/1", None, Role.operator),
     ("GET", "/api/v1/workers", None, Role.viewer),
@@ -67,10 +75,19 @@ def test_the_matrix_covers_every_api_operation(api_settings):
     from app.main import create_app
 
     schema = create_app(api_settings).openapi_schema.to_schema()
-    operations = {(m.upper(), p) for p, ops in schema["paths"].items() for m in ops
-                  if p.startswith("/api/")}
-    templated = {(m, p.replace("/1", "/{x}").replace("/etl", "/{x}").replace("/default", "/{x}")
-                  .replace("/w-1", "/{x}")) for m, p, _, _ in MATRIX}
+    operations = {
+        (m.upper(), p) for p, ops in schema["paths"].items() for m in ops if p.startswith("/api/")
+    }
+    templated = {
+        (
+            m,
+            p.replace("/1", "/{x}")
+            .replace("/etl", "/{x}")
+            .replace("/default", "/{x}")
+            .replace("/w-1", "/{x}"),
+        )
+        for m, p, _, _ in MATRIX
+    }
     assert {(m, _generic(p)) for m, p in operations} == templated
 
 
@@ -80,8 +97,9 @@ def _generic(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "{x}", path)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "least"), MATRIX,
-                         ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "least"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX]
+)
 async def test_role_matrix(client, method, path, body, least):
     anonymous = await client.request(method, path, json=body)
     assert anonymous.status_code == 401
@@ -98,9 +116,11 @@ async def test_another_tenants_job_is_a_404(client):
     acme = bearer("operator", tenant="acme")
     job = (await client.post("/api/v1/jobs", json={"task": "noop"}, headers=acme)).json()
     other = bearer("operator", tenant="globex")
-    for method, path in [("GET", f"/api/v1/jobs/{job['id']}"),
-                         ("POST", f"/api/v1/jobs/{job['id']}/cancel"),
-                         ("POST", f"/api/v1/jobs/{job['id']}/retry")]:
+    for method, path in [
+        ("GET", f"/api/v1/jobs/{job['id']}"),
+        ("POST", f"/api/v1/jobs/{job['id']}/cancel"),
+        ("POST", f"/api/v1/jobs/{job['id']}/retry"),
+    ]:
         assert (await client.request(method, path, headers=other)).status_code == 404
     assert (await client.get("/api/v1/jobs", headers=other)).json()["items"] == []
     assert (await client.get(f"/api/v1/jobs/{job['id']}", headers=acme)).status_code == 200
@@ -117,23 +137,38 @@ def _token(payload: dict, key: object = SECRET, algorithm: str = "HS256") -> dic
 
 def _claims(**overrides) -> dict:
     now = datetime.now(UTC)
-    return {"sub": "alice", "iat": now, "exp": now + timedelta(minutes=5), "roles": ["admin"],
-            **overrides}
+    return {
+        "sub": "alice",
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+        "roles": ["admin"],
+        **overrides,
+    }
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param(_token(_claims(exp=datetime.now(UTC) - timedelta(seconds=5),
-                                iat=datetime.now(UTC) - timedelta(minutes=5))), id="expired"),
-    pytest.param(_token(_claims(), key="not-the-secret-but-as-long-as-one"), id="forged"),
-    pytest.param(_token(_claims(), key=None, algorithm="none"), id="alg-none"),
-    pytest.param(_token({k: v for k, v in _claims().items() if k != "exp"}), id="no-exp"),
-    pytest.param(_token({k: v for k, v in _claims().items() if k != "iat"}), id="no-iat"),
-    pytest.param(_token({k: v for k, v in _claims().items() if k != "sub"}), id="no-sub"),
-    pytest.param(_token(_claims(tenant="bad tenant")), id="bad-tenant"),
-    pytest.param(_token(_claims(), algorithm="HS512"), id="algorithm-not-listed"),
-    pytest.param({"Authorization": "Bearer not.a.token"}, id="garbage"),
-    pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="not-bearer"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(
+            _token(
+                _claims(
+                    exp=datetime.now(UTC) - timedelta(seconds=5),
+                    iat=datetime.now(UTC) - timedelta(minutes=5),
+                )
+            ),
+            id="expired",
+        ),
+        pytest.param(_token(_claims(), key="not-the-secret-but-as-long-as-one"), id="forged"),
+        pytest.param(_token(_claims(), key=None, algorithm="none"), id="alg-none"),
+        pytest.param(_token({k: v for k, v in _claims().items() if k != "exp"}), id="no-exp"),
+        pytest.param(_token({k: v for k, v in _claims().items() if k != "iat"}), id="no-iat"),
+        pytest.param(_token({k: v for k, v in _claims().items() if k != "sub"}), id="no-sub"),
+        pytest.param(_token(_claims(tenant="bad tenant")), id="bad-tenant"),
+        pytest.param(_token(_claims(), algorithm="HS512"), id="algorithm-not-listed"),
+        pytest.param({"Authorization": "Bearer not.a.token"}, id="garbage"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="not-bearer"),
+    ],
+)
 async def test_bad_tokens_are_401(client, headers):
     r = await client.get("/api/v1/jobs", headers=headers)
     assert r.status_code == 401
@@ -147,10 +182,12 @@ async def test_a_token_without_a_role_is_403(client):
 
 def _rsa_pems() -> tuple[bytes, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return private, public.decode()
 
 
@@ -158,38 +195,53 @@ async def test_rs256_tokens_and_key_confusion(make_client, tmp_path):
     private, public = _rsa_pems()
     key_file = tmp_path / "idp.pem"
     key_file.write_text(public)
-    client = await make_client(jwt_secret=None, jwt_public_key=str(key_file),
-                               jwt_issuer="https://idp.example", jwt_audience="sluice")
+    client = await make_client(
+        jwt_secret=None,
+        jwt_public_key=str(key_file),
+        jwt_issuer="https://idp.example",
+        jwt_audience="sluice",
+    )
     good = _claims(iss="https://idp.example", aud="sluice")
     ok = await client.get("/api/v1/jobs", headers=_token(good, private, "RS256"))
     assert ok.status_code == 200, ok.text
-    wrong_aud = await client.get("/api/v1/jobs",
-                                 headers=_token({**good, "aud": "other"}, private, "RS256"))
+    wrong_aud = await client.get(
+        "/api/v1/jobs", headers=_token({**good, "aud": "other"}, private, "RS256")
+    )
     assert wrong_aud.status_code == 401
-    wrong_iss = await client.get("/api/v1/jobs",
-                                 headers=_token({**good, "iss": "https://evil"}, private, "RS256"))
+    wrong_iss = await client.get(
+        "/api/v1/jobs", headers=_token({**good, "iss": "https://evil"}, private, "RS256")
+    )
     assert wrong_iss.status_code == 401
+
     # Key confusion: an HS256 token whose HMAC key is the RSA public key (PyJWT will not
     # make one, so sign it by hand).
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({**good, "iat": int(good["iat"].timestamp()),
-                           "exp": int(good["exp"].timestamp())}).encode())
+    body = b64(
+        json.dumps(
+            {**good, "iat": int(good["iat"].timestamp()), "exp": int(good["exp"].timestamp())}
+        ).encode()
+    )
     signature = b64(hmac.new(public.encode(), f"{header}.{body}".encode(), hashlib.sha256).digest())
-    confused = await client.get("/api/v1/jobs",
-                                headers={"Authorization": f"Bearer {header}.{body}.{signature}"})
+    confused = await client.get(
+        "/api/v1/jobs", headers={"Authorization": f"Bearer {header}.{body}.{signature}"}
+    )
     assert confused.status_code == 401
 
 
 async def test_es256_tokens(make_client):
     key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     client = await make_client(jwt_secret=None, jwt_public_key=public)
-    assert (await client.get("/api/v1/jobs", headers=_token(_claims(), key, "ES256"))
-            ).status_code == 200
+    assert (
+        await client.get("/api/v1/jobs", headers=_token(_claims(), key, "ES256"))
+    ).status_code == 200
 
 
 def test_keys_and_algorithms_must_fit():

@@ -12,15 +12,19 @@ def assert_error_shape(body: dict, status: int) -> None:
     assert body["status"] == status and isinstance(body["message"], str)
 
 
-@pytest.mark.parametrize(("content", "content_type"), [
-    (b"{not json", "application/json"),
-    (b"", "application/json"),
-    (b"[1, 2", "application/json"),
-    (b"\xff\xfe", "application/json"),
-])
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"", "application/json"),
+        (b"[1, 2", "application/json"),
+        (b"\xff\xfe", "application/json"),
+    ],
+)
 async def test_malformed_bodies_are_4xx(client, submitter, content, content_type):
-    r = await client.post(JOBS, content=content,
-                          headers={**submitter, "Content-Type": content_type})
+    r = await client.post(
+        JOBS, content=content, headers={**submitter, "Content-Type": content_type}
+    )
     assert r.status_code in (400, 422), r.text
     assert_error_shape(r.json(), r.status_code)
 
@@ -30,8 +34,9 @@ async def test_wrong_json_types_name_the_field(client, submitter):
     assert r.status_code == 422
     r = await client.post(JOBS, json={"task": "noop", "run_at": "yesterday"}, headers=submitter)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "run_at"
-    r = await client.post(JOBS, json={"task": "noop", "run_at": "2030-01-01T00:00:00"},
-                          headers=submitter)  # no time zone
+    r = await client.post(
+        JOBS, json={"task": "noop", "run_at": "2030-01-01T00:00:00"}, headers=submitter
+    )  # no time zone
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "run_at"
 
 
@@ -44,8 +49,10 @@ async def test_oversized_bodies_are_413(client, submitter):
     # Chunked (no Content-Length): counted as it arrives. Spoken to the app in ASGI
     # directly, since the test client always sends a length.
     chunks = [b" " * 4096] * 20 + [b'{"task": "noop"}']
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-                for i, c in enumerate(chunks)]
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
     sent: list[dict] = []
 
     async def receive() -> dict:
@@ -54,11 +61,23 @@ async def test_oversized_bodies_are_413(client, submitter):
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": JOBS, "raw_path": JOBS.encode(), "query_string": b"",
-             "root_path": "", "server": ("test", 80), "client": ("test", 1),
-             "headers": [(k.lower().encode(), v.encode()) for k, v in
-                         {**submitter, "Content-Type": "application/json"}.items()]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": JOBS,
+        "raw_path": JOBS.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "headers": [
+            (k.lower().encode(), v.encode())
+            for k, v in {**submitter, "Content-Type": "application/json"}.items()
+        ],
+    }
     await client.app(scope, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
 
@@ -78,17 +97,20 @@ async def test_unknown_routes_and_methods_use_the_error_shape(client, submitter)
     assert_error_shape(r.json(), 405)
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/jobs/99999999999999999999999",
-    "/api/v1/jobs/0",
-    "/api/v1/jobs?limit=0",
-    "/api/v1/jobs?limit=abc",
-    "/api/v1/jobs?state=sideways",
-    "/api/v1/jobs?run_id=-1",
-    "/api/v1/jobs?created_after=never",
-    "/api/v1/dags/has%20space",
-    "/api/v1/queues/%00",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/jobs/99999999999999999999999",
+        "/api/v1/jobs/0",
+        "/api/v1/jobs?limit=0",
+        "/api/v1/jobs?limit=abc",
+        "/api/v1/jobs?state=sideways",
+        "/api/v1/jobs?run_id=-1",
+        "/api/v1/jobs?created_after=never",
+        "/api/v1/dags/has%20space",
+        "/api/v1/queues/%00",
+    ],
+)
 async def test_bad_parameters_are_4xx(client, admin, path):
     r = await client.get(path, headers=admin)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)

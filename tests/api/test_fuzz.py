@@ -18,8 +18,12 @@ from schemathesis.specs.openapi.checks import (
 from tests.api.conftest import bearer
 
 EXAMPLES_PER_OPERATION = 20
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 def test_no_operation_breaks_its_schema_or_the_server(api_server):
@@ -30,10 +34,20 @@ def test_no_operation_breaks_its_schema_or_the_server(api_server):
     assert len(operations) > 30
 
     for operation in operations:
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  derandomize=True, suppress_health_check=list(HealthCheck))
-        @given(case=st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                              operation.as_strategy(GenerationMode.NEGATIVE)))
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            case=st.one_of(
+                operation.as_strategy(GenerationMode.POSITIVE),
+                operation.as_strategy(GenerationMode.NEGATIVE),
+            )
+        )
         def exercise(case) -> None:
             case.call_and_validate(base_url=api_server, headers=headers, checks=CHECKS)
 
