@@ -89,7 +89,7 @@ def test_migrations_go_down_and_up_again(pg_server, empty_database):
             "UNION ALL SELECT p.proname FROM pg_proc p "
             "WHERE p.pronamespace = 'sluice'::regnamespace "
             "UNION ALL SELECT t.typname FROM pg_type t "
-            "WHERE t.typnamespace = 'sluice'::regnamespace AND t.typtype = 'e'"
+            "WHERE t.typnamespace = 'sluice'::regnamespace AND t.typtype IN ('e', 'd')"
         ).fetchall()
         assert sorted(name for (name,) in left) == ["alembic_version", "alembic_version_pkc"]
         assert conn.execute("SELECT count(*) FROM sluice.alembic_version").fetchone() == (0,)

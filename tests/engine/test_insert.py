@@ -54,20 +54,20 @@ async def test_a_job_cannot_be_inserted_in_another_state(db, state):
 @pytest.mark.parametrize(
     ("columns", "constraint"),
     [
-        ({"task": ""}, "jobs_task_valid"),
-        ({"task": "rm -rf /"}, "jobs_task_valid"),
-        ({"queue": "no spaces allowed"}, "jobs_queue_valid"),
-        ({"tenant": ""}, "jobs_tenant_valid"),
+        ({"task": ""}, "task_name_valid"),
+        ({"task": "rm -rf /"}, "task_name_valid"),
+        ({"queue": "no spaces allowed"}, "queue_name_valid"),
+        ({"tenant": ""}, "tenant_name_valid"),
         ({"max_attempts": 0}, "jobs_max_attempts_positive"),
         ({"backoff": "random"}, "jobs_backoff_valid"),
         ({"backoff_base": "10 seconds", "backoff_max": "1 second"}, "jobs_backoff_range"),
         ({"timeout": "0 seconds"}, "jobs_timeout_positive"),
         ({"node": "a"}, "jobs_node_in_run"),
         ({"pending_parents": 2}, "jobs_pending_parents_match_state"),
-        ({"notify": {"webhook": {"url": "ftp://x"}}}, "jobs_notify_valid"),
-        ({"notify": {"email": {"to": ["not-an-address"]}}}, "jobs_notify_valid"),
-        ({"notify": {"webhook": {"url": "https://x", "on": ["exploded"]}}}, "jobs_notify_valid"),
-        ({"notify": {"sms": {}}}, "jobs_notify_valid"),
+        ({"notify": {"webhook": {"url": "ftp://x"}}}, "notify_spec_valid"),
+        ({"notify": {"email": {"to": ["not-an-address"]}}}, "notify_spec_valid"),
+        ({"notify": {"webhook": {"url": "https://x", "on": ["exploded"]}}}, "notify_spec_valid"),
+        ({"notify": {"sms": {}}}, "notify_spec_valid"),
     ],
 )
 async def test_bad_rows_are_refused_by_a_named_constraint(db, columns, constraint):
