@@ -10,6 +10,7 @@ import click
 # command name -> "module:attribute"
 COMMANDS = {
     "migrate": "app.cli.migrate:migrate",
+    "up": "app.cli.up:up",
 }
 
 
