@@ -12,6 +12,7 @@ COMMANDS = {
     "migrate": "app.cli.migrate:migrate",
     "api": "app.cli.api:api",
     "token": "app.cli.token:token",
+    "up": "app.cli.up:up",
 }
 
 
