@@ -8,6 +8,7 @@ secret (key confusion), is refused before any signature is checked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -29,12 +30,19 @@ REQUIRED_CLAIMS = ("exp", "iat", "sub")
 # The OpenAPI document answers without a token; so do the routes that say
 # `exclude_from_auth=True` (health, readiness, metrics).
 PUBLIC_PATHS = r"^/schema(/|$)"
+VERIFIED_TOKENS = 10_000
 
 
 class SluiceToken(Token):
-    """A token verified against an explicit list of algorithms (`accepted`)."""
+    """A token verified against an explicit list of algorithms (`accepted`).
+
+    Clients send the same token with every request: the claims of tokens that
+    verified are remembered (by the whole token string, so any other token,
+    however similar, is verified afresh) until they expire.
+    """
 
     accepted: ClassVar[tuple[str, ...]] = ()
+    verified: ClassVar[dict[str, dict[str, Any]]]
 
     @classmethod
     def decode_payload(
@@ -46,13 +54,20 @@ class SluiceToken(Token):
         audience: str | Sequence[str] | None = None,
         options: Any = None,
     ) -> Any:
+        claims = cls.verified.get(encoded_token)
+        if claims is not None and claims["exp"] > time.time():
+            return dict(claims)  # the caller pops and rewrites keys
         try:
-            return super().decode_payload(
+            claims = super().decode_payload(
                 encoded_token, secret, list(cls.accepted), issuer, audience, options
             )
         except jwt.PyJWTError as exc:
             # Key errors are not InvalidTokenError; Litestar turns only those into a 401.
             raise jwt.InvalidTokenError(str(exc)) from exc
+        if len(cls.verified) >= VERIFIED_TOKENS:
+            cls.verified.clear()
+        cls.verified[encoded_token] = claims
+        return dict(claims)
 
 
 def key_and_algorithms(settings: ApiSettings) -> tuple[str, tuple[str, ...]]:
@@ -103,7 +118,7 @@ async def principal_from_token(
 def jwt_auth(settings: ApiSettings) -> JWTAuth[Principal, Token]:
     """The authentication middleware configuration for these settings."""
     key, algorithms = key_and_algorithms(settings)
-    token_cls = type("ConfiguredToken", (SluiceToken,), {"accepted": algorithms})
+    token_cls = type("ConfiguredToken", (SluiceToken,), {"accepted": algorithms, "verified": {}})
     return JWTAuth[Principal, Token](
         token_secret=key,
         algorithm=algorithms[0],

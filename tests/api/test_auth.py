@@ -3,6 +3,7 @@ and tokens that must be refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -262,3 +263,13 @@ def test_minted_tokens_carry_role_and_tenant():
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert claims["roles"] == ["operator"] and claims["tenant"] == "acme"
     assert claims["exp"] - claims["iat"] == 60
+
+
+async def test_a_remembered_token_is_refused_once_it_expires(client):
+    headers = _token(_claims(exp=datetime.now(UTC) + timedelta(seconds=2)))
+    assert (await client.get("/api/v1/jobs", headers=headers)).status_code == 200
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while (r := await client.get("/api/v1/jobs", headers=headers)).status_code == 200:
+        assert datetime.now(UTC) < deadline, "an expired token was still accepted"
+        await asyncio.sleep(0.2)  # waiting for the clock to pass `exp`, not for another task
+    assert r.status_code == 401
