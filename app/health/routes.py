@@ -12,8 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.core import metrics
 from app.core.migrate import head_revision
 from app.core.queries import Q
-
-STATES = ("blocked", "scheduled", "ready", "running", "succeeded", "failed", "cancelled")
+from app.counts import STATES
 
 
 class Health(Struct):

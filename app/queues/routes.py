@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import msgspec
 from litestar import Controller, get, post, put
 from litestar.params import PathParameter
 from msgspec import Meta, Struct
 
 from app.auth import OPERATOR, VIEWER
 from app.core.queries import Q
+from app.counts import StateCounts, spread
 from app.deps import Caller, Conn
 from app.errors import error_responses
 from app.openapi import example_body
@@ -22,17 +22,10 @@ from app.openapi import example_body
 QueuePath = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 
 
-class Queue(Struct, kw_only=True):
+class Queue(StateCounts, kw_only=True):
     """A queue: jobs per state, the oldest ready job's wait, and its settings."""
 
     name: str
-    blocked: int
-    scheduled: int
-    ready: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int
     oldest_ready_seconds: float
     paused: bool
     concurrency_limit: int | None
@@ -49,23 +42,23 @@ class Concurrency(Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=1_000_000)] | None
 
 
+def _to_queue(row: dict) -> Queue:
+    return Queue(
+        name=row["name"],
+        oldest_ready_seconds=row["oldest_ready_seconds"],
+        paused=row["paused"],
+        concurrency_limit=row["concurrency_limit"],
+        **spread(row["counts"]),
+    )
+
+
 async def _queue(conn: Conn, principal: Caller, name: str) -> Queue:
     rows = await Q.queue_list(conn, tenant=principal.scope, name=name)
     if rows:
-        return msgspec.convert(rows[0], Queue)
+        return _to_queue(rows[0])
     # A queue needs no row to exist: one nobody has used is simply empty.
     return Queue(
-        name=name,
-        blocked=0,
-        scheduled=0,
-        ready=0,
-        running=0,
-        succeeded=0,
-        failed=0,
-        cancelled=0,
-        oldest_ready_seconds=0.0,
-        paused=False,
-        concurrency_limit=None,
+        name=name, oldest_ready_seconds=0.0, paused=False, concurrency_limit=None, **spread({})
     )
 
 
@@ -83,7 +76,7 @@ class QueuesController(Controller):
     async def list_queues(self, conn: Conn, principal: Caller) -> QueueList:
         """Every queue with jobs or settings, by name (all of them: there are few)."""
         rows = await Q.queue_list(conn, tenant=principal.scope, name=None)
-        return QueueList(items=msgspec.convert(rows, list[Queue]))
+        return QueueList(items=[_to_queue(row) for row in rows])
 
     @get(
         "/{name:str}",

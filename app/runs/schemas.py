@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
+from app.counts import StateCounts
 from app.resources import IdempotencyKey, JobState, Notify, RunState
 
 ParamValue = str | int | float | bool | None
@@ -33,8 +34,8 @@ class RunSubmit(RunStart, forbid_unknown_fields=True, kw_only=True):
     ]
 
 
-class Run(Struct, kw_only=True):
-    """A DAG run and how far along its nodes are."""
+class Run(StateCounts, kw_only=True):
+    """A DAG run and how far along its nodes are (nodes per state)."""
 
     id: int
     tenant: str
@@ -48,13 +49,6 @@ class Run(Struct, kw_only=True):
     created_at: datetime
     finished_at: datetime | None
     nodes: int
-    blocked: int
-    scheduled: int
-    ready: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int
     percent_done: float
 
 

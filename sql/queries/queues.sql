@@ -1,35 +1,28 @@
 -- Runtime queries on queues for the API (the admin functions live in
 -- sql/schema/42_queues.sql).
 
--- Jobs per queue and state. With a tenant, only that tenant's jobs are counted
--- (queue settings are shared by every tenant); queues with settings but no
--- jobs are listed too.
+-- Jobs per queue and state (as a JSON object), the oldest ready job's wait, and
+-- the queue's settings. With a tenant, only that tenant's jobs are counted
+-- (queue settings are shared by every tenant); queues with settings but no jobs
+-- are listed too.
 -- name: queue_list :many
 WITH counts AS (
-    SELECT j.queue,
-           count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
-           count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
-           count(*) FILTER (WHERE j.state = 'ready')     AS ready,
-           count(*) FILTER (WHERE j.state = 'running')   AS running,
-           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE j.state = 'failed')    AS failed,
-           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
-           min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
+    SELECT j.queue, j.state, count(*) AS n, min(j.run_at) AS oldest
       FROM sluice.jobs j
-     WHERE %(tenant)s::text IS NULL OR j.tenant = %(tenant)s
-     GROUP BY j.queue
+     WHERE (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+       AND (%(name)s::text IS NULL OR j.queue = %(name)s)
+     GROUP BY j.queue, j.state
 )
 SELECT coalesce(c.queue, q.name) AS name,
-       coalesce(c.blocked, 0) AS blocked, coalesce(c.scheduled, 0) AS scheduled,
-       coalesce(c.ready, 0) AS ready, coalesce(c.running, 0) AS running,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.failed, 0) AS failed,
-       coalesce(c.cancelled, 0) AS cancelled,
-       coalesce(extract(epoch FROM greatest(now() - c.oldest_ready_at, '0'))::double precision, 0)
-           AS oldest_ready_seconds,
-       coalesce(q.paused, false) AS paused, q.concurrency_limit
+       coalesce(jsonb_object_agg(c.state, c.n) FILTER (WHERE c.state IS NOT NULL), '{}') AS counts,
+       coalesce(extract(epoch FROM greatest(now() - min(c.oldest) FILTER (WHERE c.state = 'ready'),
+                                            '0'))::double precision, 0) AS oldest_ready_seconds,
+       coalesce(bool_or(q.paused), false) AS paused,
+       max(q.concurrency_limit) AS concurrency_limit
   FROM counts c
   FULL JOIN sluice.queues q ON q.name = c.queue
  WHERE %(name)s::text IS NULL OR coalesce(c.queue, q.name) = %(name)s
+ GROUP BY coalesce(c.queue, q.name)
  ORDER BY 1;
 
 -- name: queue_pause :exec

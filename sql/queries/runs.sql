@@ -8,28 +8,20 @@ SELECT * FROM sluice.dag_run_submit(
 
 -- A run with its node counts per state.
 -- name: dag_run_get :one
-SELECT p.run_id AS id, p.tenant, p.dag_name, p.dag_version, p.state, r.params, r.notify,
-       r.idempotency_key, r.schedule_id, p.created_at, p.finished_at, p.nodes,
-       p.blocked, p.scheduled, p.ready, p.running, p.succeeded, p.failed, p.cancelled,
-       p.percent_done::double precision AS percent_done
-  FROM sluice.dag_run_progress p
-  JOIN sluice.dag_runs r ON r.id = p.run_id
- WHERE p.run_id = %(id)s
-   AND (%(tenant)s::text IS NULL OR p.tenant = %(tenant)s);
+SELECT *
+  FROM sluice.api_runs r
+ WHERE r.id = %(id)s
+   AND (%(tenant)s::text IS NULL OR r.tenant = %(tenant)s);
 
 -- Runs newest first, keyset-paginated on id.
 -- name: dag_run_list :many
-SELECT p.run_id AS id, p.tenant, p.dag_name, p.dag_version, p.state, r.params, r.notify,
-       r.idempotency_key, r.schedule_id, p.created_at, p.finished_at, p.nodes,
-       p.blocked, p.scheduled, p.ready, p.running, p.succeeded, p.failed, p.cancelled,
-       p.percent_done::double precision AS percent_done
-  FROM sluice.dag_run_progress p
-  JOIN sluice.dag_runs r ON r.id = p.run_id
- WHERE (%(tenant)s::text IS NULL OR p.tenant = %(tenant)s)
-   AND (%(state)s::sluice.run_state IS NULL OR p.state = %(state)s::sluice.run_state)
-   AND (%(dag_name)s::text IS NULL OR p.dag_name = %(dag_name)s)
-   AND (%(before_id)s::bigint IS NULL OR p.run_id < %(before_id)s)
- ORDER BY p.run_id DESC
+SELECT *
+  FROM sluice.api_runs r
+ WHERE (%(tenant)s::text IS NULL OR r.tenant = %(tenant)s)
+   AND (%(state)s::sluice.run_state IS NULL OR r.state = %(state)s::sluice.run_state)
+   AND (%(dag_name)s::text IS NULL OR r.dag_name = %(dag_name)s)
+   AND (%(before_id)s::bigint IS NULL OR r.id < %(before_id)s)
+ ORDER BY r.id DESC
  LIMIT %(limit)s;
 
 -- Every node of a run, in creation (topological) order.

@@ -22,6 +22,15 @@ SELECT j.id, j.tenant, j.queue, j.task, j.state, j.payload, j.priority,
        j.notify, j.progress, j.worker_id, j.lease_expires_at
   FROM sluice.jobs j;
 
+-- A DAG run as the REST API returns it: the run and its node counts per state.
+CREATE VIEW sluice.api_runs AS
+SELECT p.run_id AS id, p.tenant, p.dag_name, p.dag_version, p.state, r.params, r.notify,
+       r.idempotency_key, r.schedule_id, p.created_at, p.finished_at, p.nodes,
+       p.blocked, p.scheduled, p.ready, p.running, p.succeeded, p.failed, p.cancelled,
+       p.percent_done::double precision AS percent_done
+  FROM sluice.dag_run_progress p
+  JOIN sluice.dag_runs r ON r.id = p.run_id;
+
 -- Save a DAG definition as its next version, unless it equals the newest
 -- version (saving the same file twice is not a change). Saves of one DAG take
 -- turns on a transaction-level advisory lock, which, unlike a session lock,
