@@ -77,16 +77,16 @@ class ApiError(Exception):
         self.code = code or CODES.get(status, "error")
 
 
-def invalid(problems: Iterable[tuple[str, str]], message: str | None = None) -> ApiError:
+def invalid(problems: Iterable[tuple[str, str]]) -> ApiError:
     """A 422 listing every (field, message) problem at once."""
     errors = [FieldError(f, m) for f, m in problems]
-    if message is None:
-        message = (
-            errors[0].message if len(errors) == 1 else f"The request has {len(errors)} problems."
-        )
-        if len(errors) == 1:
-            message = f"{errors[0].field}: {message}"
-    return ApiError(422, message, errors)
+    return ApiError(422, _summary(errors), errors)
+
+
+def _summary(errors: list[FieldError]) -> str:
+    if len(errors) == 1:
+        return f"{errors[0].field}: {errors[0].message}"
+    return f"The request has {len(errors)} problems."
 
 
 def not_found(what: str) -> ApiError:
@@ -141,12 +141,7 @@ def handle_validation(_: Request, exc: ValidationException) -> Response[ErrorBod
     if not errors:
         # Litestar raises ValidationException for bodies that are not JSON at all.
         return _respond(400, str(exc.detail), [])
-    message = (
-        f"{errors[0].field}: {errors[0].message}"
-        if len(errors) == 1
-        else (f"The request has {len(errors)} problems.")
-    )
-    return _respond(422, message, errors)
+    return _respond(422, _summary(errors), errors)
 
 
 def handle_http(_: Request, exc: HTTPException) -> Response[ErrorBody]:

@@ -16,7 +16,6 @@ from app.resources import BIGINT_MAX
 
 T = TypeVar("T")
 
-DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 

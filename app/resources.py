@@ -23,7 +23,6 @@ QueueName = Annotated[
 DagName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", examples=["etl"])]
 JobId = Annotated[int, Meta(ge=1, le=BIGINT_MAX)]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
-Text = Annotated[str, Meta(max_length=10_000, pattern=r"^[^\x00]*$")]
 
 # Path parameters: ids a bigint can hold, so a huge number is a 404, not a database error.
 IdPath = Annotated[int, PathParameter(ge=1, le=BIGINT_MAX)]
