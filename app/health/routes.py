@@ -3,6 +3,8 @@ the one this code expects), /metrics (Prometheus). No token needed."""
 
 from __future__ import annotations
 
+import functools
+
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
@@ -13,6 +15,9 @@ from app.core import metrics
 from app.core.migrate import head_revision
 from app.core.queries import Q
 from app.counts import STATES
+
+# Reading the migration scripts takes milliseconds; they do not change while we run.
+_head_revision = functools.cache(head_revision)
 
 
 class Health(Struct):
@@ -43,7 +48,7 @@ async def health() -> Health:
 async def ready(state: State) -> Response[Readiness]:
     """200 when the database answers and `sluice.alembic_version` is this code's head
     revision; 503 otherwise (run `sluice migrate`)."""
-    expected = head_revision()
+    expected = _head_revision()
     try:
         async with state.pool.connection(timeout=5) as conn:
             revision = await Q.schema_revision(conn)
