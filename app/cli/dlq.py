@@ -35,9 +35,8 @@ async def list_(client: Client, queue: str | None, limit: int) -> None:
 async def retry(client: Client, job_id: int) -> None:
     """Retry JOB_ID with fresh attempts."""
     job = await client.post(f"/dlq/{job_id}/retry")
-    click.echo(
-        f"job {job_id} is {job['state']} again ({job['max_attempts'] - job['attempt']} attempts left)"
-    )
+    left = job["max_attempts"] - job["attempt"]
+    click.echo(f"job {job_id} is {job['state']} again ({left} attempts left)")
 
 
 @dlq.command()

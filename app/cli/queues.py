@@ -23,9 +23,8 @@ async def list_(client: Client) -> None:
     click.echo(f"{'queue':<20}" + "".join(f"{s:>11}" for s in STATES) + "  paused  limit")
     for q in page["items"]:
         counts = "".join(f"{q[s]:>11}" for s in STATES)
-        click.echo(
-            f"{q['name']:<20}{counts}  {'yes' if q['paused'] else 'no':>6}  {q['concurrency_limit'] or '-'}"
-        )
+        paused = "yes" if q["paused"] else "no"
+        click.echo(f"{q['name']:<20}{counts}  {paused:>6}  {q['concurrency_limit'] or '-'}")
 
 
 @queues.command()
