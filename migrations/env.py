@@ -13,9 +13,11 @@ VERSION_SCHEMA = "sluice"
 
 
 def database_url() -> str:
-    url = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option(
-        "sqlalchemy.url"
-    ) or os.environ.get("SLUICE_DATABASE_URL")
+    url = (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or context.config.get_main_option("sqlalchemy.url")
+        or os.environ.get("SLUICE_DATABASE_URL")
+    )
     if not url:
         raise SystemExit("Set SLUICE_DATABASE_URL (or pass -x url=postgresql://...) to migrate.")
     return sqlalchemy_url(url)

@@ -42,7 +42,12 @@ async def insert_job(conn: AsyncConnection, task: str = "noop", **columns: Any) 
 
 
 async def claim(conn: AsyncConnection, job_id: int, worker: str = WORKER) -> dict[str, Any]:
-    """Move one ready job to running by claiming it (alone in a private queue)."""
+    """Move one ready job to running through job_claim.
+
+    The job is claimed alone from a private queue (so other ready jobs are not
+    taken), then given its own queue back.
+    """
+    queue = (await fetch_job(conn, job_id))["queue"]
     lane = f"lane-{next(_lanes)}"
     await conn.execute("UPDATE sluice.jobs SET queue = %s WHERE id = %s", (lane, job_id))
     async with conn.cursor(row_factory=dict_row) as cur:
@@ -50,11 +55,14 @@ async def claim(conn: AsyncConnection, job_id: int, worker: str = WORKER) -> dic
             "SELECT * FROM sluice.job_claim(%s, %s, 1, %s::interval)", (worker, [lane], LEASE)
         )
         rows = await cur.fetchall()
+    await conn.execute("UPDATE sluice.jobs SET queue = %s WHERE id = %s", (queue, job_id))
     assert [r["id"] for r in rows] == [job_id], f"could not claim job {job_id}"
-    return rows[0]
+    return {**rows[0], "queue": queue}
 
 
-async def complete(conn: AsyncConnection, job_id: int, result: Any = None, worker: str = WORKER) -> bool:
+async def complete(
+    conn: AsyncConnection, job_id: int, result: Any = None, worker: str = WORKER
+) -> bool:
     job = await fetch_job(conn, job_id)
     cur = await conn.execute(
         "SELECT * FROM sluice.job_complete_many(%s, %s, %s, %s::jsonb[])",
@@ -64,7 +72,10 @@ async def complete(conn: AsyncConnection, job_id: int, result: Any = None, worke
 
 
 async def fail(
-    conn: AsyncConnection, job_id: int, error: str = "boom", retryable: bool = True,
+    conn: AsyncConnection,
+    job_id: int,
+    error: str = "boom",
+    retryable: bool = True,
     worker: str = WORKER,
 ) -> dict[str, Any] | None:
     job = await fetch_job(conn, job_id)

@@ -10,6 +10,14 @@ import click
 # command name -> "module:attribute"
 COMMANDS = {
     "migrate": "app.cli.migrate:migrate",
+    "api": "app.cli.api:api",
+    "token": "app.cli.token:token",
+    "up": "app.cli.up:up",
+    "submit": "app.cli.submit:submit",
+    "status": "app.cli.status:status",
+    "dlq": "app.cli.dlq:dlq",
+    "queues": "app.cli.queues:queues",
+    "runs": "app.cli.runs:runs",
     "worker": "app.cli.worker:worker",
 }
 

@@ -19,3 +19,42 @@ def require_database_url(url: str | None) -> str:
             "(or use `sluice up`, which starts an embedded PostgreSQL)."
         )
     return url
+
+
+api_url = click.option(
+    "--api-url",
+    envvar="SLUICE_API_URL",
+    metavar="URL",
+    help="API base URL [env: SLUICE_API_URL; default: the running `sluice up`, "
+    "else http://127.0.0.1:8000].",
+)
+token = click.option(
+    "--token",
+    envvar="SLUICE_TOKEN",
+    metavar="JWT",
+    help="Bearer token [env: SLUICE_TOKEN; default: the admin token of `sluice up`].",
+)
+
+
+def api_call(coroutine_function):
+    """Run `coroutine_function(client, **kwargs)` with a client from the common options,
+    turning API errors into a clean CLI error."""
+    import asyncio
+    import functools
+
+    from app.client import ApiError, Client, resolve_api_url, resolve_token
+
+    @api_url
+    @token
+    @functools.wraps(coroutine_function)
+    def command(api_url: str | None, token: str | None, **kwargs):
+        async def go():
+            async with Client(resolve_api_url(api_url), resolve_token(token)) as client:
+                return await coroutine_function(client, **kwargs)
+
+        try:
+            return asyncio.run(go())
+        except ApiError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return command

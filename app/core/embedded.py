@@ -41,12 +41,8 @@ class EmbeddedError(RuntimeError):
     """The embedded cluster cannot be created or started; the message says what to do."""
 
 
-def find_bindir() -> Path:
-    """Locate the PostgreSQL server binaries (initdb, pg_ctl, postgres).
-
-    Looks at `SLUICE_PG_BINDIR`, then `pg_config --bindir`, then `PATH`, then the
-    Debian/Ubuntu layout `/usr/lib/postgresql/<version>/bin` (newest first).
-    """
+def _candidate_bindirs() -> list[Path]:
+    """Where PostgreSQL server binaries may be, most specific first."""
     candidates: list[Path] = []
     if env := os.environ.get("SLUICE_PG_BINDIR"):
         candidates.append(Path(env))
@@ -64,7 +60,16 @@ def find_bindir() -> Path:
             (p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
         )
         candidates.extend(p / "bin" for p in reversed(versions))
-    for bindir in candidates:
+    return candidates
+
+
+def find_bindir() -> Path:
+    """Locate the PostgreSQL server binaries (initdb, pg_ctl, postgres).
+
+    Looks at `SLUICE_PG_BINDIR`, then `pg_config --bindir`, then `PATH`, then the
+    Debian/Ubuntu layout `/usr/lib/postgresql/<version>/bin` (newest first).
+    """
+    for bindir in _candidate_bindirs():
         if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
             return bindir
     raise EmbeddedError(
@@ -180,15 +185,22 @@ class EmbeddedPostgres:
             self._run(
                 [
                     str(self.bindir / "initdb"),
-                    "--pgdata", str(self.pgdata),
-                    "--username", SUPERUSER,
-                    "--pwfile", str(pwfile),
+                    "--pgdata",
+                    str(self.pgdata),
+                    "--username",
+                    SUPERUSER,
+                    "--pwfile",
+                    str(pwfile),
                     # Unix-socket clients are trusted: the socket lives in a directory
                     # only the cluster owner (and root) can enter. TCP needs the password.
-                    "--auth-local", "trust",
-                    "--auth-host", "scram-sha-256",
-                    "--encoding", "UTF8",
-                    "--locale", "C.UTF-8",
+                    "--auth-local",
+                    "trust",
+                    "--auth-host",
+                    "scram-sha-256",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C.UTF-8",
                 ]
             )
         finally:
@@ -209,10 +221,15 @@ class EmbeddedPostgres:
             self._run(
                 [
                     str(self.bindir / "pg_ctl"),
-                    "--pgdata", str(self.pgdata),
-                    "--log", str(self.logfile),
-                    "--options", " ".join(options),
-                    "--wait", "--timeout", "60",
+                    "--pgdata",
+                    str(self.pgdata),
+                    "--log",
+                    str(self.logfile),
+                    "--options",
+                    " ".join(options),
+                    "--wait",
+                    "--timeout",
+                    "60",
                     "start",
                 ]
             )
@@ -236,8 +253,13 @@ class EmbeddedPostgres:
         self._run(
             [
                 str(self.bindir / "pg_ctl"),
-                "--pgdata", str(self.pgdata),
-                "--mode", "fast", "--wait", "--timeout", "60",
+                "--pgdata",
+                str(self.pgdata),
+                "--mode",
+                "fast",
+                "--wait",
+                "--timeout",
+                "60",
                 "stop",
             ],
             check=False,
@@ -264,8 +286,10 @@ class EmbeddedPostgres:
 
     def tcp_url(self, dbname: str = DATABASE, *, with_password: bool = True) -> str:
         """libpq URL over TCP on 127.0.0.1, for programs outside this process tree."""
-        password = self.password_file.read_text().strip() if with_password else "********"
-        return f"postgresql://{SUPERUSER}:{quote(password, safe='')}@127.0.0.1:{self.port}/{dbname}"
+        password = (
+            quote(self.password_file.read_text().strip(), safe="") if with_password else "********"
+        )
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{dbname}"
 
     # -- internals -----------------------------------------------------------
 

@@ -12,7 +12,24 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # Job durations span milliseconds (no-op) to hours (reports): log-spaced buckets.
 DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
 )
 
 JOBS_ENQUEUED = Counter(

@@ -28,7 +28,6 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(many|one|scalar|exec|rows)\s*$", re.MULTILINE)
 
 
-
 @dataclass(frozen=True)
 class Query:
     """One named query; call it with a connection and keyword parameters."""

@@ -1,6 +1,7 @@
 -- Remove everything the engine created in the sluice schema, keeping only
 -- Alembic's version table (Alembic updates it after this runs). Tables go with
--- their indexes, triggers and the views on them; then functions; then types.
+-- their indexes, triggers and the views on them; then functions; then types
+-- and domains.
 -- Names are collected before anything is dropped: a CASCADE may take later ones.
 DO $$
 DECLARE
@@ -21,7 +22,7 @@ BEGIN
     FOREACH v_object IN ARRAY ARRAY(
         SELECT format('%I.%I', n.nspname, t.typname)
           FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-         WHERE n.nspname = 'sluice' AND t.typtype = 'e')
+         WHERE n.nspname = 'sluice' AND t.typtype IN ('e', 'd'))
     LOOP
         EXECUTE 'DROP TYPE IF EXISTS ' || v_object || ' CASCADE';
     END LOOP;

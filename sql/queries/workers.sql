@@ -24,3 +24,21 @@ SELECT sluice.leader_release(%(name)s, %(holder)s);
 
 -- name: worker_listen :exec
 SELECT sluice.worker_listen();
+
+-- API
+
+-- name: worker_list :many
+SELECT w.worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused, w.started_at,
+       w.heartbeat_at, w.stopped_at, w.running, w.alive
+  FROM sluice.worker_status w
+ ORDER BY w.alive DESC, w.worker_id
+ LIMIT %(limit)s;
+
+-- name: workers_alive :scalar
+SELECT count(*) FROM sluice.worker_status WHERE alive;
+
+-- name: worker_get :one
+SELECT w.worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused, w.started_at,
+       w.heartbeat_at, w.stopped_at, w.running, w.alive
+  FROM sluice.worker_status w
+ WHERE w.worker_id = %(id)s;

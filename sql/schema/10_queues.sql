@@ -2,8 +2,7 @@
 -- and a queue without a row is unpaused and unlimited. Rows appear when an
 -- operator pauses a queue or sets its concurrency limit.
 CREATE TABLE sluice.queues (
-    name              text PRIMARY KEY
-                      CONSTRAINT queues_name_valid CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'),
+    name              sluice.queue_name PRIMARY KEY,
     paused            boolean NOT NULL DEFAULT false,
     -- At most this many jobs of the queue run at once, across all workers.
     concurrency_limit integer

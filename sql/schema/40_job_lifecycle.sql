@@ -10,7 +10,8 @@
 CREATE FUNCTION sluice.job_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval
 ) RETURNS TABLE (
-    id bigint, tenant text, queue text, task text, payload jsonb, priority integer,
+    id bigint, tenant sluice.tenant_name, queue sluice.queue_name, task sluice.task_name,
+    payload jsonb, priority integer,
     attempt integer, max_attempts integer, timeout interval, run_id bigint, node text,
     run_at timestamptz, created_at timestamptz, started_at timestamptz
 )

@@ -24,3 +24,6 @@ RETURN notify IS NULL OR (
         AND coalesce(notify #> '{email,on}', '[]') <@ '["succeeded", "failed", "cancelled"]'::jsonb
         AND coalesce(jsonb_typeof(notify #> '{email,on}'), 'array') = 'array'))
 );
+
+CREATE DOMAIN sluice.notify_spec AS jsonb
+    CONSTRAINT notify_spec_valid CHECK (sluice.notify_valid(VALUE));

@@ -1,0 +1,29 @@
+"""Route guards: the least role an operation needs (403 when the token's is lower)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
+
+from app.auth.principal import Principal, Role
+
+
+def requires(role: Role) -> Guard:
+    """A guard letting through tokens whose role is `role` or higher."""
+
+    def guard(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
+        if not connection.user.allows(role):
+            raise PermissionDeniedException(f"This needs the {role.name} role.")
+
+    guard.__name__ = f"requires_{role.name}"
+    return guard
+
+
+VIEWER = [requires(Role.viewer)]
+SUBMITTER = [requires(Role.submitter)]
+OPERATOR = [requires(Role.operator)]
+ADMIN = [requires(Role.admin)]

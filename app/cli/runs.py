@@ -1,0 +1,59 @@
+"""`sluice runs list | show ID | cancel ID | retry ID`."""
+
+from __future__ import annotations
+
+import click
+
+from app.cli.options import api_call
+from app.cli.submit import follow_run, render_run
+from app.client import Client
+
+
+@click.group()
+def runs() -> None:
+    """DAG runs."""
+
+
+@runs.command("list")
+@click.option("--state", type=click.Choice(["running", "succeeded", "failed", "cancelled"]))
+@click.option("--limit", type=int, default=20, show_default=True)
+@api_call
+async def list_(client: Client, state: str | None, limit: int) -> None:
+    """Recent runs, newest first."""
+    for run in (await client.get("/runs", state=state, limit=limit))["items"]:
+        click.echo(
+            f"run {run['id']}  {run['dag_name'] or '(inline)'}  {run['state']}  "
+            f"{run['percent_done']:.0f}% of {run['nodes']}  {run['created_at']}"
+        )
+
+
+@runs.command()
+@click.argument("run_id", type=int)
+@click.option("--follow", is_flag=True, help="Keep refreshing until the run ends.")
+@api_call
+async def show(client: Client, run_id: int, follow: bool) -> None:
+    """Every node of RUN_ID and its state."""
+    if follow:
+        await follow_run(client, run_id)
+        return
+    from rich.console import Console
+
+    Console().print(render_run(await client.get(f"/runs/{run_id}")))
+
+
+@runs.command()
+@click.argument("run_id", type=int)
+@api_call
+async def cancel(client: Client, run_id: int) -> None:
+    """Cancel every unfinished node of RUN_ID."""
+    run = await client.post(f"/runs/{run_id}/cancel")
+    click.echo(f"run {run_id} {run['state']}")
+
+
+@runs.command()
+@click.argument("run_id", type=int)
+@api_call
+async def retry(client: Client, run_id: int) -> None:
+    """Retry RUN_ID's failed nodes (their cancelled descendants come back)."""
+    run = await client.post(f"/runs/{run_id}/retry")
+    click.echo(f"run {run_id} {run['state']}")

@@ -1,0 +1,151 @@
+"""`sluice submit FILE`: submit a DAG, a job, a batch or a cron schedule from YAML/JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TextIO
+
+import click
+import yaml
+
+from app.cli.options import api_call
+from app.client import Client
+
+POLL_SECONDS = 0.5
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint="--param")
+        params[name] = value
+    return params
+
+
+@click.command()
+@click.argument("file", type=click.File("r"))
+@click.option(
+    "-p", "--param", multiple=True, metavar="NAME=VALUE", help="A run parameter (repeatable)."
+)
+@click.option(
+    "--wait", is_flag=True, help="Follow the run (or job) until it ends; exit 0 only on success."
+)
+@api_call
+async def submit(client: Client, file: TextIO, param: tuple[str, ...], wait: bool) -> None:
+    """Submit FILE (YAML or JSON) through the API.
+
+    \b
+    What FILE holds decides what happens:
+      nodes: [...]          a DAG run (saved as a versioned DAG first when it has `name`)
+      task: ...             one job
+      jobs: [...]           a batch of jobs, in one transaction
+      cron: ...             a cron schedule
+    A DAG file may carry default `params`; --param overrides them.
+    """
+    try:
+        document = yaml.safe_load(file)
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{file.name} is not valid YAML/JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise click.ClickException(
+            f"{file.name} must hold a mapping (a DAG, job, batch or schedule)"
+        )
+
+    if "nodes" in document:
+        run = await start_run(client, document, parse_params(param))
+        click.echo(f"run {run['id']} started ({run['nodes']} nodes)")
+        if wait:
+            await follow_run(client, run["id"])
+    elif "task" in document:
+        job = await client.post("/jobs", document)
+        click.echo(f"job {job['id']} {job['state']}")
+        if wait:
+            await follow_job(client, job["id"])
+    elif "jobs" in document:
+        batch = await client.post("/jobs/batch", document)
+        click.echo(f"{batch['created']} jobs submitted ({batch['existing']} already existed)")
+    elif "cron" in document:
+        schedule = await client.post("/schedules", document)
+        click.echo(
+            f"schedule {schedule['id']} ({schedule['name']}): next at {schedule['next_fire_at']}"
+        )
+    else:
+        raise click.ClickException(f"{file.name}: expected `nodes`, `task`, `jobs` or `cron`")
+
+
+async def start_run(client: Client, document: dict[str, Any], params: dict[str, str]) -> dict:
+    document = dict(document)
+    name = document.pop("name", None)
+    start = {"params": {**(document.pop("params", None) or {}), **params}}
+    if notify := document.pop("notify", None):
+        start["notify"] = notify
+    if name is None:
+        return await client.post("/runs", {"definition": document, **start})
+    await client.put(f"/dags/{name}", document)
+    return await client.post(f"/dags/{name}/runs", start)
+
+
+STATE_STYLES = {
+    "blocked": "dim",
+    "scheduled": "cyan",
+    "ready": "blue",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "magenta",
+}
+
+
+def render_run(graph: dict):
+    """A rich renderable: the run's progress bar and every node's state."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    run = graph["run"]
+    header = Text.assemble(
+        (f"run {run['id']} ", "bold"),
+        (run["state"], STATE_STYLES.get(run["state"], "")),
+        f"  {run['percent_done']:.0f}% of {run['nodes']} nodes done",
+    )
+    table = Table("node", "state", "attempt", "job", box=None, pad_edge=False)
+    for node in graph["nodes"][:40]:
+        table.add_row(
+            node["id"],
+            Text(node["state"], STATE_STYLES.get(node["state"], "")),
+            f"{node['attempt']}/{node['max_attempts']}",
+            str(node["job_id"]),
+        )
+    if len(graph["nodes"]) > 40:
+        table.add_row(f"... {len(graph['nodes']) - 40} more", "", "", "")
+    return Group(header, ProgressBar(total=100, completed=run["percent_done"]), table)
+
+
+async def follow_run(client: Client, run_id: int) -> None:
+    """Live progress until the run ends; exit status 0 only when it succeeded."""
+    from rich.console import Console
+    from rich.live import Live
+
+    graph = await client.get(f"/runs/{run_id}")
+    with Live(render_run(graph), console=Console(), refresh_per_second=8) as live:
+        while graph["run"]["state"] == "running":
+            await asyncio.sleep(POLL_SECONDS)
+            graph = await client.get(f"/runs/{run_id}")
+            live.update(render_run(graph))
+    if graph["run"]["state"] != "succeeded":
+        raise SystemExit(1)
+
+
+async def follow_job(client: Client, job_id: int) -> None:
+    job = await client.get(f"/jobs/{job_id}")
+    while job["state"] not in ("succeeded", "failed", "cancelled"):
+        await asyncio.sleep(POLL_SECONDS)
+        job = await client.get(f"/jobs/{job_id}")
+    click.echo(
+        f"job {job_id} {job['state']}" + (f": {job['last_error']}" if job["last_error"] else "")
+    )
+    if job["state"] != "succeeded":
+        raise SystemExit(1)

@@ -1,0 +1,97 @@
+"""A small client of the REST API, for the CLI commands (`submit`, `status`, `dlq`...).
+
+It finds the API and a token the way a newcomer expects: flags, then
+`SLUICE_API_URL` / `SLUICE_TOKEN`, then what `sluice up` left in its data
+directory (`up.json`, `admin-token`), then http://127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """The API refused a request; `str()` is the message to show."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        if not isinstance(self.body, dict):
+            return f"HTTP {self.status}: {self.body}"
+        lines = [
+            f"{self.status} {self.body.get('message') or self.body.get('error') or ''}".strip()
+        ]
+        for problem in self.body.get("errors") or []:
+            lines.append(f"  {problem.get('field') or '-'}: {problem.get('message')}")
+        return "\n".join(lines)
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("SLUICE_DATA_DIR", ".sluice"))
+
+
+def resolve_api_url(flag: str | None) -> str:
+    if flag:
+        return flag.rstrip("/")
+    state = _data_dir() / "up.json"
+    if state.is_file():
+        return json.loads(state.read_text())["api_url"]
+    return DEFAULT_API_URL
+
+
+def resolve_token(flag: str | None) -> str | None:
+    if flag:
+        return flag
+    token_file = _data_dir() / "admin-token"
+    return token_file.read_text().strip() if token_file.is_file() else None
+
+
+class Client:
+    """`await client.get("/jobs/1")` against `<api_url>/api/v1`."""
+
+    def __init__(self, api_url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.api_url = api_url
+        self._http = httpx.AsyncClient(base_url=f"{api_url}/api/v1", headers=headers, timeout=30)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                0, f"cannot reach the API at {self.api_url} ({exc}); is it running?"
+            ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, body)
+        return body
+
+    async def get(self, path: str, **params: Any) -> Any:
+        return await self.request(
+            "GET", path, params={k: v for k, v in params.items() if v is not None}
+        )
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        return await self.request("POST", path, json=body)
+
+    async def put(self, path: str, body: Any = None) -> Any:
+        return await self.request("PUT", path, json=body)

@@ -1,0 +1,262 @@
+"""One JSON error shape for every failure the API answers, and the mapping of
+database errors a client can cause onto it.
+
+    {"status": 422, "error": "validation_failed", "message": "...",
+     "errors": [{"field": "jobs[3].payload.seconds", "message": "must be a number"}]}
+
+`field` is a path into the request (body fields as written, query and path
+parameters by name); `errors` is empty when no single field is to blame.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from psycopg import errors as pg
+from psycopg_pool import PoolTimeout
+
+log = logging.getLogger("sluice.api")
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One problem with one field of the request."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    """The body of every error response."""
+
+    status: int
+    error: str
+    message: str
+    errors: list[FieldError] = []
+
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raise to answer with an error; `errors` name the fields at fault."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        errors: Iterable[FieldError] = (),
+        *,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = list(errors)
+        self.code = code or CODES.get(status, "error")
+
+
+def invalid(problems: Iterable[tuple[str, str]]) -> ApiError:
+    """A 422 listing every (field, message) problem at once."""
+    errors = [FieldError(f, m) for f, m in problems]
+    return ApiError(422, _summary(errors), errors)
+
+
+def _summary(errors: list[FieldError]) -> str:
+    if len(errors) == 1:
+        return f"{errors[0].field}: {errors[0].message}"
+    return f"The request has {len(errors)} problems."
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"{what} not found")
+
+
+def _respond(
+    status: int,
+    message: str,
+    errors: list[FieldError],
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[ErrorBody]:
+    body = ErrorBody(
+        status=status, error=code or CODES.get(status, "error"), message=message, errors=errors
+    )
+    return Response(body, status_code=status, headers=dict(headers or {}))
+
+
+def handle_api_error(_: Request, exc: ApiError) -> Response[ErrorBody]:
+    return _respond(exc.status, exc.message, exc.errors, exc.code)
+
+
+# Litestar names a body field like `$.jobs[0].priority` or `priority`; show the path alone.
+_JSON_PATH = re.compile(r"^\$\.?")
+_AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
+# msgspec names the field of these problems in the message, not the path.
+_NAMED = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
+
+
+def _field_errors(exc: ValidationException) -> list[FieldError]:
+    found: list[FieldError] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid value"))
+        key = str(item.get("key") or "")
+        if match := _AT_PATH.search(message):
+            key = key or match.group(1)
+            message = message[: match.start()]
+        # Litestar calls the whole body `data` (the handler's parameter name).
+        path = "" if key == "data" else _JSON_PATH.sub("", key)
+        if named := _NAMED.match(message):
+            path = f"{path}.{named.group(2)}" if path else named.group(2)
+            message = "unknown field" if named.group(1) == "contains unknown" else "is required"
+        found.append(FieldError(path or "body", message))
+    return found
+
+
+def handle_validation(_: Request, exc: ValidationException) -> Response[ErrorBody]:
+    errors = _field_errors(exc)
+    if not errors:
+        # Litestar raises ValidationException for bodies that are not JSON at all.
+        return _respond(400, str(exc.detail), [])
+    return _respond(422, _summary(errors), errors)
+
+
+def handle_http(_: Request, exc: HTTPException) -> Response[ErrorBody]:
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    message = str(exc.detail) if exc.detail else HTTPStatus(status).phrase
+    return _respond(status, message, [], headers=headers)
+
+
+# SQL constraint (or RAISE ... CONSTRAINT) names, as raised by the engine, and
+# the request field each one is about. The API validates first, so reaching
+# one of these means a race or a rule only the database can check.
+CONSTRAINT_FIELDS = {
+    "task_name_valid": "task",
+    "queue_name_valid": "queue",
+    "tenant_name_valid": "tenant",
+    "notify_spec_valid": "notify",
+    "jobs_max_attempts_positive": "max_attempts",
+    "jobs_backoff_valid": "backoff",
+    "jobs_backoff_range": "backoff_base",
+    "jobs_timeout_positive": "timeout",
+    "jobs_inserted_pending": "state",
+    "job_edges_acyclic": "depends_on",
+    "job_edges_no_self_loop": "depends_on",
+    "job_edges_child_pending": "depends_on",
+    "job_edges_parent_alive": "depends_on",
+    "job_edges_parent_id_fkey": "depends_on",
+    "queues_concurrency_limit_positive": "limit",
+    "dags_name_valid": "name",
+    "dags_definition_object": "definition",
+    "dag_runs_nodes_present": "nodes",
+    "schedules_name_valid": "name",
+    "schedules_one_target": "job",
+    "schedules_job_has_task": "job.task",
+    "schedules_misfire_valid": "misfire",
+    "schedules_tenant_name_key": "name",
+}
+
+
+def handle_database(_: Request, exc: pg.Error) -> Response[ErrorBody]:
+    diag = exc.diag
+    constraint = diag.constraint_name or ""
+    field = CONSTRAINT_FIELDS.get(constraint, diag.column_name or "body")
+    detail = diag.message_primary or str(exc)
+    if isinstance(exc, pg.UniqueViolation):
+        return _respond(409, f"{field}: already exists", [FieldError(field, "already exists")])
+    if isinstance(exc, pg.NoDataFound):
+        return _respond(404, detail, [])
+    if isinstance(exc, pg.IntegrityError | pg.DataError):
+        # Check and foreign-key violations, and values PostgreSQL cannot store
+        # (NUL characters, out-of-range numbers and dates): the client's input.
+        return _respond(422, f"{field}: {detail}", [FieldError(field, detail)])
+    if isinstance(exc, pg.OperationalError):
+        log.warning("database unavailable: %s", exc)
+        return _respond(503, "The database is unavailable; try again.", [])
+    return handle_unexpected(_, exc)
+
+
+def handle_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
+    log.warning("database unavailable: %s", exc)
+    return _respond(503, "The database is unavailable; try again.", [])
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:
+    log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return _respond(500, "Internal error; the server log has the details.", [])
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ApiError: handle_api_error,
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    pg.Error: handle_database,
+    PoolTimeout: handle_unavailable,
+    Exception: handle_unexpected,
+}
+
+
+_DESCRIPTIONS = {
+    400: "The request is malformed (not JSON or YAML, a bad cursor...).",
+    401: "No token, or the token is invalid or expired.",
+    403: "The token's role does not allow this.",
+    404: "No such resource (in your tenant).",
+    409: "Conflict: the idempotency key was used with a different request, or the name exists.",
+    413: "The request body is larger than the limit.",
+    422: "A field is invalid; `errors` names each one.",
+    503: "The database is unavailable; try again.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses an operation can answer (besides the usual)."""
+    wanted = sorted({400, 401, 403, 413, 422, 503, *statuses})
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody,
+            description=_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary=CODES[status],
+                    value={
+                        "status": status,
+                        "error": CODES[status],
+                        "message": "priority: Expected `int`, got `str`"
+                        if status == 422
+                        else _DESCRIPTIONS.get(status, ""),
+                        "errors": [{"field": "priority", "message": "Expected `int`, got `str`"}]
+                        if status == 422
+                        else [],
+                    },
+                )
+            ],
+        )
+        for status in wanted
+    }

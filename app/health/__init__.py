@@ -1,0 +1,7 @@
+"""Health, readiness and metrics endpoints."""
+
+from litestar import Router
+
+from app.health.routes import health, ready, scrape
+
+router = Router(path="/", route_handlers=[health, ready, scrape])

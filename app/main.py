@@ -1,0 +1,66 @@
+"""The REST API application: assembles each area's router, nothing else.
+
+    app = create_app(load(ApiSettings))
+
+Every area (app/jobs, app/dags, ...) exposes a `router`; adding an area means
+adding it to AREAS. `/` is left free for the dashboard.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Any
+
+from litestar import Litestar, Request, Router
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from psycopg_pool import AsyncConnectionPool
+
+from app import dags, dlq, health, jobs, queues, runs, schedules, workers
+from app.auth import Principal, jwt_auth
+from app.database import pool_lifespan, provide_connection
+from app.errors import EXCEPTION_HANDLERS
+from app.health.request_metrics import RequestMetricsMiddleware
+from app.limits import BodyLimitMiddleware
+from app.openapi import openapi_config
+from app.settings import ApiSettings
+from app.tasks import TaskCatalog
+
+API_PREFIX = "/api/v1"
+AREAS = [jobs, dags, runs, dlq, queues, schedules, workers]
+
+
+def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
+    """The authenticated caller (routes outside /api/ have none and do not ask)."""
+    return request.user
+
+
+def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
+    """The API for `settings`. With `pool`, use that pool instead of opening one."""
+    auth = jwt_auth(settings)
+    catalog = TaskCatalog.from_settings(settings.known_tasks, settings.allow_shell)
+
+    api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
+    return Litestar(
+        route_handlers=[api, health.router],
+        on_app_init=[auth.on_app_init],
+        lifespan=[pool_lifespan(settings, pool)],
+        dependencies={
+            "conn": Provide(provide_connection),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "catalog": Provide(lambda: catalog, sync_to_thread=False),
+        },
+        middleware=[
+            RequestMetricsMiddleware,
+            DefineMiddleware(
+                BodyLimitMiddleware,
+                default=settings.max_body_bytes,
+                large=settings.max_batch_body_bytes,
+            ),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
+        openapi_config=openapi_config(version("sluice")),
+        debug=False,
+    )

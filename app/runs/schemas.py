@@ -1,0 +1,83 @@
+"""Request and response bodies of the runs API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from msgspec import Meta, Struct
+
+from app.counts import StateCounts
+from app.resources import IdempotencyKey, JobState, Notify, RunState
+
+ParamValue = str | int | float | bool | None
+Params = Annotated[
+    dict[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,100}$")], ParamValue],
+    Meta(description="Values for `{{ params.name }}` placeholders in the nodes' payloads."),
+]
+
+
+class RunStart(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Start a run of a stored DAG (its newest version)."""
+
+    params: Params = {}
+    notify: Notify | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class RunSubmit(RunStart, forbid_unknown_fields=True, kw_only=True):
+    """Start a run of an inline definition (the format of PUT /api/v1/dags/{name})."""
+
+    definition: Annotated[
+        dict[str, Any],
+        Meta(description="`{nodes: [...]}`; every problem is reported at once, with its place."),
+    ]
+
+
+class Run(StateCounts, kw_only=True):
+    """A DAG run and how far along its nodes are (nodes per state)."""
+
+    id: int
+    tenant: str
+    dag_name: str | None
+    dag_version: int | None
+    state: RunState
+    params: dict[str, Any]
+    notify: dict[str, Any] | None
+    idempotency_key: str | None
+    schedule_id: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    nodes: int
+    percent_done: float
+
+
+class RunNode(Struct, kw_only=True):
+    """One node of a run and the job that runs it."""
+
+    id: str
+    job_id: int
+    task: str
+    queue: str
+    state: JobState
+    attempt: int
+    max_attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_error: str | None
+    reason: str | None
+
+
+class RunEdge(Struct):
+    """`child` waits for `parent` (node ids)."""
+
+    parent: str
+    child: str
+
+
+class RunGraph(Struct, kw_only=True):
+    """A run's nodes and edges, ready for drawing."""
+
+    run: Run
+    nodes: list[RunNode]
+    edges: list[RunEdge]

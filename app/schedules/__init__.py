@@ -1,0 +1,7 @@
+"""The schedules API (CRUD; the worker's scheduler fires them)."""
+
+from litestar import Router
+
+from app.schedules.routes import SchedulesController
+
+router = Router(path="/", route_handlers=[SchedulesController])

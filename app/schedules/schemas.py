@@ -1,0 +1,86 @@
+"""Request and response bodies of the schedules API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from app.jobs.schemas import JobTemplate
+from app.resources import DagName
+from app.runs.schemas import Params
+
+ScheduleName = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", examples=["nightly-export"])
+]
+Cron = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]+$",
+        examples=["0 3 * * *"],
+        description="A cron expression (croniter).",
+    ),
+]
+TimeZone = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00]+$",
+        examples=["Europe/Paris"],
+        description="An IANA time zone.",
+    ),
+]
+Misfire = Annotated[
+    Literal["latest", "all", "skip"],
+    Meta(description="After downtime: run the latest missed occurrence, all of them, or none."),
+]
+
+
+class ScheduleCreate(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Start a job (`job`) or a run of a stored DAG (`dag`) at each cron occurrence."""
+
+    name: ScheduleName
+    cron: Cron
+    timezone: TimeZone = "UTC"
+    job: JobTemplate | None = None
+    dag: DagName | None = None
+    dag_params: Params = {}
+    misfire: Misfire = "latest"
+    enabled: bool = True
+
+
+class ScheduleUpdate(Struct, forbid_unknown_fields=True, kw_only=True):
+    """The fields to change; the others keep their values."""
+
+    name: ScheduleName | UnsetType = UNSET
+    cron: Cron | UnsetType = UNSET
+    timezone: TimeZone | UnsetType = UNSET
+    job: JobTemplate | UnsetType | None = UNSET
+    dag: DagName | UnsetType | None = UNSET
+    dag_params: Params | UnsetType = UNSET
+    misfire: Misfire | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+
+
+class Schedule(Struct, kw_only=True):
+    """A cron schedule and where the scheduler is with it."""
+
+    id: int
+    tenant: str
+    name: str
+    cron: str
+    timezone: str
+    job: dict[str, Any] | None
+    dag: str | None
+    dag_params: dict[str, Any]
+    misfire: str
+    enabled: bool
+    next_fire_at: datetime | None
+    last_fired_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,48 @@
+-- Runtime queries on DAG runs for the API (creation and state changes are the
+-- engine functions of sql/schema/33_dag_runs.sql and 41_job_admin.sql).
+
+-- name: dag_run_submit :one
+SELECT * FROM sluice.dag_run_submit(
+    %(tenant)s, %(definition)s, %(params)s, %(dag_name)s, %(dag_version)s, %(notify)s,
+    %(idempotency_key)s, %(fingerprint)s);
+
+-- A run with its node counts per state.
+-- name: dag_run_get :one
+SELECT *
+  FROM sluice.api_runs r
+ WHERE r.id = %(id)s
+   AND (%(tenant)s::text IS NULL OR r.tenant = %(tenant)s);
+
+-- Runs newest first, keyset-paginated on id.
+-- name: dag_run_list :many
+SELECT *
+  FROM sluice.api_runs r
+ WHERE (%(tenant)s::text IS NULL OR r.tenant = %(tenant)s)
+   AND (%(state)s::sluice.run_state IS NULL OR r.state = %(state)s::sluice.run_state)
+   AND (%(dag_name)s::text IS NULL OR r.dag_name = %(dag_name)s)
+   AND (%(before_id)s::bigint IS NULL OR r.id < %(before_id)s)
+ ORDER BY r.id DESC
+ LIMIT %(limit)s;
+
+-- Every node of a run, in creation (topological) order.
+-- name: dag_run_nodes :many
+SELECT j.node AS id, j.id AS job_id, j.task, j.queue, j.state, j.attempt, j.max_attempts,
+       j.started_at, j.finished_at, j.last_error, j.reason
+  FROM sluice.jobs j
+ WHERE j.run_id = %(id)s
+ ORDER BY j.id;
+
+-- The run's edges as node ids (parent -> child), ready for drawing.
+-- name: dag_run_edges :many
+SELECT p.node AS parent, c.node AS child
+  FROM sluice.jobs c
+  JOIN sluice.job_edges e ON e.child_id = c.id
+  JOIN sluice.jobs p ON p.id = e.parent_id
+ WHERE c.run_id = %(id)s
+ ORDER BY e.parent_id, e.child_id;
+
+-- name: dag_run_cancel :scalar
+SELECT sluice.dag_run_cancel(%(id)s);
+
+-- name: dag_run_retry :scalar
+SELECT sluice.dag_run_retry(%(id)s);

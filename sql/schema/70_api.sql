@@ -1,0 +1,107 @@
+-- What the REST API adds to the engine: request fingerprints behind idempotency
+-- keys, the job resource as the API shows it, versioned DAG saves, and run
+-- submission that tells a replay from a creation.
+
+-- A digest of the API request that used an idempotency key. A replay with the
+-- same body gets the original back; a different body under the same key is
+-- refused (409) instead of silently answered with a job the client did not ask
+-- for. Null for rows written by plain SQL, which are always treated as replays.
+ALTER TABLE sluice.jobs ADD COLUMN request_fingerprint text;
+ALTER TABLE sluice.dag_runs ADD COLUMN request_fingerprint text;
+
+-- A job as the REST API returns it: intervals as seconds (JSON has no interval
+-- type), engine bookkeeping (pending_parents, fingerprints) left out.
+CREATE VIEW sluice.api_jobs AS
+SELECT j.id, j.tenant, j.queue, j.task, j.state, j.payload, j.priority,
+       j.attempt, j.max_attempts, j.backoff,
+       extract(epoch FROM j.backoff_base)::double precision AS backoff_base,
+       extract(epoch FROM j.backoff_max)::double precision AS backoff_max,
+       extract(epoch FROM j.timeout)::double precision AS timeout,
+       j.run_at, j.created_at, j.started_at, j.finished_at,
+       j.result, j.last_error, j.reason, j.run_id, j.node, j.idempotency_key,
+       j.notify, j.progress, j.worker_id, j.lease_expires_at
+  FROM sluice.jobs j;
+
+-- A DAG run as the REST API returns it: the run and its node counts per state.
+CREATE VIEW sluice.api_runs AS
+SELECT p.run_id AS id, p.tenant, p.dag_name, p.dag_version, p.state, r.params, r.notify,
+       r.idempotency_key, r.schedule_id, p.created_at, p.finished_at, p.nodes,
+       p.blocked, p.scheduled, p.ready, p.running, p.succeeded, p.failed, p.cancelled,
+       p.percent_done::double precision AS percent_done
+  FROM sluice.dag_run_progress p
+  JOIN sluice.dag_runs r ON r.id = p.run_id;
+
+-- Save a DAG definition as its next version, unless it equals the newest
+-- version (saving the same file twice is not a change). Saves of one DAG take
+-- turns on a transaction-level advisory lock, which, unlike a session lock,
+-- works behind PgBouncer in transaction mode; the first save has no row to lock.
+CREATE FUNCTION sluice.dag_save(p_tenant text, p_name text, p_definition jsonb, p_created_by text)
+    RETURNS TABLE (version integer, created boolean)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_latest sluice.dags;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('sluice.dags:' || p_tenant || ':' || p_name, 0));
+    SELECT * INTO v_latest
+      FROM sluice.dags d
+     WHERE d.tenant = p_tenant AND d.name = p_name
+     ORDER BY d.version DESC
+     LIMIT 1;
+    IF FOUND AND v_latest.definition = p_definition THEN
+        RETURN QUERY SELECT v_latest.version, false;
+        RETURN;
+    END IF;
+    INSERT INTO sluice.dags (tenant, name, version, definition, created_by)
+    VALUES (p_tenant, p_name, coalesce(v_latest.version, 0) + 1, p_definition, p_created_by);
+    RETURN QUERY SELECT coalesce(v_latest.version, 0) + 1, true;
+END
+$$;
+
+-- Start a run of a validated definition for the API: inline (no name), or a
+-- stored DAG's version. Answers the run, whether this call created it, and the
+-- fingerprint of the request that did: on a replay under an idempotency key
+-- the caller compares it with its own.
+CREATE FUNCTION sluice.dag_run_submit(
+    p_tenant          text,
+    p_definition      jsonb,
+    p_params          jsonb DEFAULT '{}',
+    p_dag_name        text DEFAULT NULL,
+    p_dag_version     integer DEFAULT NULL,
+    p_notify          jsonb DEFAULT NULL,
+    p_idempotency_key text DEFAULT NULL,
+    p_fingerprint     text DEFAULT NULL
+) RETURNS TABLE (run_id bigint, created boolean, request_fingerprint text)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_run bigint;
+    v_fp  text;
+BEGIN
+    IF p_idempotency_key IS NOT NULL THEN
+        SELECT r.id, r.request_fingerprint INTO v_run, v_fp
+          FROM sluice.dag_runs r
+         WHERE r.tenant = p_tenant AND r.idempotency_key = p_idempotency_key;
+        IF FOUND THEN
+            RETURN QUERY SELECT v_run, false, v_fp;
+            RETURN;
+        END IF;
+    END IF;
+
+    v_run := sluice.dag_run_create(p_tenant, p_definition, p_params, p_dag_name, p_dag_version,
+                                   p_notify, p_idempotency_key);
+    IF p_idempotency_key IS NULL THEN
+        RETURN QUERY SELECT v_run, true, NULL::text;
+        RETURN;
+    END IF;
+
+    -- A concurrent request with the same key may have won the race: dag_run_create
+    -- then answered its run, whose fingerprint is already set (this UPDATE reads
+    -- the latest committed row version), so it is left alone.
+    UPDATE sluice.dag_runs r SET request_fingerprint = p_fingerprint
+     WHERE r.id = v_run AND r.request_fingerprint IS NULL;
+    IF FOUND THEN
+        RETURN QUERY SELECT v_run, true, p_fingerprint;
+    ELSE
+        RETURN QUERY SELECT r.id, false, r.request_fingerprint FROM sluice.dag_runs r WHERE r.id = v_run;
+    END IF;
+END
+$$;

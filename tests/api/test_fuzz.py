@@ -1,0 +1,58 @@
+"""Property-based fuzzing of the whole API from its own OpenAPI document
+(schemathesis): valid and invalid requests to every operation must never get a
+5xx, nor a response that breaks the document (status, content type, schema)."""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.api.conftest import bearer
+
+EXAMPLES_PER_OPERATION = 20
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def test_no_operation_breaks_its_schema_or_the_server(api_server):
+    schema = schemathesis.openapi.from_url(f"{api_server}/schema/openapi.json")
+    headers = bearer("admin")
+    failures: list[str] = []
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) > 30
+
+    for operation in operations:
+
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            case=st.one_of(
+                operation.as_strategy(GenerationMode.POSITIVE),
+                operation.as_strategy(GenerationMode.NEGATIVE),
+            )
+        )
+        def exercise(case) -> None:
+            case.call_and_validate(base_url=api_server, headers=headers, checks=CHECKS)
+
+        try:
+            exercise()
+        except Exception as exc:  # collect every operation's failure, then report them all
+            failures.append(f"{operation.label}: {exc}")
+    assert not failures, "\n\n".join(failures)

@@ -1,0 +1,181 @@
+"""Claiming: order, paused queues, concurrency limits, exactly-once under
+concurrency, and the index the claim uses."""
+
+import asyncio
+import json
+import re
+
+from psycopg.rows import dict_row
+
+from tests.factories import fetch_job, insert_job
+
+
+async def claim(conn, worker="w1", queues=("default",), limit=10, lease="30 seconds"):
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM sluice.job_claim(%s, %s, %s, %s::interval)",
+            (worker, list(queues), limit, lease),
+        )
+        return await cur.fetchall()
+
+
+async def test_claim_takes_lowest_priority_value_then_oldest(db):
+    low = await insert_job(db, priority=5)
+    first = await insert_job(db, priority=0)
+    second = await insert_job(db, priority=0)
+    urgent = await insert_job(db, priority=-10)
+    claimed = await claim(db, limit=10)
+    assert [job["id"] for job in claimed] == [urgent, first, second, low]
+
+
+async def test_claim_writes_the_lease_and_counts_the_attempt(db):
+    job_id = await insert_job(db)
+    [row] = await claim(db, worker="w7", lease="42 seconds")
+    assert row["attempt"] == 1
+    job = await fetch_job(db, job_id)
+    assert job["state"] == "running"
+    assert job["worker_id"] == "w7"
+    assert job["started_at"] is not None
+    cur = await db.execute(
+        "SELECT worker_id, attempt, expires_at - claimed_at FROM sluice.leases WHERE job_id = %s",
+        (job_id,),
+    )
+    worker, attempt, ttl = await cur.fetchone()
+    assert (worker, attempt, ttl.total_seconds()) == ("w7", 1, 42)
+
+
+async def test_claim_returns_what_the_worker_needs(db):
+    job_id = await insert_job(db, task="send", payload={"to": "x"}, timeout="5 seconds")
+    [row] = await claim(db)
+    assert row["id"] == job_id
+    assert row["task"] == "send"
+    assert row["payload"] == {"to": "x"}
+    assert row["timeout"].total_seconds() == 5
+
+
+async def test_claim_respects_limit_and_queues(db):
+    for _ in range(5):
+        await insert_job(db, queue="a")
+    other = await insert_job(db, queue="b")
+    assert len(await claim(db, queues=["a"], limit=3)) == 3
+    assert [job["id"] for job in await claim(db, queues=["b", "c"], limit=3)] == [other]
+    assert len(await claim(db, queues=["a"], limit=0)) == 0
+
+
+async def test_claim_ignores_scheduled_and_blocked_jobs(db):
+    await insert_job(db, run_at="2999-01-01")
+    parent = await insert_job(db, queue="elsewhere")
+    child = await insert_job(db)
+    await db.execute("INSERT INTO sluice.job_edges VALUES (%s, %s)", (parent, child))
+    assert await claim(db) == []
+
+
+async def test_paused_queue_is_skipped_until_resumed(db):
+    job_id = await insert_job(db, queue="reports")
+    await db.execute("SELECT sluice.pause_queue('reports')")
+    assert await claim(db, queues=["reports"]) == []
+    await db.execute("SELECT sluice.resume_queue('reports')")
+    assert [job["id"] for job in await claim(db, queues=["reports"])] == [job_id]
+
+
+async def test_multi_queue_claim_orders_across_queues(db):
+    a = await insert_job(db, queue="a", priority=1)
+    b = await insert_job(db, queue="b", priority=0)
+    claimed = await claim(db, queues=["a", "b"], limit=1)
+    assert [job["id"] for job in claimed] == [b]
+    assert [job["id"] for job in await claim(db, queues=["a", "b"], limit=5)] == [a]
+
+
+async def test_concurrency_limit_caps_running_jobs_across_claimers(db, connect):
+    await db.execute("SELECT sluice.queue_set_concurrency('limited', 3)")
+    for _ in range(20):
+        await insert_job(db, queue="limited")
+    claimers = [await connect() for _ in range(6)]
+    results = await asyncio.gather(
+        *(claim(c, worker=f"w{i}", queues=["limited"], limit=5) for i, c in enumerate(claimers))
+    )
+    assert sum(len(r) for r in results) == 3
+    cur = await db.execute("SELECT count(*) FROM sluice.jobs WHERE state = 'running'")
+    assert await cur.fetchone() == (3,)
+    # Finishing one frees exactly one slot.
+    worker, job = next((f"w{i}", r[0]) for i, r in enumerate(results) if r)
+    cur = await db.execute(
+        "SELECT sluice.job_complete_many(%s, %s, %s, %s::jsonb[])",
+        (worker, [job["id"]], [job["attempt"]], [None]),
+    )
+    assert await cur.fetchall() == [(job["id"],)]
+    assert len(await claim(db, queues=["limited"], limit=5)) == 1
+
+
+async def test_eight_concurrent_claimers_take_every_job_exactly_once(db, connect):
+    await db.execute("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 20000)")
+    claimers = [await connect() for _ in range(8)]
+
+    async def drain(conn, worker):
+        taken = []
+        while batch := await claim(conn, worker=worker, limit=50):
+            taken.extend(job["id"] for job in batch)
+        return taken
+
+    results = await asyncio.gather(*(drain(c, f"w{i}") for i, c in enumerate(claimers)))
+    every = [job_id for taken in results for job_id in taken]
+    assert len(every) == 20000
+    assert len(set(every)) == 20000
+    assert sum(1 for taken in results if taken) > 1, "claims should have been spread over claimers"
+    cur = await db.execute(
+        "SELECT count(*) FILTER (WHERE state = 'running'), count(*) FROM sluice.jobs"
+    )
+    assert await cur.fetchone() == (20000, 20000)
+    # Each job is leased to the claimer that returned it.
+    for i, taken in enumerate(results):
+        if taken:
+            cur = await db.execute(
+                "SELECT count(*) FROM sluice.jobs WHERE id = ANY(%s) AND worker_id = %s",
+                (taken, f"w{i}"),
+            )
+            assert await cur.fetchone() == (len(taken),)
+
+
+async def test_claim_uses_the_ready_index_and_touches_few_pages_in_a_big_table(db):
+    """O(log n): with 200k ready and 200k scheduled jobs, claiming 10 reads a
+    handful of pages through jobs_ready, never a scan of the table."""
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, run_at) "
+        "SELECT 'noop', CASE WHEN i % 2 = 0 THEN now() + interval '1 day' ELSE now() END "
+        "FROM generate_series(1, 400000) i"
+    )
+    await db.execute("ANALYZE sluice.jobs")
+    plans: list[str] = []
+    db.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+    # auto_explain reports the plans of the statements inside job_claim to us.
+    for setting, value in [
+        ("log_min_duration", "0"),
+        ("log_nested_statements", "on"),
+        ("log_analyze", "on"),
+        ("log_buffers", "on"),
+        ("log_format", "json"),
+        ("log_level", "notice"),
+    ]:
+        await db.execute(f"SET auto_explain.{setting} = '{value}'")
+    await db.execute("LOAD 'auto_explain'")
+    claimed = await claim(db, limit=10)
+    await db.execute("SET auto_explain.log_min_duration = -1")
+    assert len(claimed) == 10
+
+    update = next(p for p in plans if '"Operation": "Update"' in p and "job_claim" not in p)
+    plan = json.loads(re.sub(r"^duration: [\d.]+ ms\s+plan:\s*", "", update))["Plan"]
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    scans = [
+        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
+        for n in nodes(plan)
+        if "Scan" in n["Node Type"]
+    ]
+    assert ("Index Scan", "jobs", "jobs_ready") in scans
+    assert ("Seq Scan", "jobs", None) not in scans, scans
+    pages = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert pages < 300, f"claiming 10 jobs touched {pages} pages"

@@ -1,0 +1,137 @@
+"""Enqueue from plain SQL: defaults, the state the database decides, the wake-up
+NOTIFY, and clear errors for bad rows."""
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.engine.notifications import drain, listen
+from tests.factories import fetch_job, insert_job
+
+
+async def test_minimal_insert_gets_defaults_and_is_ready(db):
+    cur = await db.execute(
+        "INSERT INTO sluice.jobs (task, payload) VALUES ('noop', '{}') RETURNING id, state"
+    )
+    job_id, state = await cur.fetchone()
+    assert state == "ready"
+    job = await fetch_job(db, job_id)
+    assert job["queue"] == "default"
+    assert job["tenant"] == "default"
+    assert job["priority"] == 0
+    assert job["attempt"] == 0
+    assert job["max_attempts"] == 5
+    assert job["pending_parents"] == 0
+    assert job["run_at"] == job["created_at"]
+
+
+async def test_future_run_at_is_scheduled_and_past_is_ready(db):
+    future = await insert_job(db, run_at="2999-01-01")
+    past = await insert_job(db, run_at="2000-01-01")
+    assert (await fetch_job(db, future))["state"] == "scheduled"
+    assert (await fetch_job(db, past))["state"] == "ready"
+
+
+async def test_enqueue_function_matches_a_plain_insert(db):
+    """sluice.enqueue's defaults are the table's defaults."""
+    cur = await db.execute("SELECT sluice.enqueue('noop')")
+    via_function = await fetch_job(db, (await cur.fetchone())[0])
+    via_insert = await fetch_job(db, await insert_job(db))
+    ignored = {"id", "run_at", "created_at"}
+    assert {k: v for k, v in via_function.items() if k not in ignored} == {
+        k: v for k, v in via_insert.items() if k not in ignored
+    }
+
+
+@pytest.mark.parametrize("state", ["blocked", "running", "succeeded", "failed", "cancelled"])
+async def test_a_job_cannot_be_inserted_in_another_state(db, state):
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        await insert_job(db, state=state)
+    assert error.value.diag.constraint_name == "jobs_inserted_pending"
+    assert state in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("columns", "constraint"),
+    [
+        ({"task": ""}, "task_name_valid"),
+        ({"task": "rm -rf /"}, "task_name_valid"),
+        ({"queue": "no spaces allowed"}, "queue_name_valid"),
+        ({"tenant": ""}, "tenant_name_valid"),
+        ({"max_attempts": 0}, "jobs_max_attempts_positive"),
+        ({"backoff": "random"}, "jobs_backoff_valid"),
+        ({"backoff_base": "10 seconds", "backoff_max": "1 second"}, "jobs_backoff_range"),
+        ({"timeout": "0 seconds"}, "jobs_timeout_positive"),
+        ({"node": "a"}, "jobs_node_in_run"),
+        ({"pending_parents": 2}, "jobs_pending_parents_match_state"),
+        ({"notify": {"webhook": {"url": "ftp://x"}}}, "notify_spec_valid"),
+        ({"notify": {"email": {"to": ["not-an-address"]}}}, "notify_spec_valid"),
+        ({"notify": {"webhook": {"url": "https://x", "on": ["exploded"]}}}, "notify_spec_valid"),
+        ({"notify": {"sms": {}}}, "notify_spec_valid"),
+    ],
+)
+async def test_bad_rows_are_refused_by_a_named_constraint(db, columns, constraint):
+    task = columns.pop("task", "noop")
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        await insert_job(db, task, **columns)
+    assert error.value.diag.constraint_name == constraint
+    cur = await db.execute("SELECT count(*) FROM sluice.jobs")
+    assert await cur.fetchone() == (0,)
+
+
+async def test_a_valid_notify_is_accepted(db):
+    notify = {
+        "webhook": {"url": "https://hooks.example.com/x", "secret": "s", "on": ["failed"]},
+        "email": {"to": ["ops@example.com"]},
+    }
+    job_id = await insert_job(db, notify=notify)
+    assert (await fetch_job(db, job_id))["notify"] == notify
+
+
+async def test_one_notify_per_statement_and_queue(db, connect):
+    listener = await connect()
+    await listen(listener, "sluice_jobs")
+    # 10,000 rows over two queues in one statement: two notifications, not 10,000.
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, queue) "
+        "SELECT 'noop', CASE WHEN i % 2 = 0 THEN 'default' ELSE 'reports' END "
+        "FROM generate_series(1, 10000) i"
+    )
+    assert sorted(await drain(listener, db, "sluice_jobs")) == ["default", "reports"]
+
+
+async def test_statements_in_one_transaction_notify_once_per_queue(db, connect):
+    listener = await connect()
+    await listen(listener, "sluice_jobs")
+    async with db.transaction():
+        for _ in range(5):
+            await insert_job(db)
+    # PostgreSQL folds identical notifications of one transaction into one.
+    assert await drain(listener, db, "sluice_jobs") == ["default"]
+
+
+async def test_scheduled_jobs_do_not_wake_workers(db, connect):
+    listener = await connect()
+    await listen(listener, "sluice_jobs")
+    await insert_job(db, run_at="2999-01-01")
+    assert await drain(listener, db, "sluice_jobs") == []
+
+
+async def test_a_rolled_back_insert_notifies_no_one(db, connect):
+    listener = await connect()
+    await listen(listener, "sluice_jobs")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        async with db.transaction():
+            await insert_job(db)
+            await insert_job(db, queue="bad queue")
+    assert await drain(listener, db, "sluice_jobs") == []
+
+
+async def test_insert_in_the_callers_transaction_is_invisible_until_commit(db, connect):
+    other = await connect()
+    async with db.transaction():
+        job_id = await insert_job(db, payload=Jsonb({"order": 1}))
+        cur = await other.execute("SELECT count(*) FROM sluice.jobs WHERE id = %s", (job_id,))
+        assert await cur.fetchone() == (0,)
+    cur = await other.execute("SELECT count(*) FROM sluice.jobs WHERE id = %s", (job_id,))
+    assert await cur.fetchone() == (1,)
