@@ -57,6 +57,8 @@ class Claimer:
         self.paused = False
         self.claimed = 0
         self.notified = 0
+        #: A claim is in flight (a pause that arrives now applies to the next one).
+        self.claiming = False
 
     # -- signals -------------------------------------------------------------
 
@@ -104,9 +106,11 @@ class Claimer:
                 continue
             if self._pending and free > 0 and not self.paused:
                 self._pending = False
+                self.claiming = True
                 try:
                     rows = await self._claim(free)
                 except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    self.claiming = False
                     self._pending = True
                     log.warning(
                         "claim failed, retrying in %.1fs: %s",
@@ -116,6 +120,7 @@ class Claimer:
                     await asyncio.sleep(error_delay)
                     error_delay = min(error_delay * 2, 5.0)
                     continue
+                self.claiming = False
                 error_delay = 0.1
                 if rows:
                     self.claimed += self._executor.start(rows)

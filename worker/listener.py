@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.core.db import connection_kwargs, normalize_url
 from app.core.logging import error_line
 from app.core.queries import Q
+from worker.writer import KEEPALIVES
 
 log = logging.getLogger("sluice.worker")
 
@@ -45,7 +46,10 @@ class Listener:
         prepare: bool = True,
     ) -> None:
         self._url = normalize_url(url)
-        self._kwargs = connection_kwargs(prepare=prepare, application_name="sluice-listener")
+        self._kwargs = {
+            **connection_kwargs(prepare=prepare, application_name="sluice-listener"),
+            **KEEPALIVES,
+        }
         self._on_jobs = on_jobs
         self._on_control = on_control
         self._on_connected = on_connected

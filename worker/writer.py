@@ -25,13 +25,22 @@ log = logging.getLogger("sluice.worker")
 # lease-checked, so repeating one that did commit changes nothing.
 TRANSIENT = (psycopg.OperationalError,)
 
+# TCP keepalives, so a connection to a host that vanished (network cut) fails
+# within a minute instead of waiting for a reply forever. Ignored on Unix sockets.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 20,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+}
+
 
 class Writer:
     """A lazily (re)connected connection, used under a lock."""
 
     def __init__(self, url: str, *, prepare: bool = True, name: str = "sluice-worker") -> None:
         self._url = normalize_url(url)
-        self._kwargs = connection_kwargs(prepare=prepare, application_name=name)
+        self._kwargs = {**connection_kwargs(prepare=prepare, application_name=name), **KEEPALIVES}
         self._conn: psycopg.AsyncConnection | None = None
         self._lock = asyncio.Lock()
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import scalar
 from psycopg.types.json import Jsonb
 
+from tests.worker.helpers import scalar
 from worker.cron import NEVER, CronScheduler, plan
 
 UTC = dt.UTC

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import scalar, wait_for, wait_state
-from factories import fetch_job, insert_job
 
 from app.core import migrate
 from app.core.db import connection_kwargs
 from app.core.embedded import EmbeddedPostgres, free_port
+from tests.factories import fetch_job, insert_job
+from tests.worker.helpers import scalar, wait_for, wait_state
 
 
 async def running_on(db, job_id: int, worker_id: str) -> bool:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import wait_for, worker_settings
 
 from app.core import webhooks
 from app.core.embedded import free_port
+from tests.worker.helpers import wait_for, worker_settings
 from worker.context import JobContext, NonRetryableError
 from worker.handlers.email import EmailError
 from worker.handlers.http import HttpError

@@ -9,11 +9,11 @@ import json
 import logging
 
 import pytest
-from conftest import scalar, worker_settings
-from factories import claim, fetch_job, insert_job, make_job
 
 from app.core.config import SettingsError, load
 from app.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
+from tests.factories import claim, fetch_job, insert_job, make_job
+from tests.worker.helpers import scalar, worker_settings
 from worker.completer import Completer
 from worker.maintenance import Maintenance
 from worker.meters import Meters

@@ -8,8 +8,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from conftest import job_state, scalar, wait_for, wait_state
-from factories import fetch_job, insert_job
+from tests.factories import fetch_job, insert_job
+from tests.worker.helpers import job_state, scalar, wait_for, wait_state
 
 
 async def attempts(db, job_id: int) -> list[tuple]:
@@ -197,6 +197,8 @@ async def test_a_paused_worker_stops_claiming_until_resumed_by_notify(db, start_
     worker = await start_worker(heartbeat_interval=30, lease_ttl=60, poll_interval=30)
     assert await scalar(db, "SELECT sluice.worker_set_paused(%s, true)", worker.id) is True
     await wait_for(lambda: worker.claimer.paused, 5, "the worker to pause")
+    # A claim already in flight (the start-up catch-up) may still finish; wait it out.
+    await wait_for(lambda: not worker.claimer.claiming, 5, "the claim in flight")
     seen = worker.claimer.notified
     job_id = await insert_job(db, "noop")
     await wait_for(lambda: worker.claimer.notified > seen, 5, "the wake-up")
