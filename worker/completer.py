@@ -17,9 +17,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
+from app.core.logging import error_line
 from app.core.queries import Q
 from worker.meters import Meters
-from worker.writer import Writer, retry_transient
+from worker.writer import TRANSIENT, Writer, retry_transient
 
 log = logging.getLogger("sluice.worker")
 
@@ -45,7 +48,7 @@ class Completer:
         self._meters = meters
         self._batch = batch
         self._interval = interval
-        # Successes: (id, attempt, result as JSON text or None, output).
+        # Successes: (id, attempt, result as JSON text or None, output, queue, task).
         # Failures: (id, attempt, error, retryable, outcome, output, queue, task).
         self._done: list[tuple[int, int, str | None, str | None]] = []
         self._failed: list[tuple[int, int, str, bool, str, str | None, str, str]] = []
@@ -61,8 +64,16 @@ class Completer:
 
     # -- buffering (called by the executor) ----------------------------------
 
-    def succeed(self, job_id: int, attempt: int, result: str | None, output: str | None) -> None:
-        self._done.append((job_id, attempt, result, output))
+    def succeed(
+        self,
+        job_id: int,
+        attempt: int,
+        result: str | None,
+        output: str | None,
+        queue: str,
+        task: str,
+    ) -> None:
+        self._done.append((job_id, attempt, result, _text(output), queue, task))
         self._added()
 
     def fail(
@@ -76,7 +87,9 @@ class Completer:
         queue: str,
         task: str,
     ) -> None:
-        self._failed.append((job_id, attempt, error, retryable, outcome, output, queue, task))
+        self._failed.append(
+            (job_id, attempt, _text(error), retryable, outcome, _text(output), queue, task)
+        )
         self._added()
 
     def _added(self) -> None:
@@ -131,13 +144,43 @@ class Completer:
             failed.sort()
             self._flushing = [o[0] for o in done] + [o[0] for o in failed]
             try:
-                await retry_transient(
-                    "writing job outcomes",
-                    functools.partial(self._write, done, failed),
-                    deadline=self.deadline,
+                await self._write_retrying(done, failed)
+            except TRANSIENT:
+                raise
+            except psycopg.DatabaseError as exc:
+                # One outcome the database refuses (a result jsonb cannot hold) must
+                # not take the rest of the batch with it.
+                log.warning(
+                    "a batch of outcomes was refused (%s); writing them one by one", error_line(exc)
                 )
+                await self._write_apart(done, failed)
             finally:
                 self._flushing = []
+
+    async def _write_apart(self, done: list[tuple], failed: list[tuple]) -> None:
+        for item in done:
+            try:
+                await self._write_retrying([item], [])
+            except TRANSIENT:
+                raise
+            except psycopg.DatabaseError as exc:
+                job_id, attempt, _, output, queue, task = item
+                error = f"the result could not be stored: {error_line(exc)}"
+                failed.append((job_id, attempt, error, False, "failed", output, queue, task))
+        for item in failed:
+            try:
+                await self._write_retrying([], [item])
+            except TRANSIENT:
+                raise
+            except psycopg.DatabaseError as exc:
+                log.error("could not record the outcome of job %s: %s", item[0], error_line(exc))
+
+    async def _write_retrying(self, done: list[tuple], failed: list[tuple]) -> None:
+        await retry_transient(
+            "writing job outcomes",
+            functools.partial(self._write, done, failed),
+            deadline=self.deadline,
+        )
 
     async def _write(self, done: list[tuple], failed: list[tuple]) -> None:
         async with self._writer.connection() as conn:
@@ -206,3 +249,10 @@ class Completer:
         self._wake.set()
         self._full.set()
         await self._idle.wait()
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL characters (binary output, odd error messages)."""
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\\0")
+    return value

@@ -199,7 +199,7 @@ class Executor:
                         ctx,
                     )
             try:
-                encoded = None if result is None else json.dumps(result)
+                encoded = None if result is None else json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise NonRetryableError(f"the handler's result is not JSON: {exc}") from None
         except asyncio.CancelledError:
@@ -227,7 +227,7 @@ class Executor:
             return self._failed(execution, exc, retryable=False)
         except Exception as exc:
             return self._failed(execution, exc, retryable=True)
-        self._completer.succeed(job.id, job.attempt, encoded, ctx.output)
+        self._completer.succeed(job.id, job.attempt, encoded, ctx.output, job.queue, job.task)
         return "succeeded"
 
     def _failed(self, execution: Execution, exc: BaseException, *, retryable: bool) -> str:

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from app.core.logging import error_line
 from app.core.queries import Q
+from worker.cancelling import cancel_and_wait
 from worker.cron import CronScheduler
 from worker.promoter import Promoter
 from worker.pruner import Pruner
@@ -105,9 +106,7 @@ class Maintenance:
 
     async def _stop_services(self) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
     async def resign(self) -> None:
         """Give the lease up so another worker need not wait for it to expire."""

@@ -27,6 +27,7 @@ import psycopg
 from app.core.db import open_pool
 from app.core.logging import error_line, redact_url
 from app.core.queries import Q
+from worker.cancelling import cancel_and_wait
 from worker.claimer import Claimer
 from worker.completer import Completer
 from worker.executor import Executor
@@ -204,9 +205,7 @@ class Worker:
                 name, error = next(iter(crashed.items()))
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
-            for task in tasks.values():
-                task.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            await cancel_and_wait(tasks.values())
             if self.executor is not None:
                 self.executor.close()
             await resources.close()
@@ -231,9 +230,9 @@ class Worker:
         claimer = tasks.pop("claimer")
         # A claim in flight is let finish, so its jobs are run or handed back.
         await asyncio.wait([claimer], timeout=max(1.0, deadline - loop.time()))
-        claimer.cancel()
+        await cancel_and_wait([claimer])
         if self.maintenance is not None:
-            tasks.pop("maintenance").cancel()
+            await cancel_and_wait([tasks.pop("maintenance")])
         running = self.executor.tasks()
         if running:
             await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
@@ -252,7 +251,7 @@ class Worker:
             await self.completer.drain()
         if leftover:
             await self._release(writer, leftover)
-        tasks.pop("heartbeat").cancel()
+        await cancel_and_wait([tasks.pop("heartbeat")])
         if self.maintenance is not None:
             await self.maintenance.resign()
         try:

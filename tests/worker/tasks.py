@@ -88,3 +88,14 @@ async def stall_first_attempt(payload: Any, ctx: JobContext) -> dict[str, Any]:
     if ctx.attempt == 1:
         await asyncio.sleep(3600)
     return {"worker": ctx.worker_id, "attempt": ctx.attempt}
+
+
+@task
+async def odd_result(payload: Any) -> Any:
+    """A result PostgreSQL refuses (NUL), or one JSON cannot carry (NaN)."""
+    return "a\x00b" if payload.get("kind") == "nul" else float("nan")
+
+
+@task
+async def shout(payload: Any, ctx: JobContext) -> None:
+    ctx.output = "binary\x00output"

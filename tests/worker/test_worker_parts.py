@@ -14,6 +14,7 @@ from app.core.config import SettingsError, load
 from app.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
 from tests.factories import claim, fetch_job, insert_job, make_job
 from tests.worker.helpers import scalar, worker_settings
+from worker.cancelling import cancel_and_wait
 from worker.completer import Completer
 from worker.maintenance import Maintenance
 from worker.meters import Meters
@@ -34,7 +35,7 @@ async def completer(database_url):
     task = asyncio.create_task(completer.run())
     yield completer
     await completer.drain()
-    task.cancel()
+    await cancel_and_wait([task])
     await writer.close()
 
 
@@ -42,7 +43,7 @@ async def test_completions_are_written_in_batches(db, completer):
     ids = [await make_job(db, "running") for _ in range(4)]
     failing = await make_job(db, "running", max_attempts=1)
     for job_id in ids:
-        completer.succeed(job_id, 1, json.dumps({"id": job_id}), None)
+        completer.succeed(job_id, 1, json.dumps({"id": job_id}), None, "default", "noop")
     completer.fail(failing, 1, "boom", True, "failed", "tail", "default", "noop")
     await completer.drain()
     for job_id in ids:
@@ -67,7 +68,9 @@ async def test_a_zombie_completion_is_ignored(db, completer):
     await claim(db, job_id, worker="someone-else")
     ignored: list[int] = []
     completer.on_ignored = ignored.extend
-    completer.succeed(job_id, 1, json.dumps("late"), None)  # attempt 1, from the old owner
+    completer.succeed(
+        job_id, 1, json.dumps("late"), None, "default", "noop"
+    )  # attempt 1, from the old owner
     await completer.drain()
     job = await fetch_job(db, job_id)
     assert (job["state"], job["attempt"], job["worker_id"], job["result"]) == (
@@ -126,13 +129,11 @@ async def test_one_maintenance_leader_at_a_time_and_a_clean_hand_over(db, pool):
     two = asyncio.create_task(second.run())
     await asyncio.sleep(0.4)  # several of the second's attempts
     assert not second.leading
-    one.cancel()
-    await asyncio.gather(one, return_exceptions=True)
+    await cancel_and_wait([one])
     await first.resign()  # no need to wait 30 s for the lease to expire
     await _until(lambda: second.leading)
     assert await scalar(db, "SELECT holder FROM sluice.leaders") == "second"
-    two.cancel()
-    await asyncio.gather(two, return_exceptions=True)
+    await cancel_and_wait([two])
 
 
 async def _until(condition, within: float = 5.0) -> None:

@@ -85,6 +85,24 @@ async def test_a_non_retryable_error_fails_the_job_at_once(db, start_worker):
     assert "bad input" in job["last_error"]
 
 
+async def test_results_the_database_refuses_fail_only_their_own_job(db, start_worker):
+    await start_worker(complete_batch=10, complete_interval=0.2)  # one batch for all
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, payload, max_attempts) VALUES "
+        "('echo', '{}', 1), ('odd_result', '{\"kind\": \"nul\"}', 1), "
+        "('odd_result', '{\"kind\": \"nan\"}', 1), ('shout', '{}', 1), ('echo', '{}', 1)"
+    )
+    cur = await db.execute("SELECT id, task FROM sluice.jobs ORDER BY id")
+    ids = [row[0] for row in await cur.fetchall()]
+    for job_id in ids:
+        await wait_state(db, job_id, "succeeded", "failed")
+    states = [(await fetch_job(db, i))["state"] for i in ids]
+    assert states == ["succeeded", "failed", "failed", "succeeded", "succeeded"]
+    assert "the result could not be stored" in (await fetch_job(db, ids[1]))["last_error"]
+    assert "not JSON" in (await fetch_job(db, ids[2]))["last_error"]
+    assert (await attempts(db, ids[3]))[0][3] == "binary\\0output"
+
+
 async def test_an_unknown_task_fails_the_attempt_clearly(db, start_worker):
     await start_worker()
     job_id = await insert_job(db, "no_such_task", max_attempts=1)
