@@ -144,7 +144,12 @@ class Completer:
             failed.sort()
             self._flushing = [o[0] for o in done] + [o[0] for o in failed]
             try:
-                await self._write_retrying(done, failed)
+                # Each statement retried on its own: a retry never repeats one that committed.
+                if done:
+                    await self._write_retrying(done, [])
+                    done = []
+                if failed:
+                    await self._write_retrying([], failed)
             except TRANSIENT:
                 raise
             except psycopg.DatabaseError as exc:
@@ -184,15 +189,8 @@ class Completer:
 
     async def _write(self, done: list[tuple], failed: list[tuple]) -> None:
         async with self._writer.connection() as conn:
-            if done and failed:
-                # Both statements in one round trip.
-                async with conn.pipeline():
-                    completed = await self._complete(conn, done)
-                    decided = await self._fail(conn, failed)
-            elif done:
-                completed, decided = await self._complete(conn, done), []
-            else:
-                completed, decided = [], await self._fail(conn, failed)
+            completed = await self._complete(conn, done) if done else []
+            decided = await self._fail(conn, failed) if failed else []
         self._account(done, failed, completed, decided)
 
     async def _complete(self, conn: Any, done: list[tuple]) -> list[dict[str, Any]]:
