@@ -131,7 +131,9 @@ class Claimer:
             idle = free > 0 and not self.paused and not self._pending
             try:
                 if idle:
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                    # asyncio.timeout, not wait_for: no extra task on the wake-up path.
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
                 else:
                     await self._wake.wait()
             except TimeoutError:

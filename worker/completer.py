@@ -123,7 +123,8 @@ class Completer:
             if not self._closing and len(self._done) + len(self._failed) < self._batch:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._full.wait()
             try:
                 await self.flush()
             except Exception:
