@@ -1548,7 +1548,8 @@ $$;
 CREATE TRIGGER schedules_before_update BEFORE UPDATE ON sluice.schedules
     FOR EACH ROW EXECUTE FUNCTION sluice.schedules_before_update();
 
--- A duration in a schedule's job arguments: a number of seconds, or interval text ('5 minutes').
+-- A duration in a schedule's job arguments: a number of seconds, or interval
+-- text ('5 minutes'); JSON null or absent is SQL null.
 CREATE FUNCTION sluice.schedule_interval(value jsonb) RETURNS interval
     LANGUAGE sql IMMUTABLE
 RETURN CASE jsonb_typeof(value)
@@ -1601,7 +1602,7 @@ BEGIN
                         backoff         => coalesce(v_s.job ->> 'backoff', 'exponential'),
                         backoff_base    => coalesce(sluice.schedule_interval(v_s.job -> 'backoff_base'), '1 second'),
                         backoff_max     => coalesce(sluice.schedule_interval(v_s.job -> 'backoff_max'), '1 hour'),
-                        notify          => v_s.job -> 'notify');
+                        notify          => nullif(v_s.job -> 'notify', 'null'));
                 END IF;
             END LOOP;
         EXCEPTION WHEN OTHERS THEN

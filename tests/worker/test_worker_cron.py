@@ -193,6 +193,25 @@ async def test_schedule_fire_enqueues_each_occurrence_once(db):
     assert await cur.fetchone() == (occurrence, at("2030-01-01T00:00:00+00:00"), None)
 
 
+async def test_schedule_fire_takes_the_apis_job_template_with_its_nulls(db):
+    template = {
+        "task": "noop",
+        "payload": {},
+        "queue": "default",
+        "priority": 0,
+        "max_attempts": 5,
+        "backoff": "exponential",
+        "backoff_base": 1.0,
+        "backoff_max": 3600.0,
+        "timeout": None,
+        "notify": None,
+    }
+    sid = await add_schedule(db, "api-made", "0 * * * *", job=template)
+    assert await fire(db, sid, at("2026-01-01T10:00:00+00:00")) == 1
+    cur = await db.execute("SELECT timeout, notify, backoff_max FROM sluice.jobs")
+    assert await cur.fetchone() == (None, None, dt.timedelta(hours=1))
+
+
 async def test_schedule_fire_starts_dag_runs(db):
     definition = {
         "nodes": [
