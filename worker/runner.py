@@ -110,16 +110,16 @@ class Worker:
         try:
             async with writer.connection() as conn:
                 await self._register(conn)
+            pool = await open_pool(
+                self._url,
+                min_size=1,
+                max_size=s.pool_size,
+                prepare=self._prepare,
+                application_name="sluice-worker",
+            )
         except BaseException:
             await writer.close()
             raise
-        pool = await open_pool(
-            self._url,
-            min_size=1,
-            max_size=s.pool_size,
-            prepare=self._prepare,
-            application_name="sluice-worker",
-        )
         resources = Resources(s, pool)
         tasks: dict[str, asyncio.Task[None]] = {}
         metrics_server = None
