@@ -235,7 +235,8 @@ class Executor:
         error = describe_error(exc)
         last = job.attempt >= job.max_attempts or not retryable
         log.log(
-            logging.WARNING if last else logging.INFO,
+            # Retries are routine (and in the attempt log); a job that gives up is not.
+            logging.WARNING if last else logging.DEBUG,
             "job %s (%s) attempt %s/%s failed: %s",
             job.id,
             job.task,
