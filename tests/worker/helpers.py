@@ -69,3 +69,38 @@ async def wait_state(conn, job_id: int, *states: str, within: float = 10.0) -> s
         return state if state in states else None
 
     return await wait_for(reached, within, f"job {job_id} to be {'/'.join(states)}")
+
+
+async def attempts(conn, job_id: int) -> list[tuple]:
+    """The attempt log of a job: (attempt, outcome, error, output, started_at, finished_at)."""
+    cur = await conn.execute(
+        "SELECT attempt, outcome, error, output, started_at, finished_at FROM sluice.job_attempts "
+        "WHERE job_id = %s ORDER BY attempt",
+        (job_id,),
+    )
+    return await cur.fetchall()
+
+
+async def insert_diamond(conn) -> tuple[int, int, int, int]:
+    """a -> (b, c) -> d, in plain SQL in one transaction, as another application would."""
+    async with conn.transaction():
+        ids = []
+        for _ in range(4):
+            cur = await conn.execute("INSERT INTO sluice.jobs (task) VALUES ('noop') RETURNING id")
+            ids.append((await cur.fetchone())[0])
+        a, b, c, d = ids
+        await conn.execute(
+            "INSERT INTO sluice.job_edges (parent_id, child_id) "
+            "VALUES (%s, %s), (%s, %s), (%s, %s), (%s, %s)",
+            (a, b, a, c, b, d, c, d),
+        )
+    return a, b, c, d
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or only its zombie (waiting for its parent to reap it)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True

@@ -1,5 +1,6 @@
 """Fault tests with real `sluice worker` processes and real PostgreSQL: kill -9,
-SIGTERM, a PostgreSQL restart, leader failover under cron, random failures."""
+SIGTERM, a PostgreSQL restart, leader failover under cron, random failures,
+retries with backoff, timeouts, a DAG."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from app.core import migrate
 from app.core.db import connection_kwargs
 from app.core.embedded import EmbeddedPostgres, free_port
 from tests.factories import fetch_job, insert_job
-from tests.worker.helpers import scalar, wait_for, wait_state
+from tests.worker.helpers import (
+    attempts,
+    insert_diamond,
+    process_gone,
+    scalar,
+    wait_for,
+    wait_state,
+)
 
 
 async def running_on(db, job_id: int, worker_id: str) -> bool:
@@ -45,6 +53,54 @@ async def test_a_job_of_a_killed_worker_is_finished_by_another_after_its_lease(d
     assert await cur.fetchall() == [(1, "rescued", "victim"), (2, "succeeded", "rescuer")]
     rescuer.signal(signal.SIGTERM)
     assert rescuer.wait(20) == 0
+
+
+async def test_retries_timeouts_and_a_dag_in_one_worker_process(db, spawn_worker, tmp_path: Path):
+    base = 0.2
+    failing = await insert_job(
+        db, "always_fails", max_attempts=4, backoff_base=dt.timedelta(seconds=base)
+    )
+    hung = await insert_job(db, "hang", max_attempts=1, timeout=dt.timedelta(seconds=0.3))
+    pidfile = tmp_path / "child.pid"
+    script = f"sleep 60 & echo $! > {pidfile}; echo started; wait"
+    shell = await insert_job(
+        db,
+        "shell",
+        payload={"argv": ["sh", "-c", script]},
+        max_attempts=1,
+        timeout=dt.timedelta(seconds=0.5),
+    )
+    a, b, c, d = await insert_diamond(db)
+    proc = spawn_worker("--concurrency", "8", SLUICE_ALLOW_SHELL="1")
+
+    # A handler that always raises: retried after its backoff, then dead-lettered.
+    await wait_state(db, failing, "failed", within=30)
+    rows = await attempts(db, failing)
+    assert [(r[0], r[1]) for r in rows] == [(i, "failed") for i in range(1, 5)]
+    assert all("this handler always fails" in r[2] for r in rows)
+    for k in range(1, 4):  # attempt k + 1 waits the backoff after attempt k (jitter: -20%)
+        gap = (rows[k][4] - rows[k - 1][5]).total_seconds()
+        assert gap >= 0.8 * base * 2 ** (k - 1) - 0.01, (k, gap)
+    dead = await scalar(db, "SELECT reason FROM sluice.dead_letters WHERE job_id = %s", failing)
+    assert dead == "attempts_exhausted"
+
+    # A hanging handler and a hanging shell command are stopped at their timeouts,
+    # the command with its whole process group.
+    for job_id in (hung, shell):
+        await wait_state(db, job_id, "failed")
+        assert (await attempts(db, job_id))[0][1] == "timeout"
+    assert "started" in (await attempts(db, shell))[0][3]
+    child = int(pidfile.read_text())
+    await wait_for(lambda: process_gone(child), 5, "the shell job's child to be killed")
+
+    # A diamond inserted in plain SQL runs parents first.
+    await wait_state(db, d, "succeeded")
+    jobs = {n: await fetch_job(db, i) for n, i in zip("abcd", (a, b, c, d), strict=True)}
+    assert all(j["state"] == "succeeded" for j in jobs.values())
+    assert jobs["a"]["finished_at"] <= min(jobs["b"]["started_at"], jobs["c"]["started_at"])
+    assert max(jobs["b"]["finished_at"], jobs["c"]["finished_at"]) <= jobs["d"]["started_at"]
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
 
 
 async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(db, spawn_worker):

@@ -5,20 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-from pathlib import Path
 
 from tests.factories import fetch_job, insert_job
-from tests.worker.helpers import job_state, scalar, wait_for, wait_state
-
-
-async def attempts(db, job_id: int) -> list[tuple]:
-    cur = await db.execute(
-        "SELECT attempt, outcome, error, output, started_at, finished_at FROM sluice.job_attempts "
-        "WHERE job_id = %s ORDER BY attempt",
-        (job_id,),
-    )
-    return await cur.fetchall()
+from tests.worker.helpers import attempts, job_state, scalar, wait_for, wait_state
 
 
 async def test_a_job_inserted_in_plain_sql_runs_and_keeps_its_result(db, start_worker):
@@ -55,25 +44,6 @@ async def test_a_batch_insert_is_drained(db, start_worker):
     await wait_for(drained, 20, "500 jobs to succeed")
     assert worker.claimer.claimed == 500
     assert await scalar(db, "SELECT count(*) FROM sluice.job_attempts") == 500
-
-
-async def test_a_failing_handler_is_retried_then_dead_lettered_with_backoff(db, start_worker):
-    await start_worker(maintenance=True)  # the promoter brings retries back
-    base = 0.2
-    job_id = await insert_job(
-        db, "always_fails", max_attempts=4, backoff_base=dt.timedelta(seconds=base)
-    )
-    await wait_state(db, job_id, "failed", within=20)
-    rows = await attempts(db, job_id)
-    assert [(a[0], a[1]) for a in rows] == [(i, "failed") for i in range(1, 5)]
-    assert all("this handler always fails" in a[2] for a in rows)
-    # Attempt k + 1 starts no earlier than the backoff after attempt k (jitter: -20%).
-    for k in range(1, 4):
-        gap = (rows[k][4] - rows[k - 1][5]).total_seconds()
-        assert gap >= 0.8 * base * 2 ** (k - 1) - 0.01, (k, gap)
-    dead = await scalar(db, "SELECT reason FROM sluice.dead_letters WHERE job_id = %s", job_id)
-    assert dead == "attempts_exhausted"
-    assert (await fetch_job(db, job_id))["reason"] == "attempts_exhausted"
 
 
 async def test_a_non_retryable_error_fails_the_job_at_once(db, start_worker):
@@ -138,37 +108,6 @@ async def test_a_shell_job_keeps_its_output_in_the_attempt_log(db, start_worker)
     assert outcome == "succeeded"
     assert output == "--- stdout ---\nout\n\n--- stderr ---\nerr\n"
     assert (await fetch_job(db, job_id))["result"] == {"exit_code": 0}
-
-
-async def test_a_shell_job_past_its_timeout_loses_its_whole_process_group(
-    db, start_worker, tmp_path: Path
-):
-    await start_worker(allow_shell=True)
-    pidfile = tmp_path / "child.pid"
-    script = f"sleep 60 & echo $! > {pidfile}; echo started; wait"
-    job_id = await insert_job(
-        db,
-        "shell",
-        payload={"argv": ["sh", "-c", script]},
-        max_attempts=1,
-        timeout=dt.timedelta(seconds=0.5),
-    )
-    await wait_state(db, job_id, "failed")
-    [(_, outcome, _, output, *_)] = await attempts(db, job_id)
-    assert outcome == "timeout"
-    assert "started" in output
-    child = int(pidfile.read_text())
-
-    async def gone() -> bool:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie is dead too; it waits for its parent (init) to reap it.
-        stat = Path(f"/proc/{child}/stat").read_text()  # noqa: ASYNC240 - a tiny procfs read
-        return stat.split()[2] == "Z"
-
-    await wait_for(gone, 5, "the grandchild to be killed")
 
 
 async def test_cancelling_a_running_job_stops_it_by_notify(db, start_worker):
@@ -270,25 +209,6 @@ async def test_a_job_whose_lease_was_taken_is_stopped_locally(db, start_worker):
     # Attempt 1's handler was stopped by the heartbeat; only attempt 2 runs here.
     running = worker.executor.running
     assert list(running) == [job_id] and running[job_id].job.attempt == 2
-
-
-async def test_a_dag_diamond_in_plain_sql_runs_in_order(db, start_worker):
-    await start_worker(concurrency=4)
-    async with db.transaction():
-        a = await insert_job(db, "noop")
-        b = await insert_job(db, "noop")
-        c = await insert_job(db, "noop")
-        d = await insert_job(db, "noop")
-        await db.execute(
-            "INSERT INTO sluice.job_edges (parent_id, child_id) "
-            "VALUES (%s, %s), (%s, %s), (%s, %s), (%s, %s)",
-            (a, b, a, c, b, d, c, d),
-        )
-    await wait_state(db, d, "succeeded", within=10)
-    jobs = {n: await fetch_job(db, i) for n, i in zip("abcd", (a, b, c, d), strict=True)}
-    assert all(j["state"] == "succeeded" for j in jobs.values())
-    assert jobs["a"]["finished_at"] <= min(jobs["b"]["started_at"], jobs["c"]["started_at"])
-    assert max(jobs["b"]["finished_at"], jobs["c"]["finished_at"]) <= jobs["d"]["started_at"]
 
 
 async def test_stop_hands_unfinished_jobs_back(db, start_worker):
