@@ -67,9 +67,11 @@ def worker(
     (SLUICE_SHUTDOWN_GRACE); a second one hands them back at once. Every
     SLUICE_* worker setting is read from the environment (see docs/worker.md).
     """
+    import psycopg
+
     from app.core import logging as sluice_logging
     from app.core.config import CoreSettings, SettingsError, load
-    from worker.runner import Worker
+    from worker.runner import Worker, WorkerCrashedError
     from worker.settings import WorkerSettings
 
     url = require_database_url(database_url)
@@ -99,10 +101,6 @@ def worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         await runner.run()
-
-    import psycopg
-
-    from worker.runner import WorkerCrashedError
 
     try:
         asyncio.run(main())
