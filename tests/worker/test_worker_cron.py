@@ -15,35 +15,36 @@ UTC = dt.UTC
 
 
 def at(text: str) -> dt.datetime:
+    """A time: `10:05` is that minute of 2026-01-01 UTC; anything else is ISO 8601."""
+    if len(text) == 5:
+        text = f"2026-01-01T{text}:00+00:00"
     return dt.datetime.fromisoformat(text).astimezone(UTC)
 
 
-def test_plan_a_new_schedule_waits_for_its_first_occurrence():
-    firing = plan(
-        "*/5 * * * *",
-        "UTC",
-        "latest",
-        next_fire_at=None,
-        base=at("2026-01-01T10:01:00+00:00"),
-        now=at("2026-01-01T10:02:00+00:00"),
-        grace=60,
+def plan_at(cron, misfire="latest", *, next_fire_at=None, base, now, grace=60, zone="UTC"):
+    return plan(
+        cron,
+        zone,
+        misfire,
+        next_fire_at=next_fire_at and at(next_fire_at),
+        base=at(base),
+        now=at(now),
+        grace=grace,
     )
+
+
+def test_plan_a_new_schedule_waits_for_its_first_occurrence():
+    firing = plan_at("*/5 * * * *", base="10:01", now="10:02")
     assert firing.occurrences == []
-    assert firing.next_fire_at == at("2026-01-01T10:05:00+00:00")
+    assert firing.next_fire_at == at("10:05")
 
 
 def test_plan_fires_what_is_due_on_time():
-    firing = plan(
-        "*/5 * * * *",
-        "UTC",
-        "skip",
-        next_fire_at=at("2026-01-01T10:05:00+00:00"),
-        base=at("2026-01-01T10:01:00+00:00"),
-        now=at("2026-01-01T10:05:00.3+00:00"),
-        grace=60,
+    firing = plan_at(
+        "*/5 * * * *", "skip", next_fire_at="10:05", base="10:01", now="2026-01-01T10:05:00.3+00:00"
     )
-    assert firing.occurrences == [at("2026-01-01T10:05:00+00:00")]
-    assert firing.next_fire_at == at("2026-01-01T10:10:00+00:00")
+    assert firing.occurrences == [at("10:05")]
+    assert firing.next_fire_at == at("10:10")
 
 
 @pytest.mark.parametrize(
@@ -55,42 +56,26 @@ def test_plan_fires_what_is_due_on_time():
     ],
 )
 def test_plan_misfire_policies_after_downtime(misfire, fired):
-    firing = plan(
-        "*/10 * * * *",
-        "UTC",
-        misfire,
-        next_fire_at=at("2026-01-01T10:10:00+00:00"),
-        base=at("2026-01-01T10:00:00+00:00"),
-        now=at("2026-01-01T10:55:00+00:00"),
-        grace=60,
-    )
-    assert firing.occurrences == [at(f"2026-01-01T{t}:00+00:00") for t in fired]
-    assert firing.next_fire_at == at("2026-01-01T11:00:00+00:00")
+    firing = plan_at("*/10 * * * *", misfire, next_fire_at="10:10", base="10:00", now="10:55")
+    assert firing.occurrences == [at(t) for t in fired]
+    assert firing.next_fire_at == at("11:00")
 
 
 def test_plan_missed_and_on_time_under_latest_runs_only_the_on_time_one():
-    firing = plan(
-        "* * * * *",
-        "UTC",
-        "latest",
-        next_fire_at=at("2026-01-01T10:00:00+00:00"),
-        base=at("2026-01-01T09:59:00+00:00"),
-        now=at("2026-01-01T10:05:10+00:00"),
-        grace=30,
+    firing = plan_at(
+        "* * * * *", next_fire_at="10:00", base="09:59", now="2026-01-01T10:05:10+00:00", grace=30
     )
-    assert firing.occurrences == [at("2026-01-01T10:05:00+00:00")]
+    assert firing.occurrences == [at("10:05")]
 
 
 def test_plan_follows_the_time_zone_across_daylight_saving():
     # 02:30 does not exist in Paris on 2026-03-29; 02:30 every day in local time.
-    firing = plan(
+    firing = plan_at(
         "30 2 * * *",
-        "Europe/Paris",
         "all",
-        next_fire_at=None,
-        base=at("2026-03-28T12:00:00+00:00"),
-        now=at("2026-03-31T12:00:00+00:00"),
-        grace=60,
+        base="2026-03-28T12:00:00+00:00",
+        now="2026-03-31T12:00:00+00:00",
+        zone="Europe/Paris",
     )
     assert firing.occurrences == [
         at("2026-03-29T03:00:00+02:00"),
@@ -101,27 +86,10 @@ def test_plan_follows_the_time_zone_across_daylight_saving():
 
 
 def test_plan_reports_bad_schedules():
-    bad_cron = plan(
-        "61 * * * *",
-        "UTC",
-        "latest",
-        next_fire_at=None,
-        base=at("2026-01-01T00:00:00+00:00"),
-        now=at("2026-01-01T00:00:00+00:00"),
-        grace=60,
-    )
-    assert (
-        bad_cron.error == "invalid cron expression '61 * * * *'" and bad_cron.next_fire_at == NEVER
-    )
-    bad_zone = plan(
-        "* * * * *",
-        "Mars/Olympus",
-        "latest",
-        next_fire_at=None,
-        base=at("2026-01-01T00:00:00+00:00"),
-        now=at("2026-01-01T00:00:00+00:00"),
-        grace=60,
-    )
+    bad_cron = plan_at("61 * * * *", base="10:00", now="10:00")
+    assert bad_cron.error == "invalid cron expression '61 * * * *'"
+    assert bad_cron.next_fire_at == NEVER
+    bad_zone = plan_at("* * * * *", base="10:00", now="10:00", zone="Mars/Olympus")
     assert bad_zone.error == "unknown time zone 'Mars/Olympus'"
 
 
