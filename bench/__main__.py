@@ -1,0 +1,5 @@
+"""`python -m bench SCENARIO [options]`."""
+
+from bench.cli import main
+
+main(prog_name="python -m bench")

@@ -1,0 +1,295 @@
+"""The `python -m bench` / `sluice bench` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench import report
+from bench.database import BenchDatabaseError, open_database
+from bench.harness import RESULTS, Bench, Record, context
+from bench.targets import LIMIT_OF, evaluate
+
+# In the order `all` runs them: limit first, so the others read as fractions of it.
+SCENARIOS = ("limit", "enqueue", "drain", "latency", "dag", "backlog", "bloat", "soak")
+
+
+def scenario_module(name: str) -> Any:
+    return importlib.import_module(f"bench.{name}")
+
+
+def options_for(name: str, quick: bool, given: dict[str, Any]) -> dict[str, Any]:
+    """The scenario's preset (full or quick) overridden by the options given."""
+    module = scenario_module(name)
+    preset = dict(module.QUICK if quick else module.FULL)
+    preset.update({k: v for k, v in given.items() if v is not None})
+    return preset
+
+
+async def run_scenarios(
+    plan: list[tuple[str, dict[str, Any]]],
+    *,
+    url: str | None,
+    data_dir: Path | None,
+    out: Path,
+    profile: bool = False,
+    reset: bool = False,
+    combined: bool = False,
+) -> list[dict[str, Any]]:
+    """Run each (scenario, options) on one database; write and return their records
+    (and, with `combined`, one more: the whole table with fractions of `limit`)."""
+    documents = []
+    with open_database(url, data_dir=data_dir, profile=profile, reset=reset) as (db_url, embedded):
+        bench = Bench(db_url, embedded=embedded)
+        info = await context(bench)
+        stamp = report.stamp()
+        for name, options in plan:
+            await bench.reset()
+            if profile:
+                async with bench.connection() as conn:
+                    await conn.execute("SELECT pg_stat_statements_reset()")
+            bench.say(f"[bold]{name}[/bold] {options}")
+            record: Record = await scenario_module(name).run(bench, **options)
+            if profile:
+                record.details["top_statements"] = await top_statements(bench)
+            documents.append(report.write(record, info, out, f"{name}-{stamp}"))
+            bench.say(report.markdown(record, info), markup=False)
+        if combined:
+            documents.append(report.write(combine(documents), info, out, f"all-{stamp}"))
+    return documents
+
+
+async def top_statements(bench: Bench, limit: int = 15) -> list[dict[str, Any]]:
+    """pg_stat_statements: the statements that took the most server time."""
+    async with bench.connection() as conn:
+        cur = await conn.execute(
+            "SELECT left(query, 300), calls, rows, round(total_exec_time::numeric, 1),"
+            " round((total_exec_time / greatest(rows, 1) * 1000)::numeric, 2)"
+            " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT %s",
+            (limit,),
+        )
+        return [
+            {"query": q, "calls": c, "rows": r, "total_ms": float(t), "us_per_row": float(u)}
+            for q, c, r, t, u in await cur.fetchall()
+        ]
+
+
+def combine(documents: list[dict[str, Any]]) -> Record:
+    """One record of every scenario's figures, with fractions of `limit` and the targets."""
+    record = Record("all")
+    figures: dict[str, float] = {}
+    for doc in documents:
+        for key, value in doc["figures"].items():
+            name = f"{doc['scenario']}.{key}"
+            figures[name] = value
+            record.figure(name, value, f"{doc['scenario']}: {doc['labels'].get(key, key)}")
+        for key, value in doc["checks"].items():
+            record.checks[f"{doc['scenario']}.{key}"] = value
+    fractions = {}
+    for name, base in LIMIT_OF.items():
+        if name in figures and figures.get(base):
+            fractions[name] = round(figures[name] / figures[base], 3)
+    if "drain.jobs_per_s" in fractions:
+        record.figure(
+            "drain.fraction_of_limit",
+            fractions["drain.jobs_per_s"],
+            "drain: fraction of limit (claim + complete, 100 per transaction)",
+        )
+        figures["drain.fraction_of_limit"] = fractions["drain.jobs_per_s"]
+    record.details["fraction_of_limit"] = fractions
+    record.details["targets"] = evaluate(figures)
+    record.details["scenarios"] = {d["scenario"]: d["files"] for d in documents}
+    record.notes += [
+        f"{'met' if t['met'] else 'MISSED' if t['met'] is False else 'not measured'}: "
+        f"{t['target']} (measured {t['value']})"
+        for t in record.details["targets"]
+    ]
+    record.labels = {
+        k: f"{v} [{fractions[k]:.0%} of {LIMIT_OF[k]}]" if k in fractions else v
+        for k, v in record.labels.items()
+    }
+    return record
+
+
+# -- click ---------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar="SLUICE_DATABASE_URL",
+    metavar="URL",
+    help="Run against this database instead of an embedded one [env: SLUICE_DATABASE_URL].",
+)
+@click.option(
+    "--data-dir",
+    envvar="SLUICE_BENCH_DATA_DIR",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory of the embedded cluster (default: a temporary one, removed after) "
+    "[env: SLUICE_BENCH_DATA_DIR].",
+)
+@click.option(
+    "--out",
+    envvar="SLUICE_BENCH_OUT",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=RESULTS,
+    show_default=True,
+    help="Where records and charts are written [env: SLUICE_BENCH_OUT].",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    envvar="SLUICE_BENCH_QUICK",
+    help="Smaller sizes: minutes instead of a quarter of an hour [env: SLUICE_BENCH_QUICK].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="SLUICE_BENCH_JSON",
+    help="Print the JSON record as the last line of stdout [env: SLUICE_BENCH_JSON].",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    envvar="SLUICE_BENCH_PROFILE",
+    help="Load pg_stat_statements and keep the costliest statements in the record "
+    "(adds a little overhead) [env: SLUICE_BENCH_PROFILE].",
+)
+@click.option(
+    "--reset",
+    is_flag=True,
+    envvar="SLUICE_BENCH_RESET",
+    help="Allow emptying the Sluice tables of a SLUICE_DATABASE_URL that holds jobs "
+    "[env: SLUICE_BENCH_RESET].",
+)
+@click.pass_context
+def main(ctx: click.Context, **common: Any) -> None:
+    """Sluice's load-test harness: run a scenario, write its record under bench/results/.
+
+    Scenarios: limit, enqueue, drain, latency, dag, backlog, bloat, soak; `all`
+    runs them in one go and adds a combined table (see bench/README.md).
+    """
+    ctx.obj = common
+
+
+def _execute(ctx: click.Context, plan: list[tuple[str, dict[str, Any]]], combined: bool) -> None:
+    common = ctx.obj
+    try:
+        documents = asyncio.run(
+            run_scenarios(
+                plan,
+                url=common["database_url"],
+                data_dir=common["data_dir"],
+                out=common["out"],
+                profile=common["profile"],
+                reset=common["reset"],
+                combined=combined,
+            )
+        )
+    except BenchDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    last = documents[-1]
+    click.echo(f"written: {last['files']['json']}", err=True)
+    if common["as_json"]:
+        click.echo(json.dumps(last, default=str))
+
+
+def scenario_command(name: str, help: str, *options: Any) -> click.Command:
+    """A subcommand running scenario `name` with `options` (None: the preset)."""
+
+    def command(**given: Any) -> None:
+        ctx = click.get_current_context()
+        _execute(ctx, [(name, options_for(name, ctx.obj["quick"], given))], combined=False)
+
+    command.__doc__ = help + " See bench/README.md."
+    for option in reversed(options):
+        command = option(command)
+    return main.command(name)(command)
+
+
+def _int(flag: str, env: str, text: str) -> Any:
+    return click.option(flag, type=click.IntRange(min=1), envvar=env, help=f"{text} [env: {env}].")
+
+
+scenario_command(
+    "limit",
+    "The database's own ceiling (pgbench): insert, claim + complete, 1 and 100 jobs per transaction.",
+    _int("--single-jobs", "SLUICE_BENCH_SINGLE_JOBS", "Jobs at 1 per transaction"),
+    _int("--batched-jobs", "SLUICE_BENCH_BATCHED_JOBS", "Jobs at 100 per transaction"),
+    _int("--clients", "SLUICE_BENCH_CLIENTS", "pgbench clients"),
+)
+scenario_command(
+    "enqueue",
+    "Jobs/s inserted: (a) plain SQL, one per transaction, (b) the batch path (COPY, and the API's SQL), (c) REST single submissions, (d) REST batches.",
+    _int("--single-jobs", "SLUICE_BENCH_SINGLE_JOBS", "Jobs inserted one per transaction (a)"),
+    _int("--batched-jobs", "SLUICE_BENCH_BATCHED_JOBS", "Jobs inserted by the batch paths (b)"),
+    _int("--rest-jobs", "SLUICE_BENCH_REST_JOBS", "Jobs submitted one per request (c)"),
+    _int("--rest-batched-jobs", "SLUICE_BENCH_REST_BATCHED_JOBS", "Jobs in batch requests (d)"),
+    _int("--clients", "SLUICE_BENCH_CLIENTS", "Concurrent clients for (a) and (c)"),
+)
+scenario_command(
+    "drain",
+    "N no-op jobs queued, then W worker processes x C concurrency: jobs/s to the last completion.",
+    _int("--jobs", "SLUICE_BENCH_JOBS", "Jobs queued before the workers start"),
+    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes"),
+    _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker"),
+)
+scenario_command(
+    "latency",
+    "An idle worker; jobs enqueued one at a time: commit-to-handler-start p50/p95/p99.",
+    _int("--samples", "SLUICE_BENCH_SAMPLES", "Jobs enqueued one at a time"),
+)
+scenario_command(
+    "dag",
+    "A chain (per-edge release latency) and a fan-out/fan-in DAG (submission and run time).",
+    _int("--chain", "SLUICE_BENCH_CHAIN", "Nodes of the chain"),
+    _int("--fan", "SLUICE_BENCH_FAN", "Nodes of the fan-out/fan-in DAG"),
+    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes for the fan-out"),
+    _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker"),
+)
+scenario_command(
+    "backlog",
+    "Claim throughput with 10k, 100k and 1M jobs waiting (and 1M scheduled); admin views timed.",
+    click.option(
+        "--levels",
+        envvar="SLUICE_BENCH_LEVELS",
+        help="Ready jobs waiting at each level, comma separated [env: SLUICE_BENCH_LEVELS].",
+    ),
+    _int("--scheduled", "SLUICE_BENCH_SCHEDULED", "Jobs scheduled in the future"),
+    _int("--sample", "SLUICE_BENCH_SAMPLE", "Jobs claimed and completed at each level"),
+)
+scenario_command(
+    "bloat",
+    "Jobs processed while another session holds a transaction open; sizes and recovery.",
+    _int("--jobs", "SLUICE_BENCH_JOBS", "Jobs processed while the transaction is open"),
+    _int("--normal-jobs", "SLUICE_BENCH_NORMAL_JOBS", "Jobs of the baseline phase"),
+    _int("--recovery-jobs", "SLUICE_BENCH_RECOVERY_JOBS", "Jobs left for after it ends"),
+    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes"),
+    _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker"),
+)
+scenario_command(
+    "soak",
+    "Mixed load under SIGKILL chaos; every job terminal, every count adds up.",
+    click.option(
+        "--duration",
+        type=click.FloatRange(min=1),
+        envvar="SLUICE_BENCH_DURATION",
+        help="Seconds of mixed load under chaos [env: SLUICE_BENCH_DURATION].",
+    ),
+    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes"),
+)
+
+
+@main.command("all")
+@click.pass_context
+def run_all(ctx: click.Context) -> None:
+    """Every scenario in one run (limit first), then one combined table with each
+    throughput as a fraction of `limit` and every target met or missed."""
+    plan = [(name, options_for(name, ctx.obj["quick"], {})) for name in SCENARIOS]
+    _execute(ctx, plan, combined=True)

@@ -1,0 +1,155 @@
+"""The database a bench run uses: an embedded cluster it starts, or SLUICE_DATABASE_URL.
+
+The embedded cluster is `sluice up`'s (app.core.embedded) with PostgreSQL's default
+durability: fsync, synchronous_commit and full_page_writes stay on. Only memory
+and checkpoint spacing are raised, so a run measures the queue and not the
+checkpointer, and commit timestamps are kept (the DAG scenario reads when a
+parent committed). Every setting that differs from PostgreSQL's default is read
+back from pg_settings into the record, whichever database is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from app.core import migrate
+from app.core.db import normalize_url
+from app.core.embedded import EmbeddedPostgres
+
+# Raised from the defaults: memory and checkpoint spacing only, never durability.
+SERVER_SETTINGS = {
+    "shared_buffers": "2GB",
+    "work_mem": "16MB",
+    "maintenance_work_mem": "512MB",
+    "max_wal_size": "16GB",
+    "min_wal_size": "2GB",
+    "checkpoint_timeout": "30min",
+    "max_connections": "200",
+    # pg_xact_commit_timestamp(): when a DAG parent's completion committed.
+    "track_commit_timestamp": "on",
+    "log_min_messages": "warning",
+}
+# `--profile`: per-statement server time (pg_stat_statements) in the record.
+PROFILE_SETTINGS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.track": "all",
+}
+
+# Everything Sluice keeps, emptied between scenarios.
+SLUICE_TABLES = (
+    "sluice.job_attempts",
+    "sluice.dead_letters",
+    "sluice.job_edges",
+    "sluice.jobs",
+    "sluice.dag_runs",
+    "sluice.dags",
+    "sluice.schedules",
+    "sluice.workers",
+    "sluice.leaders",
+    "sluice.queues",
+)
+
+
+class BenchDatabaseError(RuntimeError):
+    """The database cannot be used for a bench run; the message says why."""
+
+
+@contextlib.contextmanager
+def open_database(
+    url: str | None, *, data_dir: Path | None = None, profile: bool = False, reset: bool = False
+) -> Iterator[tuple[str, bool]]:
+    """Yield (url, embedded): a migrated database to run scenarios against.
+
+    With `url`, that database is migrated and must hold no jobs unless `reset`
+    (scenarios empty the Sluice tables). Without, a fresh embedded cluster is
+    started in `data_dir` (default: a temporary directory, removed afterwards).
+    """
+    if url:
+        url = normalize_url(url)
+        migrate.upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            busy = conn.execute("SELECT EXISTS (SELECT 1 FROM sluice.jobs)").fetchone()[0]
+        if busy and not reset:
+            raise BenchDatabaseError(
+                "sluice.jobs is not empty in the database of SLUICE_DATABASE_URL; the bench "
+                "empties the Sluice tables between scenarios. Pass --reset to allow it."
+            )
+        if profile:
+            _create_profile_extension(url)
+        yield url, False
+        return
+    temporary = data_dir is None
+    directory = Path(tempfile.mkdtemp(prefix="sluice-bench-")) if data_dir is None else data_dir
+    settings = {**SERVER_SETTINGS, **(PROFILE_SETTINGS if profile else {})}
+    server = EmbeddedPostgres(directory, settings=settings)
+    server.start()
+    try:
+        url = server.url()
+        migrate.upgrade(url)
+        if profile:
+            _create_profile_extension(url)
+        yield url, True
+    finally:
+        server.stop()
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _create_profile_extension(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        except psycopg.Error as exc:
+            raise BenchDatabaseError(
+                f"--profile needs pg_stat_statements in shared_preload_libraries: {exc}"
+            ) from None
+
+
+async def reset(conn: psycopg.AsyncConnection) -> None:
+    """Empty every Sluice table and flush dirty pages, so each scenario starts alike."""
+    await conn.execute(f"TRUNCATE {', '.join(SLUICE_TABLES)} RESTART IDENTITY CASCADE")  # noqa: S608 - constant names
+    await conn.execute("CHECKPOINT")
+
+
+async def server_settings(conn: psycopg.AsyncConnection) -> dict[str, str]:
+    """Every server setting that is not PostgreSQL's built-in default."""
+    cur = await conn.execute(
+        "SELECT name, current_setting(name) FROM pg_settings"
+        " WHERE source NOT IN ('default', 'override', 'client', 'session')"
+        " ORDER BY name"
+    )
+    return dict(await cur.fetchall())
+
+
+async def server_version(conn: psycopg.AsyncConnection) -> str:
+    cur = await conn.execute("SHOW server_version")
+    return (await cur.fetchone())[0]
+
+
+async def scalar(conn: psycopg.AsyncConnection, sql: str, params: Any = None) -> Any:
+    """The first column of the first row of `sql`."""
+    cur = await conn.execute(sql, params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def relation_sizes(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """Bytes on disk of sluice.jobs, job_attempts and each of their indexes."""
+    cur = await conn.execute(
+        """SELECT c.relname, pg_relation_size(c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'sluice'
+              AND (c.relname IN ('jobs', 'job_attempts')
+                   OR c.oid IN (SELECT indexrelid FROM pg_index
+                                 WHERE indrelid IN ('sluice.jobs'::regclass,
+                                                    'sluice.job_attempts'::regclass)))
+            ORDER BY c.relname"""
+    )
+    return dict(await cur.fetchall())

@@ -1,0 +1,205 @@
+"""`enqueue`: jobs/s inserted, four ways.
+
+(a) plain SQL, one `INSERT INTO sluice.jobs` per transaction, from concurrent
+    clients (each commit waits for its WAL flush: group commit is what helps);
+(b) the batch path: COPY into sluice.jobs, 10,000 rows per transaction; and the
+    API's own set-based insert (job_submit_many, one JSON parameter) beside it;
+(c) REST: POST /api/v1/jobs, one job per request, from concurrent clients;
+(d) REST: POST /api/v1/jobs/batch, 1,000 jobs per request.
+Every job is a no-op in queue `default`; nothing consumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from app.core.queries import Q
+from bench.api import api_process
+from bench.harness import Bench, Record
+
+COPY_BATCH = 10_000
+REST_BATCH = 1_000
+
+FULL = {
+    "single_jobs": 20_000,
+    "batched_jobs": 500_000,
+    "rest_jobs": 5_000,
+    "rest_batched_jobs": 200_000,
+    "clients": 16,
+}
+QUICK = {
+    "single_jobs": 5_000,
+    "batched_jobs": 200_000,
+    "rest_jobs": 2_000,
+    "rest_batched_jobs": 50_000,
+    "clients": 16,
+}
+
+
+async def _spread(total: int, clients: int, one: callable) -> float:
+    """Run `one(n)` on `clients` concurrent workers sharing `total`; answers the seconds."""
+    shares = [total // clients + (1 if i < total % clients else 0) for i in range(clients)]
+    began = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in shares if n))
+    return time.perf_counter() - began
+
+
+async def sql_single(bench: Bench, total: int, clients: int) -> float:
+    conns = [await bench.connect() for _ in range(clients)]
+    try:
+
+        async def one(conn, n: int) -> None:
+            for _ in range(n):
+                await conn.execute("INSERT INTO sluice.jobs (task, payload) VALUES ('noop', '{}')")
+
+        it = iter(conns)
+        return await _spread(total, clients, lambda n: one(next(it), n))
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def copy_batches(bench: Bench, total: int, connections: int = 2) -> float:
+    """COPY in transactions of COPY_BATCH rows, from `connections` connections at once."""
+    rows = "noop\t{}\n".encode() * COPY_BATCH
+    conns = [await bench.connect() for _ in range(connections)]
+    try:
+
+        async def one(conn, n: int) -> None:
+            while n > 0:
+                size = min(n, COPY_BATCH)
+                async with conn.transaction():
+                    async with conn.cursor().copy(
+                        "COPY sluice.jobs (task, payload) FROM STDIN"
+                    ) as copy:
+                        await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
+                n -= size
+
+        it = iter(conns)
+        return await _spread(total, connections, lambda n: one(next(it), n))
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def submit_many(bench: Bench, total: int, connections: int = 2) -> float:
+    """The API's SQL (job_submit_many), COPY_BATCH jobs per statement."""
+    conns = [await bench.connect() for _ in range(connections)]
+    try:
+
+        async def one(conn, n: int) -> None:
+            while n > 0:
+                size = min(n, COPY_BATCH)
+                jobs = json.dumps([{"task": "noop", "payload": {}} | DEFAULTS] * size)
+                await Q.job_submit_many(conn, jobs=jobs, tenant="default")
+                n -= size
+
+        it = iter(conns)
+        return await _spread(total, connections, lambda n: one(next(it), n))
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+# What the API fills in for a job that gives only its task (app/jobs/schemas.py).
+DEFAULTS = {
+    "queue": "default",
+    "priority": 0,
+    "max_attempts": 5,
+    "backoff": "exponential",
+    "backoff_base": 1.0,
+    "backoff_max": 3600.0,
+}
+
+
+async def rest(bench: Bench, single: int, batched: int, clients: int) -> tuple[float, float]:
+    async with api_process(bench.url) as client:
+
+        async def singles(n: int) -> None:
+            for _ in range(n):
+                response = await client.post("/api/v1/jobs", json={"task": "noop"})
+                response.raise_for_status()
+
+        # Warm up: connections, prepared statements, the app's first-request work.
+        await _spread(min(200, single), min(clients, 8), singles)
+        single_s = await _spread(single, clients, singles)
+        body = {"jobs": [{"task": "noop"}] * REST_BATCH}
+
+        async def batches(n: int) -> None:
+            for _ in range(0, n, REST_BATCH):
+                response = await client.post("/api/v1/jobs/batch", json=body)
+                response.raise_for_status()
+
+        batched_s = await _spread(batched // REST_BATCH * REST_BATCH, 4, batches)
+    return single_s, batched_s
+
+
+async def run(
+    bench: Bench,
+    *,
+    single_jobs: int,
+    batched_jobs: int,
+    rest_jobs: int,
+    rest_batched_jobs: int,
+    clients: int,
+) -> Record:
+    record = Record("enqueue")
+    record.options = {
+        "single_jobs": single_jobs,
+        "batched_jobs": batched_jobs,
+        "rest_jobs": rest_jobs,
+        "rest_batched_jobs": rest_batched_jobs,
+        "clients": clients,
+        "copy_batch": COPY_BATCH,
+        "rest_batch": REST_BATCH,
+    }
+    async with bench.connection() as conn:
+
+        async def settle() -> None:
+            await conn.execute("VACUUM ANALYZE sluice.jobs")
+            await conn.execute("CHECKPOINT")
+
+        with bench.progress("enqueue", 5) as step:
+            await settle()
+            seconds = await sql_single(bench, single_jobs, clients)
+            record.figure(
+                "a_sql_single",
+                single_jobs / seconds,
+                f"(a) plain SQL, 1 job per transaction, {clients} clients (jobs/s)",
+            )
+            step.update(1)
+            await settle()
+            seconds = await copy_batches(bench, batched_jobs)
+            record.figure(
+                "b_copy", batched_jobs / seconds, f"(b) COPY, {COPY_BATCH:,} per transaction (jobs/s)"
+            )
+            step.update(2)
+            await settle()
+            seconds = await submit_many(bench, batched_jobs)
+            record.figure(
+                "b_submit_many",
+                batched_jobs / seconds,
+                f"(b') the API's SQL (job_submit_many), {COPY_BATCH:,} per statement (jobs/s)",
+            )
+            step.update(3)
+            await settle()
+            single_s, batched_s = await rest(bench, rest_jobs, rest_batched_jobs, clients)
+            record.figure(
+                "c_rest_single",
+                rest_jobs / single_s,
+                f"(c) REST, 1 job per request, {clients} clients (jobs/s)",
+            )
+            rest_total = rest_batched_jobs // REST_BATCH * REST_BATCH
+            record.figure(
+                "d_rest_batch",
+                rest_total / batched_s,
+                f"(d) REST batch, {REST_BATCH:,} jobs per request, 4 clients (jobs/s)",
+            )
+            step.update(5)
+    record.notes.append(
+        "COPY and job_submit_many run on 2 connections at once; the API is one `sluice api` "
+        "process on the same machine as the clients and PostgreSQL"
+    )
+    return record

@@ -1,0 +1,142 @@
+"""Worker processes for a scenario: real `sluice worker` processes, as deployed.
+
+Each is `python -m app worker` with the bench's handlers (bench.tasks) loaded
+and its settings in SLUICE_* variables, so a scenario measures exactly what a
+user runs. Processes are started in their own session, stopped with SIGTERM
+(or killed with SIGKILL by the soak), and never outlive the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import psycopg
+
+from bench.harness import ROOT
+
+TASK_MODULE = "bench.tasks"
+
+
+class WorkerGroup:
+    """`count` worker processes with the same settings."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        count: int = 1,
+        concurrency: int = 10,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.url = url
+        self.count = count
+        self.concurrency = concurrency
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "SLUICE_DATABASE_URL": url,
+            "SLUICE_CONCURRENCY": str(concurrency),
+            "SLUICE_TASK_MODULES": TASK_MODULE,
+            "SLUICE_LOG_LEVEL": "WARNING",
+            "SLUICE_MAINTENANCE": "0",
+            **(env or {}),
+        }
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.started_total = 0
+        self.killed = 0
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start one more worker process."""
+        stderr = subprocess.DEVNULL
+        if self.log_dir is not None:
+            stderr = (self.log_dir / f"worker-{self.started_total}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "worker"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        if stderr is not subprocess.DEVNULL:
+            stderr.close()
+        self.procs.append(proc)
+        self.started_total += 1
+        return proc
+
+    async def start(self, *, wait: bool = True) -> None:
+        """Start the processes; with `wait`, return once each listens for jobs."""
+        for _ in range(self.count):
+            self.spawn()
+        if wait:
+            await self.wait_listening()
+
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    async def wait_listening(self, timeout: float = 60.0) -> None:
+        """Until every live process has its LISTEN connection open (it then catches up
+        on ready jobs at once), or raise if one exits."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+            while True:
+                for p in self.procs:
+                    if p.poll() is not None and p.returncode not in (0, -signal.SIGKILL):
+                        raise RuntimeError(f"worker process {p.pid} exited with {p.returncode}")
+                pids = [p.pid for p in self.alive()]
+                cur = await conn.execute(
+                    "SELECT count(DISTINCT w.pid) FROM sluice.workers w"
+                    " WHERE w.pid = ANY(%s) AND w.stopped_at IS NULL",
+                    (pids,),
+                )
+                registered = (await cur.fetchone())[0]
+                cur = await conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                     WHERE application_name = 'sluice-listener' AND state = 'idle'"
+                    " AND datname = current_database()"
+                )
+                listening = (await cur.fetchone())[0]
+                if registered >= len(pids) and listening >= len(pids):
+                    return
+                if loop.time() > deadline:
+                    raise TimeoutError("worker processes did not start in time")
+                await asyncio.sleep(0.05)
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL one process (the soak's chaos)."""
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.procs.remove(proc)
+        self.killed += 1
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every process and wait; SIGKILL what is still there after `timeout`."""
+        for p in self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.alive() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for p in self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGKILL)
+            p.wait()
+        self.procs.clear()
+
+    async def __aenter__(self) -> WorkerGroup:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
