@@ -20,6 +20,17 @@ from app.core.embedded import free_port
 from bench.harness import ROOT
 
 
+def _spawn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @contextlib.asynccontextmanager
 async def api_process(url: str) -> AsyncIterator[httpx.AsyncClient]:
     """Start `sluice api` on a free port; yield a client carrying an admin token."""
@@ -32,14 +43,7 @@ async def api_process(url: str) -> AsyncIterator[httpx.AsyncClient]:
         "SLUICE_JWT_SECRET": secret,
         "SLUICE_LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = _spawn(env, port)
     token = mint(secret, Role.admin, subject="sluice-bench", ttl=timedelta(hours=2))
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     try:

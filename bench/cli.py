@@ -219,14 +219,16 @@ def _int(flag: str, env: str, text: str) -> Any:
 
 scenario_command(
     "limit",
-    "The database's own ceiling (pgbench): insert, claim + complete, 1 and 100 jobs per transaction.",
+    "The database's own ceiling (pgbench): insert, claim + complete, 1 and 100 jobs "
+    "per transaction.",
     _int("--single-jobs", "SLUICE_BENCH_SINGLE_JOBS", "Jobs at 1 per transaction"),
     _int("--batched-jobs", "SLUICE_BENCH_BATCHED_JOBS", "Jobs at 100 per transaction"),
     _int("--clients", "SLUICE_BENCH_CLIENTS", "pgbench clients"),
 )
 scenario_command(
     "enqueue",
-    "Jobs/s inserted: (a) plain SQL, one per transaction, (b) the batch path (COPY, and the API's SQL), (c) REST single submissions, (d) REST batches.",
+    "Jobs/s inserted: (a) plain SQL, one per transaction, (b) the batch path (COPY, and "
+    "the API's SQL), (c) REST single submissions, (d) REST batches.",
     _int("--single-jobs", "SLUICE_BENCH_SINGLE_JOBS", "Jobs inserted one per transaction (a)"),
     _int("--batched-jobs", "SLUICE_BENCH_BATCHED_JOBS", "Jobs inserted by the batch paths (b)"),
     _int("--rest-jobs", "SLUICE_BENCH_REST_JOBS", "Jobs submitted one per request (c)"),

@@ -114,7 +114,7 @@ def _create_profile_extension(url: str) -> None:
 
 async def reset(conn: psycopg.AsyncConnection) -> None:
     """Empty every Sluice table and flush dirty pages, so each scenario starts alike."""
-    await conn.execute(f"TRUNCATE {', '.join(SLUICE_TABLES)} RESTART IDENTITY CASCADE")  # noqa: S608 - constant names
+    await conn.execute(f"TRUNCATE {', '.join(SLUICE_TABLES)} RESTART IDENTITY CASCADE")
     await conn.execute("CHECKPOINT")
 
 

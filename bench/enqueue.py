@@ -63,18 +63,18 @@ async def sql_single(bench: Bench, total: int, clients: int) -> float:
 
 async def copy_batches(bench: Bench, total: int, connections: int = 2) -> float:
     """COPY in transactions of COPY_BATCH rows, from `connections` connections at once."""
-    rows = "noop\t{}\n".encode() * COPY_BATCH
+    rows = b"noop\t{}\n" * COPY_BATCH
     conns = [await bench.connect() for _ in range(connections)]
     try:
 
         async def one(conn, n: int) -> None:
             while n > 0:
                 size = min(n, COPY_BATCH)
-                async with conn.transaction():
-                    async with conn.cursor().copy(
-                        "COPY sluice.jobs (task, payload) FROM STDIN"
-                    ) as copy:
-                        await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
+                async with (
+                    conn.transaction(),
+                    conn.cursor().copy("COPY sluice.jobs (task, payload) FROM STDIN") as copy,
+                ):
+                    await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
                 n -= size
 
         it = iter(conns)
@@ -173,7 +173,9 @@ async def run(
             await settle()
             seconds = await copy_batches(bench, batched_jobs)
             record.figure(
-                "b_copy", batched_jobs / seconds, f"(b) COPY, {COPY_BATCH:,} per transaction (jobs/s)"
+                "b_copy",
+                batched_jobs / seconds,
+                f"(b) COPY, {COPY_BATCH:,} per transaction (jobs/s)",
             )
             step.update(2)
             await settle()

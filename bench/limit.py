@@ -33,7 +33,9 @@ CREATE INDEX jobs_ready ON bench_limit.jobs (run_at, id) WHERE state = 0;
 """
 
 INSERT_ONE = "INSERT INTO bench_limit.jobs (payload) VALUES ('{}');\n"
-INSERT_MANY = "INSERT INTO bench_limit.jobs (payload) SELECT '{}' FROM generate_series(1, :batch);\n"
+INSERT_MANY = (
+    "INSERT INTO bench_limit.jobs (payload) SELECT '{}' FROM generate_series(1, :batch);\n"
+)
 # Claim a batch, then complete it by primary key: two transactions, as a worker runs.
 CLAIM_COMPLETE = """\
 WITH picked AS (
@@ -106,7 +108,8 @@ async def run(
 
         phases = [
             ("insert_1", "insert, 1 job per transaction", INSERT_ONE, single_per_client, 1),
-            ("insert_100", "insert, 100 jobs per statement", INSERT_MANY, batched_per_client, batch),
+            ("insert_100", "insert, 100 jobs per statement", INSERT_MANY, batched_per_client,
+             batch),
             ("claim_complete_1", "claim + complete, 1 job per transaction", CLAIM_COMPLETE,
              single_per_client, 1),
             ("claim_complete_100", "claim + complete, 100 jobs per transaction", CLAIM_COMPLETE,

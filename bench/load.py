@@ -63,7 +63,8 @@ async def completion_series(
     """(first claim, last completion, [[seconds, jobs/s], ...]) of succeeded jobs with
     id > since_id, in epoch seconds of the server clock."""
     cur = await conn.execute(
-        "SELECT extract(epoch FROM min(started_at))::float8, extract(epoch FROM max(finished_at))::float8"
+        "SELECT extract(epoch FROM min(started_at))::float8,"
+        " extract(epoch FROM max(finished_at))::float8"
         " FROM sluice.jobs WHERE state = 'succeeded' AND id > %s",
         (since_id,),
     )

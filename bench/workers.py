@@ -83,11 +83,11 @@ class WorkerGroup:
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
 
-    async def wait_listening(self, timeout: float = 60.0) -> None:
+    async def wait_listening(self, within: float = 60.0) -> None:
         """Until every live process has its LISTEN connection open (it then catches up
         on ready jobs at once), or raise if one exits."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
             while True:
                 for p in self.procs:
@@ -102,7 +102,7 @@ class WorkerGroup:
                 registered = (await cur.fetchone())[0]
                 cur = await conn.execute(
                     "SELECT count(*) FROM pg_stat_activity"
-                     WHERE application_name = 'sluice-listener' AND state = 'idle'"
+                    " WHERE application_name = 'sluice-listener' AND state = 'idle'"
                     " AND datname = current_database()"
                 )
                 listening = (await cur.fetchone())[0]
@@ -120,14 +120,14 @@ class WorkerGroup:
         self.procs.remove(proc)
         self.killed += 1
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every process and wait; SIGKILL what is still there after `timeout`."""
+    async def stop(self, within: float = 30.0) -> None:
+        """SIGTERM every process and wait; SIGKILL what is still there after `within` seconds."""
         for p in self.alive():
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.alive() and loop.time() < deadline:
+        deadline = loop.time() + within
+        while self.alive() and loop.time() < deadline:  # noqa: ASYNC110 - polls processes
             await asyncio.sleep(0.05)
         for p in self.alive():
             with contextlib.suppress(ProcessLookupError):

@@ -19,6 +19,7 @@ COMMANDS = {
     "queues": "app.cli.queues:queues",
     "runs": "app.cli.runs:runs",
     "worker": "app.cli.worker:worker",
+    "bench": "app.cli.bench:bench",
 }
 
 

@@ -1,0 +1,58 @@
+"""`drain`: N no-op jobs queued first, then W worker processes x C concurrency.
+
+Throughput is N over the time from the first claim to the last completion, both
+read from the jobs themselves (started_at, finished_at: the server's clock), so
+process start-up is not counted and polling adds nothing to the measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench import report
+from bench.harness import Bench, Record
+from bench.load import completion_series, next_ready_id, queue_jobs, unfinished
+from bench.workers import WorkerGroup
+
+FULL = {"jobs": 200_000, "workers": 2, "concurrency": 256}
+QUICK = {"jobs": 50_000, "workers": 2, "concurrency": 256}
+
+
+async def drain(bench: Bench, jobs: int, step, poll: float = 0.25) -> None:
+    """Wait until no job is ready or running, updating `step` with progress."""
+    async with bench.connection() as conn:
+        first = await next_ready_id(conn) or 0
+        while True:
+            head = await next_ready_id(conn)
+            if head is None:
+                if not await unfinished(conn):
+                    step.update(jobs)
+                    return
+            else:
+                step.update(head - first)
+            await asyncio.sleep(poll)
+
+
+async def run(bench: Bench, *, jobs: int, workers: int, concurrency: int) -> Record:
+    record = Record("drain")
+    record.options = {"jobs": jobs, "workers": workers, "concurrency": concurrency}
+    async with bench.connection() as conn:
+        await queue_jobs(conn, jobs)
+        await conn.execute("CHECKPOINT")
+    with bench.progress(f"drain {jobs:,} jobs", jobs) as step:
+        async with WorkerGroup(bench.url, count=workers, concurrency=concurrency) as group:
+            await group.start(wait=False)
+            await drain(bench, jobs, step)
+    async with bench.connection() as conn:
+        first, last, series = await completion_series(conn, 0.25)
+    span = last - first
+    record.figure("jobs_per_s", jobs / span, f"drain, {workers} x {concurrency} (jobs/s)")
+    record.figure("seconds", span, "first claim to last completion (s)")
+    record.details["throughput"] = series
+    record.charts["throughput"] = report.line_chart(
+        f"drain: {jobs:,} no-op jobs, {workers} worker processes x {concurrency}",
+        {"completions": series},
+        "seconds since the first claim",
+        "jobs/s (250 ms buckets)",
+    )
+    return record

@@ -1,0 +1,137 @@
+"""Smoke tests of the load-test harness: every scenario at a tiny size.
+
+They check that each scenario runs to the end and writes a record of the
+right shape with positive figures, and that the soak's audit adds up. No test
+asserts a timing: speed is what the harness reports, not what CI checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import SCENARIOS, run_scenarios
+
+pytestmark = pytest.mark.timeout(300)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "limit": {"single_jobs": 100, "batched_jobs": 1000, "clients": 2},
+    "enqueue": {
+        "single_jobs": 100,
+        "batched_jobs": 2000,
+        "rest_jobs": 40,
+        "rest_batched_jobs": 2000,
+        "clients": 4,
+    },
+    "drain": {"jobs": 2000, "workers": 1, "concurrency": 32},
+    "latency": {"samples": 20, "min_gap_ms": 1.0, "max_gap_ms": 5.0},
+    "dag": {"chain": 10, "fan": 40, "workers": 1, "concurrency": 32},
+    "backlog": {"levels": "300,1500", "scheduled": 1000, "sample": 600},
+    "bloat": {"jobs": 1500, "normal_jobs": 1000, "recovery_jobs": 1500, "workers": 1,
+              "concurrency": 32},
+    "soak": {"duration": 4.0, "workers": 2},
+}  # fmt: skip
+
+CONTEXT_KEYS = {"versions", "server_settings", "machine", "database", "started_at"}
+
+
+def check_files(name: str, doc: dict) -> None:
+    """The record's JSON, markdown and PNG files are there and say what it says."""
+    assert json.loads(Path(doc["files"]["json"]).read_text())["figures"] == doc["figures"]
+    assert Path(doc["files"]["markdown"]).read_text().startswith(f"## {name}")
+    for chart in doc["files"]["charts"]:
+        assert Path(chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_every_scenario_writes_a_record_with_positive_figures(database_url, tmp_path):
+    assert set(TINY) == set(SCENARIOS)
+    documents = await run_scenarios(
+        [(name, TINY[name]) for name in SCENARIOS],
+        url=database_url,
+        data_dir=None,
+        out=tmp_path,
+        combined=True,
+    )
+    by_name = {d["scenario"]: d for d in documents}
+    assert list(by_name) == [*SCENARIOS, "all"]
+    for name, doc in by_name.items():
+        assert doc.keys() >= CONTEXT_KEYS, name
+        assert doc["versions"]["postgresql"] and doc["versions"]["python"]
+        assert doc["machine"]["cores"] >= 1 and len(doc["machine"]["load_average"]) == 3
+        assert doc["figures"], f"{name} recorded no figure"
+        for key, value in doc["figures"].items():
+            assert isinstance(value, float) and value > 0, f"{name}.{key} = {value}"
+            assert key in doc["labels"]
+        check_files(name, doc)
+
+    limit = by_name["limit"]["figures"]
+    assert {"insert_1", "insert_100", "claim_complete_1", "claim_complete_100"} <= limit.keys()
+    assert {"a_sql_single", "b_copy", "c_rest_single", "d_rest_batch"} <= by_name["enqueue"][
+        "figures"
+    ].keys()
+    assert {"p50_ms", "p95_ms", "p99_ms"} <= by_name["latency"]["figures"].keys()
+    assert len(by_name["latency"]["details"]["latencies_ms"]) == 20
+    assert by_name["drain"]["files"]["charts"], "drain draws its throughput"
+    assert {"ratio", "view_queue_stats_ms"} <= by_name["backlog"]["figures"].keys()
+    assert {"before", "during", "after"} == by_name["bloat"]["details"]["sizes_bytes"].keys()
+
+    soak = by_name["soak"]["checks"]
+    assert soak["all_counts_add_up"] == 1, soak
+    assert soak["lost"] == 0 and soak["not_terminal"] == 0 and soak["count_mismatch"] == 0
+    assert soak["jobs_total"] == soak["succeeded"] + soak["failed"] + soak["cancelled"]
+    assert soak["submitted_jobs"] > 0 and soak["workers_killed"] >= 1
+
+    combined = by_name["all"]
+    assert combined["figures"]["drain.jobs_per_s"] == by_name["drain"]["figures"]["jobs_per_s"]
+    fraction = combined["details"]["fraction_of_limit"]["drain.jobs_per_s"]
+    assert fraction == pytest.approx(
+        by_name["drain"]["figures"]["jobs_per_s"] / limit["claim_complete_100"], abs=1e-3
+    )
+    assert {t["target"] for t in combined["details"]["targets"]} >= {
+        "drain >= 25,000 jobs/s",
+        "wake-up p99 <= 4 ms",
+    }
+
+
+def test_cli_prints_the_record_as_the_last_line(database_url, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "bench", "--json", "--out", str(tmp_path),
+         "latency", "--samples", "5"],
+        env={**os.environ, "SLUICE_DATABASE_URL": database_url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["scenario"] == "latency"
+    assert record["options"]["samples"] == 5
+    assert record["figures"]["p50_ms"] > 0
+    assert Path(record["files"]["json"]).parent == tmp_path
+
+
+def test_a_database_holding_jobs_is_not_emptied_without_reset(database_url, tmp_path):
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO sluice.jobs (task) VALUES ('noop')")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), "drain", "--jobs", "10"],
+        env={**os.environ, "SLUICE_DATABASE_URL": database_url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "--reset" in result.stderr
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM sluice.jobs").fetchone()[0] == 1
