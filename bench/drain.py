@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from bench import report
+from bench.cpu import cpu_seconds
 from bench.harness import Bench, Record
 from bench.load import completion_series, next_ready_id, queue_jobs, unfinished
 from bench.workers import WorkerGroup
@@ -36,18 +37,33 @@ async def drain(bench: Bench, jobs: int, step, poll: float = 0.25) -> None:
 async def run(bench: Bench, *, jobs: int, workers: int, concurrency: int) -> Record:
     record = Record("drain")
     record.options = {"jobs": jobs, "workers": workers, "concurrency": concurrency}
+    meter = await bench.cpu_meter()
     async with bench.connection() as conn:
         await queue_jobs(conn, jobs)
         await conn.execute("CHECKPOINT")
-    with bench.progress(f"drain {jobs:,} jobs", jobs) as step:
+        # Paused while the workers start, so start-up is neither timed nor in the CPU figures.
+        await conn.execute("SELECT sluice.pause_queue('default')")
         async with WorkerGroup(bench.url, count=workers, concurrency=concurrency) as group:
-            await group.start(wait=False)
-            await drain(bench, jobs, step)
+            await group.start()
+            with bench.progress(f"drain {jobs:,} jobs", jobs) as step:
+                meter.start()
+                idle = cpu_seconds(p.pid for p in group.procs)
+                await conn.execute("SELECT sluice.resume_queue('default')")
+                await drain(bench, jobs, step)
+                cpu = meter.stop(p.pid for p in group.procs)
+    cpu["workers_s"] -= sum(idle.values())
     async with bench.connection() as conn:
         first, last, series = await completion_series(conn, 0.25)
     span = last - first
     record.figure("jobs_per_s", jobs / span, f"drain, {workers} x {concurrency} (jobs/s)")
     record.figure("seconds", span, "first claim to last completion (s)")
+    record.figure(
+        "worker_cpu_us_per_job", cpu["workers_s"] / jobs * 1e6, "worker processes' CPU per job (µs)"
+    )
+    if cpu["postgres_s"] is not None:
+        record.figure(
+            "postgres_cpu_us_per_job", cpu["postgres_s"] / jobs * 1e6, "PostgreSQL's CPU per job (µs)"
+        )
     record.details["throughput"] = series
     record.charts["throughput"] = report.line_chart(
         f"drain: {jobs:,} no-op jobs, {workers} worker processes x {concurrency}",

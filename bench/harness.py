@@ -34,6 +34,7 @@ from rich.progress import (
 
 from app.core.db import connection_kwargs
 from bench import database
+from bench.cpu import CpuMeter, parent_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -84,6 +85,14 @@ class Bench:
             yield conn
         finally:
             await conn.close()
+
+    async def cpu_meter(self) -> CpuMeter:
+        """A CPU meter for the worker processes and, if the bench started it, the server."""
+        postmaster = None
+        if self.embedded:
+            async with self.connection() as conn:
+                postmaster = parent_of(await database.scalar(conn, "SELECT pg_backend_pid()"))
+        return CpuMeter(postmaster)
 
     async def reset(self) -> None:
         """Empty the Sluice tables: each scenario starts from an empty queue."""

@@ -203,8 +203,14 @@ CREATE TABLE sluice.job_edges (
 -- The primary key finds a parent's children (release); this finds a child's parents.
 CREATE INDEX job_edges_child ON sluice.job_edges (child_id);
 -- The execution log: one row per attempt, written when the attempt ends.
+--
+-- No foreign key to sluice.jobs: rows are only written by the engine's own
+-- functions, for the job row they have just updated under its lock, and a
+-- foreign key would check that row again and lock it FOR KEY SHARE for every
+-- completed job (an extra heap write and WAL record on the hottest path).
+-- The rows still go with their job: jobs_after_delete removes them.
 CREATE TABLE sluice.job_attempts (
-    job_id      bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
+    job_id      bigint NOT NULL,
     attempt     integer NOT NULL,
     worker_id   text,
     started_at  timestamptz,
@@ -368,6 +374,12 @@ DECLARE
     v_runs      bigint[];
     v_notified  bigint[];
 BEGIN
+    -- Claims (ready -> running) and lease renewals change nothing this trigger acts
+    -- on: when every row is running, skip the join below. A claim is the hottest
+    -- UPDATE there is, and this probe costs a fraction of the join.
+    IF NOT EXISTS (SELECT 1 FROM new_jobs n WHERE n.state <> 'running') THEN
+        RETURN NULL;
+    END IF;
     SELECT array_agg(n.id) FILTER (WHERE n.state = 'succeeded'),
            array_agg(n.id) FILTER (WHERE n.state IN ('failed', 'cancelled')),
            array_agg(DISTINCT n.queue) FILTER (WHERE n.state = 'ready'),
@@ -410,6 +422,20 @@ $$;
 CREATE TRIGGER jobs_after_update AFTER UPDATE ON sluice.jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_update();
+
+-- A deleted job takes its attempt log with it (job_attempts has no foreign key:
+-- see 15_job_attempts.sql). One statement per DELETE, not one per row.
+CREATE FUNCTION sluice.jobs_after_delete() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM sluice.job_attempts a USING old_jobs o WHERE a.job_id = o.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_after_delete AFTER DELETE ON sluice.jobs
+    REFERENCING OLD TABLE AS old_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_delete();
 
 -- Deleting a job that may still run would strand its children (their pending
 -- count would never reach zero): cancel it first. Pruning only deletes finished
@@ -461,15 +487,25 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
      WHERE j.id = l.id;
 $$;
 
--- Parents that just succeeded release their children.
+-- Parents that just succeeded release their children. PL/pgSQL rather than SQL:
+-- it runs after every completion batch, mostly finding no edges, and PL/pgSQL
+-- keeps the lookup's plan where a SQL function would plan it again on each call.
 CREATE FUNCTION sluice.job_release_children(p_parents bigint[]) RETURNS void
-    LANGUAGE sql AS $$
-    SELECT sluice.job_unblock(array_agg(child_id), array_agg(n))
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_children bigint[];
+    v_counts   integer[];
+BEGIN
+    SELECT array_agg(r.child_id ORDER BY r.child_id), array_agg(r.n ORDER BY r.child_id)
+      INTO v_children, v_counts
       FROM (SELECT e.child_id, count(*)::integer AS n
               FROM sluice.job_edges e
              WHERE e.parent_id = ANY(p_parents)
-             GROUP BY e.child_id) released
-    HAVING count(*) > 0;
+             GROUP BY e.child_id) r;
+    IF v_children IS NOT NULL THEN
+        PERFORM sluice.job_unblock(v_children, v_counts);
+    END IF;
+END
 $$;
 
 -- Jobs that failed or were cancelled take every pending descendant with them, in
@@ -905,6 +941,16 @@ $$;
 -- finishes an attempt only touches jobs still `running` under the caller's lease
 -- (same worker, same attempt): a late completion from a worker whose lease was
 -- rescued, or a duplicate one, changes nothing.
+--
+-- Those functions find their jobs by primary key and test the state as text
+-- (`j.state::text = 'running'`). Written as `j.state = 'running'`, the test
+-- lets the planner read every running job through the jobs_running partial
+-- index and hash-join them with the batch: statistics taken while nothing ran
+-- say "about one running job", so that looks cheapest. It is not: every
+-- running job of every worker is read on each call, and while a long
+-- transaction keeps vacuum from cleaning up, jobs_running holds an entry for
+-- every job that ever ran, so each completion reads them all. As text, the test
+-- matches no index, and the rows are found by id.
 
 -- Claim up to p_limit ready jobs from p_queues for worker p_worker_id, leasing
 -- them for p_lease. Lowest priority value first, then the longest due, then the
@@ -981,7 +1027,7 @@ CREATE FUNCTION sluice.job_heartbeat(p_worker_id text, p_ids bigint[], p_lease i
     LANGUAGE sql AS $$
     UPDATE sluice.jobs
        SET lease_expires_at = now() + p_lease
-     WHERE id = ANY(p_ids) AND state = 'running' AND worker_id = p_worker_id
+     WHERE id = ANY(p_ids) AND state::text = 'running' AND worker_id = p_worker_id
     RETURNING id;
 $$;
 
@@ -992,7 +1038,7 @@ CREATE FUNCTION sluice.job_progress(p_worker_id text, p_id bigint, p_attempt int
     WITH updated AS (
         UPDATE sluice.jobs
            SET progress = p_progress
-         WHERE id = p_id AND attempt = p_attempt AND state = 'running' AND worker_id = p_worker_id
+         WHERE id = p_id AND attempt = p_attempt AND state::text = 'running' AND worker_id = p_worker_id
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM updated);
@@ -1001,25 +1047,30 @@ $$;
 -- Finish a batch of successful attempts (the arrays are parallel: job, attempt,
 -- result, output tail). One statement for the whole batch: the jobs, their
 -- attempt log rows, and (through jobs_after_update) their children and runs.
--- Returns the ids that were still this worker's to complete.
+-- Returns the ids that were still this worker's to complete. PL/pgSQL, not SQL:
+-- it keeps the statement's plan across calls, where a SQL function would plan
+-- this CTE again for every batch.
 CREATE FUNCTION sluice.job_complete_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
     p_outputs text[] DEFAULT NULL
 ) RETURNS SETOF bigint
-    LANGUAGE sql AS $$
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH done AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_results, p_outputs) AS d(id, attempt, result, output)
     ), completed AS (
         UPDATE sluice.jobs j
            SET state = 'succeeded', result = d.result, finished_at = now(), lease_expires_at = NULL
           FROM done d
-         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = p_worker_id
+         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at, d.output
     ), logged AS (
         INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, output)
         SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output FROM completed c
     )
-    SELECT id FROM completed;
+    SELECT c.id FROM completed c;
+END
 $$;
 
 -- Finish failed attempts (parallel arrays; each row names its worker, so the
@@ -1054,7 +1105,7 @@ CREATE FUNCTION sluice.job_fail_rows(
                last_error = d.error,
                lease_expires_at = NULL
           FROM decided d
-         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = d.worker_id
+         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = d.worker_id
         RETURNING j.id, j.state, j.run_at, j.attempt, j.started_at, j.reason,
                   d.worker_id, d.error, d.outcome, d.output
     ), logged AS (
@@ -1097,7 +1148,7 @@ CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_atte
         UPDATE sluice.jobs j
            SET state = 'ready', run_at = now(), max_attempts = j.max_attempts + 1, lease_expires_at = NULL
           FROM unnest(p_ids, p_attempts) AS r(id, attempt)
-         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 'running' AND j.worker_id = p_worker_id
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
         INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)

@@ -33,15 +33,25 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
      WHERE j.id = l.id;
 $$;
 
--- Parents that just succeeded release their children.
+-- Parents that just succeeded release their children. PL/pgSQL rather than SQL:
+-- it runs after every completion batch, mostly finding no edges, and PL/pgSQL
+-- keeps the lookup's plan where a SQL function would plan it again on each call.
 CREATE FUNCTION sluice.job_release_children(p_parents bigint[]) RETURNS void
-    LANGUAGE sql AS $$
-    SELECT sluice.job_unblock(array_agg(child_id), array_agg(n))
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_children bigint[];
+    v_counts   integer[];
+BEGIN
+    SELECT array_agg(r.child_id ORDER BY r.child_id), array_agg(r.n ORDER BY r.child_id)
+      INTO v_children, v_counts
       FROM (SELECT e.child_id, count(*)::integer AS n
               FROM sluice.job_edges e
              WHERE e.parent_id = ANY(p_parents)
-             GROUP BY e.child_id) released
-    HAVING count(*) > 0;
+             GROUP BY e.child_id) r;
+    IF v_children IS NOT NULL THEN
+        PERFORM sluice.job_unblock(v_children, v_counts);
+    END IF;
+END
 $$;
 
 -- Jobs that failed or were cancelled take every pending descendant with them, in

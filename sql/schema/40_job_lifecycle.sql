@@ -3,6 +3,16 @@
 -- finishes an attempt only touches jobs still `running` under the caller's lease
 -- (same worker, same attempt): a late completion from a worker whose lease was
 -- rescued, or a duplicate one, changes nothing.
+--
+-- Those functions find their jobs by primary key and test the state as text
+-- (`j.state::text = 'running'`). Written as `j.state = 'running'`, the test
+-- lets the planner read every running job through the jobs_running partial
+-- index and hash-join them with the batch: statistics taken while nothing ran
+-- say "about one running job", so that looks cheapest. It is not: every
+-- running job of every worker is read on each call, and while a long
+-- transaction keeps vacuum from cleaning up, jobs_running holds an entry for
+-- every job that ever ran, so each completion reads them all. As text, the test
+-- matches no index, and the rows are found by id.
 
 -- Claim up to p_limit ready jobs from p_queues for worker p_worker_id, leasing
 -- them for p_lease. Lowest priority value first, then the longest due, then the
@@ -79,7 +89,7 @@ CREATE FUNCTION sluice.job_heartbeat(p_worker_id text, p_ids bigint[], p_lease i
     LANGUAGE sql AS $$
     UPDATE sluice.jobs
        SET lease_expires_at = now() + p_lease
-     WHERE id = ANY(p_ids) AND state = 'running' AND worker_id = p_worker_id
+     WHERE id = ANY(p_ids) AND state::text = 'running' AND worker_id = p_worker_id
     RETURNING id;
 $$;
 
@@ -90,7 +100,7 @@ CREATE FUNCTION sluice.job_progress(p_worker_id text, p_id bigint, p_attempt int
     WITH updated AS (
         UPDATE sluice.jobs
            SET progress = p_progress
-         WHERE id = p_id AND attempt = p_attempt AND state = 'running' AND worker_id = p_worker_id
+         WHERE id = p_id AND attempt = p_attempt AND state::text = 'running' AND worker_id = p_worker_id
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM updated);
@@ -99,25 +109,30 @@ $$;
 -- Finish a batch of successful attempts (the arrays are parallel: job, attempt,
 -- result, output tail). One statement for the whole batch: the jobs, their
 -- attempt log rows, and (through jobs_after_update) their children and runs.
--- Returns the ids that were still this worker's to complete.
+-- Returns the ids that were still this worker's to complete. PL/pgSQL, not SQL:
+-- it keeps the statement's plan across calls, where a SQL function would plan
+-- this CTE again for every batch.
 CREATE FUNCTION sluice.job_complete_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
     p_outputs text[] DEFAULT NULL
 ) RETURNS SETOF bigint
-    LANGUAGE sql AS $$
+    LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH done AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_results, p_outputs) AS d(id, attempt, result, output)
     ), completed AS (
         UPDATE sluice.jobs j
            SET state = 'succeeded', result = d.result, finished_at = now(), lease_expires_at = NULL
           FROM done d
-         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = p_worker_id
+         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at, d.output
     ), logged AS (
         INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, output)
         SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output FROM completed c
     )
-    SELECT id FROM completed;
+    SELECT c.id FROM completed c;
+END
 $$;
 
 -- Finish failed attempts (parallel arrays; each row names its worker, so the
@@ -152,7 +167,7 @@ CREATE FUNCTION sluice.job_fail_rows(
                last_error = d.error,
                lease_expires_at = NULL
           FROM decided d
-         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state = 'running' AND j.worker_id = d.worker_id
+         WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = d.worker_id
         RETURNING j.id, j.state, j.run_at, j.attempt, j.started_at, j.reason,
                   d.worker_id, d.error, d.outcome, d.output
     ), logged AS (
@@ -195,7 +210,7 @@ CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_atte
         UPDATE sluice.jobs j
            SET state = 'ready', run_at = now(), max_attempts = j.max_attempts + 1, lease_expires_at = NULL
           FROM unnest(p_ids, p_attempts) AS r(id, attempt)
-         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state = 'running' AND j.worker_id = p_worker_id
+         WHERE j.id = r.id AND j.attempt = r.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
         INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
