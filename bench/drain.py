@@ -62,7 +62,9 @@ async def run(bench: Bench, *, jobs: int, workers: int, concurrency: int) -> Rec
     )
     if cpu["postgres_s"] is not None:
         record.figure(
-            "postgres_cpu_us_per_job", cpu["postgres_s"] / jobs * 1e6, "PostgreSQL's CPU per job (µs)"
+            "postgres_cpu_us_per_job",
+            cpu["postgres_s"] / jobs * 1e6,
+            "PostgreSQL's CPU per job (µs)",
         )
     record.details["throughput"] = series
     record.charts["throughput"] = report.line_chart(

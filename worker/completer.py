@@ -61,6 +61,10 @@ class Completer:
         self.deadline: float | None = None
         #: Called with the ids of outcomes the database ignored (job no longer ours).
         self.on_ignored: Callable[[list[int]], None] | None = None
+        #: Whether more outcomes may come soon (jobs still run here). When none
+        #: can, waiting out `interval` would only delay the write: a DAG child
+        #: released by this completion would start `interval` later.
+        self.more_expected: Callable[[], bool] = lambda: True
 
     # -- buffering (called by the executor) ----------------------------------
 
@@ -120,7 +124,11 @@ class Completer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self._closing and len(self._done) + len(self._failed) < self._batch:
+            if (
+                not self._closing
+                and len(self._done) + len(self._failed) < self._batch
+                and self.more_expected()
+            ):
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._interval):

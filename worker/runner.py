@@ -151,6 +151,7 @@ class Worker:
                 backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
             )
             executor.on_finished = claimer.slot_freed
+            completer.more_expected = lambda: bool(executor.running)
             self.heartbeat = heartbeat = Heartbeat(
                 writer,
                 executor,

@@ -1,8 +1,16 @@
 -- Runtime queries on jobs. Each calls an engine function from sql/schema/; the
 -- logic lives there, this file only names the calls for app/ and worker/.
 
+-- A claim commits without waiting for its WAL to reach disk (synchronous_commit
+-- off for its own transaction only; the worker runs it in autocommit). Should the
+-- server crash before the flush, the claim is undone and the job is simply ready
+-- again, to be claimed anew: delivery is at-least-once either way. The
+-- completion does wait for its flush, which makes the claim durable with it.
+-- This takes a disk flush off the path from NOTIFY to the handler starting.
 -- name: job_claim :many
-SELECT * FROM sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s);
+SELECT c.*
+  FROM set_config('synchronous_commit', 'off', true) AS s,
+       sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s) AS c;
 
 -- name: job_heartbeat :many
 SELECT id FROM sluice.job_heartbeat(%(worker_id)s, %(ids)s, %(lease)s) AS id;
