@@ -981,6 +981,36 @@ BEGIN
     IF p_limit < 1 THEN
         RETURN;
     END IF;
+    -- The common case, one queue neither paused nor limited, as one plain
+    -- statement: an ordered range scan of jobs_ready for that queue. It costs
+    -- about half the general form below, and a claim is on the path from an
+    -- INSERT to its handler starting.
+    IF cardinality(p_queues) = 1 AND NOT EXISTS (
+        SELECT 1 FROM sluice.queues q
+         WHERE q.name = p_queues[1] AND (q.paused OR q.concurrency_limit IS NOT NULL))
+    THEN
+        RETURN QUERY
+        WITH picked AS (
+            SELECT j.id
+              FROM sluice.jobs j
+             WHERE j.state = 'ready' AND j.queue = p_queues[1]
+             ORDER BY j.priority, j.run_at, j.id
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED
+        )
+        UPDATE sluice.jobs j
+           SET state = 'running',
+               attempt = j.attempt + 1,
+               worker_id = p_worker_id,
+               lease_expires_at = now() + p_lease,
+               started_at = now(),
+               progress = NULL
+          FROM picked
+         WHERE j.id = picked.id
+        RETURNING j.id, j.tenant, j.queue, j.task, j.payload, j.priority, j.attempt,
+                  j.max_attempts, j.timeout, j.run_id, j.node, j.run_at, j.created_at, j.started_at;
+        RETURN;
+    END IF;
     -- A limited queue's running count must not be read by two claimers at once,
     -- or both would fill the same free slots: lock those queue rows (in name
     -- order) so limited claims take turns. The claim below is a new statement,
