@@ -60,7 +60,9 @@ async def run_scenarios(
             documents.append(report.write(record, info, out, f"{name}-{stamp}"))
             bench.say(report.markdown(record, info), markup=False)
         if combined:
-            documents.append(report.write(combine(documents), info, out, f"all-{stamp}"))
+            record = combine(documents)
+            documents.append(report.write(record, info, out, f"all-{stamp}"))
+            bench.say(report.markdown(record, info), markup=False)
     return documents
 
 
@@ -83,36 +85,49 @@ def combine(documents: list[dict[str, Any]]) -> Record:
     """One record of every scenario's figures, with fractions of `limit` and the targets."""
     record = Record("all")
     figures: dict[str, float] = {}
+    checks: dict[str, int] = {}
     for doc in documents:
         for key, value in doc["figures"].items():
             name = f"{doc['scenario']}.{key}"
             figures[name] = value
-            record.figure(name, value, f"{doc['scenario']}: {doc['labels'].get(key, key)}")
+            label = doc["labels"].get(key, key)
+            prefix = "" if label.startswith(doc["scenario"]) else f"{doc['scenario']}: "
+            record.figure(name, value, prefix + label)
         for key, value in doc["checks"].items():
-            record.checks[f"{doc['scenario']}.{key}"] = value
-    fractions = {}
-    for name, base in LIMIT_OF.items():
-        if name in figures and figures.get(base):
-            fractions[name] = round(figures[name] / figures[base], 3)
+            checks[f"{doc['scenario']}.{key}"] = value
+    record.checks = checks
+    fractions = {
+        name: round(figures[name] / figures[base], 3)
+        for name, base in LIMIT_OF.items()
+        if name in figures and figures.get(base)
+    }
     if "drain.jobs_per_s" in fractions:
+        figures["drain.fraction_of_limit"] = fractions["drain.jobs_per_s"]
         record.figure(
             "drain.fraction_of_limit",
             fractions["drain.jobs_per_s"],
             "drain: fraction of limit (claim + complete, 100 per transaction)",
         )
-        figures["drain.fraction_of_limit"] = fractions["drain.jobs_per_s"]
+    targets = evaluate(figures, checks)
     record.details["fraction_of_limit"] = fractions
-    record.details["targets"] = evaluate(figures)
+    record.details["targets"] = targets
     record.details["scenarios"] = {d["scenario"]: d["files"] for d in documents}
+    by_figure = {t["figure"]: t for t in targets}
+    record.details["table"] = [
+        {
+            "figure": record.labels[name],
+            "value": value,
+            "of_limit": fractions.get(name),
+            "target": by_figure[name]["target"] if name in by_figure else None,
+            "met": by_figure[name]["met"] if name in by_figure else None,
+        }
+        for name, value in record.figures.items()
+    ]
     record.notes += [
         f"{'met' if t['met'] else 'MISSED' if t['met'] is False else 'not measured'}: "
         f"{t['target']} (measured {t['value']})"
-        for t in record.details["targets"]
+        for t in targets
     ]
-    record.labels = {
-        k: f"{v} [{fractions[k]:.0%} of {LIMIT_OF[k]}]" if k in fractions else v
-        for k, v in record.labels.items()
-    }
     return record
 
 

@@ -77,9 +77,18 @@ def as_json(record: Record, context: dict[str, Any], files: dict[str, Any]) -> d
 
 def markdown(record: Record, context: dict[str, Any]) -> str:
     """The record as a markdown table, with its conditions underneath."""
-    lines = [f"## {record.scenario}", "", "| figure | value |", "|---|---:|"]
-    for key, value in record.figures.items():
-        lines.append(f"| {record.labels.get(key, key)} | {fmt(value)} |")
+    lines = [f"## {record.scenario}", ""]
+    if "table" in record.details:
+        lines += ["| figure | value | of limit | target | |", "|---|---:|---:|---|---|"]
+        for row in record.details["table"]:
+            share = "" if row["of_limit"] is None else f"{row['of_limit']:.0%}"
+            met = {True: "met", False: "**missed**", None: ""}[row["met"]]
+            target = row["target"] or ""
+            lines.append(f"| {row['figure']} | {fmt(row['value'])} | {share} | {target} | {met} |")
+    else:
+        lines += ["| figure | value |", "|---|---:|"]
+        for key, value in record.figures.items():
+            lines.append(f"| {record.labels.get(key, key)} | {fmt(value)} |")
     for key, value in record.checks.items():
         lines.append(f"| {key} | {value} |")
     lines.append("")

@@ -31,6 +31,7 @@ TARGETS = (
     Target("backlog.ratio", ">=", 0.8, "backlog ratio (largest / smallest) >= 0.8"),
     Target("bloat.during_fraction", ">=", 0.5, "bloat: throughput during >= 50 % of normal"),
     Target("bloat.recovery_s", "<=", 60.0, "bloat: back to normal within 60 s"),
+    Target("soak.all_counts_add_up", ">=", 1, "soak: no job lost, every count adds up"),
 )  # fmt: skip
 
 # Throughput figures and the `limit` figure they are read against.
@@ -48,14 +49,11 @@ LIMIT_OF = {
 }
 
 
-def evaluate(figures: dict[str, float]) -> list[dict[str, Any]]:
-    """Each target with the measured figure and whether it was met (None: not measured)."""
+def evaluate(figures: dict[str, float], checks: dict[str, int]) -> list[dict[str, Any]]:
+    """Each target with the measured figure (or check) and whether it was met (None:
+    not measured)."""
+    values = {**checks, **figures}
     return [
-        {
-            "target": t.text,
-            "figure": t.figure,
-            "value": figures.get(t.figure),
-            "met": t.met(figures),
-        }
+        {"target": t.text, "figure": t.figure, "value": values.get(t.figure), "met": t.met(values)}
         for t in TARGETS
     ]
