@@ -58,7 +58,14 @@ async def claim_complete(bench: Bench, jobs: int) -> tuple[float, float]:
             while n > 0:
                 t = time.perf_counter()
                 rows = await Q.job_claim(
-                    conn, worker_id=worker, queues=["default"], limit=min(BATCH, n), lease=lease
+                    conn,
+                    worker_id=worker,
+                    queues=["default"],
+                    limit=min(BATCH, n),
+                    lease=lease,
+                    after_priority=None,
+                    after_run_at=None,
+                    after_id=None,
                 )
                 claim_time[0] += time.perf_counter() - t
                 if not rows:

@@ -53,26 +53,28 @@ def parent_of(pid: int) -> int | None:
 
 class CpuMeter:
     """CPU seconds used between `start()` and `stop()` by the worker processes and
-    by the PostgreSQL server (its postmaster's children: backends, autovacuum,
-    WAL writer...). Backends that exit in between are not counted."""
+    by the PostgreSQL server (the postmaster and its children: backends,
+    autovacuum, WAL writer..., those that exited in between included)."""
 
     def __init__(self, postmaster: int | None) -> None:
         self.postmaster = postmaster
-        self._before: dict[int, float] = {}
+        self._before: float | None = None
 
-    def _server(self) -> dict[int, float]:
+    def _server(self) -> float | None:
+        """The server's CPU seconds so far: its live processes, plus the postmaster's
+        own and what it collected from children that exited (cutime, cstime)."""
         if self.postmaster is None:
-            return {}
-        return cpu_seconds(children(self.postmaster))
+            return None
+        fields = _stat(self.postmaster)
+        if fields is None:
+            return None
+        own = sum(int(f) for f in fields[11:15]) / TICK
+        return own + sum(cpu_seconds(children(self.postmaster)).values())
 
     def start(self) -> None:
         self._before = self._server()
 
     def stop(self, workers: Iterable[int]) -> dict[str, float | None]:
         after = self._server()
-        server = (
-            sum(t - self._before.get(pid, 0.0) for pid, t in after.items())
-            if self.postmaster is not None
-            else None
-        )
+        server = None if after is None or self._before is None else after - self._before
         return {"workers_s": sum(cpu_seconds(workers).values()), "postgres_s": server}

@@ -99,6 +99,7 @@ async def run(
     batch = 100
     single_per_client = max(1, single_jobs // clients)
     batched_per_client = max(1, batched_jobs // (clients * batch))
+    meter = await bench.cpu_meter()
     async with bench.connection() as conn:
         await conn.execute(SCHEMA_SQL)
 
@@ -125,10 +126,19 @@ async def run(
                         (clients * size * 2,),
                     )
                 await settle()
+                meter.start()
                 tps = await run_pgbench(
                     bench.url, script, clients=clients, per_client=per_client, batch=size
                 )
+                cpu = meter.stop([])
                 record.figure(name, tps * size, f"limit: {label} (jobs/s)")
+                if name == "claim_complete_100" and cpu["postgres_s"] is not None:
+                    jobs = per_client * clients * size
+                    record.figure(
+                        "postgres_cpu_us_per_job",
+                        cpu["postgres_s"] / jobs * 1e6,
+                        "limit: PostgreSQL's CPU per job, claim + complete at 100 (µs)",
+                    )
                 step.update(i + 1)
         await conn.execute("DROP SCHEMA bench_limit CASCADE")
     record.notes.append(

@@ -4,6 +4,13 @@ A claim asks for as many jobs as there are free slots, in one statement. A full
 batch means more are likely waiting, so the claimer claims again as soon as
 slots free up; a short one means the queues are drained, and it sleeps until a
 notification (or the fallback poll) says otherwise.
+
+While it drains one queue in full batches, each claim starts where the last one
+ended (job_claim's p_after) rather than at the head of the ready index, where
+the entries of jobs just claimed may not be cleaned up yet (and are not at all
+while some long transaction holds vacuum back). Any notification, the fallback
+poll and a short batch drop that bound, so a job that becomes ready behind it
+(a DAG child, a lower priority value) is claimed as soon as it would be anyway.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ class Claimer:
         # Outcomes waiting to be written past which claiming waits (the database is slow).
         self._backlog_limit = backlog_limit
         self._wake = asyncio.Event()
+        # Where the last full claim ended, (priority, run_at, id), or None; and a
+        # counter of resets, so a claim in flight during a reset sets no bound.
+        self._after: tuple | None = None
+        self._resets = 0
         # There may be ready jobs: claim when slots allow. True at start (catch up).
         self._pending = True
         self._stopping = False
@@ -66,13 +77,19 @@ class Claimer:
         """Ready jobs arrived in `queue` (a NOTIFY)."""
         if queue in self._queue_set:
             self.notified += 1
+            self._reset_bound()
             self._pending = True
             self._wake.set()
 
     def catch_up(self) -> None:
         """Claim as if notified (after a reconnect, a resume, or at start)."""
+        self._reset_bound()
         self._pending = True
         self._wake.set()
+
+    def _reset_bound(self) -> None:
+        self._after = None
+        self._resets += 1
 
     def slot_freed(self) -> None:
         if self._pending:
@@ -137,14 +154,25 @@ class Claimer:
                 else:
                     await self._wake.wait()
             except TimeoutError:
+                self._reset_bound()
                 self._pending = True
 
     async def _claim(self, limit: int) -> list[dict]:
+        after, resets = self._after, self._resets
         async with self._pool.connection() as conn:
-            return await Q.job_claim(
+            rows = await Q.job_claim(
                 conn,
                 worker_id=self._worker_id,
                 queues=self._queues,
                 limit=limit,
                 lease=self._lease,
+                after_priority=after[0] if after else None,
+                after_run_at=after[1] if after else None,
+                after_id=after[2] if after else None,
             )
+        if resets == self._resets:
+            # A full batch from one queue: the next claim may start past it. A short
+            # one may have passed over jobs another claimer held: start at the head.
+            full = len(rows) >= limit and len(self._queues) == 1
+            self._after = max((r["priority"], r["run_at"], r["id"]) for r in rows) if full else None
+        return rows

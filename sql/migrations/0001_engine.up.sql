@@ -967,8 +967,19 @@ $$;
 -- Claim up to p_limit ready jobs from p_queues for worker p_worker_id, leasing
 -- them for p_lease. Lowest priority value first, then the longest due, then the
 -- oldest; paused queues are skipped and queue concurrency limits honoured.
+--
+-- p_after (priority, run_at, id), optional, is where the caller's previous claim
+-- from the same single queue ended: the scan starts past it instead of at the
+-- head of jobs_ready. While a long transaction keeps vacuum from removing the
+-- index entries of jobs already claimed, the head fills with dead entries that
+-- every claim would otherwise step over, and claims slow down in proportion to
+-- the jobs processed since. A job that becomes ready behind the bound (a
+-- released DAG child, a lower priority value) always comes with a NOTIFY, on
+-- which the worker drops its bound; so does its fallback poll.
 CREATE FUNCTION sluice.job_claim(
-    p_worker_id text, p_queues text[], p_limit integer, p_lease interval
+    p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
+    p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
+    p_after_id bigint DEFAULT NULL
 ) RETURNS TABLE (
     id bigint, tenant sluice.tenant_name, queue sluice.queue_name, task sluice.task_name,
     payload jsonb, priority integer,
@@ -994,6 +1005,10 @@ BEGIN
             SELECT j.id
               FROM sluice.jobs j
              WHERE j.state = 'ready' AND j.queue = p_queues[1]
+               -- An index bound: without p_after it is below every job.
+               AND (j.priority, j.run_at, j.id)
+                   > (coalesce(p_after_priority, -2147483648),
+                      coalesce(p_after_run_at, '-infinity'), coalesce(p_after_id, 0))
              ORDER BY j.priority, j.run_at, j.id
              LIMIT p_limit
                FOR UPDATE SKIP LOCKED

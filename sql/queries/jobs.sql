@@ -10,7 +10,8 @@
 -- name: job_claim :many
 SELECT c.*
   FROM set_config('synchronous_commit', 'off', true) AS s,
-       sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s) AS c;
+       sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
+                        %(after_priority)s, %(after_run_at)s, %(after_id)s) AS c;
 
 -- name: job_heartbeat :many
 SELECT id FROM sluice.job_heartbeat(%(worker_id)s, %(ids)s, %(lease)s) AS id;

@@ -1,0 +1,116 @@
+"""The engine's hot paths as rewritten for speed (see bench/README.md): they must
+keep doing what they did. The claim bound, the update trigger at scale, the
+attempt log without a foreign key, and the claim's asynchronous commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from psycopg.rows import dict_row
+
+from app.core.queries import Q
+from tests.factories import claim, complete, fetch_job, insert_job
+
+LEASE = dt.timedelta(seconds=30)
+
+
+async def claim_after(db, after=None, limit=10, queues=("default",)):
+    """The worker's claim query, optionally starting past `after` (priority, run_at, id)."""
+    return await Q.job_claim(
+        db,
+        worker_id="w1",
+        queues=list(queues),
+        limit=limit,
+        lease=LEASE,
+        after_priority=after[0] if after else None,
+        after_run_at=after[1] if after else None,
+        after_id=after[2] if after else None,
+    )
+
+
+def key(row):
+    return (row["priority"], row["run_at"], row["id"])
+
+
+async def test_a_bounded_claim_starts_past_its_bound_and_an_unbounded_one_at_the_head(db):
+    ids = [await insert_job(db) for _ in range(4)]
+    first = await claim_after(db, limit=2)
+    assert [r["id"] for r in first] == ids[:2]
+    urgent = await insert_job(db, priority=-5)  # behind the bound: a lower priority value
+    bounded = await claim_after(db, after=max(key(r) for r in first), limit=1)
+    assert [r["id"] for r in bounded] == [ids[2]]
+    assert [r["id"] for r in await claim_after(db, limit=10)] == [urgent, ids[3]]
+
+
+async def test_the_bound_does_not_apply_to_paused_limited_or_several_queues(db):
+    ids = [await insert_job(db, queue="q1") for _ in range(3)]
+    await db.execute("SELECT sluice.queue_set_concurrency('q1', 10)")
+    past_all = (0, dt.datetime.now(dt.UTC) + dt.timedelta(days=1), 10**12)
+    rows = await claim_after(db, after=past_all, queues=("q1",))
+    assert sorted(r["id"] for r in rows) == ids
+    other = await insert_job(db, queue="q2")
+    rows = await claim_after(db, after=past_all, queues=("q2", "q3"))
+    assert [r["id"] for r in rows] == [other]
+
+
+async def test_a_claim_commits_asynchronously_without_changing_the_session(db):
+    await db.execute("SET synchronous_commit = on")  # the test server runs with it off
+    await insert_job(db)
+    assert len(await claim_after(db)) == 1
+    cur = await db.execute("SHOW synchronous_commit")
+    assert (await cur.fetchone())[0] == "on"
+
+
+async def test_one_statement_releasing_thousands_of_children_releases_them_all(db, connect):
+    """jobs_after_update used to join its transition tables with a nested loop:
+    quadratic in the rows one statement changed."""
+    children = 3000
+    nodes = [{"id": "root", "task": "noop"}] + [
+        {"id": f"c{i}", "task": "noop", "depends_on": ["root"]} for i in range(children)
+    ]
+    cur = await db.execute(
+        "SELECT sluice.dag_run_create('default', jsonb_build_object('nodes', %s::jsonb))",
+        (json.dumps(nodes),),
+    )
+    run_id = (await cur.fetchone())[0]
+    listener = await connect()
+    await listener.execute("LISTEN sluice_jobs")
+    root = (await (await db.execute(
+        "SELECT id FROM sluice.jobs WHERE run_id = %s AND node = 'root'", (run_id,)
+    )).fetchone())[0]  # fmt: skip
+    await claim(db, root)
+    assert await complete(db, root)
+    cur = await db.execute(
+        "SELECT state::text, count(*) FROM sluice.jobs WHERE run_id = %s GROUP BY 1 ORDER BY 1",
+        (run_id,),
+    )
+    assert await cur.fetchall() == [("ready", children), ("succeeded", 1)]
+    notes = [n async for n in listener.notifies(timeout=1.0)]
+    assert [n.payload for n in notes] == ["default"]
+
+
+async def test_deleting_jobs_deletes_their_attempt_log(db):
+    kept, pruned = await insert_job(db), await insert_job(db)
+    for job_id in (kept, pruned):
+        await claim(db, job_id)
+        assert await complete(db, job_id)
+    await db.execute("DELETE FROM sluice.jobs WHERE id = %s", (pruned,))
+    cur = await db.execute("SELECT job_id FROM sluice.job_attempts ORDER BY job_id")
+    assert await cur.fetchall() == [(kept,)]
+
+
+async def test_deleting_a_run_deletes_its_jobs_attempt_log(db):
+    cur = await db.execute(
+        'SELECT sluice.dag_run_create(\'default\', \'{"nodes": [{"id": "a", "task": "noop"}]}\')'
+    )
+    run_id = (await cur.fetchone())[0]
+    async with db.cursor(row_factory=dict_row) as c:
+        await c.execute("SELECT id FROM sluice.jobs WHERE run_id = %s", (run_id,))
+        job_id = (await c.fetchone())["id"]
+    await claim(db, job_id)
+    assert await complete(db, job_id)
+    assert (await fetch_job(db, job_id))["state"] == "succeeded"
+    await db.execute("DELETE FROM sluice.dag_runs WHERE id = %s", (run_id,))
+    cur = await db.execute("SELECT count(*) FROM sluice.job_attempts")
+    assert (await cur.fetchone())[0] == 0

@@ -1,0 +1,83 @@
+"""The claimer's bound (each claim from one queue starts where the last full one
+ended) and the completer's write when nothing else runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.factories import fetch_job, insert_job, make_job
+from tests.worker.helpers import scalar
+from worker.cancelling import cancel_and_wait
+from worker.claimer import Claimer
+from worker.completer import Completer
+from worker.meters import Meters
+from worker.writer import Writer
+
+
+def claimer(pool, queues=("default",)) -> Claimer:
+    # _claim uses the pool alone; the executor and completer drive run(), not used here.
+    return Claimer(
+        pool,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        worker_id="w-bound",
+        queues=queues,
+        concurrency=10,
+        lease_ttl=30,
+        poll_interval=5,
+        backlog_limit=100,
+    )
+
+
+async def test_a_full_claim_sets_the_bound_and_a_notification_drops_it(db, pool):
+    c = claimer(pool)
+    ids = [await insert_job(db) for _ in range(4)]
+    assert [r["id"] for r in await c._claim(2)] == ids[:2]
+    urgent = await insert_job(db, priority=-1)  # ready behind the bound
+    assert [r["id"] for r in await c._claim(1)] == [ids[2]]
+    c.notify("default")  # what the INSERT's NOTIFY does
+    assert [r["id"] for r in await c._claim(1)] == [urgent]
+
+
+async def test_a_short_claim_or_a_poll_starts_at_the_head_again(db, pool):
+    c = claimer(pool)
+    first = await insert_job(db)
+    assert [r["id"] for r in await c._claim(5)] == [first]  # short: no bound kept
+    behind = await insert_job(db, priority=-1)
+    assert [r["id"] for r in await c._claim(1)] == [behind]
+    ids = [await insert_job(db) for _ in range(2)]
+    assert [r["id"] for r in await c._claim(1)] == [ids[0]]  # full: bound kept
+    urgent = await insert_job(db, priority=-2)
+    c.catch_up()  # a reconnect, a resume, or the fallback poll
+    assert [r["id"] for r in await c._claim(1)] == [urgent]
+
+
+async def test_a_worker_on_several_queues_keeps_no_bound(db, pool):
+    c = claimer(pool, queues=("a", "b"))
+    await insert_job(db, queue="a")
+    await insert_job(db, queue="a")
+    assert len(await c._claim(1)) == 1
+    urgent = await insert_job(db, queue="a", priority=-1)
+    assert [r["id"] for r in await c._claim(1)] == [urgent]
+
+
+async def test_an_outcome_is_written_at_once_when_no_job_still_runs(db, database_url):
+    writer = Writer(database_url)
+    # An interval no test would wait out: the write must come from the idle rule.
+    completer = Completer(writer, "test-worker", Meters(), batch=100, interval=3600)
+    completer.more_expected = lambda: False
+    task = asyncio.create_task(completer.run())
+    try:
+        job_id = await make_job(db, "running")
+        completer.succeed(job_id, 1, json.dumps("done"), None, "default", "noop")
+        for _ in range(200):
+            if (await fetch_job(db, job_id))["state"] == "succeeded":
+                break
+            await asyncio.sleep(0.05)
+        assert (await fetch_job(db, job_id))["result"] == "done"
+        assert await scalar(db, "SELECT count(*) FROM sluice.job_attempts") == 1
+    finally:
+        await completer.drain()
+        await cancel_and_wait([task])
+        await writer.close()
