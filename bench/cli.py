@@ -232,6 +232,10 @@ def _int(flag: str, env: str, text: str) -> Any:
     return click.option(flag, type=click.IntRange(min=1), envvar=env, help=f"{text} [env: {env}].")
 
 
+WORKERS = _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes")
+CONCURRENCY = _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker")
+
+
 scenario_command(
     "limit",
     "The database's own ceiling (pgbench): insert, claim + complete, 1 and 100 jobs "
@@ -254,8 +258,8 @@ scenario_command(
     "drain",
     "N no-op jobs queued, then W worker processes x C concurrency: jobs/s to the last completion.",
     _int("--jobs", "SLUICE_BENCH_JOBS", "Jobs queued before the workers start"),
-    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes"),
-    _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker"),
+    WORKERS,
+    CONCURRENCY,
 )
 scenario_command(
     "latency",
@@ -267,8 +271,8 @@ scenario_command(
     "A chain (per-edge release latency) and a fan-out/fan-in DAG (submission and run time).",
     _int("--chain", "SLUICE_BENCH_CHAIN", "Nodes of the chain"),
     _int("--fan", "SLUICE_BENCH_FAN", "Nodes of the fan-out/fan-in DAG"),
-    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes for the fan-out"),
-    _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker"),
+    WORKERS,
+    CONCURRENCY,
 )
 scenario_command(
     "backlog",
@@ -287,8 +291,8 @@ scenario_command(
     _int("--jobs", "SLUICE_BENCH_JOBS", "Jobs processed while the transaction is open"),
     _int("--normal-jobs", "SLUICE_BENCH_NORMAL_JOBS", "Jobs of the baseline phase"),
     _int("--recovery-jobs", "SLUICE_BENCH_RECOVERY_JOBS", "Jobs left for after it ends"),
-    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes"),
-    _int("--concurrency", "SLUICE_BENCH_CONCURRENCY", "Concurrency of each worker"),
+    WORKERS,
+    CONCURRENCY,
 )
 scenario_command(
     "soak",
@@ -299,7 +303,7 @@ scenario_command(
         envvar="SLUICE_BENCH_DURATION",
         help="Seconds of mixed load under chaos [env: SLUICE_BENCH_DURATION].",
     ),
-    _int("--workers", "SLUICE_BENCH_WORKERS", "Worker processes"),
+    WORKERS,
 )
 
 

@@ -167,6 +167,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def sluice_version() -> dict[str, Any]:
     """The package version and, in a git checkout, the commit (and whether it was dirty)."""
     try:
@@ -175,22 +181,8 @@ def sluice_version() -> dict[str, Any]:
         package = None
     commit = dirty = None
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
     return {"version": package, "commit": commit, "dirty": dirty}
 
 
