@@ -122,3 +122,74 @@ SELECT a.attempt, a.worker_id, a.started_at, a.finished_at, a.outcome, a.error, 
 SELECT coalesce(array_agg(e.parent_id ORDER BY e.parent_id), '{}')
   FROM sluice.job_edges e
  WHERE e.child_id = %(id)s;
+
+-- Jobs that finished in each of the last `minutes` minutes, by outcome, with
+-- the empty minutes as zeros (what the dashboard charts). Like the
+-- sluice.throughput view, but for one tenant (null: all) and one queue (null:
+-- all); the finished-state filter is the predicate of the jobs_finished index.
+-- name: job_throughput :many
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                           date_trunc('minute', now()), interval '1 minute') AS minute
+), finished AS (
+    SELECT date_trunc('minute', j.finished_at) AS minute, j.state
+      FROM sluice.jobs j
+     WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+       AND j.finished_at >= (SELECT min(m.minute) FROM minutes m)
+       AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+)
+SELECT m.minute,
+       count(f.state) FILTER (WHERE f.state = 'succeeded') AS succeeded,
+       count(f.state) FILTER (WHERE f.state = 'failed') AS failed,
+       count(f.state) FILTER (WHERE f.state = 'cancelled') AS cancelled
+  FROM minutes m
+  LEFT JOIN finished f ON f.minute = m.minute
+ GROUP BY m.minute
+ ORDER BY m.minute;
+
+-- How long jobs waited before a worker took them, per queue and over all queues
+-- (the row whose queue is null), for jobs that started in the last `minutes`:
+-- percentiles of started_at minus the moment the job could first run. That is
+-- run_at (enqueue, delay, or retry backoff), or for a DAG child the moment its
+-- last parent finished, since its run_at is when it was created, blocked.
+-- Finished jobs are read newest first through the jobs_finished index and capped
+-- at `sample`, so the cost stays bounded at any throughput; running jobs are few.
+-- name: job_wait_times :many
+WITH started AS (
+    (SELECT j.id, j.queue, j.run_at, j.started_at
+       FROM sluice.jobs j
+      WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+        AND j.finished_at >= now() - make_interval(mins => %(minutes)s)
+        AND j.started_at >= now() - make_interval(mins => %(minutes)s)
+        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+      ORDER BY j.finished_at DESC
+      LIMIT %(sample)s)
+    UNION ALL
+    SELECT j.id, j.queue, j.run_at, j.started_at
+      FROM sluice.jobs j
+     WHERE j.state = 'running'
+       AND j.started_at >= now() - make_interval(mins => %(minutes)s)
+       AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+), waits AS (
+    SELECT s.queue,
+           greatest(extract(epoch FROM s.started_at - greatest(s.run_at, p.released_at)),
+                    0)::double precision AS wait
+      FROM started s
+      LEFT JOIN LATERAL (
+          SELECT max(parent.finished_at) AS released_at
+            FROM sluice.job_edges e
+            JOIN sluice.jobs parent ON parent.id = e.parent_id
+           WHERE e.child_id = s.id) p ON true
+)
+SELECT w.queue,
+       count(*) AS jobs,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY w.wait) AS p50,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY w.wait) AS p90,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY w.wait) AS p99,
+       max(w.wait) AS max
+  FROM waits w
+ GROUP BY GROUPING SETS ((w.queue), ())
+ ORDER BY w.queue NULLS FIRST;
