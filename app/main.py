@@ -16,7 +16,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from app import dags, dlq, health, jobs, queues, runs, schedules, workers
+from app import dags, dashboard, dlq, health, jobs, queues, runs, schedules, workers
 from app.auth import Principal, jwt_auth
 from app.database import pool_lifespan, provide_connection
 from app.errors import EXCEPTION_HANDLERS
@@ -42,7 +42,7 @@ def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None
 
     api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
     return Litestar(
-        route_handlers=[api, health.router],
+        route_handlers=[api, health.router, dashboard.router],
         on_app_init=[auth.on_app_init],
         lifespan=[pool_lifespan(settings, pool)],
         dependencies={

@@ -60,11 +60,15 @@ class _View:
         self.path = points
 
 
+Point = tuple[float, float]
+
+
 @functools.lru_cache(maxsize=64)
 def _sugiyama(
     nodes: tuple[str, ...], edges: tuple[tuple[str, str], ...]
-) -> tuple[dict[str, tuple[float, float]], dict[tuple[str, str], list[tuple[float, float]]]]:
-    """Node centres and edge routes (left to right, origin at 0), memoised by run shape."""
+) -> tuple[dict[str, Point], dict[tuple[str, str], list[Point]], Point]:
+    """Node centres, edge routes (centre to centre) and the drawing's size, left
+    to right with a margin all round; memoised by the run's shape."""
     vertices = {node: Vertex(node) for node in nodes}
     for vertex in vertices.values():
         vertex.view = _View()
@@ -75,9 +79,9 @@ def _sugiyama(
         graph_edges.append(edge)
     graph = Graph(list(vertices.values()), graph_edges)
 
-    centres: dict[str, tuple[float, float]] = {}
-    routes: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    offset = 0.0  # unconnected parts of the run are stacked, each below the last
+    centres: dict[str, Point] = {}
+    routes: dict[tuple[str, str], list[Point]] = {}
+    bottom = MARGIN - NODE_GAP  # unconnected parts of the run are stacked, each below the last
     for component in graph.C:
         sugiyama = SugiyamaLayout(component)
         sugiyama.xspace, sugiyama.yspace = NODE_GAP, LAYER_GAP
@@ -85,15 +89,21 @@ def _sugiyama(
         sugiyama.draw(ORDERING_ROUNDS)
         # grandalf's (x within a layer, y across layers) becomes our (y, x).
         placed = {v.data: (v.view.xy[1], v.view.xy[0]) for v in component.sV}
-        top = min(y for _, y in placed.values()) - NODE_HEIGHT / 2
-        shift = offset - top
+        paths = {(e.v[0].data, e.v[1].data): [(y, x) for x, y in e.view.path] for e in component.sE}
+        # Long edges bend through points outside the nodes' extent: count them in.
+        ys = [y - NODE_HEIGHT / 2 for _, y in placed.values()]
+        ys += [y for path in paths.values() for _, y in path]
+        shift = bottom + NODE_GAP - min(ys)
         for node, (x, y) in placed.items():
-            centres[node] = (x, y + shift)
-        for edge in component.sE:
-            key = (edge.v[0].data, edge.v[1].data)
-            routes[key] = [(py, px + shift) for px, py in edge.view.path]
-        offset = max(y for _, y in centres.values()) + NODE_HEIGHT / 2 + NODE_GAP
-    return centres, routes
+            centres[node] = (x + MARGIN, y + shift)
+        for key, path in paths.items():
+            routes[key] = [(x + MARGIN, y + shift) for x, y in path]
+        ys = [y + NODE_HEIGHT / 2 for _, y in placed.values()]
+        ys += [y for path in paths.values() for _, y in path]
+        bottom = max(ys) + shift
+    # Layers start at x = 0 in every component (grandalf centres the first at NODE_WIDTH / 2).
+    width = max((x for x, _ in centres.values()), default=0.0) + NODE_WIDTH / 2 + MARGIN
+    return centres, routes, (width, bottom + MARGIN)
 
 
 def layout(run_id: int, nodes: list[RunNode], edges: list[RunEdge]) -> RunLayout:
@@ -102,43 +112,36 @@ def layout(run_id: int, nodes: list[RunNode], edges: list[RunEdge]) -> RunLayout
     pairs = [(edge.parent, edge.child) for edge in edges]
     depth = depths(ids, pairs)
     segments = sum(depth[child] - depth[parent] for parent, child in pairs)
+    sizes = {"node_width": NODE_WIDTH, "node_height": NODE_HEIGHT}
     if len(ids) > DRAW_LIMIT or segments > SEGMENT_LIMIT:
         return RunLayout(
             run_id=run_id,
             drawn=False,
             width=0.0,
             height=0.0,
-            node_width=NODE_WIDTH,
-            node_height=NODE_HEIGHT,
             nodes=[NodePlace(id=n.id, job_id=n.job_id, depth=depth[n.id]) for n in nodes],
             edges=[],
+            **sizes,
         )
-    centres, routes = _sugiyama(tuple(ids), tuple(pairs))
-    left = min((x for x, _ in centres.values()), default=0.0) - NODE_WIDTH / 2 - MARGIN
-    top = -MARGIN
-
-    def moved(point: tuple[float, float]) -> tuple[float, float]:
-        return (round(point[0] - left, 1), round(point[1] - top, 1))
-
+    centres, routes, (width, height) = _sugiyama(tuple(ids), tuple(pairs))
     places = [
-        NodePlace(id=n.id, job_id=n.job_id, depth=depth[n.id], x=x, y=y)
+        NodePlace(id=n.id, job_id=n.job_id, depth=depth[n.id], x=round(x, 1), y=round(y, 1))
         for n in nodes
-        for x, y in [moved(centres[n.id])]
+        for x, y in [centres[n.id]]
     ]
     paths = []
     for parent, child in pairs:
-        points = [moved(p) for p in routes[(parent, child)]]
+        points = [(round(x, 1), round(y, 1)) for x, y in routes[(parent, child)]]
         # From the parent's right side to the child's left side, not centre to centre.
-        points[0] = (round(points[0][0] + NODE_WIDTH / 2, 1), points[0][1])
-        points[-1] = (round(points[-1][0] - NODE_WIDTH / 2, 1), points[-1][1])
+        points[0] = (points[0][0] + NODE_WIDTH / 2, points[0][1])
+        points[-1] = (points[-1][0] - NODE_WIDTH / 2, points[-1][1])
         paths.append(EdgePath(parent=parent, child=child, points=points))
     return RunLayout(
         run_id=run_id,
         drawn=True,
-        width=max((p.x or 0.0 for p in places), default=0.0) + NODE_WIDTH / 2 + MARGIN,
-        height=max((p.y or 0.0 for p in places), default=0.0) + NODE_HEIGHT / 2 + MARGIN,
-        node_width=NODE_WIDTH,
-        node_height=NODE_HEIGHT,
+        width=round(width, 1),
+        height=round(height, 1),
         nodes=places,
         edges=paths,
+        **sizes,
     )

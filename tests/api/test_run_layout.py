@@ -60,6 +60,8 @@ async def test_layout_places_nodes_by_depth_left_to_right(client, submitter):
     for (parent, child), points in edges.items():
         assert points[0] == [nodes[parent]["x"] + w / 2, nodes[parent]["y"]]
         assert points[-1] == [nodes[child]["x"] - w / 2, nodes[child]["y"]]
+    for points in edges.values():  # the drawing holds every bend
+        assert all(0 <= x <= drawing["width"] and 0 <= y <= drawing["height"] for x, y in points)
     assert len(edges[("a", "e")]) == 4  # its ends and a bend in each of the 2 columns between
     assert [p[0] for p in edges[("a", "e")]] == sorted(p[0] for p in edges[("a", "e")])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from tests.api.conftest import bearer
@@ -32,9 +33,7 @@ async def test_upcoming_times_follow_the_cron_expression_in_its_time_zone(client
     times = [datetime.fromisoformat(t) for t in body["times"]]
     paris = [t.astimezone(ZoneInfo("Europe/Paris")) for t in times]
     assert [(t.hour, t.minute) for t in paris] == [(6, 30)] * 3
-    assert [b.date() - a.date() for a, b in zip(paris, paris[1:], strict=False)] == [
-        timedelta(days=1)
-    ] * 2
+    assert [b.date() - a.date() for a, b in pairwise(paris)] == [timedelta(days=1)] * 2
     assert (
         datetime.now(ZoneInfo("UTC"))
         < times[0]
