@@ -29,8 +29,15 @@ MAX_TOKEN = 16_384
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: a path on this site, never another site."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """Where to go after signing in: a path on this site, never another site.
+    (Browsers read `/\\host` and `/<tab>/host` as `//host`, another site.)"""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target)
+    ):
         return "/"
     parts = urlsplit(target)
     return "/" if parts.scheme or parts.netloc else target

@@ -89,6 +89,6 @@ def screenshots() -> Path:
     return SCREENSHOTS
 
 
-def shoot(page: Page, folder: Path, name: str) -> None:
-    """Save a screenshot of the whole page once its data has been shown."""
-    page.screenshot(path=folder / f"{name}.png", full_page=True)
+def shoot(page: Page, folder: Path, name: str, *, full_page: bool = True) -> None:
+    """Save a screenshot of the page (by default all of it, not just the window)."""
+    page.screenshot(path=folder / f"{name}.png", full_page=full_page)

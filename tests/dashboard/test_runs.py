@@ -119,3 +119,17 @@ def test_runs_list_and_cancel(sign_in, api_server, sql, screenshots):
     expect(page.locator("#run-state")).to_have_text("cancelled")
     expect_states(page, only="cancelled")
     expect(page.locator("#cancel")).to_have_count(0)
+
+
+def test_a_run_too_large_to_draw_is_summarised_by_depth(sign_in, api_server, sql, screenshots):
+    fan_out = [{"id": f"part-{i}", "task": "noop", "depends_on": ["split"]} for i in range(600)]
+    run = start_run(api_server, {"nodes": [{"id": "split", "task": "noop"}, *fan_out]})
+    run_node(sql, "split")
+    page = sign_in(Role.viewer)
+    page.goto(f"/runs/{run['id']}")
+    expect(page.locator("#graph-note")).to_contain_text("601 nodes")
+    expect(page.locator("svg.dag")).to_have_count(0)
+    expect(page.locator('tr[data-depth="0"] .badge')).to_have_text(["1 succeeded"])
+    expect(page.locator('tr[data-depth="1"] .badge')).to_have_text(["600 ready"])
+    expect(page.locator("#nodes tbody tr")).to_have_count(601)
+    shoot(page, screenshots, "run-large", full_page=False)

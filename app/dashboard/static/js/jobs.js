@@ -21,6 +21,10 @@ const filters = {
   tenant: params.get("tenant") || undefined,
 };
 
+if (filters.run_id) {
+  document.querySelector("h1").textContent = `Jobs of run ${filters.run_id}`;
+}
+
 function row(job) {
   return el("tr", { "data-job": job.id },
     el("td", { class: "num" }, el("a", { href: `/jobs/${job.id}` }, String(job.id))),

@@ -55,10 +55,11 @@ document.getElementById("zoom").addEventListener("click", () => {
 
 // Too many nodes to draw one by one: a row per depth with its nodes counted by state.
 function summarise(layout, nodes) {
+  document.getElementById("zoom").hidden = true;
   const note = document.getElementById("graph-note");
   note.hidden = false;
   note.textContent = `This run has ${number(layout.nodes.length)} nodes, more than are drawn one by one: `
-    + "each depth is summarised by state, and the table below lists every node.";
+    + "each depth is summarised by state.";
   const depth = new Map(layout.nodes.map((n) => [n.id, n.depth]));
   const rows = new Map();
   for (const node of nodes) {
@@ -87,16 +88,24 @@ function colour(nodes) {
   }
 }
 
+// The node table stops at TABLE_LIMIT rows (a huge run would make every refresh
+// slow); the jobs list, filtered by run, pages through the rest.
+const TABLE_LIMIT = 1000;
+
 function nodeRows(nodes) {
   const depth = new Map(drawing.nodes.map((n) => [n.id, n.depth]));
-  return nodes.map((node) => el("tr", { "data-node": node.id },
+  const rest = nodes.length > TABLE_LIMIT
+    ? el("tr", {}, el("td", { colspan: 6, class: "empty" }, `${number(nodes.length - TABLE_LIMIT)} more: `,
+      el("a", { href: `/jobs?run_id=${id}` }, "every job of this run")))
+    : null;
+  return [...nodes.slice(0, TABLE_LIMIT).map((node) => el("tr", { "data-node": node.id },
     el("th", { scope: "row" }, el("a", { href: `/jobs/${node.job_id}` }, node.id)),
     el("td", { class: "num" }, String(depth.get(node.id) ?? "")),
     el("td", {}, node.task),
     el("td", {}, stateBadge(node.state)),
     el("td", { class: "num" }, `${node.attempt}/${node.max_attempts}`),
     el("td", { class: "error-cell" }, node.last_error ?? node.reason ?? ""),
-  ));
+  )), rest].filter(Boolean);
 }
 
 function buttons(run) {
