@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from app.auth.principal import Role
 from app.auth.tokens import mint
@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 # How long a page may take to show what the database holds (polls run every 1-5 s).
 EVENTUALLY_MS = 15_000
+expect.set_options(timeout=EVENTUALLY_MS)
 
 
 @pytest.fixture(scope="package")
