@@ -132,20 +132,21 @@ WITH minutes AS (
     SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
                            date_trunc('minute', now()), interval '1 minute') AS minute
 ), finished AS (
-    SELECT date_trunc('minute', j.finished_at) AS minute, j.state
+    SELECT date_trunc('minute', j.finished_at) AS minute,
+           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE j.state = 'failed') AS failed,
+           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
       FROM sluice.jobs j
      WHERE j.state IN ('succeeded', 'failed', 'cancelled')
        AND j.finished_at >= (SELECT min(m.minute) FROM minutes m)
        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+     GROUP BY 1
 )
-SELECT m.minute,
-       count(f.state) FILTER (WHERE f.state = 'succeeded') AS succeeded,
-       count(f.state) FILTER (WHERE f.state = 'failed') AS failed,
-       count(f.state) FILTER (WHERE f.state = 'cancelled') AS cancelled
+SELECT m.minute, coalesce(f.succeeded, 0) AS succeeded, coalesce(f.failed, 0) AS failed,
+       coalesce(f.cancelled, 0) AS cancelled
   FROM minutes m
   LEFT JOIN finished f ON f.minute = m.minute
- GROUP BY m.minute
  ORDER BY m.minute;
 
 -- How long jobs waited before a worker took them, per queue and over all queues
@@ -173,16 +174,21 @@ WITH started AS (
        AND j.started_at >= now() - make_interval(mins => %(minutes)s)
        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+), released AS (
+    -- One join for the whole sample rather than a probe per job: most jobs have
+    -- no parents, and a per-job subquery makes the planner expect (and JIT-compile
+    -- for) far more work than there is.
+    SELECT e.child_id, max(parent.finished_at) AS released_at
+      FROM started s
+      JOIN sluice.job_edges e ON e.child_id = s.id
+      JOIN sluice.jobs parent ON parent.id = e.parent_id
+     GROUP BY e.child_id
 ), waits AS (
     SELECT s.queue,
-           greatest(extract(epoch FROM s.started_at - greatest(s.run_at, p.released_at)),
+           greatest(extract(epoch FROM s.started_at - greatest(s.run_at, r.released_at)),
                     0)::double precision AS wait
       FROM started s
-      LEFT JOIN LATERAL (
-          SELECT max(parent.finished_at) AS released_at
-            FROM sluice.job_edges e
-            JOIN sluice.jobs parent ON parent.id = e.parent_id
-           WHERE e.child_id = s.id) p ON true
+      LEFT JOIN released r ON r.child_id = s.id
 )
 SELECT w.queue,
        count(*) AS jobs,
