@@ -18,6 +18,7 @@ COMMANDS = {
     "dlq": "app.cli.dlq:dlq",
     "queues": "app.cli.queues:queues",
     "runs": "app.cli.runs:runs",
+    "worker": "app.cli.worker:worker",
 }
 
 

@@ -22,6 +22,9 @@ SELECT sluice.leader_acquire(%(name)s, %(holder)s, %(ttl)s);
 -- name: leader_release :exec
 SELECT sluice.leader_release(%(name)s, %(holder)s);
 
+-- name: worker_listen :exec
+SELECT sluice.worker_listen();
+
 -- API
 
 -- name: worker_list :many

@@ -1,0 +1,123 @@
+"""Fixtures for the worker tests: workers in this process (fast, inspectable)
+or as real `sluice worker` processes (for kill -9, SIGTERM, restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.worker.helpers import ROOT, TASKS_MODULE, worker_settings
+from worker.runner import Worker
+
+
+@pytest.fixture
+async def start_worker(database_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start workers in this event loop; each is stopped cleanly at the end of the test."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> Worker:
+        worker = Worker(worker_settings(**overrides), database_url)
+        task = asyncio.create_task(worker.run())
+        running.append((worker, task))
+        started = asyncio.create_task(worker.started.wait())
+        done, _ = await asyncio.wait(
+            {started, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            started.cancel()
+            task.result()  # raises what stopped it
+        assert started in done, "the worker did not start"
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        return worker
+
+    yield start
+    for worker, _ in running:
+        worker.stop(hurry=True)
+    for _, task in running:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 20)
+
+
+class WorkerProcess:
+    """A `sluice worker` subprocess."""
+
+    def __init__(self, database_url: str, env: dict[str, str], args: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from app.cli import main; main()",
+                "worker",
+                "--database-url",
+                database_url,
+                *args,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.returncode is not None:
+                self._log_file.close()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn_worker(database_url: str, tmp_path: Path):
+    """Start `sluice worker` processes; any still running at the end are killed."""
+    procs: list[WorkerProcess] = []
+
+    def spawn(*args: str, url: str | None = None, **env: Any) -> WorkerProcess:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        environ.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "SLUICE_TASK_MODULES": TASKS_MODULE,
+                "SLUICE_LEASE_TTL": "2",
+                "SLUICE_HEARTBEAT_INTERVAL": "0.5",
+                "SLUICE_POLL_INTERVAL": "1",
+                "SLUICE_LEADER_TTL": "1.5",
+                "SLUICE_RESCUE_INTERVAL": "0.3",
+                "SLUICE_PROMOTE_INTERVAL": "0.1",
+                "SLUICE_CRON_INTERVAL": "0.2",
+                "SLUICE_LOG_LEVEL": "INFO",
+            }
+        )
+        environ.update({k: str(v) for k, v in env.items()})
+        proc = WorkerProcess(
+            url or database_url, environ, list(args), tmp_path / f"worker-{len(procs)}.log"
+        )
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.signal(signal.SIGKILL)
+        proc.wait(10)

@@ -1,0 +1,101 @@
+"""Handlers for the worker tests (loaded through SLUICE_TASK_MODULES).
+
+Handlers that need to tell the test something write it to the database the
+test reads (the `test_events` table when a test created it) or return it as
+their result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+from typing import Any
+
+from worker import JobContext, NonRetryableError, task
+
+
+@task
+async def echo(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    return {
+        "payload": payload,
+        "job_id": ctx.job_id,
+        "attempt": ctx.attempt,
+        "pid": os.getpid(),
+        "worker": ctx.worker_id,
+    }
+
+
+@task
+def sync_echo(payload: Any) -> dict[str, Any]:
+    return {"payload": payload, "thread": threading.current_thread().name}
+
+
+@task
+async def always_fails(payload: Any) -> None:
+    raise RuntimeError("this handler always fails")
+
+
+@task
+async def not_retryable(payload: Any) -> None:
+    raise NonRetryableError("bad input, do not retry")
+
+
+@task
+async def hang(payload: Any) -> None:
+    await asyncio.sleep(3600)
+
+
+@task
+def sync_hang(payload: Any, ctx: JobContext) -> str:
+    # Cooperative: returns once the worker signals it to stop.
+    ctx.cancelled.wait(60)
+    return "stopped"
+
+
+@task
+async def slow(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    await asyncio.sleep(float(payload.get("seconds", 1)))
+    return {"pid": os.getpid(), "worker": ctx.worker_id}
+
+
+@task
+async def flaky(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """Fails with probability payload.p (each attempt), else succeeds."""
+    await asyncio.sleep(random.random() * 0.005)
+    if random.random() < float(payload.get("p", 0.3)):
+        raise RuntimeError("random failure")
+    return {"attempt": ctx.attempt}
+
+
+@task
+async def with_progress(payload: Any, ctx: JobContext) -> bool:
+    ok = await ctx.progress({"done": 1, "of": 2})
+    await asyncio.sleep(float(payload.get("hold", 0)))
+    return ok
+
+
+@task
+def unserialisable(payload: Any) -> object:
+    return {"when": time}
+
+
+@task
+async def stall_first_attempt(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """Hangs on its first attempt (so its worker can be killed mid-job), then succeeds."""
+    if ctx.attempt == 1:
+        await asyncio.sleep(3600)
+    return {"worker": ctx.worker_id, "attempt": ctx.attempt}
+
+
+@task
+async def odd_result(payload: Any) -> Any:
+    """A result PostgreSQL refuses (NUL), or one JSON cannot carry (NaN)."""
+    return "a\x00b" if payload.get("kind") == "nul" else float("nan")
+
+
+@task
+async def shout(payload: Any, ctx: JobContext) -> None:
+    ctx.output = "binary\x00output"

@@ -1,0 +1,215 @@
+"""The worker's parts one at a time against the database: completion batches,
+zombie completions, maintenance services, leader election; settings and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+
+import pytest
+
+from app.core.config import SettingsError, load
+from app.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
+from tests.factories import claim, fetch_job, insert_job, make_job
+from tests.worker.helpers import scalar, worker_settings
+from worker.cancelling import cancel_and_wait
+from worker.completer import Completer
+from worker.maintenance import Maintenance
+from worker.meters import Meters
+from worker.promoter import Promoter
+from worker.pruner import Pruner
+from worker.registry import Registry
+from worker.rescuer import Rescuer
+from worker.settings import WorkerSettings, parse_duration
+from worker.writer import Writer
+
+WORKER = "test-worker"  # factories.claim leases to this worker
+
+
+@pytest.fixture
+async def completer(database_url):
+    writer = Writer(database_url)
+    completer = Completer(writer, WORKER, Meters(), batch=3, interval=0.005)
+    task = asyncio.create_task(completer.run())
+    yield completer
+    await completer.drain()
+    await cancel_and_wait([task])
+    await writer.close()
+
+
+async def test_completions_are_written_in_batches(db, completer):
+    ids = [await make_job(db, "running") for _ in range(4)]
+    failing = await make_job(db, "running", max_attempts=1)
+    for job_id in ids:
+        completer.succeed(job_id, 1, json.dumps({"id": job_id}), None, "default", "noop")
+    completer.fail(failing, 1, "boom", True, "failed", "tail", "default", "noop")
+    await completer.drain()
+    for job_id in ids:
+        job = await fetch_job(db, job_id)
+        assert (job["state"], job["result"]) == ("succeeded", {"id": job_id})
+    job = await fetch_job(db, failing)
+    assert (job["state"], job["last_error"]) == ("failed", "boom")
+    assert (
+        await scalar(db, "SELECT output FROM sluice.job_attempts WHERE job_id = %s", failing)
+        == "tail"
+    )
+    assert completer.pending() == 0
+
+
+async def test_a_zombie_completion_is_ignored(db, completer):
+    job_id = await make_job(db, "running", backoff_base=dt.timedelta(0))
+    # The lease expires and the job is rescued, then claimed again by someone else.
+    await db.execute(
+        "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1s' WHERE id = %s", (job_id,)
+    )
+    await db.execute("SELECT * FROM sluice.job_rescue_expired()")
+    await claim(db, job_id, worker="someone-else")
+    ignored: list[int] = []
+    completer.on_ignored = ignored.extend
+    completer.succeed(
+        job_id, 1, json.dumps("late"), None, "default", "noop"
+    )  # attempt 1, from the old owner
+    await completer.drain()
+    job = await fetch_job(db, job_id)
+    assert (job["state"], job["attempt"], job["worker_id"], job["result"]) == (
+        "running",
+        2,
+        "someone-else",
+        None,
+    )
+    assert ignored == [job_id]
+
+
+async def test_rescuer_retries_expired_leases(db, pool):
+    job_id = await make_job(db, "running", max_attempts=1)
+    fresh = await make_job(db, "running")
+    await db.execute(
+        "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1s' WHERE id = %s", (job_id,)
+    )
+    assert await Rescuer(pool, interval=5).tick() == 5
+    assert (await fetch_job(db, job_id))["state"] == "failed"
+    assert (await fetch_job(db, fresh))["state"] == "running"
+
+
+async def test_promoter_promotes_due_jobs_and_sleeps_until_the_next(db, pool):
+    due = await insert_job(
+        db, "noop", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=50)
+    )
+    later = await insert_job(db, "noop", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
+    await asyncio.sleep(0.06)  # let `due` fall due
+    sleep = await Promoter(pool, max_sleep=2.0).tick()
+    assert (await fetch_job(db, due))["state"] == "ready"
+    assert (await fetch_job(db, later))["state"] == "scheduled"
+    assert sleep == 2.0  # capped: the next job is 30 s away
+
+
+async def test_pruner_deletes_old_finished_jobs_and_workers(db, pool):
+    old = await make_job(db, "succeeded")
+    recent = await make_job(db, "succeeded")
+    dead = await make_job(db, "failed")  # its dead letter is unresolved: kept
+    await db.execute(
+        "UPDATE sluice.jobs SET finished_at = now() - interval '2 days' WHERE id IN (%s, %s)",
+        (old, dead),
+    )
+    await db.execute("SELECT sluice.worker_register('gone', 'h', 1, '{default}', 1, '5s', null)")
+    await db.execute("UPDATE sluice.workers SET heartbeat_at = now() - interval '3 days'")
+    await Pruner(pool, interval=60, retention=86400, worker_retention=86400).tick()
+    ids = {r[0] for r in await (await db.execute("SELECT id FROM sluice.jobs")).fetchall()}
+    assert ids == {recent, dead}
+    assert await scalar(db, "SELECT count(*) FROM sluice.workers") == 0
+
+
+async def test_one_maintenance_leader_at_a_time_and_a_clean_hand_over(db, pool):
+    first = Maintenance(pool, worker_settings(worker_id="first", leader_ttl=30))
+    second = Maintenance(pool, worker_settings(worker_id="second", leader_ttl=0.3))  # eager
+    one = asyncio.create_task(first.run())
+    await _until(lambda: first.leading)
+    two = asyncio.create_task(second.run())
+    await asyncio.sleep(0.4)  # several of the second's attempts
+    assert not second.leading
+    await cancel_and_wait([one])
+    await first.resign()  # no need to wait 30 s for the lease to expire
+    await _until(lambda: second.leading)
+    assert await scalar(db, "SELECT holder FROM sluice.leaders") == "second"
+    await cancel_and_wait([two])
+
+
+async def _until(condition, within: float = 5.0) -> None:
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110 - polls a plain attribute
+            await asyncio.sleep(0.01)
+
+
+def test_settings_from_the_environment():
+    settings = load(
+        WorkerSettings,
+        environ={
+            "SLUICE_QUEUES": "a, b",
+            "SLUICE_CONCURRENCY": "32",
+            "SLUICE_LEASE_TTL": "1m",
+            "SLUICE_ALLOW_SHELL": "1",
+            "SLUICE_RETENTION": "7d",
+            "SLUICE_COMPLETE_INTERVAL": "10ms",
+        },
+    )
+    assert settings.queues == ("a", "b") and settings.concurrency == 32
+    assert settings.lease_ttl == 60 and settings.allow_shell and settings.retention == 7 * 86400
+    assert settings.complete_interval == pytest.approx(0.01)
+    assert settings.worker_id  # generated
+    assert load(WorkerSettings, environ={"SLUICE_CONCURRENCY": "4"}, concurrency=8).concurrency == 8
+    assert parse_duration("1.5") == 1.5 and parse_duration("2h") == 7200
+
+
+def test_settings_refuse_what_cannot_work():
+    with pytest.raises(SettingsError, match="SLUICE_LEASE_TTL must be at least twice"):
+        load(WorkerSettings, environ={"SLUICE_LEASE_TTL": "5s", "SLUICE_HEARTBEAT_INTERVAL": "5s"})
+    with pytest.raises(SettingsError, match="SLUICE_RETENTION"):
+        load(WorkerSettings, environ={"SLUICE_RETENTION": "a week"})
+    with pytest.raises(SettingsError, match="SLUICE_CONCURRENCY"):
+        load(WorkerSettings, environ={"SLUICE_CONCURRENCY": "0"})
+
+
+def test_registry_names_and_duplicates():
+    registry = Registry()
+
+    async def one(payload):
+        return 1
+
+    def two(payload, ctx):
+        return 2
+
+    assert not registry.register("one", one).takes_context
+    assert registry.register("two", two).takes_context and not registry.get("two").is_async
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("one", two)
+    with pytest.raises(ImportError, match=r"cannot import 'no\.such\.module'"):
+        registry.import_modules(["no.such.module"])
+
+
+def _record(msg: str, **extra) -> logging.LogRecord:
+    record = logging.makeLogRecord(
+        {"name": "sluice.worker", "levelname": "INFO", "msg": msg, **extra}
+    )
+    ContextFilter().filter(record)
+    return record
+
+
+def test_logs_carry_the_job_context_and_no_passwords():
+    token = job_id_var.set(42)
+    try:
+        entry = json.loads(JsonFormatter().format(_record("hello", attempt_hint=1)))
+        plain = PlainFormatter().format(_record("hello"))
+    finally:
+        job_id_var.reset(token)
+    assert entry["msg"] == "hello" and entry["job_id"] == 42 and entry["attempt_hint"] == 1
+    assert "run_id" not in entry  # absent context is left out
+    assert plain.endswith("sluice.worker: hello [job_id=42]")
+    assert "job_id" not in JsonFormatter().format(_record("outside a job"))
+    assert redact_url("postgresql://u:pw@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert (
+        redact_url("postgresql://db/x?user=u&password=pw")
+        == "postgresql://db/x?user=u&password=***"
+    )
+    assert redact_url("postgresql://u@/x?host=/run") == "postgresql://u@/x?host=/run"

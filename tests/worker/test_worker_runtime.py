@@ -1,0 +1,237 @@
+"""A worker in this process against the test database: running, failing,
+retrying, timing out, cancelling, pausing, progress, wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from tests.factories import fetch_job, insert_job
+from tests.worker.helpers import attempts, job_state, scalar, wait_for, wait_state
+
+
+async def test_a_job_inserted_in_plain_sql_runs_and_keeps_its_result(db, start_worker):
+    worker = await start_worker()
+    job_id = await insert_job(db, "echo", payload={"x": 1})
+    await wait_state(db, job_id, "succeeded")
+    job = await fetch_job(db, job_id)
+    assert job["result"]["payload"] == {"x": 1}
+    assert job["result"]["worker"] == worker.id
+    assert job["attempt"] == 1 and job["finished_at"] is not None
+    assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "succeeded")]
+
+
+async def test_sync_handlers_run_in_the_thread_pool(db, start_worker):
+    await start_worker()
+    job_id = await insert_job(db, "sync_echo", payload=[1, 2])
+    await wait_state(db, job_id, "succeeded")
+    result = (await fetch_job(db, job_id))["result"]
+    assert result["payload"] == [1, 2]
+    assert result["thread"].startswith("sluice-task")
+
+
+async def test_a_batch_insert_is_drained(db, start_worker):
+    worker = await start_worker(concurrency=8, queues=("default", "other"))
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, queue) "
+        "SELECT 'noop', CASE WHEN g % 2 = 0 THEN 'default' ELSE 'other' END "
+        "FROM generate_series(1, 500) g"
+    )
+
+    async def drained() -> bool:
+        return await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'") == 500
+
+    await wait_for(drained, 20, "500 jobs to succeed")
+    assert worker.claimer.claimed == 500
+    assert await scalar(db, "SELECT count(*) FROM sluice.job_attempts") == 500
+
+
+async def test_a_non_retryable_error_fails_the_job_at_once(db, start_worker):
+    await start_worker()
+    job_id = await insert_job(db, "not_retryable", max_attempts=5)
+    await wait_state(db, job_id, "failed")
+    job = await fetch_job(db, job_id)
+    assert job["attempt"] == 1 and job["reason"] == "non_retryable"
+    assert "bad input" in job["last_error"]
+
+
+async def test_results_the_database_refuses_fail_only_their_own_job(db, start_worker):
+    await start_worker(complete_batch=10, complete_interval=0.2)  # one batch for all
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, payload, max_attempts) VALUES "
+        "('echo', '{}', 1), ('odd_result', '{\"kind\": \"nul\"}', 1), "
+        "('odd_result', '{\"kind\": \"nan\"}', 1), ('shout', '{}', 1), ('echo', '{}', 1)"
+    )
+    cur = await db.execute("SELECT id, task FROM sluice.jobs ORDER BY id")
+    ids = [row[0] for row in await cur.fetchall()]
+    for job_id in ids:
+        await wait_state(db, job_id, "succeeded", "failed")
+    states = [(await fetch_job(db, i))["state"] for i in ids]
+    assert states == ["succeeded", "failed", "failed", "succeeded", "succeeded"]
+    assert "the result could not be stored" in (await fetch_job(db, ids[1]))["last_error"]
+    assert "not JSON" in (await fetch_job(db, ids[2]))["last_error"]
+    assert (await attempts(db, ids[3]))[0][3] == "binary\\0output"
+
+
+async def test_an_unknown_task_fails_the_attempt_clearly(db, start_worker):
+    await start_worker()
+    job_id = await insert_job(db, "no_such_task", max_attempts=1)
+    await wait_state(db, job_id, "failed")
+    assert "no handler for task 'no_such_task'" in (await fetch_job(db, job_id))["last_error"]
+
+
+async def test_a_hanging_handler_is_stopped_at_its_timeout(db, start_worker):
+    worker = await start_worker()
+    hung = await insert_job(db, "hang", max_attempts=1, timeout=dt.timedelta(seconds=0.3))
+    sync_hung = await insert_job(db, "sync_hang", max_attempts=1, timeout=dt.timedelta(seconds=0.3))
+    await wait_state(db, hung, "failed")
+    await wait_state(db, sync_hung, "failed")
+    for job_id in (hung, sync_hung):
+        [(attempt, outcome, error, *_)] = await attempts(db, job_id)
+        assert (attempt, outcome) == (1, "timeout")
+        assert error == "timed out after 0.3s"
+    assert not worker.executor.running
+
+
+async def test_the_default_timeout_applies_when_the_job_has_none(db, start_worker):
+    await start_worker(default_timeout=0.2)
+    job_id = await insert_job(db, "hang", max_attempts=1)
+    await wait_state(db, job_id, "failed")
+    assert (await attempts(db, job_id))[0][1] == "timeout"
+
+
+async def test_a_shell_job_keeps_its_output_in_the_attempt_log(db, start_worker):
+    await start_worker(allow_shell=True)
+    job_id = await insert_job(db, "shell", payload={"argv": ["sh", "-c", "echo out; echo err >&2"]})
+    await wait_state(db, job_id, "succeeded")
+    [(_, outcome, _, output, *_)] = await attempts(db, job_id)
+    assert outcome == "succeeded"
+    assert output == "--- stdout ---\nout\n\n--- stderr ---\nerr\n"
+    assert (await fetch_job(db, job_id))["result"] == {"exit_code": 0}
+
+
+async def test_cancelling_a_running_job_stops_it_by_notify(db, start_worker):
+    worker = await start_worker(heartbeat_interval=30, lease_ttl=60)  # no heartbeat help
+    job_id = await insert_job(db, "hang")
+    await wait_state(db, job_id, "running")
+    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    assert await scalar(db, "SELECT sluice.cancel_job(%s)", job_id) is True
+    await wait_for(lambda: job_id not in worker.executor.running, 5, "the handler to stop")
+    assert await job_state(db, job_id) == "cancelled"
+    assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "cancelled")]
+    # The worker carries on.
+    other = await insert_job(db, "noop")
+    await wait_state(db, other, "succeeded")
+
+
+async def test_progress_is_recorded_while_the_job_runs(db, start_worker):
+    await start_worker()
+    job_id = await insert_job(db, "with_progress", payload={"hold": 0.3})
+
+    async def progress():
+        return (await fetch_job(db, job_id))["progress"]
+
+    assert await wait_for(progress, what="progress") == {"done": 1, "of": 2}
+    await wait_state(db, job_id, "succeeded")
+    assert (await fetch_job(db, job_id))["result"] is True
+
+
+async def test_a_paused_queue_is_skipped_until_resumed(db, start_worker):
+    worker = await start_worker(queues=("default", "other"), poll_interval=30)
+    await db.execute("SELECT sluice.pause_queue('default')")
+    held = await insert_job(db, "noop")
+    # A job in another queue, inserted after, runs: the worker was awake and chose.
+    sentinel = await insert_job(db, "noop", queue="other")
+    await wait_state(db, sentinel, "succeeded")
+    assert await job_state(db, held) == "ready"
+    await db.execute("SELECT sluice.resume_queue('default')")
+    await wait_state(db, held, "succeeded", within=5)
+    assert worker.claimer.claimed == 2
+
+
+async def test_a_paused_worker_stops_claiming_until_resumed_by_notify(db, start_worker):
+    # Heartbeats far apart: the pause and resume must arrive by NOTIFY.
+    worker = await start_worker(heartbeat_interval=30, lease_ttl=60, poll_interval=30)
+    assert await scalar(db, "SELECT sluice.worker_set_paused(%s, true)", worker.id) is True
+    await wait_for(lambda: worker.claimer.paused, 5, "the worker to pause")
+    # A claim already in flight (the start-up catch-up) may still finish; wait it out.
+    await wait_for(lambda: not worker.claimer.claiming, 5, "the claim in flight")
+    seen = worker.claimer.notified
+    job_id = await insert_job(db, "noop")
+    await wait_for(lambda: worker.claimer.notified > seen, 5, "the wake-up")
+    await asyncio.sleep(0.1)  # give a (wrong) claim every chance to happen
+    assert await job_state(db, job_id) == "ready"
+    await db.execute("SELECT sluice.worker_set_paused(%s, false)", (worker.id,))
+    await wait_state(db, job_id, "succeeded", within=5)
+
+
+async def test_the_listener_reconnects_and_catches_up(db, start_worker):
+    worker = await start_worker(poll_interval=60)  # no help from polling
+    await db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'sluice-listener' AND datname = current_database()"
+    )
+    job_id = await insert_job(db, "noop")  # may be sent while nobody listens
+    await wait_state(db, job_id, "succeeded", within=10)
+    await wait_for(lambda: worker.listener.connections >= 2, 5, "a reconnect")
+    later = await insert_job(db, "noop")
+    await wait_state(db, later, "succeeded", within=5)
+
+
+async def test_scheduled_jobs_are_promoted_when_due(db, start_worker):
+    await start_worker(maintenance=True)
+    job_id = await scalar(
+        db, "SELECT sluice.enqueue('noop', run_at => now() + interval '300 milliseconds')"
+    )
+    assert await job_state(db, job_id) == "scheduled"
+    await wait_state(db, job_id, "succeeded", within=10)
+    job = await fetch_job(db, job_id)
+    assert job["started_at"] >= job["run_at"]
+
+
+async def test_a_job_whose_lease_was_taken_is_stopped_locally(db, start_worker):
+    worker = await start_worker(maintenance=True)
+    job_id = await insert_job(db, "hang", max_attempts=2, backoff_base=dt.timedelta(0))
+    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    # As if this worker had stalled past its lease: the rescuer takes the job back.
+    await db.execute(
+        "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (job_id,),
+    )
+
+    async def rerun() -> bool:
+        job = await fetch_job(db, job_id)
+        return job["attempt"] == 2 and job["state"] == "running"
+
+    await wait_for(rerun, 10, "the rescued job to run again")
+    rows = await attempts(db, job_id)
+    assert rows[0][1] == "rescued"
+    # Attempt 1's handler was stopped by the heartbeat; only attempt 2 runs here.
+    running = worker.executor.running
+    assert list(running) == [job_id] and running[job_id].job.attempt == 2
+
+
+async def test_stop_hands_unfinished_jobs_back(db, start_worker):
+    worker = await start_worker(shutdown_grace=0.2)
+    job_id = await insert_job(db, "hang", max_attempts=1)
+    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    worker.stop()
+    await wait_state(db, job_id, "ready")
+    job = await fetch_job(db, job_id)
+    assert job["max_attempts"] == 2  # the handed-back attempt does not count
+    assert (await attempts(db, job_id))[0][1] == "released"
+    assert await scalar(
+        db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
+    )
+
+
+async def test_a_second_stop_hands_jobs_back_without_waiting_for_the_grace(db, start_worker):
+    worker = await start_worker(shutdown_grace=60)
+    job_id = await insert_job(db, "hang")
+    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    worker.stop()
+    await wait_for(lambda: worker._stopping, what="the shutdown to begin")
+    assert await job_state(db, job_id) == "running"  # still given its grace
+    worker.stop(hurry=True)
+    await wait_state(db, job_id, "ready", within=10)
+    assert (await attempts(db, job_id))[0][1] == "released"

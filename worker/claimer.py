@@ -1,0 +1,150 @@
+"""Claims ready jobs into free slots.
+
+A claim asks for as many jobs as there are free slots, in one statement. A full
+batch means more are likely waiting, so the claimer claims again as soon as
+slots free up; a short one means the queues are drained, and it sleeps until a
+notification (or the fallback poll) says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from app.core.logging import error_line
+from app.core.queries import Q
+from worker.completer import Completer
+from worker.executor import Executor
+
+log = logging.getLogger("sluice.worker")
+
+
+class Claimer:
+    """The claim loop of one worker."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        executor: Executor,
+        completer: Completer,
+        *,
+        worker_id: str,
+        queues: tuple[str, ...],
+        concurrency: int,
+        lease_ttl: float,
+        poll_interval: float,
+        backlog_limit: int,
+    ) -> None:
+        self._pool = pool
+        self._executor = executor
+        self._completer = completer
+        self._worker_id = worker_id
+        self._queues = list(queues)
+        self._queue_set = frozenset(queues)
+        self._concurrency = concurrency
+        self._lease = dt.timedelta(seconds=lease_ttl)
+        self._poll_interval = poll_interval
+        # Outcomes waiting to be written past which claiming waits (the database is slow).
+        self._backlog_limit = backlog_limit
+        self._wake = asyncio.Event()
+        # There may be ready jobs: claim when slots allow. True at start (catch up).
+        self._pending = True
+        self._stopping = False
+        self.paused = False
+        self.claimed = 0
+        self.notified = 0
+        #: A claim is in flight (a pause that arrives now applies to the next one).
+        self.claiming = False
+
+    # -- signals -------------------------------------------------------------
+
+    def notify(self, queue: str) -> None:
+        """Ready jobs arrived in `queue` (a NOTIFY)."""
+        if queue in self._queue_set:
+            self.notified += 1
+            self._pending = True
+            self._wake.set()
+
+    def catch_up(self) -> None:
+        """Claim as if notified (after a reconnect, a resume, or at start)."""
+        self._pending = True
+        self._wake.set()
+
+    def slot_freed(self) -> None:
+        if self._pending:
+            self._wake.set()
+
+    def set_paused(self, paused: bool) -> None:
+        if paused != self.paused:
+            log.info("worker %s", "paused: claiming stopped" if paused else "resumed")
+        self.paused = paused
+        if not paused:
+            self.catch_up()
+
+    def stop(self) -> None:
+        """Stop after the claim in flight, if any (a claim is never abandoned
+        half-way: its jobs would sit leased to nobody until the lease expired)."""
+        self._stopping = True
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self._concurrency - len(self._executor.running)
+
+    async def run(self) -> None:
+        error_delay = 0.1
+        while not self._stopping:
+            free = self._free()
+            if self._completer.pending() > self._backlog_limit:
+                # Outcomes are being written slower than jobs finish: let them catch up.
+                await asyncio.sleep(0.005)
+                continue
+            if self._pending and free > 0 and not self.paused:
+                self._pending = False
+                self.claiming = True
+                try:
+                    rows = await self._claim(free)
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    self.claiming = False
+                    self._pending = True
+                    log.warning(
+                        "claim failed, retrying in %.1fs: %s",
+                        error_delay,
+                        error_line(exc),
+                    )
+                    await asyncio.sleep(error_delay)
+                    error_delay = min(error_delay * 2, 5.0)
+                    continue
+                self.claiming = False
+                error_delay = 0.1
+                if rows:
+                    self.claimed += self._executor.start(rows)
+                if len(rows) >= free:
+                    self._pending = True
+                continue
+            self._wake.clear()
+            idle = free > 0 and not self.paused and not self._pending
+            try:
+                if idle:
+                    # asyncio.timeout, not wait_for: no extra task on the wake-up path.
+                    async with asyncio.timeout(self._poll_interval):
+                        await self._wake.wait()
+                else:
+                    await self._wake.wait()
+            except TimeoutError:
+                self._pending = True
+
+    async def _claim(self, limit: int) -> list[dict]:
+        async with self._pool.connection() as conn:
+            return await Q.job_claim(
+                conn,
+                worker_id=self._worker_id,
+                queues=self._queues,
+                limit=limit,
+                lease=self._lease,
+            )

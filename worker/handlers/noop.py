@@ -1,0 +1,12 @@
+"""`noop`: does nothing (DAG joins, tests, benchmarks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.registry import task
+
+
+@task(name="noop")
+async def noop(payload: Any) -> None:
+    return None

@@ -1,0 +1,41 @@
+"""Promotes scheduled jobs (delayed, or waiting out a retry backoff) to ready
+when their time comes; their queues are notified by the engine's trigger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.core.queries import Q
+
+log = logging.getLogger("sluice.maintenance")
+
+BATCH = 10000
+# Never sleep less than this: a clock slightly ahead of the database's would
+# otherwise spin on a job that is due by our clock but not yet by its.
+MIN_SLEEP = 0.005
+
+
+class Promoter:
+    """One pass promotes everything due; the next is timed by the next due job."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, max_sleep: float) -> None:
+        self._pool = pool
+        self._max_sleep = max_sleep
+
+    async def tick(self) -> float:
+        """Promote due jobs; returns how long to sleep before the next pass."""
+        async with self._pool.connection() as conn:
+            total = 0
+            while (promoted := await Q.job_promote_scheduled(conn, limit=BATCH)) >= BATCH:
+                total += promoted
+            total += promoted
+            next_due = await Q.job_next_due(conn)
+        if total:
+            log.debug("promoted %d scheduled job(s)", total)
+        if next_due is None:
+            return self._max_sleep
+        wait = (next_due - dt.datetime.now(dt.UTC)).total_seconds()
+        return min(self._max_sleep, max(MIN_SLEEP, wait))

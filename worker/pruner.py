@@ -1,0 +1,50 @@
+"""Deletes finished jobs and runs past retention, and forgotten workers, in
+small batches: each batch is a short transaction, so pruning never holds locks
+or a snapshot long enough to slow claims or vacuum."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.core.queries import Q
+
+log = logging.getLogger("sluice.maintenance")
+
+BATCH = 1000
+# Breath between batches, so a large backlog of old jobs does not monopolise the database.
+PAUSE = 0.05
+
+
+class Pruner:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        interval: float,
+        retention: float,
+        worker_retention: float,
+    ) -> None:
+        self._pool = pool
+        self._interval = interval
+        self._retention = dt.timedelta(seconds=retention)
+        self._worker_retention = dt.timedelta(seconds=worker_retention)
+
+    async def tick(self) -> float:
+        """Prune until nothing is left past retention; returns how long to sleep."""
+        total = 0
+        while True:
+            async with self._pool.connection() as conn:
+                deleted = await Q.job_prune(conn, retention=self._retention, limit=BATCH)
+            total += deleted
+            if deleted < BATCH:
+                break
+            await asyncio.sleep(PAUSE)
+        async with self._pool.connection() as conn:
+            workers = await Q.worker_prune(conn, age=self._worker_retention)
+        if total or workers:
+            log.info("pruned %d finished job(s)/run(s) and %d worker(s)", total, workers)
+        return self._interval

@@ -1,0 +1,38 @@
+"""Rescues running jobs whose lease expired (their worker died, hung, or lost
+the network): each counts as a failed attempt, retried or dead-lettered."""
+
+from __future__ import annotations
+
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from app.core.queries import Q
+
+log = logging.getLogger("sluice.maintenance")
+
+BATCH = 1000
+
+
+class Rescuer:
+    def __init__(self, pool: AsyncConnectionPool, *, interval: float) -> None:
+        self._pool = pool
+        self._interval = interval
+
+    async def tick(self) -> float:
+        """Rescue every expired lease; returns how long to sleep."""
+        async with self._pool.connection() as conn:
+            while True:
+                rows = await Q.job_rescue_expired(conn, limit=BATCH)
+                if rows:
+                    dead = sum(1 for r in rows if r["state"] == "failed")
+                    log.warning(
+                        "rescued %d job(s) whose worker stopped heartbeating "
+                        "(%d retried, %d dead-lettered)",
+                        len(rows),
+                        len(rows) - dead,
+                        dead,
+                        extra={"job_ids": [r["id"] for r in rows[:20]]},
+                    )
+                if len(rows) < BATCH:
+                    return self._interval

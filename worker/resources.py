@@ -1,0 +1,58 @@
+"""What the worker shares with every handler: settings, one HTTP client, and
+progress reporting through the connection pool."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+from app.core.queries import Q
+
+if TYPE_CHECKING:
+    import httpx
+    from psycopg_pool import AsyncConnectionPool
+
+    from worker.settings import WorkerSettings
+
+
+class Resources:
+    """Shared by the jobs of one worker; closed when the worker stops."""
+
+    def __init__(self, settings: WorkerSettings, pool: AsyncConnectionPool | None) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            import httpx
+
+            # Jobs bound their own time (the job timeout); this only stops a silent
+            # server from holding a connection forever.
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(60.0, connect=10.0),
+                follow_redirects=False,
+                headers={"User-Agent": "sluice-worker"},
+            )
+        return self._http
+
+    async def report_progress(self, job_id: int, attempt: int, value: Any) -> bool:
+        if self._pool is None:
+            raise RuntimeError("progress needs a database")
+        async with self._pool.connection() as conn:
+            return bool(
+                await Q.job_progress(
+                    conn,
+                    worker_id=self.settings.id,
+                    id=job_id,
+                    attempt=attempt,
+                    progress=Jsonb(value),
+                )
+            )
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -1,0 +1,311 @@
+"""A worker process's life: start every part, run until asked to stop, stop
+without losing a job.
+
+    claim (pool) --> execute (tasks) --> complete (writer, batched)
+        ^                                     |
+    listener (LISTEN connection)     heartbeat (writer): leases, pause flag
+    maintenance (pool, when leader): promote, rescue, cron, prune
+
+Shutdown (SIGTERM): stop claiming, let running jobs finish for up to the grace
+period, stop the rest, write every outcome, hand the unfinished jobs back
+(job_release_many: they are ready again at once, the attempt not counted), and
+mark the worker stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import psycopg
+
+from app.core.db import open_pool
+from app.core.logging import error_line, redact_url
+from app.core.queries import Q
+from worker.cancelling import cancel_and_wait
+from worker.claimer import Claimer
+from worker.completer import Completer
+from worker.executor import Executor
+from worker.heartbeat import Heartbeat
+from worker.listener import Listener
+from worker.maintenance import Maintenance
+from worker.meters import Meters
+from worker.registry import REGISTRY, Registry
+from worker.resources import Resources
+from worker.settings import WorkerSettings
+from worker.writer import Writer, retry_transient
+
+log = logging.getLogger("sluice.worker")
+
+try:
+    VERSION: str | None = version("sluice")
+except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+    VERSION = None
+
+
+class WorkerCrashedError(RuntimeError):
+    """A part of the worker failed unexpectedly; the worker shut down."""
+
+
+class Worker:
+    """One worker: call `run()`; call `stop()` (or set the stop event) to end it."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        database_url: str,
+        *,
+        registry: Registry | None = None,
+        prepare: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.id = settings.id
+        self._url = database_url
+        self._prepare = prepare
+        self.registry = registry or REGISTRY
+        self._stop_requested = asyncio.Event()
+        self._hurry = False
+        self.started = asyncio.Event()
+        self.meters = Meters()
+        self.listener: Listener | None = None
+        self.claimer: Claimer | None = None
+        self.executor: Executor | None = None
+        self.completer: Completer | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.maintenance: Maintenance | None = None
+        self._stopping = False
+
+    def stop(self, *, hurry: bool = False) -> None:
+        """Ask the worker to stop; `hurry` skips the grace period (second signal)."""
+        self._hurry = self._hurry or hurry
+        self._stop_requested.set()
+        if hurry and self.executor is not None and self._stopping:
+            self.executor.stop(list(self.executor.running), "shutdown")
+
+    async def _register(self, conn: Any) -> None:
+        s = self.settings
+        await Q.worker_register(
+            conn,
+            id=self.id,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            queues=list(s.queues),
+            concurrency=s.concurrency,
+            heartbeat_interval=dt.timedelta(seconds=s.heartbeat_interval),
+            version=VERSION,
+        )
+
+    async def run(self, stop_event: asyncio.Event | None = None) -> None:
+        """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
+        s = self.settings
+        self.registry.import_modules(s.task_modules)
+        writer = Writer(self._url, prepare=self._prepare)
+        # Register first, on one plain connection: a wrong URL or an unmigrated
+        # database fails here at once, with the driver's own message.
+        try:
+            async with writer.connection() as conn:
+                await self._register(conn)
+            pool = await open_pool(
+                self._url,
+                min_size=1,
+                max_size=s.pool_size,
+                prepare=self._prepare,
+                application_name="sluice-worker",
+            )
+        except BaseException:
+            await writer.close()
+            raise
+        resources = Resources(s, pool)
+        tasks: dict[str, asyncio.Task[None]] = {}
+        metrics_server = None
+        try:
+            if s.metrics_port:
+                from prometheus_client import start_http_server
+
+                metrics_server, _ = start_http_server(s.metrics_port)
+            self.completer = completer = Completer(
+                writer, self.id, self.meters, batch=s.complete_batch, interval=s.complete_interval
+            )
+            self.executor = executor = Executor(
+                self.registry,
+                resources,
+                completer,
+                self.meters,
+                concurrency=s.concurrency,
+                default_timeout=s.default_timeout,
+            )
+            self.claimer = claimer = Claimer(
+                pool,
+                executor,
+                completer,
+                worker_id=self.id,
+                queues=s.queues,
+                concurrency=s.concurrency,
+                lease_ttl=s.lease_ttl,
+                poll_interval=s.poll_interval,
+                backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
+            )
+            executor.on_finished = claimer.slot_freed
+            self.heartbeat = heartbeat = Heartbeat(
+                writer,
+                executor,
+                completer,
+                claimer,
+                worker_id=self.id,
+                interval=s.heartbeat_interval,
+                lease_ttl=s.lease_ttl,
+                register=self._register,
+            )
+            self.listener = listener = Listener(
+                self._url,
+                on_jobs=claimer.notify,
+                on_control=self._control,
+                on_connected=claimer.catch_up,
+                prepare=self._prepare,
+            )
+            tasks["listener"] = asyncio.create_task(listener.run(), name="sluice-listener")
+            tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")
+            tasks["heartbeat"] = asyncio.create_task(heartbeat.run(), name="sluice-heartbeat")
+            tasks["claimer"] = asyncio.create_task(claimer.run(), name="sluice-claimer")
+            if s.maintenance:
+                self.maintenance = Maintenance(pool, s)
+                tasks["maintenance"] = asyncio.create_task(
+                    self.maintenance.run(), name="sluice-maintenance"
+                )
+            log.info(
+                "worker %s started: queues %s, concurrency %d, database %s",
+                self.id,
+                ",".join(s.queues),
+                s.concurrency,
+                redact_url(self._url),
+            )
+            self.started.set()
+            waits = [asyncio.ensure_future(self._stop_requested.wait())]
+            if stop_event is not None:
+                waits.append(asyncio.ensure_future(stop_event.wait()))
+            # A part that dies (a bug) must not leave a worker that looks alive but does nothing.
+            watched = [*waits, *tasks.values()]
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            crashed = {
+                name: task.exception()
+                for name, task in tasks.items()
+                if task in done and not task.cancelled() and task.exception() is not None
+            }
+            for name, error in crashed.items():
+                log.error("worker part %s crashed; stopping", name, exc_info=error)
+            await self._shutdown(tasks, writer)
+            if crashed:
+                name, error = next(iter(crashed.items()))
+                raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
+        finally:
+            await cancel_and_wait(tasks.values())
+            if self.executor is not None:
+                self.executor.close()
+            await resources.close()
+            await writer.close()
+            await pool.close()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+
+    async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], writer: Writer) -> None:
+        s = self.settings
+        assert self.claimer and self.executor and self.completer
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (0 if self._hurry else s.shutdown_grace)
+        log.info(
+            "worker %s stopping: %d job(s) running, waiting up to %gs",
+            self.id,
+            len(self.executor.running),
+            max(0.0, deadline - loop.time()),
+        )
+        self.claimer.stop()
+        claimer = tasks.pop("claimer")
+        # A claim in flight is let finish, so its jobs are run or handed back.
+        await asyncio.wait([claimer], timeout=max(1.0, deadline - loop.time()))
+        await cancel_and_wait([claimer])
+        if self.maintenance is not None:
+            await cancel_and_wait([tasks.pop("maintenance")])
+        running = self.executor.tasks()
+        if running:
+            await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+        # Past the grace period (or hurried): stop what is left and hand it back.
+        self.executor.stop(list(self.executor.running), "shutdown")
+        running = self.executor.tasks()
+        if running:
+            await asyncio.wait(running, timeout=5.0)
+        # Jobs whose handler would not even stop are handed back too: the process is leaving.
+        leftover = self.executor.handed_back + [
+            (e.job.id, e.job.attempt) for e in self.executor.running.values()
+        ]
+        # Give the writes a bounded time: a database that is gone will rescue them anyway.
+        self.completer.deadline = loop.time() + max(5.0, s.shutdown_grace)
+        if not tasks["completer"].done():
+            await self.completer.drain()
+        if leftover:
+            await self._release(writer, leftover)
+        await cancel_and_wait([tasks.pop("heartbeat")])
+        if self.maintenance is not None:
+            await self.maintenance.resign()
+        try:
+            async with writer.connection() as conn:
+                await Q.worker_stop(conn, id=self.id)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("could not mark the worker stopped: %s", error_line(exc))
+        log.info("worker %s stopped", self.id)
+
+    async def _release(self, writer: Writer, leftover: list[tuple[int, int]]) -> None:
+        async def release() -> list[dict]:
+            async with writer.connection() as conn:
+                return await Q.job_release_many(
+                    conn,
+                    worker_id=self.id,
+                    ids=[i for i, _ in leftover],
+                    attempts=[a for _, a in leftover],
+                )
+
+        try:
+            rows = await retry_transient(
+                "handing jobs back", release, deadline=asyncio.get_running_loop().time() + 10.0
+            )
+            log.info("handed %d unfinished job(s) back to their queues", len(rows))
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning(
+                "could not hand %d job(s) back (they are rescued when their leases expire): %s",
+                len(leftover),
+                error_line(exc),
+            )
+
+    def _control(self, message: dict[str, Any]) -> None:
+        """A sluice_control notification."""
+        assert self.executor and self.claimer
+        if "cancel" in message:
+            ids = message["cancel"] if isinstance(message["cancel"], list) else [message["cancel"]]
+            stopped = self.executor.stop((i for i in ids if isinstance(i, int)), "cancelled")
+            if stopped:
+                log.info("cancelled %d running job(s)", len(stopped), extra={"job_ids": stopped})
+        if message.get("pause_worker") == self.id:
+            self.claimer.set_paused(True)
+        if message.get("resume_worker") == self.id:
+            self.claimer.set_paused(False)
+        if message.get("resume_queue") in self.settings.queues:
+            self.claimer.catch_up()
+
+
+async def run_worker(
+    settings: WorkerSettings,
+    database_url: str,
+    *,
+    stop_event: asyncio.Event | None = None,
+    prepare: bool = True,
+) -> None:
+    """Run one worker until `stop_event` is set (or forever), then shut it down
+    cleanly. For `sluice worker`, `sluice up` and tests."""
+    await Worker(settings, database_url, prepare=prepare).run(stop_event)

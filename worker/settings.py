@@ -1,0 +1,212 @@
+"""Worker settings, from `SLUICE_*` environment variables (flags of `sluice worker` win)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import socket
+
+from app.core.config import SettingsError, parse_bool, parse_list, setting
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from `1.5`, `250ms`, `30s`, `5m`, `2h` or `7d`."""
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"expected a duration such as 30s, 5m, 2h, 7d or seconds, got {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_port(value: str) -> int | None:
+    if not value.strip():
+        return None
+    port = int(value)
+    if not 0 < port < 65536:
+        raise ValueError(f"expected a TCP port (1-65535), got {value!r}")
+    return port
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process, and readable in `sluice.worker_status`."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings:
+    """How one worker process claims, runs and completes jobs."""
+
+    queues: tuple[str, ...] = setting(
+        "SLUICE_QUEUES", ("default",), "Queues to take jobs from, comma separated.", parse_list
+    )
+    concurrency: int = setting("SLUICE_CONCURRENCY", 10, "Jobs this worker runs at once.", int)
+    worker_id: str | None = setting(
+        "SLUICE_WORKER_ID", None, "This worker's id in sluice.workers (default: host-pid-random)."
+    )
+    lease_ttl: float = setting(
+        "SLUICE_LEASE_TTL",
+        30.0,
+        "How long a claimed job stays leased without a heartbeat; a job whose worker "
+        "died is retried this long after the last heartbeat.",
+        parse_duration,
+    )
+    heartbeat_interval: float = setting(
+        "SLUICE_HEARTBEAT_INTERVAL",
+        5.0,
+        "How often the worker renews its leases and reports itself alive.",
+        parse_duration,
+    )
+    poll_interval: float = setting(
+        "SLUICE_POLL_INTERVAL",
+        5.0,
+        "Fallback poll for ready jobs when no notification came (LISTEN/NOTIFY wakes the "
+        "worker at once; this only covers a lost notification).",
+        parse_duration,
+    )
+    shutdown_grace: float = setting(
+        "SLUICE_SHUTDOWN_GRACE",
+        30.0,
+        "On SIGTERM, how long running jobs may take to finish before they are handed back.",
+        parse_duration,
+    )
+    default_timeout: float = setting(
+        "SLUICE_DEFAULT_TIMEOUT",
+        3600.0,
+        "Timeout of a job that sets none (jobs.timeout); past it the attempt fails.",
+        parse_duration,
+    )
+    allow_shell: bool = setting(
+        "SLUICE_ALLOW_SHELL",
+        False,
+        "Allow `shell` tasks (they run any command the submitter names). Off by default.",
+        parse_bool,
+    )
+    smtp_url: str | None = setting(
+        "SLUICE_SMTP_URL",
+        None,
+        "SMTP server for `email` tasks: smtp://user:pass@host:587?starttls=1 or "
+        "smtps://user:pass@host:465. Unset: email tasks fail.",
+    )
+    smtp_from: str = setting(
+        "SLUICE_SMTP_FROM", "sluice@localhost", "Sender address of `email` tasks."
+    )
+    task_modules: tuple[str, ...] = setting(
+        "SLUICE_TASK_MODULES",
+        (),
+        "Python modules to import for their @task handlers, comma separated (myapp.tasks).",
+        parse_list,
+    )
+    metrics_port: int | None = setting(
+        "SLUICE_METRICS_PORT",
+        None,
+        "Serve Prometheus metrics on this port (unset: no metrics endpoint).",
+        parse_port,
+    )
+    maintenance: bool = setting(
+        "SLUICE_MAINTENANCE",
+        True,
+        "Take part in the maintenance leader election (promote scheduled jobs, rescue "
+        "expired leases, fire cron schedules, prune).",
+        parse_bool,
+    )
+    leader_ttl: float = setting(
+        "SLUICE_LEADER_TTL",
+        15.0,
+        "Lease of the maintenance leader; another worker takes over this long after "
+        "the leader dies.",
+        parse_duration,
+    )
+    promote_interval: float = setting(
+        "SLUICE_PROMOTE_INTERVAL",
+        1.0,
+        "Longest sleep between promotions of due scheduled jobs (the leader sleeps until "
+        "the next one is due, at most this long).",
+        parse_duration,
+    )
+    rescue_interval: float = setting(
+        "SLUICE_RESCUE_INTERVAL",
+        5.0,
+        "How often the leader rescues expired leases.",
+        parse_duration,
+    )
+    cron_interval: float = setting(
+        "SLUICE_CRON_INTERVAL",
+        1.0,
+        "Longest sleep between cron passes (the leader sleeps until the next schedule is "
+        "due, at most this long).",
+        parse_duration,
+    )
+    cron_misfire_grace: float = setting(
+        "SLUICE_CRON_MISFIRE_GRACE",
+        60.0,
+        "An occurrence older than this when the scheduler sees it was missed (downtime): "
+        "the schedule's misfire policy decides whether it runs.",
+        parse_duration,
+    )
+    prune_interval: float = setting(
+        "SLUICE_PRUNE_INTERVAL", 60.0, "How often the leader prunes old jobs.", parse_duration
+    )
+    retention: float = setting(
+        "SLUICE_RETENTION",
+        7 * 86400.0,
+        "Finished jobs (and DAG runs) are deleted this long after they finished; failed "
+        "jobs stay while their dead letter is unresolved.",
+        parse_duration,
+    )
+    worker_retention: float = setting(
+        "SLUICE_WORKER_RETENTION",
+        86400.0,
+        "Stopped or silent workers are removed from sluice.workers after this long.",
+        parse_duration,
+    )
+    complete_batch: int = setting(
+        "SLUICE_COMPLETE_BATCH",
+        100,
+        "Flush finished jobs to the database once this many are waiting...",
+        int,
+    )
+    complete_interval: float = setting(
+        "SLUICE_COMPLETE_INTERVAL",
+        0.005,
+        "...or once the oldest has waited this long.",
+        parse_duration,
+    )
+    output_tail: int = setting(
+        "SLUICE_OUTPUT_TAIL",
+        4096,
+        "Bytes of a shell task's stdout and of its stderr kept in the attempt log.",
+        int,
+    )
+    pool_size: int = setting(
+        "SLUICE_WORKER_POOL_SIZE",
+        4,
+        "Database connections for claims, progress and maintenance (plus one for "
+        "LISTEN and one for heartbeats and completions).",
+        int,
+    )
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise SettingsError("SLUICE_QUEUES: name at least one queue")
+        if self.concurrency < 1:
+            raise SettingsError("SLUICE_CONCURRENCY: must be at least 1")
+        if self.heartbeat_interval <= 0 or self.lease_ttl < 2 * self.heartbeat_interval:
+            raise SettingsError(
+                "SLUICE_LEASE_TTL must be at least twice SLUICE_HEARTBEAT_INTERVAL "
+                f"(got {self.lease_ttl}s and {self.heartbeat_interval}s), or leases would "
+                "expire between heartbeats"
+            )
+        if self.complete_batch < 1:
+            raise SettingsError("SLUICE_COMPLETE_BATCH: must be at least 1")
+        if self.worker_id is None:
+            object.__setattr__(self, "worker_id", default_worker_id())
+
+    @property
+    def id(self) -> str:
+        """The worker id (always set after construction)."""
+        assert self.worker_id is not None
+        return self.worker_id

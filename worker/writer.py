@@ -1,0 +1,87 @@
+"""The one connection through which a worker writes to its running jobs.
+
+Heartbeats (lease renewal) and completion flushes update the same job rows. On
+two connections they could lock those rows in different orders and deadlock
+each other; through one connection, one statement at a time, they cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import psycopg
+
+from app.core.db import connection_kwargs, normalize_url
+from app.core.logging import error_line
+
+log = logging.getLogger("sluice.worker")
+
+# Errors after which the same statement may simply be sent again: the
+# connection dropped (server restart, network), or the server chose this
+# transaction as a deadlock or serialization victim. Every worker write is
+# lease-checked, so repeating one that did commit changes nothing.
+TRANSIENT = (psycopg.OperationalError,)
+
+# TCP keepalives, so a connection to a host that vanished (network cut) fails
+# within a minute instead of waiting for a reply forever. Ignored on Unix sockets.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 20,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+}
+
+
+class Writer:
+    """A lazily (re)connected connection, used under a lock."""
+
+    def __init__(self, url: str, *, prepare: bool = True, name: str = "sluice-worker") -> None:
+        self._url = normalize_url(url)
+        self._kwargs = {**connection_kwargs(prepare=prepare, application_name=name), **KEEPALIVES}
+        self._conn: psycopg.AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        """The connection, for this caller alone; dropped after a connection error
+        so the next caller reconnects."""
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
+            try:
+                yield self._conn
+            except TRANSIENT:
+                if self._conn.broken or self._conn.closed:
+                    await self._discard()
+                raise
+
+    async def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._discard()
+
+
+async def retry_transient(
+    what: str, attempt_fn, *, deadline: float | None = None, max_delay: float = 2.0
+):
+    """Run `attempt_fn()` until it does not raise a transient error, backing off
+    between tries; past `deadline` (loop time) the error is raised."""
+    loop = asyncio.get_running_loop()
+    delay = 0.05
+    while True:
+        try:
+            return await attempt_fn()
+        except TRANSIENT as exc:
+            if deadline is not None and loop.time() + delay > deadline:
+                raise
+            log.warning("%s failed, retrying in %.2fs: %s", what, delay, error_line(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
