@@ -7,7 +7,10 @@ internet. The flags below keep chromium from trying to reach it either.
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -93,3 +96,33 @@ def screenshots() -> Path:
 def shoot(page: Page, folder: Path, name: str, *, full_page: bool = True) -> None:
     """Save a screenshot of the page (by default all of it, not just the window)."""
     page.screenshot(path=folder / f"{name}.png", full_page=full_page)
+
+
+@pytest.fixture
+def start_worker(database_url: str, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen]]:
+    """Start a real `sluice worker` on the test's database (queue `default`); it is
+    stopped (SIGTERM, then SIGKILL) at the end of the test."""
+    started: list[subprocess.Popen] = []
+    log = tmp_path / "worker.log"
+
+    def _start() -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        env.update(SLUICE_DATABASE_URL=database_url, SLUICE_QUEUES="default")
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "sluice"), "worker", "--concurrency", "4"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

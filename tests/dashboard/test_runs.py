@@ -101,6 +101,54 @@ def test_a_run_page_colours_nodes_as_the_run_progresses(sign_in, api_server, sql
     expect(page.locator("#attempts li")).to_have_count(2)  # failed once, then succeeded
 
 
+# Each node sleeps long enough for the page (polling every second) to see it run.
+SLEEPY = {
+    "nodes": [
+        {**node, "task": "sleep", "payload": {"seconds": 2}} if node["id"] != "report" else node
+        for node in DIAMOND["nodes"]
+    ]
+}
+# Records, in the page, every state each node of the drawing is shown in.
+RECORD_STATES = """() => {
+  window.seenStates = {};
+  for (const g of document.querySelectorAll("svg.dag g.node")) {
+    window.seenStates[g.dataset.node] = [g.dataset.state];
+  }
+  new MutationObserver((records) => {
+    for (const { target } of records) {
+      const seen = window.seenStates[target.dataset.node];
+      if (seen.at(-1) !== target.dataset.state) seen.push(target.dataset.state);
+    }
+  }).observe(document.querySelector("svg.dag"),
+             { attributes: true, attributeFilter: ["data-state"], subtree: true });
+}"""
+
+
+def test_a_worker_runs_the_dag_while_the_page_watches(
+    sign_in, api_server, start_worker, screenshots
+):
+    run = start_run(api_server, SLEEPY)
+    page = sign_in(Role.viewer)
+    page.goto(f"/runs/{run['id']}")
+    expect_states(page, extract="ready", clean="blocked", load="blocked", report="blocked")
+    before = {n: colour(page, n) for n in ("extract", "load")}
+    page.evaluate(RECORD_STATES)
+
+    worker = start_worker()
+    expect(page.locator("#run-state")).to_have_text("succeeded", timeout=40_000)
+    assert worker.poll() is None, "the worker died"
+    seen = page.evaluate("window.seenStates")
+    for node_id, states in seen.items():
+        assert states[0] in ("ready", "blocked") and states[-1] == "succeeded", (node_id, states)
+    sleepers = [n for n in seen if n != "report"]
+    # The page showed the nodes running as the worker ran them (each ran 2 s).
+    assert sum("running" in seen[n] for n in sleepers) >= 3, seen
+    succeeded = colour(page, "extract")
+    assert succeeded not in before.values()
+    assert {colour(page, n) for n in seen} == {succeeded}
+    shoot(page, screenshots, "run-by-worker")
+
+
 def test_runs_list_and_cancel(sign_in, api_server, sql, screenshots):
     first = start_run(api_server, DIAMOND)
     second = start_run(api_server, {"nodes": [{"id": "only", "task": "noop"}]})
