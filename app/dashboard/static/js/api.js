@@ -129,6 +129,26 @@ export async function act(button, action, success) {
   }
 }
 
+// A button that POSTs to `path` (an API action), says `done` when that worked,
+// then calls `after` (typically a refresh).
+export function actionButton(label, path, { id, kind = "", done, after } = {}) {
+  return el("button", {
+    type: "button", id, class: kind || undefined,
+    onclick: (event) => act(event.currentTarget, () => api(path, { method: "POST" }), done).then(after),
+  }, label);
+}
+
+// The resource at `path`, or null (and the page's `missing` message shown) on a 404.
+export async function found(path, missing) {
+  try {
+    return await api(path);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    document.getElementById(missing).hidden = false;
+    return null;
+  }
+}
+
 // Call `refresh` now and every `ms` (a number, or a function giving one) while
 // the page is visible, and at once when it becomes visible again; `refresh`
 // returns false to stop until restart().

@@ -1,6 +1,6 @@
 // One job: facts, payload, result, attempts as a timeline; Cancel and Retry for
 // the roles that may. Refreshed while the job is not finished.
-import { act, api, can, duration, el, json, live, stateBadge, time } from "./api.js";
+import { actionButton, can, duration, el, found, json, live, stateBadge, time } from "./api.js";
 
 const id = document.getElementById("main").dataset.jobId;
 const FINISHED = ["succeeded", "failed", "cancelled"];
@@ -44,27 +44,17 @@ function attempt(a) {
 }
 
 function buttons(job) {
-  const list = [];
-  if (can("submitter") && !FINISHED.includes(job.state)) {
-    list.push(el("button", { type: "button", class: "danger", id: "cancel", onclick: (e) => act(e.target,
-      () => api(`/jobs/${id}/cancel`, { method: "POST" }), `Job ${id} cancelled.`).then(refresh) }, "Cancel"));
-  }
-  if (can("operator") && ["failed", "cancelled"].includes(job.state)) {
-    list.push(el("button", { type: "button", id: "retry", onclick: (e) => act(e.target,
-      () => api(`/jobs/${id}/retry`, { method: "POST" }), `Job ${id} will run again.`).then(() => poller.restart()) }, "Retry"));
-  }
-  return list;
+  return [
+    can("submitter") && !FINISHED.includes(job.state) && actionButton("Cancel", `/jobs/${id}/cancel`,
+      { id: "cancel", kind: "danger", done: `Job ${id} cancelled.`, after: refresh }),
+    can("operator") && ["failed", "cancelled"].includes(job.state) && actionButton("Retry", `/jobs/${id}/retry`,
+      { id: "retry", done: `Job ${id} will run again.`, after: () => poller.restart() }),
+  ].filter(Boolean);
 }
 
 async function refresh() {
-  let job;
-  try {
-    job = await api(`/jobs/${id}`);
-  } catch (error) {
-    if (error.status !== 404) throw error;
-    document.getElementById("job-missing").hidden = false;
-    return false;
-  }
+  const job = await found(`/jobs/${id}`, "job-missing");
+  if (!job) return false;
   document.getElementById("job").hidden = false;
   document.getElementById("job-state").replaceChildren(stateBadge(job.state));
   document.getElementById("actions").replaceChildren(...buttons(job));

@@ -1,5 +1,5 @@
 // Queues: depth, pause and resume, concurrency limit (operators and admins).
-import { act, api, can, duration, el, live, number, updated } from "./api.js";
+import { act, actionButton, api, can, duration, el, live, number, updated } from "./api.js";
 
 const operator = can("operator");
 
@@ -17,10 +17,8 @@ function limitForm(queue) {
 function row(queue) {
   const name = encodeURIComponent(queue.name);
   const toggle = queue.paused
-    ? el("button", { type: "button", class: "small", onclick: (e) => act(e.target,
-      () => api(`/queues/${name}/resume`, { method: "POST" }), `${queue.name} resumed.`).then(refresh) }, "Resume")
-    : el("button", { type: "button", class: "small danger", onclick: (e) => act(e.target,
-      () => api(`/queues/${name}/pause`, { method: "POST" }), `${queue.name} paused.`).then(refresh) }, "Pause");
+    ? actionButton("Resume", `/queues/${name}/resume`, { kind: "small", done: `${queue.name} resumed.`, after: refresh })
+    : actionButton("Pause", `/queues/${name}/pause`, { kind: "small danger", done: `${queue.name} paused.`, after: refresh });
   return el("tr", { "data-queue": queue.name },
     el("th", { scope: "row" }, el("a", { href: `/jobs?queue=${name}` }, queue.name)),
     ["ready", "running", "scheduled", "blocked", "failed"].map((state) =>

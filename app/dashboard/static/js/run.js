@@ -1,7 +1,7 @@
 // One DAG run drawn as a graph. The layout (where each node goes, by
 // dependency depth) is fetched once: a run's shape never changes. The states
 // are polled while the run is running, and each node's colour follows its state.
-import { act, api, can, el, live, number, stateBadge, time } from "./api.js";
+import { actionButton, api, can, el, found, live, number, stateBadge, time } from "./api.js";
 
 const id = document.getElementById("main").dataset.runId;
 const graph = document.getElementById("graph");
@@ -109,18 +109,12 @@ function nodeRows(nodes) {
 }
 
 function buttons(run) {
-  const list = [];
-  if (can("operator") && (run.failed > 0 || run.cancelled > 0)) {
-    list.push(el("button", { type: "button", id: "retry", onclick: (e) => act(e.target,
-      () => api(`/runs/${id}/retry`, { method: "POST" }), "Failed nodes will run again.").then(() => poller.restart()) },
-    "Retry failed nodes"));
-  }
-  if (can("submitter") && run.state === "running") {
-    list.push(el("button", { type: "button", class: "danger", id: "cancel", onclick: (e) => act(e.target,
-      () => api(`/runs/${id}/cancel`, { method: "POST" }), `Run ${id} cancelled.`).then(() => poller.restart()) },
-    "Cancel run"));
-  }
-  return list;
+  return [
+    can("operator") && (run.failed > 0 || run.cancelled > 0) && actionButton("Retry failed nodes",
+      `/runs/${id}/retry`, { id: "retry", done: "Failed nodes will run again.", after: () => poller.restart() }),
+    can("submitter") && run.state === "running" && actionButton("Cancel run", `/runs/${id}/cancel`,
+      { id: "cancel", kind: "danger", done: `Run ${id} cancelled.`, after: () => poller.restart() }),
+  ].filter(Boolean);
 }
 
 function facts(run) {
@@ -136,14 +130,8 @@ function facts(run) {
 }
 
 async function refresh() {
-  let graphState;
-  try {
-    graphState = await api(`/runs/${id}`);
-  } catch (error) {
-    if (error.status !== 404) throw error;
-    document.getElementById("run-missing").hidden = false;
-    return false;
-  }
+  const graphState = await found(`/runs/${id}`, "run-missing");
+  if (!graphState) return false;
   const { run, nodes } = graphState;
   if (!drawing) {
     drawing = await api(`/runs/${id}/layout`);
