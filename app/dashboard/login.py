@@ -21,6 +21,7 @@ from app.auth.jwt import sign_in
 from app.auth.session import cleared_session_cookie, session_cookie
 from app.dashboard.render import render
 from app.deps import Settings
+from app.settings import ApiSettings
 
 # The sign-in answers carry the token (in the URL or the cookie): never cached,
 # never sent on as a Referer.
@@ -54,7 +55,7 @@ def _form(next_path: str, error: str | None = None, status_code: int = 200) -> R
 
 
 async def _sign_in(
-    request: Request[Any, Any, Any], settings: Any, token: str, next_path: str | None
+    request: Request[Any, Any, Any], settings: ApiSettings, token: str, next_path: str | None
 ) -> Response[Any]:
     token = token.strip()
     if not token or len(token) > MAX_TOKEN:
