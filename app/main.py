@@ -38,7 +38,9 @@ def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
 def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
     """The API for `settings`. With `pool`, use that pool instead of opening one."""
     auth = jwt_auth(settings)
-    catalog = TaskCatalog.from_settings(settings.known_tasks, settings.allow_shell)
+    catalog = TaskCatalog.from_settings(
+        settings.known_tasks, settings.allow_shell, settings.task_modules
+    )
 
     api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
     return Litestar(

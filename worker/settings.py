@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import secrets
 import socket
 
 from app.core.config import SettingsError, parse_bool, parse_list, setting
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: str) -> float:
-    """Seconds from `1.5`, `250ms`, `30s`, `5m`, `2h` or `7d`."""
-    match = _DURATION.match(value)
-    if match is None:
-        raise ValueError(f"expected a duration such as 30s, 5m, 2h, 7d or seconds, got {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+from app.core.durations import duration_setting
 
 
 def parse_port(value: str) -> int | None:
@@ -52,32 +41,32 @@ class WorkerSettings:
         30.0,
         "How long a claimed job stays leased without a heartbeat; a job whose worker "
         "died is retried this long after the last heartbeat.",
-        parse_duration,
+        duration_setting,
     )
     heartbeat_interval: float = setting(
         "SLUICE_HEARTBEAT_INTERVAL",
         5.0,
         "How often the worker renews its leases and reports itself alive.",
-        parse_duration,
+        duration_setting,
     )
     poll_interval: float = setting(
         "SLUICE_POLL_INTERVAL",
         5.0,
         "Fallback poll for ready jobs when no notification came (LISTEN/NOTIFY wakes the "
         "worker at once; this only covers a lost notification).",
-        parse_duration,
+        duration_setting,
     )
     shutdown_grace: float = setting(
         "SLUICE_SHUTDOWN_GRACE",
         30.0,
         "On SIGTERM, how long running jobs may take to finish before they are handed back.",
-        parse_duration,
+        duration_setting,
     )
     default_timeout: float = setting(
         "SLUICE_DEFAULT_TIMEOUT",
         3600.0,
         "Timeout of a job that sets none (jobs.timeout); past it the attempt fails.",
-        parse_duration,
+        duration_setting,
     )
     allow_shell: bool = setting(
         "SLUICE_ALLOW_SHELL",
@@ -118,50 +107,50 @@ class WorkerSettings:
         15.0,
         "Lease of the maintenance leader; another worker takes over this long after "
         "the leader dies.",
-        parse_duration,
+        duration_setting,
     )
     promote_interval: float = setting(
         "SLUICE_PROMOTE_INTERVAL",
         1.0,
         "Longest sleep between promotions of due scheduled jobs (the leader sleeps until "
         "the next one is due, at most this long).",
-        parse_duration,
+        duration_setting,
     )
     rescue_interval: float = setting(
         "SLUICE_RESCUE_INTERVAL",
         5.0,
         "How often the leader rescues expired leases.",
-        parse_duration,
+        duration_setting,
     )
     cron_interval: float = setting(
         "SLUICE_CRON_INTERVAL",
         1.0,
         "Longest sleep between cron passes (the leader sleeps until the next schedule is "
         "due, at most this long).",
-        parse_duration,
+        duration_setting,
     )
     cron_misfire_grace: float = setting(
         "SLUICE_CRON_MISFIRE_GRACE",
         60.0,
         "An occurrence older than this when the scheduler sees it was missed (downtime): "
         "the schedule's misfire policy decides whether it runs.",
-        parse_duration,
+        duration_setting,
     )
     prune_interval: float = setting(
-        "SLUICE_PRUNE_INTERVAL", 60.0, "How often the leader prunes old jobs.", parse_duration
+        "SLUICE_PRUNE_INTERVAL", 60.0, "How often the leader prunes old jobs.", duration_setting
     )
     retention: float = setting(
         "SLUICE_RETENTION",
         7 * 86400.0,
         "Finished jobs (and DAG runs) are deleted this long after they finished; failed "
         "jobs stay while their dead letter is unresolved.",
-        parse_duration,
+        duration_setting,
     )
     worker_retention: float = setting(
         "SLUICE_WORKER_RETENTION",
         86400.0,
         "Stopped or silent workers are removed from sluice.workers after this long.",
-        parse_duration,
+        duration_setting,
     )
     complete_batch: int = setting(
         "SLUICE_COMPLETE_BATCH",
@@ -173,7 +162,7 @@ class WorkerSettings:
         "SLUICE_COMPLETE_INTERVAL",
         0.005,
         "...or once the oldest has waited this long.",
-        parse_duration,
+        duration_setting,
     )
     output_tail: int = setting(
         "SLUICE_OUTPUT_TAIL",

@@ -28,7 +28,7 @@ import re
 from collections import deque
 from typing import Any
 
-from app.dags.durations import parse_duration
+from app.core.durations import parse_duration
 from app.resources import nul_problems
 from app.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 

@@ -11,6 +11,7 @@ import logging
 import pytest
 
 from app.core.config import SettingsError, load
+from app.core.durations import duration_setting
 from app.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
 from tests.factories import claim, fetch_job, insert_job, make_job
 from tests.worker.helpers import scalar, worker_settings
@@ -22,7 +23,7 @@ from worker.promoter import Promoter
 from worker.pruner import Pruner
 from worker.registry import Registry
 from worker.rescuer import Rescuer
-from worker.settings import WorkerSettings, parse_duration
+from worker.settings import WorkerSettings
 from worker.writer import Writer
 
 WORKER = "test-worker"  # factories.claim leases to this worker
@@ -159,7 +160,7 @@ def test_settings_from_the_environment():
     assert settings.complete_interval == pytest.approx(0.01)
     assert settings.worker_id  # generated
     assert load(WorkerSettings, environ={"SLUICE_CONCURRENCY": "4"}, concurrency=8).concurrency == 8
-    assert parse_duration("1.5") == 1.5 and parse_duration("2h") == 7200
+    assert duration_setting("1.5") == 1.5 and duration_setting("2h") == 7200
 
 
 def test_settings_refuse_what_cannot_work():
