@@ -32,6 +32,7 @@ RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC = ("ES256", "ES384", "ES512")
 EDDSA = ("EdDSA",)
 REQUIRED_CLAIMS = ("exp", "iat", "sub")
+MIN_SECRET_BYTES = 32
 # The OpenAPI document answers without a token; so do the routes that say
 # `exclude_from_auth=True` (health, readiness, metrics).
 PUBLIC_PATHS = r"^/schema(/|$)"
@@ -84,6 +85,13 @@ def key_and_algorithms(settings: ApiSettings) -> tuple[str, tuple[str, ...]]:
             "(RS256/ES256 tokens from an identity provider)."
         )
     if secret:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            # RFC 7518 3.2: an HMAC key at least as long as the hash; a short one can be
+            # brute-forced offline from any token it signed.
+            raise SettingsError(
+                f"SLUICE_JWT_SECRET is {len(secret.encode())} bytes; use at least "
+                f"{MIN_SECRET_BYTES} random bytes (openssl rand -hex 32)."
+            )
         key, family, default = secret, HMAC, ("HS256",)
     else:
         assert public is not None

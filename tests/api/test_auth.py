@@ -278,3 +278,8 @@ async def test_a_remembered_token_is_refused_once_it_expires(client):
         assert datetime.now(UTC) < deadline, "an expired token was still accepted"
         await asyncio.sleep(0.2)  # waiting for the clock to pass `exp`, not for another task
     assert r.status_code == 401
+
+
+def test_a_short_hmac_secret_is_refused_at_start():
+    with pytest.raises(SettingsError, match="at least 32"):
+        key_and_algorithms(ApiSettings(jwt_secret="too-short"))
