@@ -16,7 +16,7 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from app import dags, dlq, health, jobs, queues, runs, schedules, workers
+from app import dags, dashboard, dlq, health, jobs, queues, runs, schedules, workers
 from app.auth import Principal, jwt_auth
 from app.database import pool_lifespan, provide_connection
 from app.errors import EXCEPTION_HANDLERS
@@ -38,11 +38,13 @@ def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
 def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
     """The API for `settings`. With `pool`, use that pool instead of opening one."""
     auth = jwt_auth(settings)
-    catalog = TaskCatalog.from_settings(settings.known_tasks, settings.allow_shell)
+    catalog = TaskCatalog.from_settings(
+        settings.known_tasks, settings.allow_shell, settings.task_modules
+    )
 
     api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
     return Litestar(
-        route_handlers=[api, health.router],
+        route_handlers=[api, health.router, dashboard.router],
         on_app_init=[auth.on_app_init],
         lifespan=[pool_lifespan(settings, pool)],
         dependencies={

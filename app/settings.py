@@ -66,8 +66,16 @@ class ApiSettings(CoreSettings):
     known_tasks: tuple[str, ...] = setting(
         "SLUICE_KNOWN_TASKS",
         (),
-        "Task names the API accepts besides the built-ins (the Python handlers your workers "
-        "register), comma-separated; `*` accepts any well-formed name.",
+        "Task names the API accepts besides the built-ins and the handlers of "
+        "SLUICE_TASK_MODULES, comma-separated; `*` accepts any well-formed name "
+        "(for an API that cannot import the workers' code).",
+        parse_list,
+    )
+    task_modules: tuple[str, ...] = setting(
+        "SLUICE_TASK_MODULES",
+        (),
+        "Python modules whose @task handlers the workers run, comma separated; the API "
+        "imports them too, to accept exactly those task names.",
         parse_list,
     )
 

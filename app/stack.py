@@ -68,6 +68,7 @@ class Running:
     database_url: str
     database_display: str
     embedded: bool
+    psql: str | None = None
 
 
 class StackError(RuntimeError):
@@ -104,6 +105,7 @@ class Stack:
     async def start(self) -> Running:
         """Bring everything up; returns once the API answers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        psql = None
         if self.external_url:
             url, display = self.external_url, _hide_password(self.external_url)
         else:
@@ -113,6 +115,8 @@ class Stack:
             await asyncio.to_thread(self.postgres.start)
             url = self.postgres.url()
             display = self.postgres.tcp_url(with_password=False)
+            # The socket directory is private to the cluster's owner: no password needed.
+            psql = f"psql -h {self.postgres.socket_dir} -p {self.postgres.port} -U postgres sluice"
         await asyncio.to_thread(migrate.upgrade, url)
 
         secret = os.environ.get("SLUICE_JWT_SECRET") or _read_or_create_secret(
@@ -136,7 +140,7 @@ class Stack:
         await self._wait_for_api(api_url)
         state = {"api_url": api_url, "token_file": str(token_file), "pid": os.getpid()}
         (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-        return Running(api_url, token, token_file, url, display, self.postgres is not None)
+        return Running(api_url, token, token_file, url, display, self.postgres is not None, psql)
 
     async def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.children[name] = await asyncio.create_subprocess_exec(

@@ -102,8 +102,17 @@ class TaskCatalog:
     any_name: bool = False
 
     @classmethod
-    def from_settings(cls, known: Iterable[str], allow_shell: bool) -> TaskCatalog:
+    def from_settings(
+        cls, known: Iterable[str], allow_shell: bool, modules: Iterable[str] = ()
+    ) -> TaskCatalog:
+        """Built-ins, `known` names, and the handlers the worker registry gets from
+        importing `modules` (SLUICE_TASK_MODULES), the same way workers do."""
         names = set(known)
+        if modules:
+            from worker.registry import REGISTRY
+
+            REGISTRY.import_modules(modules)
+            names.update(REGISTRY.names())
         return cls(frozenset(names - {"*"}), allow_shell, "*" in names)
 
     def task_problems(self, task: Any, where: str) -> Problems:
@@ -114,7 +123,13 @@ class TaskCatalog:
             return [(where, "shell tasks are disabled on this server (SLUICE_ALLOW_SHELL=1)")]
         if task in BUILTIN_PAYLOADS or task in self.known or self.any_name:
             return []
-        return [(where, f"unknown task {task!r}: not a built-in and not in SLUICE_KNOWN_TASKS")]
+        return [
+            (
+                where,
+                f"unknown task {task!r}: not a built-in, nor a handler of SLUICE_TASK_MODULES, "
+                "nor in SLUICE_KNOWN_TASKS",
+            )
+        ]
 
     def problems(self, task: Any, payload: Any, where: str = "") -> Problems:
         """Everything wrong with a (task, payload) pair, with fields under `where`."""

@@ -1,4 +1,6 @@
-"""Bearer-token authentication with Litestar's JWT support (PyJWT underneath).
+"""Token authentication with Litestar's JWT support (PyJWT underneath): the
+`Authorization: Bearer` header, or the dashboard's session cookie holding the
+same kind of token (see app.auth.session for the cookie and its CSRF check).
 
 The accepted algorithms are an explicit list that must fit the configured key:
 HMAC with a shared secret, RSA or EC with a public key, never a mix. So a token
@@ -8,6 +10,7 @@ secret (key confusion), is refused before any signature is checked.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -16,9 +19,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from litestar.connection import ASGIConnection
-from litestar.security.jwt import JWTAuth, Token
+from litestar.openapi.spec import Components
+from litestar.security.jwt import BaseJWTAuth, JWTCookieAuth, Token
 
 from app.auth.principal import DEFAULT_TENANT, TENANT_PATTERN, Principal, highest_role
+from app.auth.session import COOKIE, SessionAuthenticationMiddleware
 from app.core.config import SettingsError
 from app.settings import ApiSettings
 
@@ -27,6 +32,7 @@ RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC = ("ES256", "ES384", "ES512")
 EDDSA = ("EdDSA",)
 REQUIRED_CLAIMS = ("exp", "iat", "sub")
+MIN_SECRET_BYTES = 32
 # The OpenAPI document answers without a token; so do the routes that say
 # `exclude_from_auth=True` (health, readiness, metrics).
 PUBLIC_PATHS = r"^/schema(/|$)"
@@ -79,6 +85,13 @@ def key_and_algorithms(settings: ApiSettings) -> tuple[str, tuple[str, ...]]:
             "(RS256/ES256 tokens from an identity provider)."
         )
     if secret:
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            # RFC 7518 3.2: an HMAC key at least as long as the hash; a short one can be
+            # brute-forced offline from any token it signed.
+            raise SettingsError(
+                f"SLUICE_JWT_SECRET is {len(secret.encode())} bytes; use at least "
+                f"{MIN_SECRET_BYTES} random bytes (openssl rand -hex 32)."
+            )
         key, family, default = secret, HMAC, ("HS256",)
     else:
         assert public is not None
@@ -115,11 +128,20 @@ async def principal_from_token(
     return Principal(subject=token.sub, tenant=tenant, role=highest_role(token.extras.get("roles")))
 
 
-def jwt_auth(settings: ApiSettings) -> JWTAuth[Principal, Token]:
+class SluiceAuth(JWTCookieAuth[Principal, Token]):
+    """Litestar's JWT cookie auth. The OpenAPI document describes the Bearer
+    header only: the cookie is the dashboard's, not part of the public API."""
+
+    @property
+    def openapi_components(self) -> Components:
+        return BaseJWTAuth.openapi_components.fget(self)  # type: ignore[attr-defined]
+
+
+def jwt_auth(settings: ApiSettings) -> SluiceAuth:
     """The authentication middleware configuration for these settings."""
     key, algorithms = key_and_algorithms(settings)
     token_cls = type("ConfiguredToken", (SluiceToken,), {"accepted": algorithms, "verified": {}})
-    return JWTAuth[Principal, Token](
+    return SluiceAuth(
         token_secret=key,
         algorithm=algorithms[0],
         token_cls=token_cls,
@@ -128,5 +150,24 @@ def jwt_auth(settings: ApiSettings) -> JWTAuth[Principal, Token]:
         accepted_issuers=[settings.jwt_issuer] if settings.jwt_issuer else None,
         accepted_audiences=[settings.jwt_audience] if settings.jwt_audience else None,
         exclude=[PUBLIC_PATHS],
+        key=COOKIE,
+        samesite="strict",
+        authentication_middleware_class=SessionAuthenticationMiddleware,
         description="`Authorization: Bearer <JWT>` with claims sub, iat, exp, roles, tenant.",
     )
+
+
+@functools.cache
+def _middleware(settings: ApiSettings) -> SessionAuthenticationMiddleware:
+    # Not in the request path: it only lends its token checks to sign_in.
+    return jwt_auth(settings).middleware(app=None)  # type: ignore[arg-type]
+
+
+async def sign_in(
+    settings: ApiSettings, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
+) -> tuple[Principal, Token]:
+    """Verify a token exactly as the middleware verifies every request (the
+    dashboard's sign-in checks a token before keeping it in the cookie).
+    NotAuthorizedException when the token is not one the API accepts."""
+    result = await _middleware(settings).authenticate_token(encoded_token, connection)
+    return result.user, result.auth

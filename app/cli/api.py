@@ -38,7 +38,7 @@ def api(database_url: str | None, host: str | None, port: int | None) -> None:
             ApiSettings, database_url=require_database_url(database_url), host=host, port=port
         )
         app = create_app(settings)
-    except SettingsError as exc:
+    except (SettingsError, ImportError) as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"sluice api on http://{settings.host}:{settings.port} (OpenAPI at /schema)")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

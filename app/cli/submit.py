@@ -68,9 +68,8 @@ async def submit(client: Client, file: TextIO, param: tuple[str, ...], wait: boo
         click.echo(f"{batch['created']} jobs submitted ({batch['existing']} already existed)")
     elif "cron" in document:
         schedule = await client.post("/schedules", document)
-        click.echo(
-            f"schedule {schedule['id']} ({schedule['name']}): next at {schedule['next_fire_at']}"
-        )
+        upcoming = schedule["next_fire_at"] or "computed by the scheduler within seconds"
+        click.echo(f"schedule {schedule['id']} ({schedule['name']}) saved; next run: {upcoming}")
     else:
         raise click.ClickException(f"{file.name}: expected `nodes`, `task`, `jobs` or `cron`")
 

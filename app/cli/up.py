@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -73,23 +75,31 @@ def up(
 
 def banner(running) -> str:
     """What `sluice up` prints once everything answers."""
-    token_file = shlex.quote(str(running.token_file))
     where = "embedded, data in the data directory" if running.embedded else "external"
-    return f"""
-Sluice is up.
-
-  Dashboard   {running.api_url}/login?token={running.token}
-  API         {running.api_url}/api/v1   (OpenAPI: {running.api_url}/schema)
-  Admin token {running.token_file}  (valid 7 days)
-  PostgreSQL  {running.database_display}  ({where})
-
-Try, from another terminal in this directory:
-
-  export SLUICE_TOKEN=$(cat {token_file})
-  curl -s -H "Authorization: Bearer $SLUICE_TOKEN" -H 'Content-Type: application/json' \\
-       -d '{{"task": "sleep", "payload": {{"seconds": 1}}}}' {running.api_url}/api/v1/jobs
-  sluice submit examples/fan_out_fan_in.yaml --wait
-  sluice dlq list
-
-Press Ctrl-C to stop.
-"""
+    lines = [
+        "",
+        "Sluice is up.",
+        "",
+        f"  Dashboard   {running.api_url}/login?token={running.token}",
+        f"  API         {running.api_url}/api/v1   (OpenAPI: {running.api_url}/schema)",
+        f"  Admin token {running.token_file}  (valid 7 days)",
+        f"  PostgreSQL  {running.database_display}  ({where})",
+    ]
+    if running.psql:
+        lines.append(f"  psql        {running.psql}")
+    body = '{"task": "sleep", "payload": {"seconds": 1}}'
+    # `make up` runs .venv/bin/sluice, which another terminal may not have on its PATH.
+    sluice = "sluice" if shutil.which("sluice") else str(Path(sys.executable).with_name("sluice"))
+    lines += [
+        "",
+        "Try, from another terminal in this directory:",
+        "",
+        f"  export SLUICE_TOKEN=$(cat {shlex.quote(str(running.token_file))})",
+        '  curl -s -H "Authorization: Bearer $SLUICE_TOKEN" -H "Content-Type: application/json" \\',
+        f"       -d '{body}' {running.api_url}/api/v1/jobs",
+        f"  {sluice} submit examples/fan_out_fan_in.yaml --wait",
+        f"  {sluice} runs list",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)

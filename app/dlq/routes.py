@@ -38,6 +38,12 @@ class DeadLetter(Struct, kw_only=True):
     failed_at: datetime
 
 
+class DeadLetterSize(Struct):
+    """How many dead letters wait for an operator."""
+
+    size: int
+
+
 def _to_dead_letter(row: dict) -> DeadLetter:
     return msgspec.convert({**row, "payload": redact(row["payload"])}, DeadLetter)
 
@@ -72,6 +78,17 @@ class DeadLettersController(Controller):
             limit=limit + 1,
         )
         return page([_to_dead_letter(r) for r in rows], limit, key="dead_letter_id")
+
+    @get(
+        "/size",
+        operation_id="dlq_size",
+        summary="Count dead letters",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
+    async def size(self, conn: Conn, principal: Caller) -> DeadLetterSize:
+        """How many unresolved dead letters the caller's tenant has (the DLQ's size)."""
+        return DeadLetterSize(size=await Q.dead_letter_size(conn, tenant=principal.scope))
 
     @post(
         "/{job_id:int}/retry",

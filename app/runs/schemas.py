@@ -81,3 +81,36 @@ class RunGraph(Struct, kw_only=True):
     run: Run
     nodes: list[RunNode]
     edges: list[RunEdge]
+
+
+class NodePlace(Struct, kw_only=True):
+    """Where one node is drawn: the centre of its box (null when the run is not drawn)."""
+
+    id: str
+    job_id: int
+    depth: Annotated[int, Meta(description="0 without parents, else 1 + its deepest parent's.")]
+    x: float | None = None
+    y: float | None = None
+
+
+class EdgePath(Struct, kw_only=True):
+    """The route of one edge, from the parent's box to the child's, as (x, y) points."""
+
+    parent: str
+    child: str
+    points: list[tuple[float, float]]
+
+
+class RunLayout(Struct, kw_only=True):
+    """A run's DAG laid out by dependency depth, left to right (Sugiyama layout).
+    `drawn` is false for runs too large to draw node by node: nodes then carry
+    their depth only, and `edges` is empty."""
+
+    run_id: int
+    drawn: bool
+    width: float
+    height: float
+    node_width: float
+    node_height: float
+    nodes: list[NodePlace]
+    edges: list[EdgePath]

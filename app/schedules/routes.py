@@ -11,6 +11,7 @@ import msgspec
 from croniter import croniter
 from croniter.croniter import CroniterError
 from litestar import Controller, delete, get, patch, post
+from litestar.params import QueryParameter
 from psycopg.types.json import Jsonb
 
 from app.auth import OPERATOR, VIEWER, Principal
@@ -22,7 +23,7 @@ from app.openapi import example_body
 from app.pagination import Cursor, Limit, Page, decode_cursor, page
 from app.redact import redact
 from app.resources import IdPath
-from app.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate
+from app.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
 from app.tasks import TaskCatalog
 
 NIGHTLY = {
@@ -50,6 +51,12 @@ def cron_problem(expression: str, timezone: str) -> list[tuple[str, str]]:
     except (CroniterError, ValueError, KeyError, TypeError, OverflowError) as exc:
         return [("cron", f"not a cron expression croniter accepts: {exc}")]
     return []
+
+
+def occurrences(expression: str, timezone: str, count: int, after: datetime) -> list[datetime]:
+    """The next `count` times a (valid) cron expression fires after `after`, in `timezone`."""
+    times = croniter(expression, after.astimezone(ZoneInfo(timezone)))
+    return [times.get_next(datetime) for _ in range(count)]
 
 
 async def _check(
@@ -148,6 +155,30 @@ class SchedulesController(Controller):
     async def show(self, schedule_id: IdPath, conn: Conn, principal: Caller) -> Schedule:
         """One schedule, with its next and last occurrence."""
         return _to_schedule(await _row(conn, principal, schedule_id))
+
+    @get(
+        "/{schedule_id:int}/upcoming",
+        operation_id="schedule_upcoming",
+        summary="When a schedule fires next",
+        guards=VIEWER,
+        responses=error_responses(404, 409),
+    )
+    async def upcoming(
+        self,
+        schedule_id: IdPath,
+        conn: Conn,
+        principal: Caller,
+        count: Annotated[int, QueryParameter(ge=1, le=100, description="How many times.")] = 5,
+    ) -> Upcoming:
+        """The next `count` occurrences from now, computed from the cron expression in the
+        schedule's time zone (also while it is disabled; `next_fire_at` is the one the
+        scheduler will fire). 409 for a cron expression stored by plain SQL that croniter
+        cannot read."""
+        row = await _row(conn, principal, schedule_id)
+        if problems := cron_problem(row["cron"], row["timezone"]):
+            raise ApiError(409, f"schedule {schedule_id}: {problems[0][1]}")
+        times = occurrences(row["cron"], row["timezone"], count, datetime.now(UTC))
+        return Upcoming(schedule_id=schedule_id, enabled=row["enabled"], times=times)
 
     @patch(
         "/{schedule_id:int}",

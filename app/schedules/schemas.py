@@ -84,3 +84,11 @@ class Schedule(Struct, kw_only=True):
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class Upcoming(Struct, kw_only=True):
+    """When a schedule fires next, from now, by its cron expression and time zone."""
+
+    schedule_id: int
+    enabled: bool
+    times: list[datetime]

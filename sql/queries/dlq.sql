@@ -29,3 +29,11 @@ SELECT sluice.dead_letter_discard(%(job_id)s);
 
 -- name: dead_letter_count :scalar
 SELECT count(*) FROM sluice.dead_letters WHERE resolved_at IS NULL;
+
+-- Unresolved entries a tenant (null: every tenant) can see: the DLQ's size.
+-- name: dead_letter_size :scalar
+SELECT count(*)
+  FROM sluice.dead_letters d
+  JOIN sluice.jobs j ON j.id = d.job_id
+ WHERE d.resolved_at IS NULL
+   AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s);

@@ -131,3 +131,80 @@ SELECT a.attempt, a.worker_id, a.started_at, a.finished_at, a.outcome, a.error, 
 SELECT coalesce(array_agg(e.parent_id ORDER BY e.parent_id), '{}')
   FROM sluice.job_edges e
  WHERE e.child_id = %(id)s;
+
+-- Jobs that finished in each of the last `minutes` minutes, by outcome, with
+-- the empty minutes as zeros (what the dashboard charts). Like the
+-- sluice.throughput view, but for one tenant (null: all) and one queue (null:
+-- all); the finished-state filter is the predicate of the jobs_finished index.
+-- name: job_throughput :many
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                           date_trunc('minute', now()), interval '1 minute') AS minute
+), finished AS (
+    SELECT date_trunc('minute', j.finished_at) AS minute,
+           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE j.state = 'failed') AS failed,
+           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+      FROM sluice.jobs j
+     WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+       AND j.finished_at >= (SELECT min(m.minute) FROM minutes m)
+       AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+     GROUP BY 1
+)
+SELECT m.minute, coalesce(f.succeeded, 0) AS succeeded, coalesce(f.failed, 0) AS failed,
+       coalesce(f.cancelled, 0) AS cancelled
+  FROM minutes m
+  LEFT JOIN finished f ON f.minute = m.minute
+ ORDER BY m.minute;
+
+-- How long jobs waited before a worker took them, per queue and over all queues
+-- (the row whose queue is null), for jobs that started in the last `minutes`:
+-- percentiles of started_at minus the moment the job could first run. That is
+-- run_at (enqueue, delay, or retry backoff), or for a DAG child the moment its
+-- last parent finished, since its run_at is when it was created, blocked.
+-- Finished jobs are read newest first through the jobs_finished index and capped
+-- at `sample`, so the cost stays bounded at any throughput; running jobs are few.
+-- name: job_wait_times :many
+WITH started AS (
+    (SELECT j.id, j.queue, j.run_at, j.started_at
+       FROM sluice.jobs j
+      WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+        AND j.finished_at >= now() - make_interval(mins => %(minutes)s)
+        AND j.started_at >= now() - make_interval(mins => %(minutes)s)
+        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+      ORDER BY j.finished_at DESC
+      LIMIT %(sample)s)
+    UNION ALL
+    SELECT j.id, j.queue, j.run_at, j.started_at
+      FROM sluice.jobs j
+     WHERE j.state = 'running'
+       AND j.started_at >= now() - make_interval(mins => %(minutes)s)
+       AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
+       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
+), released AS (
+    -- One join for the whole sample rather than a probe per job: most jobs have
+    -- no parents, and a per-job subquery makes the planner expect (and JIT-compile
+    -- for) far more work than there is.
+    SELECT e.child_id, max(parent.finished_at) AS released_at
+      FROM started s
+      JOIN sluice.job_edges e ON e.child_id = s.id
+      JOIN sluice.jobs parent ON parent.id = e.parent_id
+     GROUP BY e.child_id
+), waits AS (
+    SELECT s.queue,
+           greatest(extract(epoch FROM s.started_at - greatest(s.run_at, r.released_at)),
+                    0)::double precision AS wait
+      FROM started s
+      LEFT JOIN released r ON r.child_id = s.id
+)
+SELECT w.queue,
+       count(*) AS jobs,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY w.wait) AS p50,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY w.wait) AS p90,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY w.wait) AS p99,
+       max(w.wait) AS max
+  FROM waits w
+ GROUP BY GROUPING SETS ((w.queue), ())
+ ORDER BY w.queue NULLS FIRST;

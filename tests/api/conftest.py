@@ -21,7 +21,7 @@ from app.core.embedded import free_port
 from app.main import create_app
 from app.settings import ApiSettings
 
-SECRET = "test-secret-that-is-long-enough-for-hs256"
+SECRET = "test-secret-long-enough-for-every-hmac-algorithm-including-hs512!"
 
 
 @pytest.fixture

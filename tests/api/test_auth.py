@@ -29,6 +29,8 @@ ROLES = [None, Role.viewer, Role.submitter, Role.operator, Role.admin]
 MATRIX = [
     ("GET", "/api/v1/jobs", None, Role.viewer),
     ("GET", "/api/v1/jobs/1", None, Role.viewer),
+    ("GET", "/api/v1/jobs/throughput", None, Role.viewer),
+    ("GET", "/api/v1/jobs/wait-times", None, Role.viewer),
     ("POST", "/api/v1/jobs", {"task": "noop"}, Role.submitter),
     ("POST", "/api/v1/jobs/batch", {"jobs": [{"task": "noop"}]}, Role.submitter),
     ("POST", "/api/v1/jobs/1/cancel", None, Role.submitter),
@@ -40,6 +42,7 @@ MATRIX = [
     ("POST", "/api/v1/dags/etl/runs", {}, Role.submitter),
     ("GET", "/api/v1/runs", None, Role.viewer),
     ("GET", "/api/v1/runs/1", None, Role.viewer),
+    ("GET", "/api/v1/runs/1/layout", None, Role.viewer),
     (
         "POST",
         "/api/v1/runs",
@@ -49,6 +52,7 @@ MATRIX = [
     ("POST", "/api/v1/runs/1/cancel", None, Role.submitter),
     ("POST", "/api/v1/runs/1/retry", None, Role.operator),
     ("GET", "/api/v1/dlq", None, Role.viewer),
+    ("GET", "/api/v1/dlq/size", None, Role.viewer),
     ("POST", "/api/v1/dlq/1/retry", None, Role.operator),
     ("POST", "/api/v1/dlq/1/discard", None, Role.operator),
     ("GET", "/api/v1/queues", None, Role.viewer),
@@ -58,6 +62,7 @@ MATRIX = [
     ("PUT", "/api/v1/queues/default/concurrency", {"limit": 2}, Role.operator),
     ("GET", "/api/v1/schedules", None, Role.viewer),
     ("GET", "/api/v1/schedules/1", None, Role.viewer),
+    ("GET", "/api/v1/schedules/1/upcoming", None, Role.viewer),
     (
         "POST",
         "/api/v1/schedules",
@@ -273,3 +278,8 @@ async def test_a_remembered_token_is_refused_once_it_expires(client):
         assert datetime.now(UTC) < deadline, "an expired token was still accepted"
         await asyncio.sleep(0.2)  # waiting for the clock to pass `exp`, not for another task
     assert r.status_code == 401
+
+
+def test_a_short_hmac_secret_is_refused_at_start():
+    with pytest.raises(SettingsError, match="at least 32"):
+        key_and_algorithms(ApiSettings(jwt_secret="too-short"))

@@ -1,0 +1,184 @@
+// What every page shares: calling /api/v1 with the session cookie, building
+// DOM nodes (text only: data from the API is never parsed as HTML), formats,
+// roles, notices and live refresh.
+
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
+const ROLES = ["none", "viewer", "submitter", "operator", "admin"];
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.message ?? `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+// Call the REST API. The browser sends the HttpOnly session cookie; writes add
+// the CSRF token the page was rendered with. A 401 means the session ended.
+export async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = CSRF;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(`/api/v1${path}`, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) {
+    const here = location.pathname + location.search;
+    location.assign(`/login?next=${encodeURIComponent(here)}`);
+    throw new ApiError(401, { message: "Your session has ended; sign in again." });
+  }
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+// The query string for `params`, leaving out empty values; arrays repeat the key.
+export function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined || value === null || value === "") continue;
+    for (const item of Array.isArray(value) ? value : [value]) search.append(key, item);
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
+// el("a", {href: "/x", class: "y"}, "text", otherNode): a DOM element.
+export function el(tag, attributes = {}, ...children) {
+  const svg = ["svg", "g", "rect", "path", "text", "title", "defs", "marker", "line"].includes(tag)
+    || (tag === "a" && attributes.svg);
+  const node = svg
+    ? document.createElementNS("http://www.w3.org/2000/svg", tag)
+    : document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "svg" || value === undefined || value === null || value === false) continue;
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  node.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+// The role the page was rendered for, and whether it reaches `role`.
+export function can(role) {
+  return ROLES.indexOf(document.body.dataset.role) >= ROLES.indexOf(role);
+}
+
+export const isAdmin = () => document.body.hasAttribute("data-admin");
+
+export function stateBadge(state) {
+  return el("span", { class: `badge state state-${state}`, "data-state": state }, state);
+}
+
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+// "3 min ago" for a recent time, with the full time as a tooltip.
+export function time(value) {
+  if (!value) return el("span", { class: "muted" }, "–");
+  const date = new Date(value);
+  const seconds = (date.getTime() - Date.now()) / 1000;
+  const abs = Math.abs(seconds);
+  let text;
+  if (abs < 60) text = relative.format(Math.round(seconds), "second");
+  else if (abs < 3600) text = relative.format(Math.round(seconds / 60), "minute");
+  else if (abs < 86400) text = relative.format(Math.round(seconds / 3600), "hour");
+  else text = date.toLocaleString();
+  return el("time", { datetime: date.toISOString(), title: date.toLocaleString() }, text);
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min`;
+}
+
+export const number = (n) => (n ?? 0).toLocaleString();
+
+export function json(value) {
+  return value === null || value === undefined ? "null" : JSON.stringify(value, null, 2);
+}
+
+// A message in the page's live region (read out by screen readers).
+let noticeTimer;
+export function notify(message, kind = "info") {
+  const box = document.getElementById("notice");
+  box.textContent = message;
+  box.className = `notice ${kind}`;
+  box.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { box.hidden = true; }, kind === "error" ? 10000 : 4000);
+}
+
+// Run an action from a button: disabled while it runs, errors shown, not thrown.
+export async function act(button, action, success) {
+  button.disabled = true;
+  try {
+    const result = await action();
+    if (success) notify(success);
+    return result;
+  } catch (error) {
+    notify(error.message, "error");
+    return undefined;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// A button that POSTs to `path` (an API action), says `done` when that worked,
+// then calls `after` (typically a refresh).
+export function actionButton(label, path, { id, kind = "", done, after } = {}) {
+  return el("button", {
+    type: "button", id, class: kind || undefined,
+    onclick: (event) => act(event.currentTarget, () => api(path, { method: "POST" }), done).then(after),
+  }, label);
+}
+
+// The resource at `path`, or null (and the page's `missing` message shown) on a 404.
+export async function found(path, missing) {
+  try {
+    return await api(path);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    document.getElementById(missing).hidden = false;
+    return null;
+  }
+}
+
+// Call `refresh` now and every `ms` (a number, or a function giving one) while
+// the page is visible, and at once when it becomes visible again; `refresh`
+// returns false to stop until restart().
+export function live(refresh, ms) {
+  let timer;
+  let stopped = false;
+  const tick = async () => {
+    clearTimeout(timer);
+    if (stopped) return;
+    let again = true;
+    try {
+      again = (await refresh()) !== false;
+    } catch (error) {
+      notify(error.message, "error");
+    }
+    if (again && !document.hidden) timer = setTimeout(tick, typeof ms === "function" ? ms() : ms);
+    else if (!again) stopped = true;
+  };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) tick(); });
+  tick();
+  return { restart() { stopped = false; tick(); } };
+}
+
+export function updated() {
+  const line = document.getElementById("updated");
+  if (line) line.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+}
+
+// The sign-out button (every signed-in page has one).
+document.getElementById("logout")?.addEventListener("click", async () => {
+  await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": CSRF }, credentials: "same-origin" });
+  location.assign("/login");
+});

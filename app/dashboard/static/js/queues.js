@@ -1,0 +1,43 @@
+// Queues: depth, pause and resume, concurrency limit (operators and admins).
+import { act, actionButton, api, can, duration, el, live, number, updated } from "./api.js";
+
+const operator = can("operator");
+
+function limitForm(queue) {
+  const input = el("input", { type: "number", min: 1, max: 1000000, name: "limit", class: "narrow",
+    value: queue.concurrency_limit ?? "", placeholder: "none", "aria-label": `Concurrency limit of ${queue.name}` });
+  return el("form", { class: "inline", "data-limit": queue.name, onsubmit: (event) => {
+    event.preventDefault();
+    const limit = input.value === "" ? null : Number(input.value);
+    act(event.submitter ?? event.target.querySelector("button"), () => api(`/queues/${encodeURIComponent(queue.name)}/concurrency`,
+      { method: "PUT", body: { limit } }), `${queue.name}: ${limit === null ? "no limit" : `at most ${limit} at once`}.`).then(refresh);
+  } }, input, el("button", { type: "submit", class: "small" }, "Set"));
+}
+
+function row(queue) {
+  const name = encodeURIComponent(queue.name);
+  const toggle = queue.paused
+    ? actionButton("Resume", `/queues/${name}/resume`, { kind: "small", done: `${queue.name} resumed.`, after: refresh })
+    : actionButton("Pause", `/queues/${name}/pause`, { kind: "small danger", done: `${queue.name} paused.`, after: refresh });
+  return el("tr", { "data-queue": queue.name },
+    el("th", { scope: "row" }, el("a", { href: `/jobs?queue=${name}` }, queue.name)),
+    ["ready", "running", "scheduled", "blocked", "failed"].map((state) =>
+      el("td", { class: "num", "data-state": state }, number(queue[state]))),
+    el("td", { class: "num" }, queue.ready ? duration(queue.oldest_ready_seconds) : "–"),
+    el("td", {}, queue.paused ? el("span", { class: "badge paused" }, "paused") : el("span", { class: "muted" }, "active")),
+    el("td", {}, operator ? limitForm(queue) : (queue.concurrency_limit ?? "none")),
+    operator ? el("td", {}, toggle) : null,
+  );
+}
+
+async function refresh() {
+  // Not while someone is typing a limit: a refresh would replace the field.
+  if (document.activeElement?.name === "limit") return true;
+  const queues = await api("/queues");
+  document.querySelector("#queues tbody").replaceChildren(...queues.items.map(row));
+  document.getElementById("queues-empty").hidden = queues.items.length > 0;
+  updated();
+  return true;
+}
+
+live(refresh, 5000);

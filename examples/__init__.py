@@ -1,0 +1,1 @@
+"""Examples: DAG files, a handlers module, a cron schedule, and SQL enqueueing."""

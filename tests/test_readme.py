@@ -1,0 +1,49 @@
+"""The README stays true: its two commands, its settings table, its links."""
+
+import re
+from pathlib import Path
+
+from app.cli import COMMANDS
+from app.core.config import CoreSettings, describe
+from app.settings import ApiSettings
+from app.stack import UpSettings
+from worker.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+SETTINGS = (CoreSettings, UpSettings, ApiSettings, WorkerSettings)
+# Read straight from the environment, outside any settings class.
+OTHER_VARIABLES = {"SLUICE_PG_BINDIR", "SLUICE_API_URL", "SLUICE_TOKEN"}
+
+
+def test_the_readme_opens_with_the_run_and_test_commands():
+    first_block = README.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines()]
+    assert commands == ["make up", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^up: ", makefile, re.M) and re.search(r"^test: ", makefile, re.M)
+    assert "sluice up" in makefile
+
+
+def test_ci_runs_the_readmes_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.rstrip().splitlines()[-1] == "make test"
+
+
+def test_every_setting_is_documented():
+    variables = {env for cls in SETTINGS for env, _, _ in describe(cls)} | OTHER_VARIABLES
+    missing = sorted(v for v in variables if f"`{v}`" not in README)
+    assert missing == []
+    documented = set(re.findall(r"`(SLUICE_[A-Z_]+)`", README))
+    assert documented - variables == set(), "the README names settings that do not exist"
+
+
+def test_every_linked_file_exists():
+    links = re.findall(r"\]\(([^)#]+)\)", README)
+    assert links
+    assert [link for link in links if not (ROOT / link).exists()] == []
+
+
+def test_every_sluice_command_in_the_readme_exists():
+    used = set(re.findall(r"(?:^|\s|`)sluice ([a-z]+)", README, re.M))
+    assert used - set(COMMANDS) == set()
