@@ -48,6 +48,17 @@ SELECT coalesce(array_agg(id), '{}')::text AS ids FROM claimed
 \\gset
 UPDATE bench_limit.jobs SET state = 2 WHERE id = ANY (:ids::bigint[]) AND state = 1;
 """
+# The same two transactions through Sluice's engine functions on sluice.jobs: the
+# engine's cost per job (triggers, attempt log, lease, indexes) without a worker.
+ENGINE_CLAIM_COMPLETE = """SELECT coalesce(array_agg(id), '{}')::text AS ids,
+       coalesce(array_agg(attempt), '{}')::text AS attempts
+  FROM sluice.job_claim('limit-' || :client_id, '{default}', :batch, '1 minute')
+\\gset
+SELECT count(*) AS done
+  FROM sluice.job_complete_many('limit-' || :client_id, :ids::bigint[], :attempts::integer[],
+                                array_fill(NULL::jsonb, ARRAY[:batch::integer]))
+\\gset
+"""
 
 
 def pgbench() -> str:
@@ -115,6 +126,9 @@ async def run(
              single_per_client, 1),
             ("claim_complete_100", "claim + complete, 100 jobs per transaction", CLAIM_COMPLETE,
              batched_per_client, batch),
+            ("engine_claim_complete_100",
+             "Sluice's job_claim + job_complete_many, 100 jobs per transaction",
+             ENGINE_CLAIM_COMPLETE, batched_per_client, batch),
         ]  # fmt: skip
         with bench.progress("limit (pgbench)", len(phases)) as step:
             for i, (name, label, script, per_client, size) in enumerate(phases):
@@ -125,6 +139,11 @@ async def run(
                         " SELECT '{}' FROM generate_series(1, %s)",
                         (clients * size * 2,),
                     )
+                elif name.startswith("engine"):
+                    await conn.execute(
+                        "INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, %s)",
+                        (clients * size * (per_client + 2),),
+                    )
                 await settle()
                 meter.start()
                 tps = await run_pgbench(
@@ -132,15 +151,18 @@ async def run(
                 )
                 cpu = meter.stop([])
                 record.figure(name, tps * size, f"limit: {label} (jobs/s)")
-                if name == "claim_complete_100" and cpu["postgres_s"] is not None:
+                if name.endswith("claim_complete_100") and cpu["postgres_s"] is not None:
                     jobs = per_client * clients * size
+                    engine = name.startswith("engine")
+                    what = label if engine else "claim + complete at 100"
                     record.figure(
-                        "postgres_cpu_us_per_job",
+                        "engine_postgres_cpu_us_per_job" if engine else "postgres_cpu_us_per_job",
                         cpu["postgres_s"] / jobs * 1e6,
-                        "limit: PostgreSQL's CPU per job, claim + complete at 100 (µs)",
+                        f"limit: PostgreSQL's CPU per job, {what} (µs)",
                     )
                 step.update(i + 1)
         await conn.execute("DROP SCHEMA bench_limit CASCADE")
+    await bench.reset()  # the engine phase's jobs
     record.notes.append(
         f"pgbench, {clients} clients, prepared statements; claim and complete are two "
         "transactions (complete by primary key)"
