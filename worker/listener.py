@@ -20,10 +20,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.db import connection_kwargs, normalize_url
+from app.core.db import connect
 from app.core.logging import error_line
 from app.core.queries import Q
-from worker.writer import KEEPALIVES
 
 log = logging.getLogger("sluice.worker")
 
@@ -45,11 +44,8 @@ class Listener:
         max_backoff: float = 5.0,
         prepare: bool = True,
     ) -> None:
-        self._url = normalize_url(url)
-        self._kwargs = {
-            **connection_kwargs(prepare=prepare, application_name="sluice-listener"),
-            **KEEPALIVES,
-        }
+        self._url = url
+        self._prepare = prepare
         self._on_jobs = on_jobs
         self._on_control = on_control
         self._on_connected = on_connected
@@ -63,7 +59,9 @@ class Listener:
         while True:
             conn: psycopg.AsyncConnection | None = None
             try:
-                conn = await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
+                conn = await connect(
+                    self._url, prepare=self._prepare, application_name="sluice-listener"
+                )
                 await Q.worker_listen(conn)
                 self.connections += 1
                 if self.connections > 1:

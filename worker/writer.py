@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
-from app.core.db import connection_kwargs, normalize_url
+from app.core.db import connect
 from app.core.logging import error_line
 
 log = logging.getLogger("sluice.worker")
@@ -25,22 +25,14 @@ log = logging.getLogger("sluice.worker")
 # lease-checked, so repeating one that did commit changes nothing.
 TRANSIENT = (psycopg.OperationalError,)
 
-# TCP keepalives, so a connection to a host that vanished (network cut) fails
-# within a minute instead of waiting for a reply forever. Ignored on Unix sockets.
-KEEPALIVES = {
-    "keepalives": 1,
-    "keepalives_idle": 20,
-    "keepalives_interval": 5,
-    "keepalives_count": 4,
-}
-
 
 class Writer:
     """A lazily (re)connected connection, used under a lock."""
 
     def __init__(self, url: str, *, prepare: bool = True, name: str = "sluice-worker") -> None:
-        self._url = normalize_url(url)
-        self._kwargs = {**connection_kwargs(prepare=prepare, application_name=name), **KEEPALIVES}
+        self._url = url
+        self._prepare = prepare
+        self._name = name
         self._conn: psycopg.AsyncConnection | None = None
         self._lock = asyncio.Lock()
 
@@ -50,7 +42,9 @@ class Writer:
         so the next caller reconnects."""
         async with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(self._url, **self._kwargs)
+                self._conn = await connect(
+                    self._url, prepare=self._prepare, application_name=self._name
+                )
             try:
                 yield self._conn
             except TRANSIENT:

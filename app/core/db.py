@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 # Prepare a statement on the server after it has run this many times on a
 # connection: the hot queries (claim, complete) skip parse and plan thereafter.
 PREPARE_THRESHOLD = 5
+
+# TCP keepalives, so a connection to a host that vanished (network cut) fails
+# within a minute instead of waiting for a reply forever. Ignored on Unix sockets.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 20,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+}
 
 
 def normalize_url(url: str) -> str:
@@ -35,7 +45,17 @@ def connection_kwargs(*, prepare: bool = True, application_name: str = "sluice")
         "autocommit": True,
         "prepare_threshold": PREPARE_THRESHOLD if prepare else None,
         "application_name": application_name,
+        **KEEPALIVES,
     }
+
+
+async def connect(
+    url: str, *, prepare: bool = True, application_name: str = "sluice"
+) -> psycopg.AsyncConnection:
+    """One connection outside any pool (a LISTEN connection, the worker's writer)."""
+    return await psycopg.AsyncConnection.connect(
+        normalize_url(url), **connection_kwargs(prepare=prepare, application_name=application_name)
+    )
 
 
 async def open_pool(
