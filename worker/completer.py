@@ -50,7 +50,7 @@ class Completer:
         self._interval = interval
         # Successes: (id, attempt, result as JSON text or None, output, queue, task).
         # Failures: (id, attempt, error, retryable, outcome, output, queue, task).
-        self._done: list[tuple[int, int, str | None, str | None]] = []
+        self._done: list[tuple[int, int, str | None, str | None, str, str]] = []
         self._failed: list[tuple[int, int, str, bool, str, str | None, str, str]] = []
         self._flushing: list[int] = []
         self._wake = asyncio.Event()

@@ -210,29 +210,22 @@ class Executor:
             return "released" if execution.stop_reason == "shutdown" else "cancelled"
         except TimeoutError as exc:
             if not deadline.expired():
-                return self._failed(execution, exc, retryable=True)
+                return self._failed(execution, describe_error(exc), retryable=True)
             ctx._stop()  # a sync handler's thread runs on: tell it to give up
-            self._completer.fail(
-                job.id,
-                job.attempt,
-                f"timed out after {timeout:g}s",
-                True,
-                "timeout",
-                ctx.output,
-                job.queue,
-                job.task,
-            )
-            return "timeout"
+            error = f"timed out after {timeout:g}s"
+            return self._failed(execution, error, retryable=True, outcome="timeout")
         except NonRetryableError as exc:
-            return self._failed(execution, exc, retryable=False)
+            return self._failed(execution, describe_error(exc), retryable=False)
         except Exception as exc:
-            return self._failed(execution, exc, retryable=True)
+            return self._failed(execution, describe_error(exc), retryable=True)
         self._completer.succeed(job.id, job.attempt, encoded, ctx.output, job.queue, job.task)
         return "succeeded"
 
-    def _failed(self, execution: Execution, exc: BaseException, *, retryable: bool) -> str:
+    def _failed(
+        self, execution: Execution, error: str, *, retryable: bool, outcome: str = "failed"
+    ) -> str:
+        """Hand a failed attempt to the completer; returns its outcome."""
         job = execution.job
-        error = describe_error(exc)
         last = job.attempt >= job.max_attempts or not retryable
         log.log(
             # Retries are routine (and in the attempt log); a job that gives up is not.
@@ -249,12 +242,12 @@ class Executor:
             job.attempt,
             error,
             retryable,
-            "failed",
+            outcome,
             execution.ctx.output,
             job.queue,
             job.task,
         )
-        return "failed"
+        return outcome
 
     def close(self) -> None:
         # Threads of sync handlers that ignore their cancel signal cannot be killed.
