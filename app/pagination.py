@@ -35,12 +35,12 @@ class Page(msgspec.Struct, Generic[T]):
     next_cursor: str | None
 
 
-def encode_cursor(key: int | str) -> str:
-    """An opaque cursor carrying the sort key `key` (an id or a name)."""
+def encode_cursor(key: int | str | tuple[str, ...]) -> str:
+    """An opaque cursor carrying the sort key `key` (an id, a name, or a tuple of names)."""
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, kind: type[int] | type[str] = int) -> Any:
+def decode_cursor(cursor: str | None, kind: Any = int) -> Any:
     """The sort key a cursor carries, or a 422 naming `cursor` when it is not one of ours."""
     if cursor is None:
         return None
@@ -50,7 +50,9 @@ def decode_cursor(cursor: str | None, kind: type[int] | type[str] = int) -> Any:
         )
         if kind is int and not 0 < key <= BIGINT_MAX:
             raise ValueError(key)
-        if kind is str and "\x00" in key:
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the query.
+        parts = key if isinstance(key, tuple) else (key,)
+        if any(isinstance(part, str) and "\x00" in part for part in parts):
             raise ValueError(key)
     except (ValueError, binascii.Error, msgspec.DecodeError):
         raise invalid([("cursor", "is not a cursor this API returned")]) from None

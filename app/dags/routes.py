@@ -127,11 +127,18 @@ class DagsController(Controller):
         self, conn: Conn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
     ) -> Page[Dag]:
         """The newest version of each of the tenant's DAGs, by name."""
-        after = decode_cursor(cursor, str)
-        rows = await Q.dag_list(conn, tenant=principal.scope, after=after, limit=limit + 1)
+        after_name, after_tenant = decode_cursor(cursor, tuple[str, str]) or (None, None)
+        rows = await Q.dag_list(
+            conn,
+            tenant=principal.scope,
+            after_name=after_name,
+            after_tenant=after_tenant,
+            limit=limit + 1,
+        )
         items = [_to_dag(r) for r in rows[:limit]]
+        last = items[-1] if len(rows) > limit else None
         return Page(
-            items=items, next_cursor=encode_cursor(items[-1].name) if len(rows) > limit else None
+            items=items, next_cursor=encode_cursor((last.name, last.tenant)) if last else None
         )
 
     @get(

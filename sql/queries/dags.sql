@@ -4,13 +4,16 @@
 -- name: dag_save :one
 SELECT * FROM sluice.dag_save(%(tenant)s, %(name)s, %(definition)s, %(created_by)s);
 
--- The newest version of each DAG, by name, keyset-paginated on the name.
+-- The newest version of each DAG, by name, keyset-paginated on (name, tenant):
+-- an admin's list holds the same name once per tenant, and a page may end
+-- between them.
 -- name: dag_list :many
-SELECT DISTINCT ON (d.tenant, d.name)
+SELECT DISTINCT ON (d.name, d.tenant)
        d.tenant, d.name, d.version, d.definition, d.created_at, d.created_by
   FROM sluice.dags d
  WHERE (%(tenant)s::text IS NULL OR d.tenant = %(tenant)s)
-   AND (%(after)s::text IS NULL OR d.name > %(after)s)
+   AND (%(after_name)s::text IS NULL
+        OR (d.name, d.tenant) > (%(after_name)s::text, %(after_tenant)s::text))
  ORDER BY d.name, d.tenant, d.version DESC
  LIMIT %(limit)s;
 
