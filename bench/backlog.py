@@ -126,9 +126,6 @@ async def run(bench: Bench, *, levels: str, scheduled: int, sample: int) -> Reco
                     "claim_us_per_job": round(claim_us, 2),
                     "rounds_jobs_per_s": [round(r[0], 1) for r in rounds],
                 }
-                record.figure(
-                    f"jobs_per_s_{level}", rate, f"claim + complete with {level:,} waiting (jobs/s)"
-                )
                 step.update(i + 1)
         # Something for the views to show: DAG runs, finished and failed jobs.
         for _ in range(20):
@@ -149,10 +146,6 @@ async def run(bench: Bench, *, levels: str, scheduled: int, sample: int) -> Reco
     record.details["levels"] = per_level
     record.details["views_ms"] = views
     record.details["jobs_in_table_for_views"] = total
-    # The per-level figures repeat smallest/largest; keep the table short.
-    for level in sizes:
-        record.figures.pop(f"jobs_per_s_{level}", None)
-        record.labels.pop(f"jobs_per_s_{level}", None)
     record.notes.append(
         f"{CLIENTS} connections calling sluice.job_claim / job_complete_many, "
         f"{BATCH} jobs per call; "

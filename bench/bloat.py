@@ -24,7 +24,7 @@ import time
 from bench import report
 from bench.database import relation_sizes, scalar
 from bench.harness import Bench, Record
-from bench.load import completion_series, next_ready_id, queue_jobs, unfinished
+from bench.load import completion_series, next_ready_id, queue_jobs, wait_drained
 from bench.workers import WorkerGroup
 
 FULL = {"jobs": 200_000, "normal_jobs": 100_000, "recovery_jobs": 300_000, "workers": 2,
@@ -48,7 +48,7 @@ async def run(
             # 1. normal
             with bench.progress("bloat: normal", normal_jobs) as step:
                 await queue_jobs(conn, normal_jobs, analyze=False)
-                await wait_drained(conn, step, normal_jobs)
+                await wait_drained(conn, group, step, normal_jobs)
             first, last, normal_series = await completion_series(conn, BUCKET)
             normal = normal_jobs / (last - first)
             boundary = await scalar(conn, "SELECT max(id) FROM sluice.jobs")
@@ -77,7 +77,7 @@ async def run(
             held_until = time.time()
             # 3. recovery
             with bench.progress("bloat: after it ends", recovery_jobs) as step:
-                await wait_drained(conn, step, recovery_jobs, start=start_id + jobs)
+                await wait_drained(conn, group, step, recovery_jobs, start=start_id + jobs)
             sizes["after"] = await relation_sizes(conn)
         first, last, series = await completion_series(conn, BUCKET, since_id=boundary)
         held_done = await scalar(
@@ -118,18 +118,6 @@ async def run(
     record.details["held_seconds"] = [round(opened_at, 3), round(ended_at, 3)]
     record.charts["throughput"] = _chart(series, normal, opened_at, ended_at)
     return record
-
-
-async def wait_drained(conn, step, total: int, start: int | None = None) -> None:
-    first = start if start is not None else await next_ready_id(conn) or 0
-    while True:
-        head = await next_ready_id(conn)
-        if head is None:
-            if not await unfinished(conn):
-                return
-        else:
-            step.update(min(head - first, total))
-        await asyncio.sleep(0.1)
 
 
 def _chart(series, normal: float, opened: float, ended: float):

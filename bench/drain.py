@@ -7,31 +7,14 @@ process start-up is not counted and polling adds nothing to the measurement.
 
 from __future__ import annotations
 
-import asyncio
-
 from bench import report
 from bench.cpu import cpu_seconds
 from bench.harness import Bench, Record
-from bench.load import completion_series, next_ready_id, queue_jobs, unfinished
+from bench.load import completion_series, queue_jobs, wait_drained
 from bench.workers import WorkerGroup
 
 FULL = {"jobs": 200_000, "workers": 2, "concurrency": 256}
 QUICK = {"jobs": 50_000, "workers": 2, "concurrency": 256}
-
-
-async def drain(bench: Bench, jobs: int, step, poll: float = 0.25) -> None:
-    """Wait until no job is ready or running, updating `step` with progress."""
-    async with bench.connection() as conn:
-        first = await next_ready_id(conn) or 0
-        while True:
-            head = await next_ready_id(conn)
-            if head is None:
-                if not await unfinished(conn):
-                    step.update(jobs)
-                    return
-            else:
-                step.update(head - first)
-            await asyncio.sleep(poll)
 
 
 async def run(bench: Bench, *, jobs: int, workers: int, concurrency: int) -> Record:
@@ -49,7 +32,7 @@ async def run(bench: Bench, *, jobs: int, workers: int, concurrency: int) -> Rec
                 meter.start()
                 idle = cpu_seconds(p.pid for p in group.procs)
                 await conn.execute("SELECT sluice.resume_queue('default')")
-                await drain(bench, jobs, step)
+                await wait_drained(conn, group, step, jobs, poll=0.25)
                 cpu = meter.stop(p.pid for p in group.procs)
     cpu["workers_s"] -= sum(idle.values())
     async with bench.connection() as conn:

@@ -15,7 +15,6 @@ import datetime as dt
 import os
 import platform
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -32,7 +31,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from app.core.db import connection_kwargs
+from app.core.db import connect
 from bench import database
 from bench.cpu import CpuMeter, parent_of
 
@@ -72,15 +71,13 @@ class Bench:
 
     # -- database ------------------------------------------------------------
 
-    async def connect(self, **kwargs: Any) -> psycopg.AsyncConnection:
+    async def connect(self) -> psycopg.AsyncConnection:
         """A new autocommit connection (prepared statements on, as the worker uses)."""
-        return await psycopg.AsyncConnection.connect(
-            self.url, **{**connection_kwargs(application_name="sluice-bench"), **kwargs}
-        )
+        return await connect(self.url, application_name="sluice-bench")
 
     @contextlib.asynccontextmanager
-    async def connection(self, **kwargs: Any) -> AsyncIterator[psycopg.AsyncConnection]:
-        conn = await self.connect(**kwargs)
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        conn = await self.connect()
         try:
             yield conn
         finally:
@@ -203,13 +200,3 @@ async def context(bench: Bench) -> dict[str, Any]:
         "machine": machine(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-
-
-class Clock:
-    """Seconds since it was made (perf_counter)."""
-
-    def __init__(self) -> None:
-        self.began = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.began

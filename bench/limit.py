@@ -162,7 +162,6 @@ async def run(
                     )
                 step.update(i + 1)
         await conn.execute("DROP SCHEMA bench_limit CASCADE")
-    await bench.reset()  # the engine phase's jobs
     record.notes.append(
         f"pgbench, {clients} clients, prepared statements; claim and complete are two "
         "transactions (complete by primary key)"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING, Any
+
 import psycopg
 
 from bench.database import scalar
+
+if TYPE_CHECKING:
+    from bench.workers import WorkerGroup
 
 CHUNK = 100_000
 
@@ -55,6 +61,31 @@ async def unfinished(conn: psycopg.AsyncConnection) -> bool:
         "SELECT EXISTS (SELECT 1 FROM sluice.jobs WHERE state = 'ready')"
         " OR EXISTS (SELECT 1 FROM sluice.jobs WHERE state = 'running')",
     )
+
+
+async def wait_drained(
+    conn: psycopg.AsyncConnection,
+    group: WorkerGroup,
+    step: Any,
+    total: int,
+    *,
+    start: int | None = None,
+    poll: float = 0.1,
+) -> None:
+    """Wait until no job is ready or running, showing on `step` how far the claims
+    are past job `start` (default: the head of the queue now). Raises if every
+    worker of `group` has exited, since the jobs would then never drain."""
+    first = start if start is not None else await next_ready_id(conn) or 0
+    while True:
+        head = await next_ready_id(conn)
+        if head is None and not await unfinished(conn):
+            step.update(total)
+            return
+        if head is not None:
+            step.update(min(head - first, total))
+        if not group.alive():
+            raise RuntimeError("every worker process exited before the queue drained")
+        await asyncio.sleep(poll)
 
 
 async def completion_series(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,6 @@ def percentile(values: Sequence[float], p: float) -> float:
     k = (len(ordered) - 1) * p / 100
     lo, hi = math.floor(k), math.ceil(k)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def rate_series(times: Iterable[float], start: float, bucket: float = 1.0) -> list[list[float]]:
-    """[[seconds since start, events per second], ...] per `bucket` of `times`."""
-    counts: dict[int, int] = {}
-    for t in times:
-        counts[int((t - start) // bucket)] = counts.get(int((t - start) // bucket), 0) + 1
-    if not counts:
-        return []
-    return [
-        [round(b * bucket, 3), round(counts.get(b, 0) / bucket, 1)]
-        for b in range(min(counts), max(counts) + 1)
-    ]
 
 
 # -- files ---------------------------------------------------------------------

@@ -15,10 +15,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
-import psycopg
-
+from app.core.db import connect
 from bench.harness import ROOT
 
 TASK_MODULE = "bench.tasks"
@@ -34,7 +32,6 @@ class WorkerGroup:
         count: int = 1,
         concurrency: int = 10,
         env: Mapping[str, str] | None = None,
-        log_dir: Path | None = None,
     ) -> None:
         self.url = url
         self.count = count
@@ -49,36 +46,27 @@ class WorkerGroup:
             "SLUICE_MAINTENANCE": "0",
             **(env or {}),
         }
-        self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.started_total = 0
         self.killed = 0
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start one more worker process."""
-        stderr = subprocess.DEVNULL
-        if self.log_dir is not None:
-            stderr = (self.log_dir / f"worker-{self.started_total}.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "worker"],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        if stderr is not subprocess.DEVNULL:
-            stderr.close()
         self.procs.append(proc)
-        self.started_total += 1
         return proc
 
-    async def start(self, *, wait: bool = True) -> None:
-        """Start the processes; with `wait`, return once each listens for jobs."""
+    async def start(self) -> None:
+        """Start the processes; return once each listens for jobs."""
         for _ in range(self.count):
             self.spawn()
-        if wait:
-            await self.wait_listening()
+        await self.wait_listening()
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.procs if p.poll() is None]
@@ -88,7 +76,7 @@ class WorkerGroup:
         on ready jobs at once), or raise if one exits."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+        async with await connect(self.url, application_name="sluice-bench") as conn:
             while True:
                 for p in self.procs:
                     if p.poll() is not None and p.returncode not in (0, -signal.SIGKILL):
