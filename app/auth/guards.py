@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -10,6 +11,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
 from app.auth.principal import Principal, Role
+from app.errors import ApiError
 
 
 def requires(role: Role) -> Guard:
@@ -31,3 +33,10 @@ VIEWER = [requires(Role.viewer)]
 SUBMITTER = [requires(Role.submitter)]
 OPERATOR = [requires(Role.operator)]
 ADMIN = [requires(Role.admin)]
+
+
+def require_shell_permission(tasks: Iterable[str], principal: Principal) -> None:
+    """403 unless the caller is an admin or none of `tasks` is a shell task: a
+    shell task runs whatever command its submitter names."""
+    if not principal.is_admin and "shell" in tasks:
+        raise ApiError(403, "shell tasks need the admin role")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 from psycopg import AsyncConnection
 
-from app.auth import Principal
+from app.auth import Principal, require_shell_permission
 from app.core.metrics import JOBS_ENQUEUED
 from app.core.queries import Q
 from app.errors import ApiError, FieldError, invalid
@@ -58,8 +58,7 @@ def check(
     jobs: Sequence[JobSubmit], principal: Principal, catalog: TaskCatalog, where: str | None
 ) -> None:
     """Raise 403 or 422 unless every job may be submitted by `principal`."""
-    if not principal.is_admin and any(job.task == "shell" for job in jobs):
-        raise ApiError(403, "shell tasks need the admin role")
+    require_shell_permission((job.task for job in jobs), principal)
     found: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
     for i, job in enumerate(jobs):

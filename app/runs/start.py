@@ -9,18 +9,12 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from app.auth import Principal
+from app.auth import Principal, require_shell_permission
 from app.core.queries import Q
 from app.errors import ApiError, FieldError, not_found
 from app.redact import redact
 from app.resources import notify_json
 from app.runs.schemas import Run, RunStart
-
-
-def require_shell_permission(nodes: list[dict], principal: Principal) -> None:
-    """403 unless an admin starts a definition with shell nodes."""
-    if not principal.is_admin and any(node["task"] == "shell" for node in nodes):
-        raise ApiError(403, "shell tasks need the admin role")
 
 
 async def start_run(
@@ -33,7 +27,7 @@ async def start_run(
     dag_version: int | None = None,
 ) -> tuple[Run, bool]:
     """Create the run of normalised `nodes` in the caller's tenant: (run, created)."""
-    require_shell_permission(nodes, principal)
+    require_shell_permission((node["task"] for node in nodes), principal)
     fingerprint = None
     if request.idempotency_key is not None:
         digest = msgspec.json.encode([request, dag_name, nodes], order="sorted")

@@ -14,7 +14,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.auth import OPERATOR, VIEWER, Principal
+from app.auth import OPERATOR, VIEWER, Principal, require_shell_permission
 from app.core.queries import Q
 from app.deps import Caller, Catalog, Conn
 from app.errors import ApiError, error_responses, invalid, not_found
@@ -66,8 +66,7 @@ async def _check(
     if (schedule.job is None) == (schedule.dag is None):
         found.append(("job", "give either job or dag (the DAG to run), not both"))
     if schedule.job is not None:
-        if schedule.job.task == "shell" and not principal.is_admin:
-            raise ApiError(403, "shell tasks need the admin role")
+        require_shell_permission([schedule.job.task], principal)
         found += template_problems(schedule.job, catalog, "job")
     if (
         schedule.dag is not None
