@@ -59,9 +59,12 @@ def decode_cursor(cursor: str | None, kind: Any = int) -> Any:
     return key
 
 
-def page(items: list[T], limit: int, key: str = "id") -> Page[T]:
-    """A page of `items` (fetched with limit + 1 to learn whether more follow)."""
-    more = len(items) > limit
+def page(items: list[T], limit: int, key: str | tuple[str, ...] = "id") -> Page[T]:
+    """A page of `items` (fetched with limit + 1 to learn whether more follow);
+    the cursor carries the last item's `key` attribute (or attributes)."""
+    if len(items) <= limit:
+        return Page(items=items, next_cursor=None)
     items = items[:limit]
-    cursor = encode_cursor(getattr(items[-1], key)) if more else None
-    return Page(items=items, next_cursor=cursor)
+    last = items[-1]
+    value = tuple(getattr(last, k) for k in key) if isinstance(key, tuple) else getattr(last, key)
+    return Page(items=items, next_cursor=encode_cursor(value))

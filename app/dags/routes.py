@@ -17,7 +17,7 @@ from app.dags.schemas import Dag, DagDefinitionIn
 from app.deps import Caller, Catalog, Conn
 from app.errors import error_responses, invalid, not_found
 from app.openapi import example_body
-from app.pagination import Cursor, Limit, Page, decode_cursor, encode_cursor
+from app.pagination import Cursor, Limit, Page, decode_cursor, page
 from app.redact import redact
 from app.resources import NamePath
 from app.runs.schemas import Run, RunStart
@@ -135,11 +135,7 @@ class DagsController(Controller):
             after_tenant=after_tenant,
             limit=limit + 1,
         )
-        items = [_to_dag(r) for r in rows[:limit]]
-        last = items[-1] if len(rows) > limit else None
-        return Page(
-            items=items, next_cursor=encode_cursor((last.name, last.tenant)) if last else None
-        )
+        return page([_to_dag(r) for r in rows], limit, key=("name", "tenant"))
 
     @get(
         "/{name:str}",
