@@ -14,7 +14,7 @@ from app.auth import OPERATOR, VIEWER
 from app.core.queries import Q
 from app.deps import Caller, Conn
 from app.errors import error_responses, not_found
-from app.jobs.convert import to_job
+from app.jobs.convert import get_job
 from app.jobs.schemas import Job
 from app.pagination import Cursor, Limit, Page, decode_cursor, page
 from app.redact import redact
@@ -102,7 +102,7 @@ class DeadLettersController(Controller):
         """Give the job fresh attempts; its dead letter is resolved as `retried`."""
         await self._entry(conn, principal, job_id)
         await Q.dead_letter_retry(conn, job_id=job_id)
-        return to_job(await Q.job_get(conn, id=job_id, tenant=principal.scope))
+        return await get_job(conn, principal, job_id)
 
     @post(
         "/{job_id:int}/discard",
@@ -116,7 +116,7 @@ class DeadLettersController(Controller):
         """Resolve the dead letter without retrying: the job stays `failed` and may be pruned."""
         await self._entry(conn, principal, job_id)
         await Q.dead_letter_discard(conn, job_id=job_id)
-        return to_job(await Q.job_get(conn, id=job_id, tenant=principal.scope))
+        return await get_job(conn, principal, job_id)
 
     @staticmethod
     async def _entry(conn: Conn, principal: Caller, job_id: int) -> dict:

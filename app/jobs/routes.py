@@ -8,13 +8,12 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
-from psycopg import AsyncConnection
 
-from app.auth import OPERATOR, SUBMITTER, VIEWER, Principal
+from app.auth import OPERATOR, SUBMITTER, VIEWER
 from app.core.queries import Q
 from app.deps import Caller, Catalog, Conn, Settings
-from app.errors import ApiError, error_responses, invalid, not_found
-from app.jobs.convert import to_job, to_job_detail
+from app.errors import ApiError, error_responses, invalid
+from app.jobs.convert import get_job, job_row, to_job, to_job_detail
 from app.jobs.schemas import BatchResult, Job, JobBatch, JobDetail, JobSubmit
 from app.jobs.submit import submit
 from app.openapi import example_body
@@ -51,13 +50,6 @@ IdempotencyHeader = Annotated[
 ]
 
 
-async def _get_job(conn: AsyncConnection, principal: Principal, job_id: int) -> Job:
-    row = await Q.job_get(conn, id=job_id, tenant=principal.scope)
-    if row is None:
-        raise not_found(f"job {job_id}")
-    return to_job(row)
-
-
 class JobsController(Controller):
     path = "/jobs"
     tags = ["jobs"]
@@ -92,7 +84,7 @@ class JobsController(Controller):
             data.idempotency_key = idempotency_key
         [job] = await submit(conn, principal, [data], catalog)
         return Response(
-            await _get_job(conn, principal, job.id), status_code=201 if job.created else 200
+            await get_job(conn, principal, job.id), status_code=201 if job.created else 200
         )
 
     @post(
@@ -179,9 +171,7 @@ class JobsController(Controller):
     )
     async def get_job(self, job_id: IdPath, conn: Conn, principal: Caller) -> JobDetail:
         """The job, its parents, every attempt (worker, times, outcome, error, output tail)."""
-        row = await Q.job_get(conn, id=job_id, tenant=principal.scope)
-        if row is None:
-            raise not_found(f"job {job_id}")
+        row = await job_row(conn, principal, job_id)
         attempts = await Q.job_attempts(conn, id=job_id)
         parents = await Q.job_parent_ids(conn, id=job_id)
         return to_job_detail(row, parents, attempts)
@@ -197,12 +187,12 @@ class JobsController(Controller):
     async def cancel(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Cancel a job that has not finished; a running one is stopped by its worker.
         Its pending descendants are cancelled too (reason `upstream_failed`)."""
-        job = await _get_job(conn, principal, job_id)
+        job = await get_job(conn, principal, job_id)
         if not await Q.job_cancel(conn, ids=[job_id], reason="cancelled"):
             raise ApiError(
                 409, f"job {job_id} is already {job.state}; only unfinished jobs can be cancelled"
             )
-        return await _get_job(conn, principal, job_id)
+        return await get_job(conn, principal, job_id)
 
     @post(
         "/{job_id:int}/retry",
@@ -215,11 +205,11 @@ class JobsController(Controller):
     async def retry(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Give a failed or cancelled job fresh attempts (resolving its dead letter); the
         descendants it had cancelled come back."""
-        job = await _get_job(conn, principal, job_id)
+        job = await get_job(conn, principal, job_id)
         if not await Q.job_retry(conn, ids=[job_id]):
             raise ApiError(
                 409,
                 f"job {job_id} is {job.state}; only failed or cancelled jobs "
                 "whose parents can still succeed can be retried",
             )
-        return await _get_job(conn, principal, job_id)
+        return await get_job(conn, principal, job_id)
