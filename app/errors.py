@@ -117,6 +117,15 @@ _AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
 _NAMED = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 
 
+def named_field(message: str) -> tuple[str, str] | None:
+    """(field, problem) when a msgspec message names its field in the text (an
+    unknown or a missing field) rather than in its path; None otherwise."""
+    if named := _NAMED.match(message):
+        problem = "unknown field" if named.group(1) == "contains unknown" else "is required"
+        return named.group(2), problem
+    return None
+
+
 def _field_errors(exc: ValidationException) -> list[FieldError]:
     found: list[FieldError] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
@@ -129,9 +138,9 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
             message = message[: match.start()]
         # Litestar calls the whole body `data` (the handler's parameter name).
         path = "" if key == "data" else _JSON_PATH.sub("", key)
-        if named := _NAMED.match(message):
-            path = f"{path}.{named.group(2)}" if path else named.group(2)
-            message = "unknown field" if named.group(1) == "contains unknown" else "is required"
+        if named := named_field(message):
+            field, message = named
+            path = f"{path}.{field}" if path else field
         found.append(FieldError(path or "body", message))
     return found
 

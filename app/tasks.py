@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from app.errors import named_field
+
 # The same rule as the jobs_task_valid constraint.
 TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 URL = r"^https?://[^\s]+$"
@@ -86,9 +88,9 @@ def payload_problems(task: str, payload: Any, where: str) -> Problems:
         match = _AT.match(str(exc))
         assert match is not None
         message, path = match.group(1), match.group(2) or ""
-        missing = re.match(r"Object missing required field `(\w+)`", message)
-        if missing and not path:
-            path, message = "." + missing.group(1), "is required"
+        if named := named_field(message):
+            field, message = named
+            path = f"{path}.{field}"
         return [(where + path, message)]
     return []
 
