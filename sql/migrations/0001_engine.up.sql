@@ -508,16 +508,13 @@ CREATE FUNCTION sluice.job_release_children(p_parents bigint[]) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
     v_children bigint[];
-    v_counts   integer[];
 BEGIN
-    SELECT array_agg(r.child_id ORDER BY r.child_id), array_agg(r.n ORDER BY r.child_id)
-      INTO v_children, v_counts
-      FROM (SELECT e.child_id, count(*)::integer AS n
-              FROM sluice.job_edges e
-             WHERE e.parent_id = ANY(p_parents)
-             GROUP BY e.child_id) r;
+    -- One entry per edge: job_unblock sums a child's entries and locks in id order.
+    SELECT array_agg(e.child_id) INTO v_children
+      FROM sluice.job_edges e
+     WHERE e.parent_id = ANY(p_parents);
     IF v_children IS NOT NULL THEN
-        PERFORM sluice.job_unblock(v_children, v_counts);
+        PERFORM sluice.job_unblock(v_children, array_fill(1, ARRAY[cardinality(v_children)]));
     END IF;
 END
 $$;
