@@ -77,7 +77,7 @@ async def scrape(state: State) -> Response[bytes]:
     the database now, so every API process reports the same numbers."""
     async with state.pool.connection() as conn:
         depths = await Q.queue_depths(conn)
-        dead = await Q.dead_letter_count(conn)
+        dead = await Q.dead_letter_size(conn, tenant=None)
         alive = await Q.workers_alive(conn)
     metrics.QUEUE_DEPTH.clear()
     for row in depths:

@@ -27,9 +27,6 @@ SELECT sluice.retry_dead(%(job_id)s);
 -- name: dead_letter_discard :scalar
 SELECT sluice.dead_letter_discard(%(job_id)s);
 
--- name: dead_letter_count :scalar
-SELECT count(*) FROM sluice.dead_letters WHERE resolved_at IS NULL;
-
 -- Unresolved entries a tenant (null: every tenant) can see: the DLQ's size.
 -- name: dead_letter_size :scalar
 SELECT count(*)

@@ -1,7 +1,8 @@
 -- Runtime queries on cron schedules.
 
--- schedules CRUD (the REST API). A changed cron expression or time zone clears
--- next_fire_at, so the scheduler computes the next occurrence afresh.
+-- schedules CRUD (the REST API). A change to what or when a schedule runs clears
+-- next_fire_at (the schedules_before_update trigger), so the scheduler computes
+-- the next occurrence afresh.
 
 -- name: schedule_create :one
 INSERT INTO sluice.schedules (tenant, name, cron, timezone, job, dag_name, dag_params, misfire,
@@ -28,9 +29,7 @@ SELECT *
 UPDATE sluice.schedules s
    SET name = %(name)s, cron = %(cron)s, timezone = %(timezone)s, job = %(job)s,
        dag_name = %(dag_name)s, dag_params = %(dag_params)s, misfire = %(misfire)s,
-       enabled = %(enabled)s, updated_at = now(),
-       next_fire_at = CASE WHEN s.cron = %(cron)s AND s.timezone = %(timezone)s
-                           THEN s.next_fire_at END
+       enabled = %(enabled)s, updated_at = now()
  WHERE s.id = %(id)s
    AND (%(tenant)s::text IS NULL OR s.tenant = %(tenant)s)
 RETURNING *;
