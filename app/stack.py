@@ -30,6 +30,7 @@ import httpx
 from app.core import migrate
 from app.core.config import setting
 from app.core.embedded import EmbeddedPostgres
+from app.core.logging import redact_url
 
 STATE_FILE = "up.json"
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
@@ -107,7 +108,7 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         psql = None
         if self.external_url:
-            url, display = self.external_url, _hide_password(self.external_url)
+            url, display = self.external_url, redact_url(self.external_url)
         else:
             # The cluster lives in <data_dir>/postgres; the rest of the data dir
             # (secret, token) stays ours even when the server runs as `postgres`.
@@ -193,14 +194,6 @@ class Stack:
             await asyncio.to_thread(self.postgres.stop)
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / STATE_FILE).unlink()
-
-
-def _hide_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:********@{host}"
 
 
 async def run(

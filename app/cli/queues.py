@@ -6,8 +6,7 @@ import click
 
 from app.cli.options import api_call
 from app.client import Client
-
-STATES = ("blocked", "scheduled", "ready", "running", "succeeded", "failed", "cancelled")
+from app.counts import STATES
 
 
 @click.group()

@@ -75,6 +75,8 @@ def up(
 
 def banner(running) -> str:
     """What `sluice up` prints once everything answers."""
+    from app.stack import TOKEN_TTL
+
     where = "embedded, data in the data directory" if running.embedded else "external"
     lines = [
         "",
@@ -82,7 +84,7 @@ def banner(running) -> str:
         "",
         f"  Dashboard   {running.api_url}/login?token={running.token}",
         f"  API         {running.api_url}/api/v1   (OpenAPI: {running.api_url}/schema)",
-        f"  Admin token {running.token_file}  (valid 7 days)",
+        f"  Admin token {running.token_file}  (valid {TOKEN_TTL.days} days)",
         f"  PostgreSQL  {running.database_display}  ({where})",
     ]
     if running.psql:
