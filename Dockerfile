@@ -50,8 +50,9 @@ WORKDIR /home/sluice
 EXPOSE 8000 9100
 
 # The slim image has no curl. HEALTHCHECK_URL defaults to the API's liveness
-# endpoint; a worker container points it at its metrics port instead
-# (compose.yaml does), and a one-shot `migrate` container disables it.
+# endpoint; a worker container points it at its metrics port instead, and a
+# one-shot `migrate` container disables it. (compose.yaml spells out each
+# service's check, so it can be read and tested without the image.)
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['HEALTHCHECK_URL'], timeout=4)"]
 

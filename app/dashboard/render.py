@@ -42,7 +42,6 @@ def page(request: Request[Principal, Any, Any], template: str, **context: Any) -
         template,
         principal=principal,
         role=principal.role.name if principal.role else "none",
-        can_submit=principal.allows(Role.submitter),
         can_operate=principal.allows(Role.operator),
         # Set by the auth middleware for cookie sessions; a page fetched with a
         # Bearer header (curl) has none and its buttons would be refused.

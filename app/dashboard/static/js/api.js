@@ -67,8 +67,6 @@ export function can(role) {
   return ROLES.indexOf(document.body.dataset.role) >= ROLES.indexOf(role);
 }
 
-export const isAdmin = () => document.body.hasAttribute("data-admin");
-
 export function stateBadge(state) {
   return el("span", { class: `badge state state-${state}`, "data-state": state }, state);
 }

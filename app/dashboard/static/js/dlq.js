@@ -1,5 +1,5 @@
 // The dead-letter queue: retry or discard one entry, or every selected one.
-import { api, can, el, live, number, query, time } from "./api.js";
+import { api, can, el, live, notify, number, query, time } from "./api.js";
 
 const operator = can("operator");
 const body = document.querySelector("#dlq tbody");
@@ -30,10 +30,8 @@ async function resolve(jobIds, verb) {
   }
   const done = jobIds.length - failures.length;
   const what = verb === "retry" ? "retried" : "discarded";
-  const box = document.getElementById("notice");
-  box.hidden = false;
-  box.className = failures.length ? "notice error" : "notice info";
-  box.textContent = `${done} ${what}.${failures.length ? ` Failed: ${failures.join("; ")}` : ""}`;
+  notify(`${done} ${what}.${failures.length ? ` Failed: ${failures.join("; ")}` : ""}`,
+    failures.length ? "error" : "info");
   await poller.restart();
 }
 

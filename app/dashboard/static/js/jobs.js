@@ -1,6 +1,6 @@
 // The jobs list: the filter form is a plain GET form (so a filtered list has a
 // URL); this reads the same parameters and asks the API for matching jobs.
-import { api, el, isAdmin, query, stateBadge, time } from "./api.js";
+import { api, can, el, query, stateBadge, time } from "./api.js";
 
 const params = new URLSearchParams(location.search);
 const form = document.getElementById("filters");
@@ -33,7 +33,7 @@ function row(job) {
     el("td", {}, stateBadge(job.state)),
     el("td", { class: "num" }, `${job.attempt}/${job.max_attempts}`),
     el("td", {}, job.run_id ? el("a", { href: `/runs/${job.run_id}` }, `${job.run_id} · ${job.node}`) : "–"),
-    isAdmin() ? el("td", {}, job.tenant) : null,
+    can("admin") ? el("td", {}, job.tenant) : null,
     el("td", {}, time(job.created_at)),
     el("td", {}, time(job.finished_at)),
   );
