@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+# What `sluice up` leaves in its data directory (app/stack.py writes them).
+DEFAULT_DATA_DIR = ".sluice"
+STATE_FILE = "up.json"
+TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 
 
 class ApiError(Exception):
@@ -37,13 +41,13 @@ class ApiError(Exception):
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("SLUICE_DATA_DIR", ".sluice"))
+    return Path(os.environ.get("SLUICE_DATA_DIR", DEFAULT_DATA_DIR))
 
 
 def resolve_api_url(flag: str | None) -> str:
     if flag:
         return flag.rstrip("/")
-    state = _data_dir() / "up.json"
+    state = _data_dir() / STATE_FILE
     if state.is_file():
         return json.loads(state.read_text())["api_url"]
     return DEFAULT_API_URL
@@ -52,7 +56,7 @@ def resolve_api_url(flag: str | None) -> str:
 def resolve_token(flag: str | None) -> str | None:
     if flag:
         return flag
-    token_file = _data_dir() / "admin-token"
+    token_file = _data_dir() / TOKEN_FILE
     return token_file.read_text().strip() if token_file.is_file() else None
 
 

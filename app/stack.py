@@ -27,14 +27,13 @@ from pathlib import Path
 
 import httpx
 
+from app.client import DEFAULT_DATA_DIR, STATE_FILE, TOKEN_FILE
 from app.core import migrate
 from app.core.config import setting
 from app.core.embedded import EmbeddedPostgres
 from app.core.logging import redact_url
 
-STATE_FILE = "up.json"
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
-TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
 TOKEN_TTL = timedelta(days=7)
 
 
@@ -44,7 +43,7 @@ class UpSettings:
 
     data_dir: Path = setting(
         "SLUICE_DATA_DIR",
-        Path(".sluice"),
+        Path(DEFAULT_DATA_DIR),
         "Where `sluice up` keeps its PostgreSQL cluster, JWT secret and admin token.",
         Path,
     )
