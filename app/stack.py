@@ -75,8 +75,9 @@ class StackError(RuntimeError):
     """The stack could not start; the message says why."""
 
 
-def _die_with_parent() -> None:
-    """In a child: get SIGTERM if `sluice up` itself dies (Linux), so nothing is orphaned."""
+def die_with_parent() -> None:
+    """In a child (a `preexec_fn`): get SIGTERM if the parent dies (Linux), so
+    nothing it started is orphaned."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
@@ -152,7 +153,7 @@ class Stack:
             # Own process group: a Ctrl-C in the terminal reaches only us, and we
             # stop the children in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
     async def _wait_for_api(self, api_url: str, within: float = 60) -> None:

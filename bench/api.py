@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -17,18 +15,7 @@ import httpx
 from app.auth.principal import Role
 from app.auth.tokens import mint
 from app.core.embedded import free_port
-from bench.harness import ROOT
-
-
-def _spawn(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+from bench.harness import spawn
 
 
 @contextlib.asynccontextmanager
@@ -36,14 +23,9 @@ async def api_process(url: str) -> AsyncIterator[httpx.AsyncClient]:
     """Start `sluice api` on a free port; yield a client carrying an admin token."""
     secret = secrets.token_urlsafe(32)
     port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "SLUICE_DATABASE_URL": url,
-        "SLUICE_JWT_SECRET": secret,
-        "SLUICE_LOG_LEVEL": "WARNING",
-    }
-    proc = _spawn(env, port)
+    proc = spawn(
+        ["api", "--host", "127.0.0.1", "--port", str(port)], url, {"SLUICE_JWT_SECRET": secret}
+    )
     token = mint(secret, Role.admin, subject="sluice-bench", ttl=timedelta(hours=2))
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     try:

@@ -15,7 +15,8 @@ import datetime as dt
 import os
 import platform
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,33 @@ from rich.progress import (
 )
 
 from app.core.db import connect
+from app.stack import die_with_parent
 from bench import database
 from bench.cpu import CpuMeter, parent_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+
+
+def spawn(args: list[str], url: str, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """`python -m app <args>` from this checkout on database `url`, quiet, in its
+    own session (a Ctrl-C reaches only the bench), and ended if the bench dies."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        env={
+            **os.environ,
+            "PYTHONPATH": path,
+            "SLUICE_DATABASE_URL": url,
+            "SLUICE_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        },
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
 
 
 @dataclasses.dataclass

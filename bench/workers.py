@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 
 from app.core.db import connect
-from bench.harness import ROOT
+from bench.harness import spawn
 
 TASK_MODULE = "bench.tasks"
 
@@ -37,12 +35,8 @@ class WorkerGroup:
         self.count = count
         self.concurrency = concurrency
         self.env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "SLUICE_DATABASE_URL": url,
             "SLUICE_CONCURRENCY": str(concurrency),
             "SLUICE_TASK_MODULES": TASK_MODULE,
-            "SLUICE_LOG_LEVEL": "WARNING",
             "SLUICE_MAINTENANCE": "0",
             **(env or {}),
         }
@@ -51,14 +45,7 @@ class WorkerGroup:
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start one more worker process."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker"],
-            env=self.env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = spawn(["worker"], self.url, self.env)
         self.procs.append(proc)
         return proc
 
