@@ -16,6 +16,20 @@ LEASE = "30 seconds"
 _lanes = itertools.count()
 
 
+async def rows(conn: AsyncConnection, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Every row of `sql`, as dicts."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params or None)
+        return await cur.fetchall()
+
+
+async def scalar(conn: AsyncConnection, sql: str, *params: Any) -> Any:
+    """The first column of the first row of `sql` (None when there is no row)."""
+    cur = await conn.execute(sql, params or None)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
 async def fetch_job(conn: AsyncConnection, job_id: int) -> dict[str, Any]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute("SELECT * FROM sluice.jobs WHERE id = %s", (job_id,))

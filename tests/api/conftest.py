@@ -40,15 +40,10 @@ def api_settings(database_url: str) -> ApiSettings:
 def bearer(role: Role | str | None, tenant: str = "default", **claims) -> dict[str, str]:
     """Authorization headers for a token with `role` (None: a token naming no role)."""
     roles = [] if role is None else [role.name if isinstance(role, Role) else role]
-    token = mint(SECRET, Role.viewer, tenant=tenant, ttl=timedelta(minutes=5), **claims)
-    if role is not Role.viewer:
-        token = mint(
-            SECRET,
-            Role.viewer,
-            tenant=tenant,
-            ttl=timedelta(minutes=5),
-            **{**claims, "roles": roles},
-        )
+    # `roles` given explicitly: it also mints tokens naming no role, or an unknown one.
+    token = mint(
+        SECRET, Role.viewer, tenant=tenant, ttl=timedelta(minutes=5), **{"roles": roles, **claims}
+    )
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -6,22 +6,19 @@ import json
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from tests.engine.notifications import drain, listen
-from tests.factories import WORKER, claim, complete, fail, fetch_job, insert_job, make_job
-
-
-async def rows(conn, sql, *params):
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchall()
-
-
-async def scalar(conn, sql, *params):
-    cur = await conn.execute(sql, params)
-    return (await cur.fetchone())[0]
-
+from tests.factories import (
+    WORKER,
+    claim,
+    complete,
+    fail,
+    fetch_job,
+    insert_job,
+    make_job,
+    rows,
+    scalar,
+)
 
 # -- idempotency -----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import json
 from psycopg.rows import dict_row
 
 from app.core.queries import Q
+from tests.engine.notifications import drain, listen
 from tests.factories import claim, complete, fetch_job, insert_job
 
 LEASE = dt.timedelta(seconds=30)
@@ -75,7 +76,7 @@ async def test_one_statement_releasing_thousands_of_children_releases_them_all(d
     )
     run_id = (await cur.fetchone())[0]
     listener = await connect()
-    await listener.execute("LISTEN sluice_jobs")
+    await listen(listener, "sluice_jobs")
     root = (await (await db.execute(
         "SELECT id FROM sluice.jobs WHERE run_id = %s AND node = 'root'", (run_id,)
     )).fetchone())[0]  # fmt: skip
@@ -86,8 +87,7 @@ async def test_one_statement_releasing_thousands_of_children_releases_them_all(d
         (run_id,),
     )
     assert await cur.fetchall() == [("ready", children), ("succeeded", 1)]
-    notes = [n async for n in listener.notifies(timeout=1.0)]
-    assert [n.payload for n in notes] == ["default"]
+    assert await drain(listener, db, "sluice_jobs") == ["default"]
 
 
 async def test_deleting_jobs_deletes_their_attempt_log(db):

@@ -6,17 +6,19 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from tests.engine.notifications import drain, listen
-from tests.factories import WORKER, claim, complete, fail, fetch_job, insert_job, make_job
-
-
-async def rows(conn, sql, *params):
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchall()
+from tests.factories import (
+    WORKER,
+    claim,
+    complete,
+    fail,
+    fetch_job,
+    insert_job,
+    make_job,
+    rows,
+)
 
 
 async def attempts(conn, job_id):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import load
+from tests.factories import scalar
 from worker.settings import WorkerSettings
 
 HERE = Path(__file__).resolve().parent
@@ -51,12 +52,6 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-async def scalar(conn, sql: str, *params: Any) -> Any:
-    cur = await conn.execute(sql, params or None)
-    row = await cur.fetchone()
-    return None if row is None else row[0]
 
 
 async def job_state(conn, job_id: int) -> str:

@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import threading
-import time
 from typing import Any
 
 from worker import JobContext, NonRetryableError, task
@@ -75,11 +74,6 @@ async def with_progress(payload: Any, ctx: JobContext) -> bool:
     ok = await ctx.progress({"done": 1, "of": 2})
     await asyncio.sleep(float(payload.get("hold", 0)))
     return ok
-
-
-@task
-def unserialisable(payload: Any) -> object:
-    return {"when": time}
 
 
 @task

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.factories import fetch_job, insert_job, make_job
-from tests.worker.helpers import scalar
+from tests.factories import fetch_job, insert_job, make_job, scalar
+from tests.worker.helpers import wait_state
 from worker.cancelling import cancel_and_wait
 from worker.claimer import Claimer
 from worker.completer import Completer
@@ -71,10 +71,7 @@ async def test_an_outcome_is_written_at_once_when_no_job_still_runs(db, database
     try:
         job_id = await make_job(db, "running")
         completer.succeed(job_id, 1, json.dumps("done"), None, "default", "noop")
-        for _ in range(200):
-            if (await fetch_job(db, job_id))["state"] == "succeeded":
-                break
-            await asyncio.sleep(0.05)
+        await wait_state(db, job_id, "succeeded")
         assert (await fetch_job(db, job_id))["result"] == "done"
         assert await scalar(db, "SELECT count(*) FROM sluice.job_attempts") == 1
     finally:

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.worker.helpers import scalar
+from tests.factories import scalar
 from worker.cron import NEVER, CronScheduler, plan
 
 UTC = dt.UTC

@@ -13,8 +13,8 @@ import pytest
 from app.core.config import SettingsError, load
 from app.core.durations import duration_setting
 from app.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
-from tests.factories import claim, fetch_job, insert_job, make_job
-from tests.worker.helpers import scalar, worker_settings
+from tests.factories import WORKER, claim, fetch_job, insert_job, make_job, scalar
+from tests.worker.helpers import wait_for, worker_settings
 from worker.cancelling import cancel_and_wait
 from worker.completer import Completer
 from worker.maintenance import Maintenance
@@ -25,8 +25,6 @@ from worker.registry import Registry
 from worker.rescuer import Rescuer
 from worker.settings import WorkerSettings
 from worker.writer import Writer
-
-WORKER = "test-worker"  # factories.claim leases to this worker
 
 
 @pytest.fixture
@@ -95,11 +93,12 @@ async def test_rescuer_retries_expired_leases(db, pool):
 
 
 async def test_promoter_promotes_due_jobs_and_sleeps_until_the_next(db, pool):
-    due = await insert_job(
-        db, "noop", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=50)
-    )
+    due = await insert_job(db, "noop", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
     later = await insert_job(db, "noop", run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
-    await asyncio.sleep(0.06)  # let `due` fall due
+    # Due now without waiting: inserted scheduled, then its time moved into the past.
+    await db.execute(
+        "UPDATE sluice.jobs SET run_at = now() - interval '1 second' WHERE id = %s", (due,)
+    )
     sleep = await Promoter(pool, max_sleep=2.0).tick()
     assert (await fetch_job(db, due))["state"] == "ready"
     assert (await fetch_job(db, later))["state"] == "scheduled"
@@ -126,21 +125,15 @@ async def test_one_maintenance_leader_at_a_time_and_a_clean_hand_over(db, pool):
     first = Maintenance(pool, worker_settings(worker_id="first", leader_ttl=30))
     second = Maintenance(pool, worker_settings(worker_id="second", leader_ttl=0.3))  # eager
     one = asyncio.create_task(first.run())
-    await _until(lambda: first.leading)
+    await wait_for(lambda: first.leading, 5.0, "the first to lead")
     two = asyncio.create_task(second.run())
     await asyncio.sleep(0.4)  # several of the second's attempts
     assert not second.leading
     await cancel_and_wait([one])
     await first.resign()  # no need to wait 30 s for the lease to expire
-    await _until(lambda: second.leading)
+    await wait_for(lambda: second.leading, 5.0, "the second to lead")
     assert await scalar(db, "SELECT holder FROM sluice.leaders") == "second"
     await cancel_and_wait([two])
-
-
-async def _until(condition, within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polls a plain attribute
-            await asyncio.sleep(0.01)
 
 
 def test_settings_from_the_environment():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from tests.factories import fetch_job, insert_job
-from tests.worker.helpers import attempts, job_state, scalar, wait_for, wait_state
+from tests.factories import fetch_job, insert_job, scalar
+from tests.worker.helpers import attempts, job_state, wait_for, wait_state
 
 
 async def test_a_job_inserted_in_plain_sql_runs_and_keeps_its_result(db, start_worker):
