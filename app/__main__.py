@@ -1,5 +1,5 @@
-"""`python -m app` is the `sluice` command (used by `sluice up` to start its children)."""
+"""`python -m sluice` is the `sluice` command (used by `sluice up` to start its children)."""
 
-from app.cli import main
+from sluice.cli import main
 
 main(prog_name="sluice")

@@ -11,9 +11,9 @@ from litestar.datastructures import State
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.config import SettingsError
-from app.core.db import open_pool
-from app.settings import ApiSettings
+from sluice.core.config import SettingsError
+from sluice.core.db import open_pool
+from sluice.settings import ApiSettings
 
 
 def pool_lifespan(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from litestar.di import NamedDependency
 from psycopg import AsyncConnection
 
-from app.auth.principal import Principal
-from app.settings import ApiSettings
-from app.tasks import TaskCatalog
+from sluice.auth.principal import Principal
+from sluice.settings import ApiSettings
+from sluice.tasks import TaskCatalog
 
 Conn = NamedDependency[AsyncConnection]  # `conn`: a pooled connection for this request
 Caller = NamedDependency[Principal]  # `principal`: who is calling

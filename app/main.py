@@ -16,15 +16,15 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from app import dags, dashboard, dlq, health, jobs, queues, runs, schedules, workers
-from app.auth import Principal, jwt_auth
-from app.database import pool_lifespan, provide_connection
-from app.errors import EXCEPTION_HANDLERS
-from app.health.request_metrics import RequestMetricsMiddleware
-from app.limits import BodyLimitMiddleware
-from app.openapi import openapi_config
-from app.settings import ApiSettings
-from app.tasks import TaskCatalog
+from sluice import dags, dashboard, dlq, health, jobs, queues, runs, schedules, workers
+from sluice.auth import Principal, jwt_auth
+from sluice.database import pool_lifespan, provide_connection
+from sluice.errors import EXCEPTION_HANDLERS
+from sluice.health.request_metrics import RequestMetricsMiddleware
+from sluice.limits import BodyLimitMiddleware
+from sluice.openapi import openapi_config
+from sluice.settings import ApiSettings
+from sluice.tasks import TaskCatalog
 
 API_PREFIX = "/api/v1"
 AREAS = [jobs, dags, runs, dlq, queues, schedules, workers]

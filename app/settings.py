@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from app.core.config import CoreSettings, SettingsError, parse_bool, parse_list, setting
+from sluice.core.config import CoreSettings, SettingsError, parse_bool, parse_list, setting
 
 MIB = 1024 * 1024
 

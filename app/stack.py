@@ -27,11 +27,11 @@ from pathlib import Path
 
 import httpx
 
-from app.client import DEFAULT_DATA_DIR, STATE_FILE, TOKEN_FILE
-from app.core import migrate
-from app.core.config import setting
-from app.core.embedded import EmbeddedPostgres
-from app.core.logging import redact_url
+from sluice.client import DEFAULT_DATA_DIR, STATE_FILE, TOKEN_FILE
+from sluice.core import migrate
+from sluice.core.config import setting
+from sluice.core.embedded import EmbeddedPostgres
+from sluice.core.logging import redact_url
 
 SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
 TOKEN_TTL = timedelta(days=7)
@@ -123,8 +123,8 @@ class Stack:
         secret = os.environ.get("SLUICE_JWT_SECRET") or _read_or_create_secret(
             self.data_dir / SECRET_FILE
         )
-        from app.auth.principal import Role
-        from app.auth.tokens import mint
+        from sluice.auth.principal import Role
+        from sluice.auth.tokens import mint
 
         token = mint(secret, Role.admin, subject="sluice-up", ttl=TOKEN_TTL)
         token_file = self.data_dir / TOKEN_FILE
@@ -147,7 +147,7 @@ class Stack:
         self.children[name] = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "app",
+            "sluice",
             *args,
             env=env,
             # Own process group: a Ctrl-C in the terminal reaches only us, and we

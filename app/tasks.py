@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from app.errors import named_field
+from sluice.errors import named_field
 
 # The same rule as the jobs_task_valid constraint.
 TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
@@ -111,7 +111,7 @@ class TaskCatalog:
         importing `modules` (SLUICE_TASK_MODULES), the same way workers do."""
         names = set(known)
         if modules:
-            from worker.registry import REGISTRY
+            from sluice.worker.registry import REGISTRY
 
             REGISTRY.import_modules(modules)
             names.update(REGISTRY.names())

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import httpx
 
-from app.auth.principal import Role
-from app.auth.tokens import mint
-from app.core.embedded import free_port
 from bench.harness import spawn
+from sluice.auth.principal import Role
+from sluice.auth.tokens import mint
+from sluice.core.embedded import free_port
 
 
 @contextlib.asynccontextmanager

@@ -20,10 +20,10 @@ import datetime as dt
 import json
 import time
 
-from app.core.queries import Q
 from bench.database import scalar
 from bench.harness import Bench, Record
 from bench.load import queue_jobs
+from sluice.core.queries import Q
 
 FULL = {"levels": "10000,100000,1000000", "scheduled": 1_000_000, "sample": 30_000}
 QUICK = {"levels": "10000,100000,300000", "scheduled": 300_000, "sample": 20_000}

@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 
-from app.core import migrate
-from app.core.db import normalize_url
-from app.core.embedded import EmbeddedPostgres
+from sluice.core import migrate
+from sluice.core.db import normalize_url
+from sluice.core.embedded import EmbeddedPostgres
 
 # Raised from the defaults: memory and checkpoint spacing only, never durability.
 SERVER_SETTINGS = {

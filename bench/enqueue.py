@@ -15,10 +15,10 @@ import asyncio
 import json
 import time
 
-from app.core.queries import Q
-from app.dags.definition import DEFAULTS  # what the API fills in for a job's missing fields
 from bench.api import api_process
 from bench.harness import Bench, Record
+from sluice.core.queries import Q
+from sluice.dags.definition import DEFAULTS  # what the API fills in for a job's missing fields
 
 COPY_BATCH = 10_000
 REST_BATCH = 1_000

@@ -32,21 +32,21 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from app.core.db import connect
-from app.stack import die_with_parent
 from bench import database
 from bench.cpu import CpuMeter, parent_of
+from sluice.core.db import connect
+from sluice.stack import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
 def spawn(args: list[str], url: str, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """`python -m app <args>` from this checkout on database `url`, quiet, in its
+    """`python -m sluice <args>` from this checkout on database `url`, quiet, in its
     own session (a Ctrl-C reaches only the bench), and ended if the bench dies."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", "sluice", *args],
         env={
             **os.environ,
             "PYTHONPATH": path,

@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from app.core.embedded import EmbeddedError, find_bindir
 from bench.harness import Bench, Record
+from sluice.core.embedded import EmbeddedError, find_bindir
 
 SCHEMA_SQL = """
 DROP SCHEMA IF EXISTS bench_limit CASCADE;

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from worker import JobContext, NonRetryableError, task
+from sluice import JobContext, NonRetryableError, task
 
 # The soak's execution log: one file per worker process, appended line by line
 # with plain os.write, so what was written survives a SIGKILL of the process.

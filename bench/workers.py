@@ -1,6 +1,6 @@
 """Worker processes for a scenario: real `sluice worker` processes, as deployed.
 
-Each is `python -m app worker` with the bench's handlers (bench.tasks) loaded
+Each is `python -m sluice worker` with the bench's handlers (bench.tasks) loaded
 and its settings in SLUICE_* variables, so a scenario measures exactly what a
 user runs. Processes are started in their own session, stopped with SIGTERM
 (or killed with SIGKILL by the soak), and never outlive the group.
@@ -14,8 +14,8 @@ import signal
 import subprocess
 from collections.abc import Mapping
 
-from app.core.db import connect
 from bench.harness import spawn
+from sluice.core.db import connect
 
 TASK_MODULE = "bench.tasks"
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker import JobContext, NonRetryableError, task
+from sluice import JobContext, NonRetryableError, task
 
 
 @task(name="pipeline.transform")

@@ -1,1 +1,1 @@
-"""Alembic migrations: each revision executes versioned SQL files from sql/migrations/."""
+"""Alembic migrations: each revision executes versioned SQL files (see README.md)."""

@@ -7,7 +7,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from app.core.db import sqlalchemy_url
+from sluice.core.db import sqlalchemy_url
 
 VERSION_SCHEMA = "sluice"
 

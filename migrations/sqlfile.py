@@ -1,4 +1,4 @@
-"""Run a versioned SQL file from sql/migrations/ inside the current migration."""
+"""Run versioned SQL files inside the current migration."""
 
 from __future__ import annotations
 
@@ -6,14 +6,24 @@ from pathlib import Path
 
 from alembic import op
 
-SQL_MIGRATIONS = Path(__file__).resolve().parents[1] / "sql" / "migrations"
+from sluice.core.queries import SQL_DIR
 
 
-def execute(filename: str) -> None:
-    """Execute `sql/migrations/<filename>` on the migration's connection, as written.
+def execute_file(path: Path) -> None:
+    """Execute one SQL file on the migration's connection, as written.
 
     The file goes to psycopg untouched (no SQLAlchemy bind-parameter parsing, no
     %-formatting: it carries no parameters), in the migration's transaction.
     """
-    sql = (SQL_MIGRATIONS / filename).read_text()
-    op.get_bind().connection.driver_connection.execute(sql)
+    op.get_bind().connection.driver_connection.execute(path.read_text())
+
+
+def execute(filename: str) -> None:
+    """Execute `sql/migrations/<filename>`."""
+    execute_file(SQL_DIR / "migrations" / filename)
+
+
+def execute_schema() -> None:
+    """Execute every file of `sql/schema/`, in name order: the engine as it is now."""
+    for path in sorted((SQL_DIR / "schema").glob("*.sql")):
+        execute_file(path)

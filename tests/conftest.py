@@ -20,9 +20,9 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from app.core import migrate
-from app.core.db import connection_kwargs, open_pool
-from app.core.embedded import SUPERUSER, EmbeddedPostgres
+from sluice.core import migrate
+from sluice.core.db import connection_kwargs, open_pool
+from sluice.core.embedded import SUPERUSER, EmbeddedPostgres
 
 # Throwaway data: trade durability for speed.
 TEST_SERVER_SETTINGS = {

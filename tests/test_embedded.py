@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.core import embedded
-from app.core.embedded import EmbeddedError, EmbeddedPostgres
+from sluice.core import embedded
+from sluice.core.embedded import EmbeddedError, EmbeddedPostgres
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The harness itself: a real server, the migrated schema, one database per test."""
 
-from app.core.migrate import head_revision
+from sluice.core.migrate import head_revision
 
 
 async def test_each_test_gets_a_migrated_database(db):

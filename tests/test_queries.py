@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from app.core.queries import Q, parse
+from sluice.core.queries import Q, parse
 
 
 def test_parse_splits_named_blocks():

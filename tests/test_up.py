@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core.embedded import free_port
+from sluice.core.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUICE = str(Path(sys.executable).with_name("sluice"))

@@ -22,10 +22,10 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.logging import error_line
-from app.core.queries import Q
-from worker.completer import Completer
-from worker.executor import Executor
+from sluice.core.logging import error_line
+from sluice.core.queries import Q
+from sluice.worker.completer import Completer
+from sluice.worker.executor import Executor
 
 log = logging.getLogger("sluice.worker")
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import psycopg
 
-from app.core.logging import error_line
-from app.core.queries import Q
-from worker.meters import Meters
-from worker.writer import TRANSIENT, Writer, retry_transient
+from sluice.core.logging import error_line
+from sluice.core.queries import Q
+from sluice.worker.meters import Meters
+from sluice.worker.writer import TRANSIENT, Writer, retry_transient
 
 log = logging.getLogger("sluice.worker")
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-    from worker.resources import Resources
-    from worker.settings import WorkerSettings
+    from sluice.worker.resources import Resources
+    from sluice.worker.settings import WorkerSettings
 
 
 class NonRetryableError(Exception):

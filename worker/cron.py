@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.queries import Q
+from sluice.core.queries import Q
 
 log = logging.getLogger("sluice.maintenance")
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from app.core.logging import attempt_var, job_id_var, run_id_var
-from worker.completer import Completer
-from worker.context import JobContext, NonRetryableError
-from worker.meters import Meters
-from worker.registry import Registry
-from worker.resources import Resources
+from sluice.core.logging import attempt_var, job_id_var, run_id_var
+from sluice.worker.completer import Completer
+from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.meters import Meters
+from sluice.worker.registry import Registry
+from sluice.worker.resources import Resources
 
 log = logging.getLogger("sluice.worker")
 

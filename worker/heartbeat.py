@@ -14,12 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.core.logging import error_line
-from app.core.queries import Q
-from worker.claimer import Claimer
-from worker.completer import Completer
-from worker.executor import Executor
-from worker.writer import TRANSIENT, Writer
+from sluice.core.logging import error_line
+from sluice.core.queries import Q
+from sluice.worker.claimer import Claimer
+from sluice.worker.completer import Completer
+from sluice.worker.executor import Executor
+from sluice.worker.writer import TRANSIENT, Writer
 
 log = logging.getLogger("sluice.worker")
 

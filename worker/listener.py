@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.db import connect
-from app.core.logging import error_line
-from app.core.queries import Q
+from sluice.core.db import connect
+from sluice.core.logging import error_line
+from sluice.core.queries import Q
 
 log = logging.getLogger("sluice.worker")
 

@@ -20,14 +20,14 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.logging import error_line
-from app.core.queries import Q
-from worker.cancelling import cancel_and_wait
-from worker.cron import CronScheduler
-from worker.promoter import Promoter
-from worker.pruner import Pruner
-from worker.rescuer import Rescuer
-from worker.settings import WorkerSettings
+from sluice.core.logging import error_line
+from sluice.core.queries import Q
+from sluice.worker.cancelling import cancel_and_wait
+from sluice.worker.cron import CronScheduler
+from sluice.worker.promoter import Promoter
+from sluice.worker.pruner import Pruner
+from sluice.worker.rescuer import Rescuer
+from sluice.worker.settings import WorkerSettings
 
 log = logging.getLogger("sluice.maintenance")
 

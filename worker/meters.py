@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.metrics import (
+from sluice.core.metrics import (
     JOB_RETRIES,
     JOB_RUN_SECONDS,
     JOB_WAIT_SECONDS,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -71,8 +73,17 @@ class Registry:
         return sorted(self._handlers)
 
     def import_modules(self, modules: Iterable[str]) -> None:
-        """Import the built-in handlers and `modules`, whose `@task`s register themselves."""
-        importlib.import_module("worker.handlers")
+        """Import the built-in handlers and `modules`, whose `@task`s register themselves.
+
+        The user's modules are found from the current directory, as Celery does,
+        so `SLUICE_TASK_MODULES=app.tasks sluice worker` works in a project
+        without PYTHONPATH (the `sluice` script's own directory comes first in
+        sys.path otherwise).
+        """
+        importlib.import_module("sluice.worker.handlers")
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
         for module in modules:
             try:
                 importlib.import_module(module)

@@ -7,7 +7,7 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
-from app.core.queries import Q
+from sluice.core.queries import Q
 
 log = logging.getLogger("sluice.maintenance")
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from app.core.queries import Q
+from sluice.core.queries import Q
 
 if TYPE_CHECKING:
     import httpx
     from psycopg_pool import AsyncConnectionPool
 
-    from worker.settings import WorkerSettings
+    from sluice.worker.settings import WorkerSettings
 
 
 class Resources:

@@ -24,21 +24,21 @@ from typing import Any
 
 import psycopg
 
-from app.core.db import open_pool
-from app.core.logging import error_line, redact_url
-from app.core.queries import Q
-from worker.cancelling import cancel_and_wait
-from worker.claimer import Claimer
-from worker.completer import Completer
-from worker.executor import Executor
-from worker.heartbeat import Heartbeat
-from worker.listener import Listener
-from worker.maintenance import Maintenance
-from worker.meters import Meters
-from worker.registry import REGISTRY, Registry
-from worker.resources import Resources
-from worker.settings import WorkerSettings
-from worker.writer import Writer, retry_transient
+from sluice.core.db import open_pool
+from sluice.core.logging import error_line, redact_url
+from sluice.core.queries import Q
+from sluice.worker.cancelling import cancel_and_wait
+from sluice.worker.claimer import Claimer
+from sluice.worker.completer import Completer
+from sluice.worker.executor import Executor
+from sluice.worker.heartbeat import Heartbeat
+from sluice.worker.listener import Listener
+from sluice.worker.maintenance import Maintenance
+from sluice.worker.meters import Meters
+from sluice.worker.registry import REGISTRY, Registry
+from sluice.worker.resources import Resources
+from sluice.worker.settings import WorkerSettings
+from sluice.worker.writer import Writer, retry_transient
 
 log = logging.getLogger("sluice.worker")
 

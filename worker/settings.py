@@ -7,8 +7,8 @@ import os
 import secrets
 import socket
 
-from app.core.config import SettingsError, parse_bool, parse_list, setting
-from app.core.durations import duration_setting
+from sluice.core.config import SettingsError, parse_bool, parse_list, setting
+from sluice.core.durations import duration_setting
 
 
 def parse_port(value: str) -> int | None:

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
-from app.core.db import connect
-from app.core.logging import error_line
+from sluice.core.db import connect
+from sluice.core.logging import error_line
 
 log = logging.getLogger("sluice.worker")
 

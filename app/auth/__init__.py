@@ -1,6 +1,6 @@
 """Authentication (JWT bearer tokens) and authorisation (roles, tenants)."""
 
-from app.auth.guards import (
+from sluice.auth.guards import (
     ADMIN,
     OPERATOR,
     SUBMITTER,
@@ -8,8 +8,8 @@ from app.auth.guards import (
     require_shell_permission,
     requires,
 )
-from app.auth.jwt import jwt_auth
-from app.auth.principal import Principal, Role
+from sluice.auth.jwt import jwt_auth
+from sluice.auth.principal import Principal, Role
 
 __all__ = [
     "ADMIN",

@@ -10,8 +10,8 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
-from app.auth.principal import Principal, Role
-from app.errors import ApiError
+from sluice.auth.principal import Principal, Role
+from sluice.errors import ApiError
 
 
 def requires(role: Role) -> Guard:

@@ -22,10 +22,10 @@ from litestar.connection import ASGIConnection
 from litestar.openapi.spec import Components
 from litestar.security.jwt import BaseJWTAuth, JWTCookieAuth, Token
 
-from app.auth.principal import DEFAULT_TENANT, TENANT_PATTERN, Principal, highest_role
-from app.auth.session import COOKIE, SessionAuthenticationMiddleware
-from app.core.config import SettingsError
-from app.settings import ApiSettings
+from sluice.auth.principal import DEFAULT_TENANT, TENANT_PATTERN, Principal, highest_role
+from sluice.auth.session import COOKIE, SessionAuthenticationMiddleware
+from sluice.core.config import SettingsError
+from sluice.settings import ApiSettings
 
 HMAC = ("HS256", "HS384", "HS512")
 RSA = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from app.auth.principal import DEFAULT_TENANT, Role
+from sluice.auth.principal import DEFAULT_TENANT, Role
 
 
 def mint(

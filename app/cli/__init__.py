@@ -9,17 +9,17 @@ import click
 
 # command name -> "module:attribute"
 COMMANDS = {
-    "migrate": "app.cli.migrate:migrate",
-    "api": "app.cli.api:api",
-    "token": "app.cli.token:token",
-    "up": "app.cli.up:up",
-    "submit": "app.cli.submit:submit",
-    "status": "app.cli.status:status",
-    "dlq": "app.cli.dlq:dlq",
-    "queues": "app.cli.queues:queues",
-    "runs": "app.cli.runs:runs",
-    "worker": "app.cli.worker:worker",
-    "bench": "app.cli.bench:bench",
+    "migrate": "sluice.cli.migrate:migrate",
+    "api": "sluice.cli.api:api",
+    "token": "sluice.cli.token:token",
+    "up": "sluice.cli.up:up",
+    "submit": "sluice.cli.submit:submit",
+    "status": "sluice.cli.status:status",
+    "dlq": "sluice.cli.dlq:dlq",
+    "queues": "sluice.cli.queues:queues",
+    "runs": "sluice.cli.runs:runs",
+    "worker": "sluice.cli.worker:worker",
+    "bench": "sluice.cli.bench:bench",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli.options import database_url, require_database_url
+from sluice.cli.options import database_url, require_database_url
 
 
 @click.command()
@@ -29,9 +29,9 @@ def api(database_url: str | None, host: str | None, port: int | None) -> None:
     """
     import uvicorn
 
-    from app.core.config import SettingsError, load
-    from app.main import create_app
-    from app.settings import ApiSettings
+    from sluice.core.config import SettingsError, load
+    from sluice.main import create_app
+    from sluice.settings import ApiSettings
 
     try:
         settings = load(

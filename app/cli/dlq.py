@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from app.cli.options import api_call
-from app.client import Client
+from sluice.cli.options import api_call
+from sluice.client import Client
 
 
 @click.group()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli.options import database_url, require_database_url
+from sluice.cli.options import database_url, require_database_url
 
 
 @click.command()
@@ -16,7 +16,7 @@ def migrate(database_url: str | None, revision: str, down: bool) -> None:
 
     Safe to run at every deploy: it does nothing when the schema is at head.
     """
-    from app.core import migrate as migrations
+    from sluice.core import migrate as migrations
 
     url = require_database_url(database_url)
     if down:

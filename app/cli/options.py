@@ -42,7 +42,7 @@ def api_call(coroutine_function):
     import asyncio
     import functools
 
-    from app.client import ApiError, Client, resolve_api_url, resolve_token
+    from sluice.client import ApiError, Client, resolve_api_url, resolve_token
 
     @api_url
     @token

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from app.cli.options import api_call
-from app.client import Client
-from app.counts import STATES
+from sluice.cli.options import api_call
+from sluice.client import Client
+from sluice.counts import STATES
 
 
 @click.group()

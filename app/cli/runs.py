@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from app.cli.options import api_call
-from app.cli.submit import follow_run, render_run
-from app.client import Client
+from sluice.cli.options import api_call
+from sluice.cli.submit import follow_run, render_run
+from sluice.client import Client
 
 
 @click.group()

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from app.cli.options import api_call
-from app.client import Client
+from sluice.cli.options import api_call
+from sluice.client import Client
 
 
 @click.command()

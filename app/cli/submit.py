@@ -8,8 +8,8 @@ from typing import Any, TextIO
 import click
 import yaml
 
-from app.cli.options import api_call
-from app.client import Client
+from sluice.cli.options import api_call
+from sluice.client import Client
 
 POLL_SECONDS = 0.5
 

@@ -56,8 +56,8 @@ def parse_ttl(value: str) -> timedelta:
 )
 def token(role: str, tenant: str, ttl: str, subject: str, secret: str) -> None:
     """Print an HS256 bearer token for ROLE in TENANT, valid for TTL."""
-    from app.auth.principal import TENANT_PATTERN, Role
-    from app.auth.tokens import mint
+    from sluice.auth.principal import TENANT_PATTERN, Role
+    from sluice.auth.tokens import mint
 
     if not TENANT_PATTERN.match(tenant):
         raise click.BadParameter("letters, digits, _ . : - (at most 64)", param_hint="--tenant")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from app.cli.options import database_url
+from sluice.cli.options import database_url
 
 
 @click.command()
@@ -48,9 +48,9 @@ def up(
     cluster in the data directory; with it, it uses that database. Ctrl-C or
     SIGTERM stops everything it started.
     """
-    from app import stack
-    from app.core.config import SettingsError, load
-    from app.core.embedded import EmbeddedError
+    from sluice import stack
+    from sluice.core.config import SettingsError, load
+    from sluice.core.embedded import EmbeddedError
 
     try:
         settings = load(stack.UpSettings, data_dir=data_dir, host=host, port=port, workers=workers)
@@ -75,7 +75,7 @@ def up(
 
 def banner(running) -> str:
     """What `sluice up` prints once everything answers."""
-    from app.stack import TOKEN_TTL
+    from sluice.stack import TOKEN_TTL
 
     where = "embedded, data in the data directory" if running.embedded else "external"
     lines = [

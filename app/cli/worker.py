@@ -10,7 +10,7 @@ import threading
 
 import click
 
-from app.cli.options import database_url, require_database_url
+from sluice.cli.options import database_url, require_database_url
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -69,10 +69,10 @@ def worker(
     """
     import psycopg
 
-    from app.core import logging as sluice_logging
-    from app.core.config import CoreSettings, SettingsError, load
-    from worker.runner import Worker, WorkerCrashedError
-    from worker.settings import WorkerSettings
+    from sluice.core import logging as sluice_logging
+    from sluice.core.config import CoreSettings, SettingsError, load
+    from sluice.worker.runner import Worker, WorkerCrashedError
+    from sluice.worker.settings import WorkerSettings
 
     url = require_database_url(database_url)
     try:

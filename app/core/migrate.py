@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-ROOT = Path(__file__).resolve().parents[2]
+# Package data, so the same code runs from a checkout and from an installed wheel.
+MIGRATIONS_DIR = Path(str(resources.files("sluice.migrations")))
 
 
 def alembic_config(url: str) -> Config:
     """Alembic configuration for `url`, independent of any alembic.ini."""
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # configparser interpolates %; URLs may carry percent-encoded characters.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

@@ -10,7 +10,7 @@ calling it returns (after sqlc's conventions):
 Parameters are psycopg named placeholders, `%(name)s`. Python code calls a
 query by name and never holds SQL text of its own:
 
-    from app.core.queries import Q
+    from sluice.core.queries import Q
     jobs = await Q.job_claim(conn, worker_id=..., queues=[...], limit=10, lease=...)
 """
 
@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# Package data, so the same code reads it from a checkout and from an installed wheel.
+SQL_DIR = Path(str(resources.files("sluice.sql")))
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(many|one|scalar|exec|rows)\s*$", re.MULTILINE)
 
 

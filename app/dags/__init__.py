@@ -2,7 +2,7 @@
 
 from litestar import Router
 
-from app.dags.routes import DagsController
-from app.yaml_body import YamlRequest
+from sluice.dags.routes import DagsController
+from sluice.yaml_body import YamlRequest
 
 router = Router(path="/", route_handlers=[DagsController], request_class=YamlRequest)

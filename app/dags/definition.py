@@ -28,9 +28,9 @@ import re
 from collections import deque
 from typing import Any
 
-from app.core.durations import parse_duration
-from app.resources import nul_problems
-from app.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
+from sluice.core.durations import parse_duration
+from sluice.resources import nul_problems
+from sluice.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -10,18 +10,18 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.auth import OPERATOR, SUBMITTER, VIEWER
-from app.core.queries import Q
-from app.dags.definition import DefinitionError, check
-from app.dags.schemas import Dag, DagDefinitionIn
-from app.deps import Caller, Catalog, Conn
-from app.errors import error_responses, invalid, not_found
-from app.openapi import example_body
-from app.pagination import Cursor, Limit, Page, decode_cursor, page
-from app.redact import redact
-from app.resources import NamePath
-from app.runs.schemas import Run, RunStart
-from app.runs.start import start_run
+from sluice.auth import OPERATOR, SUBMITTER, VIEWER
+from sluice.core.queries import Q
+from sluice.dags.definition import DefinitionError, check
+from sluice.dags.schemas import Dag, DagDefinitionIn
+from sluice.deps import Caller, Catalog, Conn
+from sluice.errors import error_responses, invalid, not_found
+from sluice.openapi import example_body
+from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.redact import redact
+from sluice.resources import NamePath
+from sluice.runs.schemas import Run, RunStart
+from sluice.runs.start import start_run
 
 ETL = {
     "description": "Nightly export",

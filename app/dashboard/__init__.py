@@ -7,10 +7,10 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.static_files import create_static_files_router
 
-from app.dashboard.headers import SecurityHeadersMiddleware
-from app.dashboard.login import login_page, login_submit, logout, refused, to_login
-from app.dashboard.pages import PAGES
-from app.dashboard.render import STATIC
+from sluice.dashboard.headers import SecurityHeadersMiddleware
+from sluice.dashboard.login import login_page, login_submit, logout, refused, to_login
+from sluice.dashboard.pages import PAGES
+from sluice.dashboard.render import STATIC
 
 static = create_static_files_router(
     path="/static",

@@ -17,11 +17,11 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.params import Body, QueryParameter
 from litestar.response import Redirect
 
-from app.auth.jwt import sign_in
-from app.auth.session import cleared_session_cookie, session_cookie
-from app.dashboard.render import render
-from app.deps import Settings
-from app.settings import ApiSettings
+from sluice.auth.jwt import sign_in
+from sluice.auth.session import cleared_session_cookie, session_cookie
+from sluice.dashboard.render import render
+from sluice.deps import Settings
+from sluice.settings import ApiSettings
 
 # The sign-in answers carry the token (in the URL or the cookie): never cached,
 # never sent on as a Referer.

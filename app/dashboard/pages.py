@@ -6,9 +6,9 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from app.auth import VIEWER, Principal
-from app.dashboard.render import page
-from app.resources import IdPath
+from sluice.auth import VIEWER, Principal
+from sluice.dashboard.render import page
+from sluice.resources import IdPath
 
 PageRequest = Request[Principal, Any, Any]
 

@@ -14,7 +14,7 @@ import jinja2
 from litestar import Request, Response
 from litestar.enums import MediaType
 
-from app.auth import Principal, Role
+from sluice.auth import Principal, Role
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"

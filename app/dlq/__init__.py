@@ -2,6 +2,6 @@
 
 from litestar import Router
 
-from app.dlq.routes import DeadLettersController
+from sluice.dlq.routes import DeadLettersController
 
 router = Router(path="/", route_handlers=[DeadLettersController])

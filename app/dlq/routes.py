@@ -10,15 +10,15 @@ from litestar import Controller, get, post
 from litestar.params import QueryParameter
 from msgspec import Struct
 
-from app.auth import OPERATOR, VIEWER
-from app.core.queries import Q
-from app.deps import Caller, Conn
-from app.errors import error_responses, not_found
-from app.jobs.convert import get_job
-from app.jobs.schemas import Job
-from app.pagination import Cursor, Limit, Page, decode_cursor, page
-from app.redact import redact
-from app.resources import IdPath
+from sluice.auth import OPERATOR, VIEWER
+from sluice.core.queries import Q
+from sluice.deps import Caller, Conn
+from sluice.errors import error_responses, not_found
+from sluice.jobs.convert import get_job
+from sluice.jobs.schemas import Job
+from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.redact import redact
+from sluice.resources import IdPath
 
 
 class DeadLetter(Struct, kw_only=True):

@@ -2,6 +2,6 @@
 
 from litestar import Router
 
-from app.health.routes import health, ready, scrape
+from sluice.health.routes import health, ready, scrape
 
 router = Router(path="/", route_handlers=[health, ready, scrape])

@@ -8,7 +8,7 @@ import time
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.metrics import API_REQUEST_SECONDS
+from sluice.core.metrics import API_REQUEST_SECONDS
 
 
 class RequestMetricsMiddleware:

@@ -11,10 +11,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Struct
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.core import metrics
-from app.core.migrate import head_revision
-from app.core.queries import Q
-from app.counts import STATES
+from sluice.core import metrics
+from sluice.core.migrate import head_revision
+from sluice.core.queries import Q
+from sluice.counts import STATES
 
 # Reading the migration scripts takes milliseconds; they do not change while we run.
 _head_revision = functools.cache(head_revision)

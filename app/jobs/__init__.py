@@ -2,7 +2,7 @@
 
 from litestar import Router
 
-from app.jobs.routes import JobsController
-from app.jobs.stats import JobStatsController
+from sluice.jobs.routes import JobsController
+from sluice.jobs.stats import JobStatsController
 
 router = Router(path="/", route_handlers=[JobsController, JobStatsController])

@@ -7,11 +7,11 @@ from typing import Any
 import msgspec
 from psycopg import AsyncConnection
 
-from app.auth import Principal
-from app.core.queries import Q
-from app.errors import not_found
-from app.jobs.schemas import Job, JobDetail
-from app.redact import redact
+from sluice.auth import Principal
+from sluice.core.queries import Q
+from sluice.errors import not_found
+from sluice.jobs.schemas import Job, JobDetail
+from sluice.redact import redact
 
 
 def _masked(row: dict[str, Any]) -> dict[str, Any]:

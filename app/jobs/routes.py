@@ -9,16 +9,16 @@ from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
-from app.auth import OPERATOR, SUBMITTER, VIEWER
-from app.core.queries import Q
-from app.deps import Caller, Catalog, Conn, Settings
-from app.errors import ApiError, error_responses, invalid
-from app.jobs.convert import get_job, job_row, to_job, to_job_detail
-from app.jobs.schemas import BatchResult, Job, JobBatch, JobDetail, JobSubmit
-from app.jobs.submit import submit
-from app.openapi import example_body
-from app.pagination import Cursor, Limit, Page, decode_cursor, page
-from app.resources import BIGINT_MAX, IdPath, JobState
+from sluice.auth import OPERATOR, SUBMITTER, VIEWER
+from sluice.core.queries import Q
+from sluice.deps import Caller, Catalog, Conn, Settings
+from sluice.errors import ApiError, error_responses, invalid
+from sluice.jobs.convert import get_job, job_row, to_job, to_job_detail
+from sluice.jobs.schemas import BatchResult, Job, JobBatch, JobDetail, JobSubmit
+from sluice.jobs.submit import submit
+from sluice.openapi import example_body
+from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.resources import BIGINT_MAX, IdPath, JobState
 
 SLEEP_JOB = {"task": "sleep", "payload": {"seconds": 1.5}, "queue": "default", "priority": 0}
 HTTP_JOB = {

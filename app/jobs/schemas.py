@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-from app.resources import IdempotencyKey, JobId, JobState, Notify, QueueName
-from app.tasks import TASK_NAME
+from sluice.resources import IdempotencyKey, JobId, JobState, Notify, QueueName
+from sluice.tasks import TASK_NAME
 
 YEAR = 365 * 86400
 

@@ -13,10 +13,10 @@ from litestar import Controller, get
 from litestar.params import QueryParameter
 from msgspec import Meta, Struct
 
-from app.auth import VIEWER
-from app.core.queries import Q
-from app.deps import Caller, Conn
-from app.errors import error_responses
+from sluice.auth import VIEWER
+from sluice.core.queries import Q
+from sluice.deps import Caller, Conn
+from sluice.errors import error_responses
 
 # Percentiles are computed over at most this many of the newest finished jobs.
 WAIT_SAMPLE = 10_000

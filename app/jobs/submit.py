@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import msgspec
 from psycopg import AsyncConnection
 
-from app.auth import Principal, require_shell_permission
-from app.core.metrics import JOBS_ENQUEUED
-from app.core.queries import Q
-from app.errors import ApiError, FieldError, invalid
-from app.jobs.schemas import JobSubmit, JobTemplate
-from app.resources import notify_json, nul_problems
-from app.tasks import TaskCatalog
+from sluice.auth import Principal, require_shell_permission
+from sluice.core.metrics import JOBS_ENQUEUED
+from sluice.core.queries import Q
+from sluice.errors import ApiError, FieldError, invalid
+from sluice.jobs.schemas import JobSubmit, JobTemplate
+from sluice.resources import notify_json, nul_problems
+from sluice.tasks import TaskCatalog
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,6 @@
 
 from litestar import Router
 
-from app.queues.routes import QueuesController
+from sluice.queues.routes import QueuesController
 
 router = Router(path="/", route_handlers=[QueuesController])

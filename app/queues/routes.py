@@ -12,12 +12,12 @@ from litestar import Controller, get, post, put
 from litestar.params import PathParameter
 from msgspec import Meta, Struct
 
-from app.auth import OPERATOR, VIEWER
-from app.core.queries import Q
-from app.counts import StateCounts, spread
-from app.deps import Caller, Conn
-from app.errors import error_responses
-from app.openapi import example_body
+from sluice.auth import OPERATOR, VIEWER
+from sluice.core.queries import Q
+from sluice.counts import StateCounts, spread
+from sluice.deps import Caller, Conn
+from sluice.errors import error_responses
+from sluice.openapi import example_body
 
 QueuePath = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 

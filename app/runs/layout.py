@@ -20,7 +20,7 @@ from graphlib import TopologicalSorter
 from grandalf.graphs import Edge, Graph, Vertex
 from grandalf.layouts import SugiyamaLayout
 
-from app.runs.schemas import EdgePath, NodePlace, RunEdge, RunLayout, RunNode
+from sluice.runs.schemas import EdgePath, NodePlace, RunEdge, RunLayout, RunNode
 
 NODE_WIDTH = 168.0
 NODE_HEIGHT = 40.0

@@ -11,17 +11,17 @@ from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
-from app.auth import OPERATOR, SUBMITTER, VIEWER
-from app.core.queries import Q
-from app.dags.definition import DefinitionError, check
-from app.deps import Caller, Catalog, Conn
-from app.errors import ApiError, error_responses, invalid
-from app.openapi import example_body
-from app.pagination import Cursor, Limit, Page, decode_cursor, page
-from app.resources import IdPath, RunState
-from app.runs.layout import layout
-from app.runs.schemas import Run, RunEdge, RunGraph, RunLayout, RunNode, RunSubmit
-from app.runs.start import get_run, start_run, to_run
+from sluice.auth import OPERATOR, SUBMITTER, VIEWER
+from sluice.core.queries import Q
+from sluice.dags.definition import DefinitionError, check
+from sluice.deps import Caller, Catalog, Conn
+from sluice.errors import ApiError, error_responses, invalid
+from sluice.openapi import example_body
+from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.resources import IdPath, RunState
+from sluice.runs.layout import layout
+from sluice.runs.schemas import Run, RunEdge, RunGraph, RunLayout, RunNode, RunSubmit
+from sluice.runs.start import get_run, start_run, to_run
 
 INLINE_RUN = {
     "definition": {

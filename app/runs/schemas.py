@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from app.counts import StateCounts
-from app.resources import IdempotencyKey, JobState, Notify, RunState
+from sluice.counts import StateCounts
+from sluice.resources import IdempotencyKey, JobState, Notify, RunState
 
 ParamValue = str | int | float | bool | None
 Params = Annotated[

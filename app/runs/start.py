@@ -9,12 +9,12 @@ import msgspec
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from app.auth import Principal, require_shell_permission
-from app.core.queries import Q
-from app.errors import ApiError, FieldError, not_found
-from app.redact import redact
-from app.resources import notify_json
-from app.runs.schemas import Run, RunStart
+from sluice.auth import Principal, require_shell_permission
+from sluice.core.queries import Q
+from sluice.errors import ApiError, FieldError, not_found
+from sluice.redact import redact
+from sluice.resources import notify_json
+from sluice.runs.schemas import Run, RunStart
 
 
 async def start_run(

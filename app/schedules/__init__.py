@@ -2,6 +2,6 @@
 
 from litestar import Router
 
-from app.schedules.routes import SchedulesController
+from sluice.schedules.routes import SchedulesController
 
 router = Router(path="/", route_handlers=[SchedulesController])

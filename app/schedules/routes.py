@@ -14,17 +14,17 @@ from litestar import Controller, delete, get, patch, post
 from litestar.params import QueryParameter
 from psycopg.types.json import Jsonb
 
-from app.auth import OPERATOR, VIEWER, Principal, require_shell_permission
-from app.core.queries import Q
-from app.deps import Caller, Catalog, Conn
-from app.errors import ApiError, error_responses, invalid, not_found
-from app.jobs.submit import template_problems
-from app.openapi import example_body
-from app.pagination import Cursor, Limit, Page, decode_cursor, page
-from app.redact import redact
-from app.resources import IdPath
-from app.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
-from app.tasks import TaskCatalog
+from sluice.auth import OPERATOR, VIEWER, Principal, require_shell_permission
+from sluice.core.queries import Q
+from sluice.deps import Caller, Catalog, Conn
+from sluice.errors import ApiError, error_responses, invalid, not_found
+from sluice.jobs.submit import template_problems
+from sluice.openapi import example_body
+from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.redact import redact
+from sluice.resources import IdPath
+from sluice.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
+from sluice.tasks import TaskCatalog
 
 NIGHTLY = {
     "name": "nightly-export",

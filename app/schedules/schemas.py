@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from app.jobs.schemas import JobTemplate
-from app.resources import DagName
-from app.runs.schemas import Params
+from sluice.jobs.schemas import JobTemplate
+from sluice.resources import DagName
+from sluice.runs.schemas import Params
 
 ScheduleName = Annotated[
     str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", examples=["nightly-export"])

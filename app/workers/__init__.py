@@ -2,6 +2,6 @@
 
 from litestar import Router
 
-from app.workers.routes import WorkersController
+from sluice.workers.routes import WorkersController
 
 router = Router(path="/", route_handlers=[WorkersController])

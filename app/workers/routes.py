@@ -10,10 +10,10 @@ from litestar import Controller, get, post
 from litestar.params import PathParameter
 from msgspec import Struct
 
-from app.auth import ADMIN, VIEWER
-from app.core.queries import Q
-from app.deps import Conn
-from app.errors import error_responses, not_found
+from sluice.auth import ADMIN, VIEWER
+from sluice.core.queries import Q
+from sluice.deps import Conn
+from sluice.errors import error_responses, not_found
 
 WorkerPath = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
 MAX_WORKERS = 10_000

@@ -1,10 +1,13 @@
-"""The engine: the whole sluice schema as first released.
+"""The engine: the whole sluice schema.
+
+Until the first release this revision runs `sql/schema/` itself, so the schema
+has one copy; at the release it is frozen (see migrations/README.md).
 
 Revision ID: 0001
 Revises:
 """
 
-from migrations import sqlfile
+from sluice.migrations import sqlfile
 
 revision = "0001"
 down_revision = None
@@ -13,7 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    sqlfile.execute("0001_engine.up.sql")
+    sqlfile.execute_schema()
 
 
 def downgrade() -> None:

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from app.auth.principal import Role
-from app.auth.tokens import mint
-from app.core.embedded import free_port
-from app.main import create_app
-from app.settings import ApiSettings
+from sluice.auth.principal import Role
+from sluice.auth.tokens import mint
+from sluice.core.embedded import free_port
+from sluice.main import create_app
+from sluice.settings import ApiSettings
 
 SECRET = "test-secret-long-enough-for-every-hmac-algorithm-including-hs512!"
 

@@ -15,11 +15,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from app.auth.jwt import key_and_algorithms
-from app.auth.principal import Role
-from app.auth.tokens import mint
-from app.core.config import SettingsError
-from app.settings import ApiSettings
+from sluice.auth.jwt import key_and_algorithms
+from sluice.auth.principal import Role
+from sluice.auth.tokens import mint
+from sluice.core.config import SettingsError
+from sluice.settings import ApiSettings
 from tests.api.conftest import SECRET, bearer
 
 ROLES = [None, Role.viewer, Role.submitter, Role.operator, Role.admin]
@@ -78,7 +78,7 @@ MATRIX = [
 
 
 def test_the_matrix_covers_every_api_operation(api_settings):
-    from app.main import create_app
+    from sluice.main import create_app
 
     schema = create_app(api_settings).openapi_schema.to_schema()
     operations = {

@@ -6,7 +6,7 @@ import httpx
 import jwt
 from click.testing import CliRunner
 
-from app.cli import main
+from sluice.cli import main
 from tests.api.conftest import SECRET
 
 

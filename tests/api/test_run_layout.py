@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.runs import layout as run_layout
-from app.runs.schemas import RunEdge, RunNode
+from sluice.runs import layout as run_layout
+from sluice.runs.schemas import RunEdge, RunNode
 from tests.api.conftest import bearer
 
 RUNS = "/api/v1/runs"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.auth.principal import Role
-from app.auth.session import COOKIE, CSRF_HEADER, csrf_token
-from app.auth.tokens import mint
+from sluice.auth.principal import Role
+from sluice.auth.session import COOKIE, CSRF_HEADER, csrf_token
+from sluice.auth.tokens import mint
 from tests.api.conftest import SECRET, bearer
 
 API = "/api/v1"

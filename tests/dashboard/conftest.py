@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from app.auth.principal import Role
-from app.auth.tokens import mint
-from app.core.db import connection_kwargs
+from sluice.auth.principal import Role
+from sluice.auth.tokens import mint
+from sluice.core.db import connection_kwargs
 from tests.api.conftest import SECRET, api_server  # noqa: F401 - a fixture used here
 
 CHROMIUM = "/usr/bin/chromium"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from app.auth.principal import Role
+from sluice.auth.principal import Role
 from tests.dashboard.conftest import shoot
 from tests.dashboard.engine import dead_job, scalar
 

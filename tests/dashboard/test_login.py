@@ -11,11 +11,11 @@ from datetime import timedelta
 import pytest
 from litestar.testing import TestClient
 
-from app.auth.principal import Role
-from app.auth.session import COOKIE
-from app.auth.tokens import mint
-from app.dashboard.login import safe_next
-from app.main import create_app
+from sluice.auth.principal import Role
+from sluice.auth.session import COOKIE
+from sluice.auth.tokens import mint
+from sluice.dashboard.login import safe_next
+from sluice.main import create_app
 from tests.api.conftest import SECRET, api_settings  # noqa: F401 - a fixture used here
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Page, expect
 
-from app.auth.principal import Role
+from sluice.auth.principal import Role
 from tests.api.conftest import bearer
 from tests.dashboard.conftest import shoot
 from tests.dashboard.engine import claim, dead_job, enqueue, fail, scalar

@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Browser, expect
 
-from app.auth.principal import Role
-from app.auth.session import COOKIE
+from sluice.auth.principal import Role
+from sluice.auth.session import COOKIE
 from tests.api.conftest import bearer
 from tests.dashboard.conftest import EVENTUALLY_MS, shoot, token
 from tests.dashboard.engine import enqueue, scalar

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from app.core.queries import Q
+from sluice.core.queries import Q
 
 Instruction = dockerfile.Command
 
@@ -111,16 +111,16 @@ def test_entrypoint_is_sluice_under_an_init(runtime):
     assert set(last(runtime, "EXPOSE").value) == {"8000", "9100"}
 
 
-def wheel_inputs(repo: Path) -> list[str]:
-    """Top-level paths the wheel is built from (pyproject.toml's wheel target)."""
+def package_dirs(repo: Path) -> dict[str, str]:
+    """Installed package name -> folder of the checkout (pyproject.toml's package-dir)."""
     project = tomllib.loads((repo / "pyproject.toml").read_text())
-    wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
-    return [
-        *wheel["packages"],
-        *wheel.get("force-include", {}),
-        "pyproject.toml",
-        project["project"]["readme"],
-    ]
+    return project["tool"]["setuptools"]["package-dir"]
+
+
+def wheel_inputs(repo: Path) -> list[str]:
+    """Top-level paths the wheel is built from."""
+    project = tomllib.loads((repo / "pyproject.toml").read_text())
+    return [*package_dirs(repo).values(), "pyproject.toml", project["project"]["readme"]]
 
 
 def test_dockerignore_keeps_out_clutter_but_not_the_wheels_inputs(repo):
@@ -138,7 +138,18 @@ def test_dockerignore_keeps_out_clutter_but_not_the_wheels_inputs(repo):
 def wheel(repo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "--target", "wheel", "--directory", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            ".",
+        ],
         cwd=repo,
         check=True,
         capture_output=True,
@@ -149,26 +160,53 @@ def wheel(repo, tmp_path_factory) -> Path:
 
 
 def test_wheel_contains_everything_needed_at_run_time(wheel, repo):
+    """Every file of the package folders is in the wheel, under its installed
+    name (app/ is `sluice/`, worker/ is `sluice/worker/` ...)."""
     names = set(zipfile.ZipFile(wheel).namelist())
-    needed = [
-        path.relative_to(repo).as_posix()
-        for top in ("app", "sql", "migrations")
-        for path in (repo / top).rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
-    ]
-    assert any(n.startswith("sql/queries/") for n in needed)
-    assert sorted(set(needed) - names) == []
+    mapping = package_dirs(repo)
+    needed = {
+        f"{package.replace('.', '/')}/{path.relative_to(repo / folder).as_posix()}"
+        for package, folder in mapping.items()
+        for path in (repo / folder).rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".md"
+        # a folder mapped to its own package is that package's, not its parent's
+        and not any(
+            path.is_relative_to(repo / other) for other in mapping.values() if other != folder
+        )
+    }
+    assert any(n.startswith("sluice/sql/queries/") for n in needed)
+    assert sorted(needed - names) == []
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "sluice = app.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "sluice = sluice.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_wheel_has_one_import_root(wheel):
+    """A user project's own `app` or `worker` package is never shadowed by Sluice's."""
+    tops = {
+        name.split("/")[0]
+        for name in zipfile.ZipFile(wheel).namelist()
+        if ".dist-info/" not in name
+    }
+    assert tops == {"sluice"}
 
 
 INSTALLED_MIGRATE = """
 import sys
 target = sys.argv[1]
-import app, app.core.queries as queries
-assert app.__file__.startswith(target), app.__file__
+import importlib
+for name in ("app", "worker", "sql", "migrations"):
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        continue
+    raise SystemExit(f"the wheel installed a top-level {name!r}")
+import sluice, sluice.core.queries as queries
+assert sluice.__file__.startswith(target), sluice.__file__
+assert sluice.task and sluice.JobContext and sluice.NonRetryableError
 print(",".join(sorted(q.name for q in queries.Q)))
-from app.cli import main
+from sluice.cli import main
 main(["migrate"], standalone_mode=False)
 """
 

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core import metrics
+from sluice.core import metrics
 
 DASHBOARD = "deploy/grafana/dashboards/sluice.json"
 # Series Prometheus adds itself (scrape health), and the labels it attaches to

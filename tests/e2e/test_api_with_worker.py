@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from app.auth.principal import Role
-from app.core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from sluice.auth.principal import Role
+from sluice.core.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.api.conftest import bearer
 from tests.worker.helpers import wait_for
 

@@ -9,7 +9,7 @@ import json
 
 from psycopg.rows import dict_row
 
-from app.core.queries import Q
+from sluice.core.queries import Q
 from tests.engine.notifications import drain, listen
 from tests.factories import claim, complete, fetch_job, insert_job
 

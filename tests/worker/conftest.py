@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from sluice.worker.runner import Worker
 from tests.worker.helpers import ROOT, TASKS_MODULE, worker_settings
-from worker.runner import Worker
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.core.config import load
+from sluice.core.config import load
+from sluice.worker.settings import WorkerSettings
 from tests.factories import scalar
-from worker.settings import WorkerSettings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

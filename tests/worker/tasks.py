@@ -13,7 +13,7 @@ import random
 import threading
 from typing import Any
 
-from worker import JobContext, NonRetryableError, task
+from sluice import JobContext, NonRetryableError, task
 
 
 @task

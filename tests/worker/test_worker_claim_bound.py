@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+from sluice.worker.cancelling import cancel_and_wait
+from sluice.worker.claimer import Claimer
+from sluice.worker.completer import Completer
+from sluice.worker.meters import Meters
+from sluice.worker.writer import Writer
 from tests.factories import fetch_job, insert_job, make_job, scalar
 from tests.worker.helpers import wait_state
-from worker.cancelling import cancel_and_wait
-from worker.claimer import Claimer
-from worker.completer import Completer
-from worker.meters import Meters
-from worker.writer import Writer
 
 
 def claimer(pool, queues=("default",)) -> Claimer:

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from psycopg.types.json import Jsonb
 
+from sluice.worker.cron import NEVER, CronScheduler, plan
 from tests.factories import scalar
-from worker.cron import NEVER, CronScheduler, plan
 
 UTC = dt.UTC
 

@@ -16,9 +16,9 @@ import httpx
 import psycopg
 import pytest
 
-from app.core import migrate
-from app.core.db import connection_kwargs
-from app.core.embedded import EmbeddedPostgres, free_port
+from sluice.core import migrate
+from sluice.core.db import connection_kwargs
+from sluice.core.embedded import EmbeddedPostgres, free_port
 from tests.factories import fetch_job, insert_job
 from tests.worker.helpers import (
     attempts,

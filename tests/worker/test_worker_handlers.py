@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from app.core import webhooks
-from app.core.embedded import free_port
+from sluice.core import webhooks
+from sluice.core.embedded import free_port
+from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.handlers.email import EmailError
+from sluice.worker.handlers.http import HttpError
+from sluice.worker.handlers.shell import ShellError
+from sluice.worker.registry import REGISTRY
+from sluice.worker.resources import Resources
 from tests.worker.helpers import wait_for, worker_settings
-from worker.context import JobContext, NonRetryableError
-from worker.handlers.email import EmailError
-from worker.handlers.http import HttpError
-from worker.handlers.shell import ShellError
-from worker.registry import REGISTRY
-from worker.resources import Resources
 
 REGISTRY.import_modules(())
 

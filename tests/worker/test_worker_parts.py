@@ -10,21 +10,21 @@ import logging
 
 import pytest
 
-from app.core.config import SettingsError, load
-from app.core.durations import duration_setting
-from app.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
+from sluice.core.config import SettingsError, load
+from sluice.core.durations import duration_setting
+from sluice.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
+from sluice.worker.cancelling import cancel_and_wait
+from sluice.worker.completer import Completer
+from sluice.worker.maintenance import Maintenance
+from sluice.worker.meters import Meters
+from sluice.worker.promoter import Promoter
+from sluice.worker.pruner import Pruner
+from sluice.worker.registry import Registry
+from sluice.worker.rescuer import Rescuer
+from sluice.worker.settings import WorkerSettings
+from sluice.worker.writer import Writer
 from tests.factories import WORKER, claim, fetch_job, insert_job, make_job, scalar
 from tests.worker.helpers import wait_for, worker_settings
-from worker.cancelling import cancel_and_wait
-from worker.completer import Completer
-from worker.maintenance import Maintenance
-from worker.meters import Meters
-from worker.promoter import Promoter
-from worker.pruner import Pruner
-from worker.registry import Registry
-from worker.rescuer import Rescuer
-from worker.settings import WorkerSettings
-from worker.writer import Writer
 
 
 @pytest.fixture

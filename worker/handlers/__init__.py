@@ -1,5 +1,5 @@
 """The built-in handlers of the SPEC; importing this package registers them."""
 
-from worker.handlers import email, http, noop, shell, sleep, webhook
+from sluice.worker.handlers import email, http, noop, shell, sleep, webhook
 
 __all__ = ["email", "http", "noop", "shell", "sleep", "webhook"]

@@ -16,10 +16,10 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from app.core.config import parse_bool
-from worker.context import JobContext, NonRetryableError
-from worker.handlers.payload import field, require_object, string_list
-from worker.registry import task
+from sluice.core.config import parse_bool
+from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.handlers.payload import field, require_object, string_list
+from sluice.worker.registry import task
 
 SMTP_TIMEOUT = 30.0
 

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from worker.context import JobContext, NonRetryableError
-from worker.handlers.payload import field, require_object
-from worker.registry import task
+from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.handlers.payload import field, require_object
+from sluice.worker.registry import task
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 RETRYABLE_STATUSES = {408, 425, 429}

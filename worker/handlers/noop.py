@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.registry import task
+from sluice.worker.registry import task
 
 
 @task(name="noop")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.context import NonRetryableError
+from sluice.worker.context import NonRetryableError
 
 
 def require_object(task: str, payload: Any) -> dict[str, Any]:

@@ -16,9 +16,9 @@ import os
 import signal
 from typing import Any
 
-from worker.context import JobContext, NonRetryableError
-from worker.handlers.payload import field, require_object, string_list
-from worker.registry import task
+from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.handlers.payload import field, require_object, string_list
+from sluice.worker.registry import task
 
 # How long a process group gets to exit after SIGTERM before SIGKILL.
 KILL_GRACE = 2.0

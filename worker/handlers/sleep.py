@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from worker.handlers.payload import field, require_object
-from worker.registry import task
+from sluice.worker.handlers.payload import field, require_object
+from sluice.worker.registry import task
 
 
 @task(name="sleep")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.core.webhooks import signed_headers
-from worker.context import JobContext
-from worker.handlers.http import check_url, send
-from worker.handlers.payload import field, require_object
-from worker.registry import task
+from sluice.core.webhooks import signed_headers
+from sluice.worker.context import JobContext
+from sluice.worker.handlers.http import check_url, send
+from sluice.worker.handlers.payload import field, require_object
+from sluice.worker.registry import task
 
 
 @task(name="webhook")
