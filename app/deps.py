@@ -1,4 +1,4 @@
-"""What handlers can ask for by parameter name (provided in app.main)."""
+"""What handlers can ask for by parameter name (provided in sluice.main)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The database a bench run uses: an embedded cluster it starts, or SLUICE_DATABASE_URL.
 
-The embedded cluster is `sluice up`'s (app.core.embedded) with PostgreSQL's default
+The embedded cluster is `sluice up`'s (sluice.core.embedded) with PostgreSQL's default
 durability: fsync, synchronous_commit and full_page_writes stay on. Only memory
 and checkpoint spacing are raised, so a run measures the queue and not the
 checkpointer, and commit timestamps are kept (the DAG scenario reads when a

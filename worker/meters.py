@@ -1,4 +1,4 @@
-"""The worker's handles on the metrics of app.core.metrics, cached per label set:
+"""The worker's handles on the metrics of sluice.core.metrics, cached per label set:
 `.labels()` costs a dict lookup under a lock, too much to pay per job."""
 
 from __future__ import annotations

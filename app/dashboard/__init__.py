@@ -1,6 +1,6 @@
 """The dashboard, served at `/` by the API process: pages, their scripts and
 styles (all served from here: no CDN, no build step), sign-in and sign-out.
-The router is all `app.main` needs."""
+The router is all `sluice.main` needs."""
 
 from litestar import Router
 from litestar.datastructures import CacheControlHeader

@@ -180,7 +180,7 @@ async def test_secrets_are_redacted_in_responses_but_stored(client, submitter, d
 
 async def test_a_job_with_notify_writes_its_webhook_outbox_job_when_it_ends(client, submitter, db):
     """The outbox job carries the event and the secret the worker signs with. Delivery
-    through app.core.webhooks is tested end to end once the worker branch is merged."""
+    through sluice.core.webhooks is tested end to end once the worker branch is merged."""
     body = {
         "task": "noop",
         "notify": {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -134,23 +135,23 @@ def test_dockerignore_keeps_out_clutter_but_not_the_wheels_inputs(repo):
         assert not any(fnmatch.fnmatch(path, p) for p in patterns), f"{path} is ignored"
 
 
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
+PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
+
+
 @pytest.fixture(scope="module")
 def wheel(repo, tmp_path_factory) -> Path:
+    # Built from a copy of only the wheel's inputs, as the image's build context
+    # is: that proves the list complete, and setuptools' build/ stays out of the tree.
+    source = tmp_path_factory.mktemp("source")
+    for name in wheel_inputs(repo):
+        if (repo / name).is_dir():
+            shutil.copytree(repo / name, source / name, ignore=IGNORED)
+        else:
+            shutil.copy2(repo / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
-            str(out),
-            ".",
-        ],
-        cwd=repo,
+        [*PIP_WHEEL, "--wheel-dir", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=120,

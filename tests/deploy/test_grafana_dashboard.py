@@ -1,6 +1,6 @@
 """deploy/grafana: the provisioned datasource and the Sluice dashboard.
 
-Every metric a panel queries must be one that `app.core.metrics` really
+Every metric a panel queries must be one that `sluice.core.metrics` really
 exposes, with the labels the query groups and filters by: a dashboard whose
 query names a metric nobody exports shows "No data" forever, silently.
 """

@@ -57,7 +57,7 @@ class WorkerProcess:
             [
                 sys.executable,
                 "-c",
-                "from app.cli import main; main()",
+                "from sluice.cli import main; main()",
                 "worker",
                 "--database-url",
                 database_url,

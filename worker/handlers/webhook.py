@@ -1,7 +1,7 @@
 """`webhook`: delivers a notification, `{"url": ..., "secret": ..., "event": {...}}`.
 
 Sluice enqueues these itself (the notification outbox). The body is the event
-as JSON, signed with the secret (see app.core.webhooks). Statuses are handled
+as JSON, signed with the secret (see sluice.core.webhooks). Statuses are handled
 as by the `http` task: a 2xx delivers, 5xx/408/429/unreachable retry, other
 statuses give up. The secret and URL are never logged.
 """
