@@ -19,7 +19,7 @@ from sluice.auth.jwt import key_and_algorithms
 from sluice.auth.principal import Role
 from sluice.auth.tokens import mint
 from sluice.core.config import SettingsError
-from sluice.settings import ApiSettings
+from sluice.http.settings import ApiSettings
 from tests.api.conftest import SECRET, bearer
 
 ROLES = [None, Role.viewer, Role.submitter, Role.operator, Role.admin]
