@@ -123,6 +123,8 @@ class SluiceToken(Token):
         try:
             return super().decode(encoded_token, *args, **kwargs)
         except NotAuthorizedException as exc:
+            if exc.__cause__ is None:  # raised by the claim readers below, already precise
+                raise
             raise NotAuthorizedException(refusal(exc.__cause__)) from exc.__cause__
 
     # Litestar reads these two claims with the helpers below; they are redefined

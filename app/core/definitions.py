@@ -181,10 +181,9 @@ def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dic
     if not found:
         # A kind key holds the payload itself: point at it rather than at `payload`.
         payload_loc = f"{loc}.payload" if "task" in node else f"{loc}.{task}"
-        found = catalog.task_problems(task, f"{loc}.task")
+        found = catalog.task_problems(task, f"{loc}.task") or json_problems(payload, payload_loc)
         if not found:
             found = payload_problems(task, _as_rendered(payload), payload_loc)
-            found += json_problems(payload, payload_loc)
         problems += found
         out["task"], out["payload"] = task, payload
     deps = node.get("depends_on", [])
