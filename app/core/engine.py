@@ -18,6 +18,7 @@ rescue, promote, prune) still go through sluice.core.queries.Q for now.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -77,15 +78,25 @@ def _lenient(cursor: AsyncCursor[Any]) -> None:
 
 # --- running a query -------------------------------------------------------------
 
-# query name -> the Struct its rows become (None: one value per row, or none)
-DOORS: dict[str, type[Struct] | None] = {}
+
+@dataclass(frozen=True)
+class Door:
+    """A typed function, the named query it runs, and the Struct its rows become
+    (None: it answers one value per row, or none)."""
+
+    function: Callable[..., Any]
+    query: str
+    row: type[Struct] | None
+
+
+DOORS: dict[str, Door] = {}
 
 
 def door(query: str, row: type[Struct] | None = None) -> Callable[[F], F]:
-    """Mark a function as the door of `query` (for the pairing test)."""
+    """Mark a function as the door of `query` (tests/api/test_engine_door.py pairs them)."""
 
     def mark(fn: F) -> F:
-        DOORS[query] = row
+        DOORS[query] = Door(fn, query, row)
         return fn
 
     return mark
