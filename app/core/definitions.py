@@ -45,6 +45,9 @@ from sluice.core.jobs import (
 from sluice.core.problems import Problems, json_problems
 from sluice.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 
+# A node's payload sits this many levels below the top of the stored definition
+# ({"nodes": [{"payload": ...}]}), whose nesting the database bounds as a whole.
+PAYLOAD_LEVEL = 3
 NODE_FIELDS = {"id", "task", "payload", "depends_on", "queue", "priority", "retry", "timeout"}
 RETRY_FIELDS = {"max_attempts", "backoff", "base", "max"}
 # `{{ params.name }}` placeholders, filled in when a run starts (sluice.dag_render).
@@ -181,7 +184,9 @@ def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dic
     if not found:
         # A kind key holds the payload itself: point at it rather than at `payload`.
         payload_loc = f"{loc}.payload" if "task" in node else f"{loc}.{task}"
-        found = catalog.task_problems(task, f"{loc}.task") or json_problems(payload, payload_loc)
+        found = catalog.task_problems(task, f"{loc}.task") or json_problems(
+            payload, payload_loc, level=PAYLOAD_LEVEL
+        )
         if not found:
             found = payload_problems(task, _as_rendered(payload), payload_loc)
         problems += found

@@ -54,23 +54,28 @@ DEFAULT_QUEUE = JOB_DEFAULTS.queue
 
 # --- Ranges ----------------------------------------------------------------------
 
-YEAR = 365 * 86400
+DAY = 86400
+YEAR = 365 * DAY
 
 PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000
 MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000  # CHECK jobs_max_attempts_positive
-# Longest backoff delay (base or cap) and attempt timeout, in seconds.
-BACKOFF_SECONDS_MAX = 10 * YEAR
-TIMEOUT_SECONDS_MAX = YEAR
+# Longest attempt timeout and retry delay (backoff base or cap), in seconds:
+# domains sluice.job_timeout and sluice.job_backoff.
+TIMEOUT_SECONDS_MAX = 30 * DAY
+BACKOFF_SECONDS_MAX = 30 * DAY
+# Longest `delay_seconds` at submission: now plus this stays far inside the run_at range.
+DELAY_SECONDS_MAX = 10 * YEAR
 QUEUE_CONCURRENCY_MAX = 1_000_000
 
-# The range of `run_at`. Every value inside it is stored and read back by every
-# client in any session time zone (Python's datetime ends at year 9999, a day
-# of margin on each side covers the time zones); a value outside it is refused
-# with a 422 naming `run_at` rather than stored and then unreadable.
-RUN_AT_MIN = datetime(1, 1, 2, tzinfo=UTC)
-RUN_AT_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+# When a job may run: from RUN_AT_MIN up to (not including) RUN_AT_END (domain
+# sluice.job_run_at). Every value inside is read back by every client in any
+# session time zone; a value outside is a 422 naming `run_at`, never a job
+# stored and then unreadable.
+RUN_AT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+RUN_AT_END = datetime(9000, 1, 1, tzinfo=UTC)
 
-# Deepest nesting of a JSON value a job carries (payload, result, notify, params).
+# Deepest nesting of a JSON document a job or a DAG carries: no value more than
+# this many levels below its top (sluice.json_nesting_ok).
 MAX_JSON_DEPTH = 100
 
 # --- Schedules -------------------------------------------------------------------

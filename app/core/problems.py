@@ -24,20 +24,21 @@ def named_field(message: str) -> tuple[str, str] | None:
     return None
 
 
-def json_problems(value: Any, where: str) -> Problems:
-    """What PostgreSQL or Sluice's readers cannot take in the JSON `value`:
-    strings or keys holding NUL characters (jsonb cannot store them), and
-    nesting deeper than MAX_JSON_DEPTH."""
+def json_problems(value: Any, where: str, level: int = 0) -> Problems:
+    """What PostgreSQL or Sluice's readers cannot take in the JSON `value`: strings
+    or keys holding NUL characters (jsonb cannot store them), and values more than
+    MAX_JSON_DEPTH levels below the top of the stored document (`value` itself sits
+    `level` levels below it: a DAG node's payload is stored 3 levels down)."""
     found: Problems = []
     too_deep = False
-    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    stack: list[tuple[Any, str, int]] = [(value, where, level)]
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 found.append((path, "must not contain NUL characters"))
-        elif isinstance(item, dict | list):
-            if depth >= MAX_JSON_DEPTH:
+        elif isinstance(item, dict | list) and item:
+            if depth >= MAX_JSON_DEPTH:  # its items would sit deeper than the limit
                 too_deep = True
                 continue
             if isinstance(item, dict):
@@ -48,5 +49,5 @@ def json_problems(value: Any, where: str) -> Problems:
             else:
                 stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item))
     if too_deep:
-        found.append((where, f"is nested deeper than {MAX_JSON_DEPTH} levels"))
+        found.append((where, f"is nested deeper than {MAX_JSON_DEPTH - level} levels"))
     return found

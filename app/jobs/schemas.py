@@ -9,8 +9,8 @@ from typing import Annotated
 from msgspec import Meta, Struct
 
 from sluice.core.engine import Attempt, Job, ThroughputMinute, WaitTime
-from sluice.core.jobs import RUN_AT_MAX, RUN_AT_MIN
-from sluice.http.shapes import IdempotencyKey, JobId, JobTemplate, Seconds
+from sluice.core.jobs import DELAY_SECONDS_MAX, RUN_AT_END, RUN_AT_MIN
+from sluice.http.shapes import IdempotencyKey, JobId, JobTemplate
 
 
 class JobSubmit(JobTemplate, forbid_unknown_fields=True, kw_only=True):
@@ -21,14 +21,18 @@ class JobSubmit(JobTemplate, forbid_unknown_fields=True, kw_only=True):
             datetime,
             Meta(
                 tz=True,
-                description=f"Not before this time (from {RUN_AT_MIN.date()} to "
-                f"{RUN_AT_MAX.date()}, UTC).",
+                description=f"Not before this time (from {RUN_AT_MIN.date()}, before "
+                f"{RUN_AT_END.date()}, UTC).",
             ),
         ]
         | None
     ) = None
     delay_seconds: (
-        Annotated[Seconds, Meta(description="Not before this many seconds from now.")] | None
+        Annotated[
+            float,
+            Meta(ge=0, le=DELAY_SECONDS_MAX, description="Not before this many seconds from now."),
+        ]
+        | None
     ) = None
     depends_on: Annotated[
         list[JobId], Meta(max_length=1000, description="Ids of jobs that must succeed first.")

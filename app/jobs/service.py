@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.engine import Job, ThroughputMinute
-from sluice.core.jobs import RUN_AT_MAX, RUN_AT_MIN
+from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.problems import Problems
 from sluice.http.errors import FieldError, Refusal, invalid
@@ -48,11 +48,11 @@ def job_problems(job: JobSubmit, catalog: TaskCatalog, where: str) -> Problems:
     prefix = f"{where}." if where else ""
     if job.run_at is not None and job.delay_seconds is not None:
         found.append((prefix + "delay_seconds", "give run_at or delay_seconds, not both"))
-    if job.run_at is not None and not RUN_AT_MIN <= job.run_at <= RUN_AT_MAX:
+    if job.run_at is not None and not RUN_AT_MIN <= job.run_at < RUN_AT_END:
         found.append(
             (
                 prefix + "run_at",
-                f"must be from {RUN_AT_MIN.isoformat()} to {RUN_AT_MAX.isoformat()}",
+                f"must be at or after {RUN_AT_MIN.isoformat()} and before {RUN_AT_END.isoformat()}",
             )
         )
     return found

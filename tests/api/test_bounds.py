@@ -5,12 +5,13 @@ the database holds, every read still answers."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
 from sluice.core.engine import EARLIEST, LATEST, TOO_DEEP
-from sluice.core.jobs import MAX_JSON_DEPTH, RUN_AT_MAX, RUN_AT_MIN
-from tests.factories import insert_job, scalar
+from sluice.core.jobs import MAX_JSON_DEPTH, RUN_AT_END, RUN_AT_MIN
+from tests.factories import insert_job, rows, scalar
 
 JOBS = "/api/v1/jobs"
 
@@ -32,7 +33,8 @@ def deep_text(depth: int) -> str:
     [
         "9999-12-31T23:59:59-14:00",  # year 10000 in UTC
         "0001-01-01T00:00:00+14:00",  # year 0 (1 BC) in UTC
-        "9999-12-31T12:00:00Z",  # readable in UTC, not in a session at +14:00
+        "9000-01-01T00:00:00Z",  # the first instant past the range
+        "1899-12-31T23:59:59.999999Z",  # the last instant before it
     ],
 )
 async def test_a_run_at_past_the_range_is_a_422_and_creates_nothing(client, submitter, db, run_at):
@@ -45,7 +47,7 @@ async def test_a_run_at_past_the_range_is_a_422_and_creates_nothing(client, subm
 
 
 async def test_the_ends_of_the_range_are_accepted_and_read_back(client, submitter):
-    for run_at in (RUN_AT_MIN, RUN_AT_MAX):
+    for run_at in (RUN_AT_MIN, RUN_AT_END - timedelta(microseconds=1)):
         r = await client.post(
             JOBS, json={"task": "noop", "run_at": run_at.isoformat()}, headers=submitter
         )
@@ -55,19 +57,22 @@ async def test_the_ends_of_the_range_are_accepted_and_read_back(client, submitte
 
 
 async def _without_run_at_checks(db) -> None:
-    """Drop whatever CHECK bounds run_at, to store what an older schema (or a
-    future bug) might have let in: reads must survive it all the same."""
-    names = [
-        row[0]
-        for row in await (
-            await db.execute(
-                "SELECT conname FROM pg_constraint WHERE conrelid = 'sluice.jobs'::regclass"
-                " AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%run_at%'"
-            )
-        ).fetchall()
-    ]
-    for name in names:
-        await db.execute(f'ALTER TABLE sluice.jobs DROP CONSTRAINT "{name}"')
+    """Drop whatever bounds run_at (table CHECKs, its domain's constraints), to store
+    what an older schema or plain SQL of another era might have let in: reads must
+    survive it all the same."""
+    checks = await rows(
+        db,
+        "SELECT format('ALTER TABLE sluice.jobs DROP CONSTRAINT %I', c.conname) AS drop"
+        "  FROM pg_constraint c WHERE c.conrelid = 'sluice.jobs'::regclass AND c.contype = 'c'"
+        "   AND pg_get_constraintdef(c.oid) LIKE '%run_at%'"
+        " UNION ALL "
+        "SELECT format('ALTER DOMAIN %s DROP CONSTRAINT %I', t.oid::regtype, c.conname)"
+        "  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid AND t.typtype = 'd'"
+        "  JOIN pg_constraint c ON c.contypid = t.oid"
+        " WHERE a.attrelid = 'sluice.jobs'::regclass AND a.attname = 'run_at'",
+    )
+    for check in checks:
+        await db.execute(check["drop"])
 
 
 @pytest.mark.parametrize(
@@ -126,7 +131,7 @@ async def test_json_nested_past_the_stack_is_a_400_naming_the_body(client, submi
 
 async def test_json_deeper_than_the_limit_is_a_422_naming_the_field(client, submitter, db):
     ok = await client.post(
-        JOBS, json={"task": "noop", "payload": nested(MAX_JSON_DEPTH - 1)}, headers=submitter
+        JOBS, json={"task": "noop", "payload": nested(MAX_JSON_DEPTH)}, headers=submitter
     )
     assert ok.status_code == 201, ok.text
     r = await client.post(
@@ -138,6 +143,18 @@ async def test_json_deeper_than_the_limit_is_a_422_naming_the_field(client, subm
     assert r.json()["errors"] == [
         {"field": "jobs[1].payload", "message": f"is nested deeper than {MAX_JSON_DEPTH} levels"}
     ]
+    # A node's payload is stored 3 levels down in its DAG's definition.
+    node = {"id": "a", "task": "noop", "payload": nested(MAX_JSON_DEPTH - 2)}
+    r = await client.put("/api/v1/dags/deep", json={"nodes": [node]}, headers=submitter)
+    assert r.status_code == 422 and r.json()["errors"] == [
+        {
+            "field": "nodes[0].payload",
+            "message": f"is nested deeper than {MAX_JSON_DEPTH - 3} levels",
+        }
+    ]
+    node["payload"] = nested(MAX_JSON_DEPTH - 3)
+    r = await client.put("/api/v1/dags/deep", json={"nodes": [node]}, headers=submitter)
+    assert r.status_code == 201, r.text
     run = {"definition": {"nodes": [{"id": "a", "task": "noop", "payload": nested(500)}]}}
     r = await client.post("/api/v1/runs", json=run, headers=submitter)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "definition.nodes[0].payload"
@@ -148,11 +165,11 @@ async def test_reads_survive_json_stored_deeper_than_python_decodes(client, admi
     """SQL may store what the API refuses; showing it must not fail the request."""
     deep = await insert_job(db)
     await db.execute(
-        "UPDATE sluice.jobs SET payload = %s::jsonb WHERE id = %s", (deep_text(5000), deep)
+        "UPDATE sluice.jobs SET progress = %s::jsonb WHERE id = %s", (deep_text(5000), deep)
     )
     r = await client.get(f"{JOBS}/{deep}", headers=admin)
     assert r.status_code == 200, r.text
-    assert r.json()["payload"] == TOO_DEEP
+    assert r.json()["progress"] == TOO_DEEP
     # Shallow enough to decode, deep enough to break a recursive encoder: cut off.
     done = await insert_job(db)
     await db.execute(
