@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
+import msgspec
 from msgspec import Meta, Struct
 from psycopg import AsyncConnection, AsyncCursor, DataError, postgres
 from psycopg.abc import Buffer
@@ -102,12 +103,23 @@ def door(query: str, row: type[Struct] | None = None) -> Callable[[F], F]:
     return mark
 
 
+def column_of(cls: type[Struct], field: str) -> str:
+    """The column a Struct's field is read from: its name, unless the Struct's
+    `columns` says otherwise."""
+    return getattr(cls, "columns", {}).get(field, field)
+
+
 def _struct_row(cls: type[S]) -> Callable[[AsyncCursor[Any]], Callable[[Sequence[Any]], S]]:
-    """A psycopg row factory making `cls` from the columns named like its fields."""
+    """A psycopg row factory making `cls` from the columns named like its fields
+    (columns it has no field for are left out)."""
 
     def factory(cursor: AsyncCursor[Any]) -> Callable[[Sequence[Any]], S]:
         names = [column.name for column in cursor.description or ()]
-        index = [(field, names.index(field)) for field in cls.__struct_fields__ if field in names]
+        index = [
+            (field, names.index(column_of(cls, field)))
+            for field in cls.__struct_fields__
+            if column_of(cls, field) in names
+        ]
 
         def make(values: Sequence[Any]) -> S:
             return cls(**{field: values[i] for field, i in index})
@@ -269,35 +281,24 @@ async def job_get(conn: AsyncConnection[Any], *, id: int, tenant: str | None) ->
     return await _row(conn, "job_get", Job, id=id, tenant=tenant)
 
 
+class JobFilter(Struct, kw_only=True):
+    """Which jobs job_list answers (None: any), newest first, after the keyset
+    position `before_id`."""
+
+    tenant: str | None = None
+    states: list[JobState] | None = None
+    queue: str | None = None
+    task: str | None = None
+    run_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
 @door("job_list", Job)
-async def job_list(
-    conn: AsyncConnection[Any],
-    *,
-    tenant: str | None,
-    states: list[str] | None,
-    queue: str | None,
-    task: str | None,
-    run_id: int | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[Job]:
-    """Jobs newest first, after the keyset position `before_id`."""
-    return await _rows(
-        conn,
-        "job_list",
-        Job,
-        tenant=tenant,
-        states=states,
-        queue=queue,
-        task=task,
-        run_id=run_id,
-        created_after=created_after,
-        created_before=created_before,
-        before_id=before_id,
-        limit=limit,
-    )
+async def job_list(conn: AsyncConnection[Any], *, where: JobFilter) -> list[Job]:
+    return await _rows(conn, "job_list", Job, **msgspec.structs.asdict(where))
 
 
 @door("job_attempts", Attempt)
@@ -687,8 +688,11 @@ async def queue_depths(conn: AsyncConnection[Any]) -> list[QueueDepth]:
 # --- schedules ----------------------------------------------------------------------
 
 
-class ScheduleRow(Struct, kw_only=True):
-    """A cron schedule as stored (its job as the arguments of sluice.enqueue)."""
+class Schedule(Struct, kw_only=True):
+    """A cron schedule and where the scheduler is with it."""
+
+    # The field `dag` holds the column dag_name (the API's name for the DAG to run).
+    columns: ClassVar[dict[str, str]] = {"dag": "dag_name"}
 
     id: int
     tenant: str
@@ -696,7 +700,7 @@ class ScheduleRow(Struct, kw_only=True):
     cron: str
     timezone: str
     job: dict[str, Any] | None
-    dag_name: str | None
+    dag: str | None
     dag_params: dict[str, Any]
     misfire: str
     enabled: bool
@@ -732,39 +736,37 @@ class ScheduleColumns(Struct, kw_only=True):
         }
 
 
-@door("schedule_create", ScheduleRow)
+@door("schedule_create", Schedule)
 async def schedule_create(
     conn: AsyncConnection[Any], *, tenant: str, columns: ScheduleColumns
-) -> ScheduleRow:
-    created = await _row(conn, "schedule_create", ScheduleRow, tenant=tenant, **columns.params())
+) -> Schedule:
+    created = await _row(conn, "schedule_create", Schedule, tenant=tenant, **columns.params())
     assert created is not None
     return created
 
 
-@door("schedule_list", ScheduleRow)
+@door("schedule_list", Schedule)
 async def schedule_list(
     conn: AsyncConnection[Any], *, tenant: str | None, after_id: int | None, limit: int
-) -> list[ScheduleRow]:
+) -> list[Schedule]:
     """Schedules oldest first, after the keyset position `after_id`."""
     return await _rows(
-        conn, "schedule_list", ScheduleRow, tenant=tenant, after_id=after_id, limit=limit
+        conn, "schedule_list", Schedule, tenant=tenant, after_id=after_id, limit=limit
     )
 
 
-@door("schedule_get", ScheduleRow)
+@door("schedule_get", Schedule)
 async def schedule_get(
     conn: AsyncConnection[Any], *, id: int, tenant: str | None
-) -> ScheduleRow | None:
-    return await _row(conn, "schedule_get", ScheduleRow, id=id, tenant=tenant)
+) -> Schedule | None:
+    return await _row(conn, "schedule_get", Schedule, id=id, tenant=tenant)
 
 
-@door("schedule_update", ScheduleRow)
+@door("schedule_update", Schedule)
 async def schedule_update(
     conn: AsyncConnection[Any], *, id: int, tenant: str | None, columns: ScheduleColumns
-) -> ScheduleRow | None:
-    return await _row(
-        conn, "schedule_update", ScheduleRow, id=id, tenant=tenant, **columns.params()
-    )
+) -> Schedule | None:
+    return await _row(conn, "schedule_update", Schedule, id=id, tenant=tenant, **columns.params())
 
 
 @door("schedule_delete")

@@ -11,7 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
-from sluice.core.engine import Job
+from sluice.core.engine import Job, JobFilter
 from sluice.core.jobs import QUEUE_NAME, TASK_NAME, TENANT_NAME, JobState
 from sluice.http.deps import Caller, Catalog, Conn, Settings
 from sluice.http.errors import error_responses, invalid
@@ -157,9 +157,7 @@ class JobsController(Controller):
         cursor: Cursor = None,
     ) -> Page[Job]:
         """Jobs of the caller's tenant, newest first, keyset-paginated."""
-        jobs = await service.list_jobs(
-            conn,
-            principal,
+        where = JobFilter(
             tenant=tenant,
             states=states,
             queue=queue,
@@ -170,6 +168,7 @@ class JobsController(Controller):
             before_id=decode_cursor(cursor),
             limit=limit + 1,
         )
+        jobs = await service.list_jobs(conn, principal, where)
         return page(jobs, limit)
 
     @get(

@@ -11,14 +11,13 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import msgspec
 from psycopg import AsyncConnection
 
 from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
-from sluice.core.engine import Job, ThroughputMinute
+from sluice.core.engine import Job, JobFilter, ThroughputMinute
 from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.problems import Problems
@@ -237,33 +236,11 @@ async def job_detail(conn: AsyncConnection, principal: Principal, job_id: int) -
     )
 
 
-async def list_jobs(
-    conn: AsyncConnection,
-    principal: Principal,
-    *,
-    tenant: str | None,
-    states: list[str] | None,
-    queue: str | None,
-    task: str | None,
-    run_id: int | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[Job]:
-    """Jobs of the caller's tenant (an admin's: of `tenant`, or all), newest first."""
-    jobs = await engine.job_list(
-        conn,
-        tenant=tenant if principal.is_admin and tenant else principal.scope,
-        states=states,
-        queue=queue,
-        task=task,
-        run_id=run_id,
-        created_after=created_after,
-        created_before=created_before,
-        before_id=before_id,
-        limit=limit,
-    )
+async def list_jobs(conn: AsyncConnection, principal: Principal, where: JobFilter) -> list[Job]:
+    """Jobs of the caller's tenant (for an admin: of `where.tenant`, or of all), newest
+    first."""
+    tenant = where.tenant if principal.is_admin and where.tenant else principal.scope
+    jobs = await engine.job_list(conn, where=msgspec.structs.replace(where, tenant=tenant))
     return [shown_job(job) for job in jobs]
 
 

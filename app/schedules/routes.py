@@ -9,13 +9,14 @@ from litestar import Controller, Router, delete, get, patch, post
 from litestar.params import QueryParameter
 
 from sluice.auth import OPERATOR, VIEWER
+from sluice.core.engine import Schedule
 from sluice.http.deps import Caller, Catalog, Conn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
 from sluice.http.shapes import IdPath
 from sluice.schedules import service
-from sluice.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
+from sluice.schedules.schemas import ScheduleCreate, ScheduleUpdate, Upcoming
 
 NIGHTLY = {
     "name": "nightly-export",

@@ -1,9 +1,10 @@
-"""Request and response bodies of the schedules API."""
+"""Request and response bodies of the schedules API (a schedule is
+sluice.core.engine.Schedule)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
@@ -62,26 +63,6 @@ class ScheduleUpdate(Struct, forbid_unknown_fields=True, kw_only=True):
     dag_params: Params | UnsetType = UNSET
     misfire: Misfire | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
-
-
-class Schedule(Struct, kw_only=True):
-    """A cron schedule and where the scheduler is with it."""
-
-    id: int
-    tenant: str
-    name: str
-    cron: str
-    timezone: str
-    job: dict[str, Any] | None
-    dag: str | None
-    dag_params: dict[str, Any]
-    misfire: str
-    enabled: bool
-    next_fire_at: datetime | None
-    last_fired_at: datetime | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 class Upcoming(Struct, kw_only=True):

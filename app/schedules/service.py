@@ -14,12 +14,12 @@ from psycopg import AsyncConnection
 
 from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
-from sluice.core.engine import ScheduleColumns, ScheduleRow
+from sluice.core.engine import Schedule, ScheduleColumns
 from sluice.core.problems import Problems
 from sluice.http.errors import Refusal, found, invalid
 from sluice.http.redact import redact
 from sluice.http.shapes import template_problems
-from sluice.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
+from sluice.schedules.schemas import ScheduleCreate, ScheduleUpdate, Upcoming
 from sluice.tasks import TaskCatalog
 
 
@@ -75,14 +75,12 @@ def _columns(schedule: ScheduleCreate) -> ScheduleColumns:
     )
 
 
-def _shown(row: ScheduleRow) -> Schedule:
-    fields = msgspec.structs.asdict(row)
-    fields["dag"] = fields.pop("dag_name")
-    fields["job"] = redact(row.job)
-    return Schedule(**fields)
+def _shown(schedule: Schedule) -> Schedule:
+    """The schedule as the API shows it: secrets in its job's payload masked."""
+    return msgspec.structs.replace(schedule, job=redact(schedule.job))
 
 
-async def _row(conn: AsyncConnection, principal: Principal, schedule_id: int) -> ScheduleRow:
+async def _row(conn: AsyncConnection, principal: Principal, schedule_id: int) -> Schedule:
     row = await engine.schedule_get(conn, id=schedule_id, tenant=principal.scope)
     return found(row, f"schedule {schedule_id}")
 
@@ -132,7 +130,7 @@ async def update(
         "cron": row.cron,
         "timezone": row.timezone,
         "job": row.job,
-        "dag": row.dag_name,
+        "dag": row.dag,
         "dag_params": row.dag_params,
         "misfire": row.misfire,
         "enabled": row.enabled,

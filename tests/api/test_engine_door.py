@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 
 import msgspec
 import pytest
 
 from sluice.core import engine
-from sluice.core.engine import DOORS, Door, ScheduleColumns
+from sluice.core.engine import DOORS, Door, column_of
 from sluice.core.queries import Q
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def _arguments(door: Door) -> set[str]:
-    """The query parameters a typed function passes: its keyword arguments, with a
-    `columns` Struct standing for its fields."""
-    names = set(inspect.signature(door.function).parameters) - {"conn"}
-    if "columns" in names:
-        names = names - {"columns"} | set(ScheduleColumns.__struct_fields__)
+    """The query parameters a typed function passes: its keyword arguments, a Struct
+    argument standing for its fields."""
+    hints = typing.get_type_hints(door.function)
+    names: set[str] = set()
+    for name in inspect.signature(door.function).parameters:
+        hint = hints.get(name)
+        if isinstance(hint, type) and issubclass(hint, msgspec.Struct):
+            names |= set(hint.__struct_fields__)
+        elif name != "conn":
+            names.add(name)
     return names
 
 
@@ -57,9 +63,10 @@ async def test_each_door_pairs_with_its_query(db, door):
         assert len(columns) <= 1, (door.query, columns)
         return
     fields = msgspec.structs.fields(door.row)
-    required = {f.name for f in fields if f.required}
-    assert set(columns) <= {f.name for f in fields}, (door.query, "unread columns")
-    assert required <= set(columns), (door.query, "fields no column fills")
+    read = {column_of(door.row, f.name) for f in fields}
+    required = {column_of(door.row, f.name) for f in fields if f.required}
+    assert set(columns) <= read, (door.query, "unread columns", set(columns) - read)
+    assert required <= set(columns), (door.query, "fields no column fills", required - set(columns))
 
 
 def test_a_struct_row_ignores_columns_its_struct_lacks():
