@@ -12,6 +12,7 @@ from msgspec import Struct
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sluice.core import metrics
+from sluice.core.db import NOTIFICATIONS
 from sluice.core.migrate import head_revision
 from sluice.core.queries import Q
 from sluice.counts import STATES
@@ -29,6 +30,10 @@ class Readiness(Struct):
     schema_revision: str | None
     expected_revision: str
     problem: str | None = None
+    # The LISTEN/NOTIFY self-test (ok, checking, not delivered, failed); not
+    # delivered still answers 200: workers poll instead, slower but correct.
+    notifications: str = "unchecked"
+    warning: str | None = None
 
 
 @get("/health", operation_id="health", summary="Liveness", exclude_from_auth=True, security=[{}])
@@ -60,7 +65,16 @@ async def ready(state: State) -> Response[Readiness]:
     if revision != expected:
         problem = f"schema at {revision}, expected {expected}: run `sluice migrate`"
         return Response(Readiness("migrating", revision, expected, problem), status_code=503)
-    return Response(Readiness("ready", revision, expected), status_code=200)
+    return Response(
+        Readiness(
+            "ready",
+            revision,
+            expected,
+            notifications=NOTIFICATIONS.state,
+            warning=NOTIFICATIONS.warning(),
+        ),
+        status_code=200,
+    )
 
 
 @get(
@@ -74,8 +88,9 @@ async def ready(state: State) -> Response[Readiness]:
 )
 async def scrape(state: State) -> Response[bytes]:
     """The `sluice_` metrics; queue depth, dead letters and live workers are read from
-    the database now, so every API process reports the same numbers."""
-    async with state.pool.connection() as conn:
+    the database now, so every API process reports the same numbers (from the read
+    pool: a replica's numbers lag by its replication delay)."""
+    async with state.read_pool.connection() as conn:
         depths = await Q.queue_depths(conn)
         dead = await Q.dead_letter_size(conn, tenant=None)
         alive = await Q.workers_alive(conn)
