@@ -153,17 +153,22 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
                 try:
                     async with asyncio.timeout(within):
                         again = await Q.connection_probe(a, token=token)
-                except TimeoutError:
-                    return "a pooler had no server connection for a second client connection"
-                except _LOST_STATEMENT as exc:
-                    return f"a pooler lost a prepared statement ({exc.sqlstate})"
+                except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
+                    # Another client's statement under our name, with other parameters.
+                    return "a pooler ran another client's prepared statement"
         finally:
             with contextlib.suppress(Exception):
                 await b.close()
+    except TimeoutError:
+        return "a pooler had no server connection for a second client connection"
+    except _LOST_STATEMENT as exc:
+        # Even the first statement can fail: another client left the same name on
+        # the server connection the pooler gave us.
+        return f"a pooler lost a prepared statement ({exc.sqlstate})"
     finally:
         with contextlib.suppress(Exception):
             await a.close()
-    if again is None or again["token"] != token:
+    if again is None or again.get("token") != token:
         # Another client's statement ran under our name.
         return "a pooler ran another client's prepared statement"
     if again["pid"] != first["pid"]:
@@ -316,14 +321,16 @@ async def notification_self_test(
             await Q.notify_control(sender, payload=json.dumps({SELF_TEST_KEY: token}))
         deadline = started + within
         while (left := deadline - time.monotonic()) > 0:
-            async for note in listening.notifies(timeout=left):
-                if self_test_token(note.payload) == token:
-                    NOTIFICATIONS.state = "ok"
-                    NOTIFICATIONS.latency = time.monotonic() - started
-                    NOTIFICATIONS.detail = None
-                    return NOTIFICATIONS
-                if on_other is not None:
-                    on_other(note)
+            # Closed on leaving: an open notifies() generator holds the connection's lock.
+            async with contextlib.aclosing(listening.notifies(timeout=left)) as notes:
+                async for note in notes:
+                    if self_test_token(note.payload) == token:
+                        NOTIFICATIONS.state = "ok"
+                        NOTIFICATIONS.latency = time.monotonic() - started
+                        NOTIFICATIONS.detail = None
+                        return NOTIFICATIONS
+                    if on_other is not None:
+                        on_other(note)
         NOTIFICATIONS.state = "not delivered"
         NOTIFICATIONS.detail = (
             f"a NOTIFY sent through SLUICE_DATABASE_URL did not reach the LISTEN connection "
