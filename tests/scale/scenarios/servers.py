@@ -549,3 +549,81 @@ def migrate(database_url: str) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- hosts in network namespaces --------------------------------------------------------
+
+
+@dataclass
+class Link:
+    """A veth pair between the root namespace and a host's namespace."""
+
+    ns: str
+    root_dev: str
+    ns_dev: str
+    root_addr: str
+    ns_addr: str
+
+    def cut(self) -> None:
+        """The cable is pulled: nothing passes either way, and no one is told."""
+        subprocess.run(["ip", "-n", self.ns, "link", "set", self.ns_dev, "down"], check=True)
+
+    def heal(self) -> None:
+        subprocess.run(["ip", "-n", self.ns, "link", "set", self.ns_dev, "up"], check=True)
+
+
+@dataclass
+class Host:
+    """A network namespace standing for another machine."""
+
+    ns: str
+    links: list[Link]
+
+
+class Namespaces:
+    """The network namespaces of this run. Addresses come from 198.18.0.0/15 (set
+    aside for network tests), one /30 per link; nothing is routed beyond the links,
+    so no packet leaves this machine."""
+
+    def __init__(self, procs: Processes) -> None:
+        import secrets
+
+        self.prefix = "sl" + secrets.token_hex(2)
+        self.record = procs.pidfile.parent / "netns"
+        self.hosts: list[Host] = []
+        self._subnet = 0
+
+    def host(self, name: str, links: int = 1) -> Host:
+        ns = f"{self.prefix}{name}"
+        with self.record.open("a") as f:
+            f.write(ns + "\n")
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        made = []
+        for _ in range(links):
+            self._subnet += 1
+            k = self._subnet
+            root_dev, ns_dev = f"{self.prefix}{k}r", f"{self.prefix}{k}n"
+            base = f"198.18.{k // 64}.{(k % 64) * 4}"
+            octets = base.rsplit(".", 1)
+            root_addr = f"{octets[0]}.{int(octets[1]) + 1}"
+            ns_addr = f"{octets[0]}.{int(octets[1]) + 2}"
+            for cmd in (
+                ["ip", "link", "add", root_dev, "type", "veth", "peer", "name", ns_dev],
+                ["ip", "link", "set", ns_dev, "netns", ns],
+                ["ip", "addr", "add", f"{root_addr}/30", "dev", root_dev],
+                ["ip", "link", "set", root_dev, "up"],
+                ["ip", "-n", ns, "addr", "add", f"{ns_addr}/30", "dev", ns_dev],
+                ["ip", "-n", ns, "link", "set", ns_dev, "up"],
+            ):
+                subprocess.run(cmd, check=True)
+            made.append(Link(ns, root_dev, ns_dev, root_addr, ns_addr))
+        host = Host(ns, made)
+        self.hosts.append(host)
+        return host
+
+    def delete_all(self) -> None:
+        for host in self.hosts:
+            # Deleting the namespace deletes its end of each veth, and so the pair.
+            subprocess.run(["ip", "netns", "delete", host.ns], check=False)
+        self.hosts = []
