@@ -18,6 +18,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from sluice.core.db import NotificationCheck, normalize_url
 from sluice.core.embedded import SUPERUSER, EmbeddedPostgres, free_port
+from sluice.core.logging import redact_url
 from sluice.main import create_app
 from sluice.settings import ApiSettings
 from sluice.worker.listener import Listener
@@ -81,6 +82,19 @@ def test_normalize_url_only_takes_off_the_dialect():
     conninfo = "host=a,b port=1,2 dbname=x"
     assert normalize_url(conninfo) == conninfo
     assert normalize_url("service=sluice") == "service=sluice"
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=db dbname=x user=u password=secret",
+        "host=db password='se cr\\'et' dbname=x",
+        "host=db PASSWORD = secret",
+    ],
+)
+def test_key_value_passwords_stay_out_of_the_logs(conninfo):
+    assert "secret" not in redact_url(conninfo) and "cr" not in redact_url(conninfo)
+    assert "password" in redact_url(conninfo).lower()
 
 
 def sluice_env(**extra: str) -> dict[str, str]:
