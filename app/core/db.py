@@ -140,12 +140,17 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
     fails, or waits for a free server connection: the last two mean "do not prepare".
     """
     token = secrets.token_hex(8)
-    kwargs = {"autocommit": True, "application_name": "sluice-probe", **KEEPALIVES}
-    a = await psycopg.AsyncConnection.connect(normalize_url(url), prepare_threshold=0, **kwargs)
+    # A plain cursor on A: its errors are what the probe is looking for.
+    a = await psycopg.AsyncConnection.connect(
+        normalize_url(url),
+        **{
+            **connection_kwargs(application_name="sluice-probe"),
+            "prepare_threshold": 0,
+            "cursor_factory": psycopg.AsyncCursor,
+        },
+    )
     try:
-        b = await psycopg.AsyncConnection.connect(
-            normalize_url(url), prepare_threshold=None, **kwargs
-        )
+        b = await connect(url, prepare=False, application_name="sluice-probe")
         try:
             first = await Q.connection_probe(a, token=token)
             async with b.transaction():
@@ -311,12 +316,8 @@ async def notification_self_test(
     NOTIFICATIONS.state, NOTIFICATIONS.detail = "checking", None
     started = time.monotonic()
     try:
-        async with await psycopg.AsyncConnection.connect(
-            normalize_url(notify_url),
-            autocommit=True,
-            prepare_threshold=None,
-            application_name="sluice-self-test",
-            **KEEPALIVES,
+        async with await connect(
+            notify_url, prepare=False, application_name="sluice-self-test"
         ) as sender:
             await Q.notify_control(sender, payload=json.dumps({SELF_TEST_KEY: token}))
         deadline = started + within
@@ -350,12 +351,8 @@ async def check_notifications(listen_url: str, notify_url: str, *, within: float
     """The self-test on a connection of its own (for a process without a listener,
     such as the API, whose /ready reports the result)."""
     try:
-        async with await psycopg.AsyncConnection.connect(
-            normalize_url(listen_url),
-            autocommit=True,
-            prepare_threshold=None,
-            application_name="sluice-self-test",
-            **KEEPALIVES,
+        async with await connect(
+            listen_url, prepare=False, application_name="sluice-self-test"
         ) as conn:
             await Q.worker_listen(conn)
             await notification_self_test(conn, notify_url, within=within)

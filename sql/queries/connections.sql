@@ -12,6 +12,3 @@ SELECT pg_backend_pid() AS pid, %(token)s::text AS token;
 -- name: notify_control :exec
 SELECT pg_notify('sluice_control', %(payload)s);
 
--- Which server answered: a hot standby says true (reads from a replica).
--- name: connection_in_recovery :scalar
-SELECT pg_is_in_recovery();

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from sluice.worker.runner import Worker
+from tests.api.conftest import api_settings, make_client  # noqa: F401 - fixtures
+from tests.test_migrations import empty_database  # noqa: F401 - a fixture
 from tests.worker.helpers import worker_settings
 
 

@@ -5,7 +5,6 @@ in tests/scale/scenarios/ (run by tests/scale/run.sh)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import psycopg
@@ -24,7 +23,6 @@ from sluice.core.db import (
 )
 from sluice.core.embedded import SUPERUSER
 from sluice.core.queries import Q
-from tests.api.conftest import SECRET
 from tests.factories import insert_job, scalar
 from tests.worker.helpers import wait_for
 
@@ -76,11 +74,11 @@ async def test_a_lost_prepared_statement_turns_preparing_off_and_the_query_still
     conn = await connect(database_url)
     try:
         conn.prepare_threshold = 0  # prepare at once
-        assert await Q.connection_in_recovery(conn) is False
+        assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
         # What a pooler does when the next statement lands on another server
         # connection: the name psycopg prepared is not there.
         await deallocate_behind_psycopgs_back(conn)
-        assert await Q.connection_in_recovery(conn) is False
+        assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
         assert not PREPARED.enabled
         assert conn.prepare_threshold is None
         assert "lost a prepared statement" in (PREPARED.reason or "")
@@ -98,13 +96,13 @@ async def test_inside_a_transaction_the_error_propagates_and_the_retry_runs_unpr
     conn = await connect(database_url)
     try:
         conn.prepare_threshold = 0
-        await Q.connection_in_recovery(conn)
+        await Q.connection_probe(conn, token="t")
         await deallocate_behind_psycopgs_back(conn)
         with pytest.raises(psycopg.errors.InvalidSqlStatementName):
             async with conn.transaction():
-                await Q.connection_in_recovery(conn)
+                await Q.connection_probe(conn, token="t")
         async with conn.transaction():
-            assert await Q.connection_in_recovery(conn) is False
+            assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
     finally:
         await conn.close()
     assert not PREPARED.enabled
@@ -134,8 +132,8 @@ async def test_self_test_reports_notifications_that_do_not_arrive(database_url, 
     assert "SLUICE_LISTEN_URL" in (NOTIFICATIONS.warning() or "")
 
 
-async def test_ready_reports_the_self_test(make_ready_client, database_url, other_database_url):
-    client = await make_ready_client(listen_url=other_database_url)
+async def test_ready_reports_the_self_test(make_client, database_url, other_database_url):
+    client = await make_client(listen_url=other_database_url)
 
     async def checked():
         body = (await client.get("/ready")).json()
@@ -156,38 +154,13 @@ async def test_read_pool_falls_back_to_the_primary_pool(database_url):
         await primary.close()
 
 
-async def test_metrics_queue_depths_come_from_the_read_pool(
-    make_ready_client, db, other_database_url
-):
+async def test_metrics_queue_depths_come_from_the_read_pool(make_client, db, other_database_url):
     await insert_job(db, queue="on_primary")
     async with await psycopg.AsyncConnection.connect(other_database_url, autocommit=True) as o:
         await insert_job(o, queue="on_replica")
-    client = await make_ready_client(read_database_url=other_database_url)
+    client = await make_client(read_database_url=other_database_url)
     text = (await client.get("/metrics")).text
     assert 'queue="on_replica"' in text
     assert 'queue="on_primary"' not in text
     # The primary pool still serves everything else.
     assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE queue = 'on_primary'") == 1
-
-
-@pytest.fixture
-async def make_ready_client(database_url):
-    """An API client with settings overrides (a real lifespan: pools, self-test)."""
-    from litestar.testing import AsyncTestClient
-
-    from sluice.main import create_app
-    from sluice.settings import ApiSettings
-
-    opened = []
-
-    async def make(**overrides):
-        app = create_app(ApiSettings(database_url=database_url, jwt_secret=SECRET, **overrides))
-        client = AsyncTestClient(app=app, raise_server_exceptions=False)
-        await client.__aenter__()
-        opened.append(client)
-        return client
-
-    yield make
-    for client in opened:
-        await client.__aexit__(None, None, None)
-    await asyncio.sleep(0)

@@ -8,13 +8,11 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from sluice.core.db import NotificationCheck, normalize_url
 from sluice.core.embedded import SUPERUSER, EmbeddedPostgres, free_port
@@ -42,25 +40,6 @@ FORMS = {
     "sqlalchemy dialect": "postgresql+psycopg://{user}:{pw}@127.0.0.1:{port}/{db}",
     "unix socket in authority": "postgresql://{user}@{socket}:{port}/{db}",
 }
-
-
-@pytest.fixture
-def fresh_database(pg_server: EmbeddedPostgres) -> Iterator[Callable[[str], str]]:
-    """An empty database (nothing of Sluice) per call; returns its name."""
-    janitors: list[DatabaseJanitor] = []
-
-    def make(name: str) -> str:
-        janitor = DatabaseJanitor(
-            user=SUPERUSER, host=str(pg_server.socket_dir), port=pg_server.port, dbname=name
-        )
-        janitor.drop()
-        janitor.init()
-        janitors.append(janitor)
-        return name
-
-    yield make
-    for janitor in janitors:
-        janitor.drop()
 
 
 def url_for(form: str, pg_server: EmbeddedPostgres, db: str) -> str:
@@ -104,9 +83,10 @@ def sluice_env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("form", list(FORMS))
 async def test_url_form_works_for_migrate_api_worker_and_listener(
-    form, pg_server, fresh_database, start_worker_on
+    form, pg_server, empty_database, start_worker_on
 ):
-    db = fresh_database(f"urlform_{list(FORMS).index(form)}")
+    db = f"urlform_{list(FORMS).index(form)}"
+    empty_database(db)
     url = url_for(form, pg_server, db)
 
     # sluice migrate, as a user runs it (the multi-host authority form failed here).
