@@ -140,14 +140,10 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
     fails, or waits for a free server connection: the last two mean "do not prepare".
     """
     token = secrets.token_hex(8)
-    # A plain cursor on A: its errors are what the probe is looking for.
+    # A plain cursor on A (not PoolerSafeCursor): its errors are what the probe wants.
     a = await psycopg.AsyncConnection.connect(
         normalize_url(url),
-        **{
-            **connection_kwargs(application_name="sluice-probe"),
-            "prepare_threshold": 0,
-            "cursor_factory": psycopg.AsyncCursor,
-        },
+        **{**connection_kwargs(application_name="sluice-probe"), "prepare_threshold": 0},
     )
     try:
         b = await connect(url, prepare=False, application_name="sluice-probe")
@@ -195,7 +191,6 @@ def connection_kwargs(*, prepare: bool = True, application_name: str = "sluice")
         "autocommit": True,
         "prepare_threshold": PREPARE_THRESHOLD if prepare and PREPARED.enabled else None,
         "application_name": application_name,
-        "cursor_factory": PoolerSafeCursor,
         **KEEPALIVES,
     }
 
@@ -210,7 +205,9 @@ async def connect(
     """One connection outside any pool (a LISTEN connection, the worker's writer)."""
     prepare = await _prepare(url, prepare)
     return await psycopg.AsyncConnection.connect(
-        normalize_url(url), **connection_kwargs(prepare=prepare, application_name=application_name)
+        normalize_url(url),
+        cursor_factory=PoolerSafeCursor,
+        **connection_kwargs(prepare=prepare, application_name=application_name),
     )
 
 
@@ -236,7 +233,10 @@ async def open_pool(
         normalize_url(url),
         min_size=min_size,
         max_size=max_size,
-        kwargs=connection_kwargs(prepare=prepare, application_name=application_name),
+        kwargs={
+            **connection_kwargs(prepare=prepare, application_name=application_name),
+            "cursor_factory": PoolerSafeCursor,
+        },
         open=False,
         name=application_name,
     )
