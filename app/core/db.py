@@ -24,6 +24,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,7 +266,7 @@ async def open_read_pool(
 
 # --- notifications through a pooler ------------------------------------------------
 
-SELF_TEST_CHANNEL = "sluice_control"
+# Self-test tokens travel on the control channel (Q.notify_control) under this key.
 SELF_TEST_KEY = "self_test"
 
 
@@ -306,7 +307,7 @@ async def notification_self_test(
     notify_url: str,
     *,
     within: float = 5.0,
-    on_other: Any = None,
+    on_other: Callable[[psycopg.Notify], None] | None = None,
 ) -> NotificationCheck:
     """Send a unique token through `notify_url` on the control channel and wait at
     most `within` seconds for it on `listening` (already LISTENing). Other
