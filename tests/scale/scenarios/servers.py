@@ -242,6 +242,8 @@ class PgBouncer:
     pool_mode: str = "transaction"
     port: int = field(default_factory=free_port)
     name: str = "pgbouncer"
+    binary: str = "pgbouncer"
+    max_prepared_statements: int = 0  # 1.21+: track prepared statements across servers
 
     def start(self) -> PgBouncer:
         d = own_dir(self.procs.run_dir / self.name)
@@ -255,11 +257,16 @@ class PgBouncer:
             f"auth_type = scram-sha-256\nauth_file = {d / 'userlist.txt'}\n"
             f"pool_mode = {self.pool_mode}\ndefault_pool_size = 4\nmax_client_conn = 500\n"
             f"pidfile = {d / 'pgbouncer.pid'}\n"
+            + (
+                f"max_prepared_statements = {self.max_prepared_statements}\n"
+                if self.max_prepared_statements
+                else ""
+            )
         )
         for path in d.iterdir():
             if PG_USER is not None:
                 os.chown(path, PG_USER.pw_uid, PG_USER.pw_gid)
-        self.procs.start(self.name, ["pgbouncer", str(ini)], as_postgres=True)
+        self.procs.start(self.name, [self.binary, str(ini)], as_postgres=True)
         wait_until(self._ready, 20, "pgbouncer to accept connections")
         return self
 
@@ -270,9 +277,8 @@ class PgBouncer:
     def url(self) -> str:
         return url("127.0.0.1", self.port)
 
-    @staticmethod
-    def version() -> str:
-        out = subprocess.run(["pgbouncer", "--version"], capture_output=True, text=True)
+    def version(self) -> str:
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
         return out.stdout.split("\n")[0].strip()
 
 

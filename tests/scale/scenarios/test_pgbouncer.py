@@ -6,6 +6,7 @@ and the self-test that notices a pooler swallowing notifications."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from typing import Any
@@ -27,6 +28,10 @@ from tests.scale.scenarios.servers import (
 )
 from tests.scale.scenarios.traffic import admin_token
 
+# A PgBouncer >= 1.21 to test as well (Debian 12 ships 1.18; docs/scaling.md says
+# how to build 1.24 from Debian's source package).
+NEWER = os.environ.get("SLUICE_SCALE_PGBOUNCER")
+
 SECRET = "scale-tests-secret-long-enough-for-hs256-and-more"
 
 
@@ -34,7 +39,7 @@ SECRET = "scale-tests-secret-long-enough-for-hs256-and-more"
 def servers(procs: Processes) -> tuple[Postgres, PgBouncer]:
     pg = Postgres(procs, "pg").start()
     bouncer = PgBouncer(procs, pg.port).start()
-    FIGURES["pgbouncer version"] = PgBouncer.version()
+    FIGURES["pgbouncer version"] = bouncer.version()
     # `sluice migrate` through the pooler, in transaction mode.
     migrate(bouncer.url())
     return pg, bouncer
@@ -216,3 +221,39 @@ def test_wake_up_through_pgbouncer_takes_milliseconds(servers, procs):
     assert worst < 2.0  # the poll is 30 s
     for name in ("api-wake", "worker-wake"):
         procs.stop(name)
+
+
+@pytest.mark.skipif(not NEWER, reason="set SLUICE_SCALE_PGBOUNCER to a PgBouncer >= 1.21 binary")
+def test_pgbouncer_that_tracks_prepared_statements_keeps_them_on(servers, procs):
+    pg, _ = servers
+    newer = PgBouncer(
+        procs, pg.port, name="pgbouncer-new", binary=NEWER, max_prepared_statements=200
+    ).start()
+    FIGURES["pgbouncer (newer) version"] = newer.version()
+    assert asyncio.run(prepared_statements_problem(newer.url())) is None
+    start_sluice(
+        procs,
+        "worker-tracked",
+        ["worker"],
+        database_url=newer.url(),
+        listen_url=pg.url(),
+        queues="tracked",
+        concurrency=8,
+        poll_interval=1,
+    )
+    with psycopg.connect(newer.url(), autocommit=True, prepare_threshold=None) as conn:
+        conn.execute(
+            "INSERT INTO sluice.jobs (task, queue) SELECT 'tick', 'tracked' "
+            "FROM generate_series(1, 300)"
+        )
+    wait_until(
+        lambda: one(
+            pg.url(),
+            "SELECT count(*) FILTER (WHERE state::text = 'succeeded') = count(*) "
+            "FROM sluice.jobs WHERE queue = 'tracked'",
+        ),
+        90,
+        "300 jobs to succeed",
+    )
+    assert "prepared statements are off" not in procs.log("worker-tracked")
+    procs.stop("worker-tracked")
