@@ -366,6 +366,7 @@ DECLARE
     v_path  text[];
     v_val   jsonb;
     v_text  text;
+    v_whole boolean;
 BEGIN
     payload := p_payload;
     FOR i IN 0 .. coalesce(jsonb_array_length(p_sites), 0) - 1 LOOP
@@ -377,8 +378,14 @@ BEGIN
             RETURN;
         END IF;
         v_parts := v_site -> 'parts';
-        IF (v_site -> 'whole')::boolean THEN
-            v_part := v_parts -> 0;
+        v_whole := (v_site -> 'whole')::boolean;
+        v_text := '';
+        FOR k IN 0 .. jsonb_array_length(v_parts) - 1 LOOP
+            v_part := v_parts -> k;
+            IF jsonb_typeof(v_part) = 'string' THEN
+                v_text := v_text || (v_part #>> '{}');
+                CONTINUE;
+            END IF;
             v_path := (v_part ->> 'path')::text[];
             v_val := CASE v_path[1]
                          WHEN 'item' THEN coalesce(p_item, p_context -> 'item')
@@ -387,33 +394,18 @@ BEGIN
             IF v_val IS NULL OR v_part ? 'default' THEN
                 SELECT r.value, r.error INTO v_val, error
                   FROM sluice.template_resolve(v_part, p_context, p_item, p_index) AS r;
+                EXIT WHEN error IS NOT NULL;
             END IF;
-        ELSE
-            v_text := '';
-            FOR k IN 0 .. jsonb_array_length(v_parts) - 1 LOOP
-                v_part := v_parts -> k;
-                IF jsonb_typeof(v_part) = 'string' THEN
-                    v_text := v_text || (v_part #>> '{}');
-                ELSE
-                    v_path := (v_part ->> 'path')::text[];
-                    v_val := CASE v_path[1]
-                                 WHEN 'item' THEN coalesce(p_item, p_context -> 'item')
-                                 WHEN 'index' THEN coalesce(to_jsonb(p_index), p_context -> 'index')
-                                 ELSE p_context -> v_path[1] END #> v_path[2:];
-                    IF v_val IS NULL OR v_part ? 'default' THEN
-                        SELECT r.value, r.error INTO v_val, error
-                          FROM sluice.template_resolve(v_part, p_context, p_item, p_index) AS r;
-                        EXIT WHEN error IS NOT NULL;
-                    END IF;
-                    v_text := v_text || CASE WHEN jsonb_typeof(v_val) = 'string' THEN v_val #>> '{}'
-                                             ELSE v_val::text END;
-                END IF;
-            END LOOP;
+            IF NOT v_whole THEN
+                v_text := v_text || CASE WHEN jsonb_typeof(v_val) = 'string' THEN v_val #>> '{}'
+                                         ELSE v_val::text END;
+            END IF;
+        END LOOP;
+        IF NOT v_whole THEN
             v_val := to_jsonb(v_text);
         END IF;
         IF error IS NOT NULL THEN
-            error := format('template %s at %s: %s', v_part ->> 'src',
-                            v_site ->> 'where', error);
+            error := format('template %s at %s: %s', v_part ->> 'src', v_site ->> 'where', error);
             payload := NULL;
             RETURN;
         END IF;
