@@ -161,7 +161,8 @@ BEGIN
     -- the jobs to bring back; a live job is `doomed` when one of its parents is
     -- failed or cancelled and not live, or is itself doomed. The others count
     -- their parents that have not succeeded (live parents among them).
-    -- Doomed roots end cancelled; doomed descendants stay as they are. Their
+    -- Doomed roots end cancelled (with their fresh round, for when their parent
+    -- is retried and revives them); doomed descendants stay as they are. Their
     -- own descendants are all doomed descendants here already, so the update
     -- need not cascade (sluice.cascading), and takes no lock beyond these.
     PERFORM set_config('sluice.cascading', 'on', true);
@@ -195,7 +196,7 @@ BEGIN
            pending_parents = CASE WHEN x.doomed THEN 0 ELSE x.pending END,
            reason = CASE WHEN x.doomed THEN 'upstream_failed' END,
            finished_at = CASE WHEN x.doomed THEN now() END,
-           max_attempts = CASE WHEN x.root AND NOT x.doomed
+           max_attempts = CASE WHEN x.root
                                THEN j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts)
                                ELSE j.max_attempts END,
            run_at = CASE WHEN x.doomed THEN j.run_at ELSE now() END,
