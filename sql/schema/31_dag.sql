@@ -146,19 +146,28 @@ $$;
 -- whether every one of them was written by the transaction p_xid (the caller's):
 -- created by it, so that no other transaction can see it yet, or updated by it,
 -- so that any other transaction locking it waits until this one ends.
--- PL/pgSQL rather than SQL, to keep the recursive query's plan across calls.
+-- PL/pgSQL rather than SQL, to keep the plans of its statements across calls.
 CREATE FUNCTION sluice.job_edges_reach(p_children bigint[], p_xid xid,
                                        OUT reach bigint[], OUT own boolean)
     LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    WITH RECURSIVE r(id) AS (
-        SELECT unnest(p_children)
-        UNION
-        SELECT e.child_id FROM r JOIN sluice.job_edges e ON e.parent_id = r.id
-    )
-    SELECT array_agg(r.id), coalesce(bool_and(j.xmin = p_xid), true)
-      INTO reach, own
-      FROM r JOIN sluice.jobs j ON j.id = r.id;
+    -- Children that are nobody's parent (a new job, a leaf) reach only
+    -- themselves: one index probe instead of planning the recursive query.
+    IF EXISTS (SELECT 1 FROM sluice.job_edges e WHERE e.parent_id = ANY(p_children)) THEN
+        WITH RECURSIVE r(id) AS (
+            SELECT unnest(p_children)
+            UNION
+            SELECT e.child_id FROM r JOIN sluice.job_edges e ON e.parent_id = r.id
+        )
+        SELECT array_agg(r.id) INTO reach FROM r;
+    ELSE
+        reach := p_children;
+    END IF;
+    -- A statement of its own: joined to the recursive query, the planner (which
+    -- cannot tell its size) would read every job instead of probing a few by id.
+    SELECT coalesce(bool_and(j.xmin = p_xid), true) INTO own
+      FROM sluice.jobs j
+     WHERE j.id = ANY(reach);
 END
 $$;
 
@@ -237,7 +246,12 @@ DECLARE
 BEGIN
     SELECT array_agg(e.parent_id), array_agg(e.child_id) INTO v_parents, v_children FROM new_edges e;
 
-    SELECT r.reach, r.own INTO v_reach, v_own FROM sluice.job_edges_reach(v_children, v_xid) r;
+    -- Children another transaction can see need the turn whatever lies below
+    -- them: that is known without walking the graph.
+    SELECT bool_and(j.xmin = v_xid) INTO v_own FROM sluice.jobs j WHERE j.id = ANY(v_children);
+    IF v_own THEN
+        SELECT r.reach, r.own INTO v_reach, v_own FROM sluice.job_edges_reach(v_children, v_xid) r;
+    END IF;
     IF NOT v_own OR current_setting('transaction_isolation') <> 'read committed' THEN
         UPDATE sluice.job_edges_turn SET turns = turns + 1;
         v_reach := NULL;  -- read again below, after the locks
