@@ -123,6 +123,24 @@ async def test_an_edge_waits_for_an_open_edge_insert_then_sees_its_cycle(db, con
     await assert_invariants(db)
 
 
+async def test_jobs_updated_in_the_transaction_skip_the_turn_and_still_see_the_cycle(db, connect):
+    """b and c (all that b reaches) were updated by the inserting transaction, so
+    a->b skips the turn; c->d must then wait for the row lock on c, and sees a->b."""
+    [(a, b, c, d)] = await square(db, 1)
+    one, two = await connect(), await connect()
+    async with one.transaction():
+        await one.execute("UPDATE sluice.jobs SET priority = 1 WHERE id = ANY(%s)", ([b, c],))
+        await one.execute(EDGE, (a, b))
+        other = asyncio.ensure_future(in_transaction(two, (EDGE, (c, d))))
+        assert await waits_on_a_lock(db, two.info.backend_pid, other), "c->d did not wait"
+        turns = "SELECT turns FROM sluice.job_edges_turn"
+        assert await scalar(one, turns) == await scalar(db, turns)  # a->b took no turn
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        await other
+    assert refused_as_cycle(error.value)
+    await assert_invariants(db)
+
+
 async def test_a_repeatable_read_edge_insert_is_refused_when_edges_changed_since_its_snapshot(
     db, connect
 ):
