@@ -245,6 +245,9 @@ DECLARE
     v_cycle    bigint[];
 BEGIN
     SELECT array_agg(e.parent_id), array_agg(e.child_id) INTO v_parents, v_children FROM new_edges e;
+    IF v_children IS NULL THEN
+        RETURN NULL;  -- a statement that inserted no edge (a DAG of one node)
+    END IF;
 
     -- Children another transaction can see need the turn whatever lies below
     -- them: that is known without walking the graph.
