@@ -228,11 +228,12 @@ $$;
 -- get a serialization failure when another turn was taken since their snapshot.
 -- The turn is taken before any job row lock of the statement.
 --
--- Children and parents are then locked in id order (except the transaction's
--- own rows, which nobody else can lock): a parent completing at the same time
--- either commits first (read below as succeeded and not counted) or waits for
--- this transaction (and its release then sees these edges); a child being
--- retried or cancelled is read in its new state.
+-- Children and parents are then locked (running rows first, then the others,
+-- each in id order: the engine's one lock order, docs/state-machine.md), except
+-- the transaction's own rows, which nobody else can lock. A parent completing at
+-- the same time either commits first (read below as succeeded and not counted)
+-- or waits for this transaction (and its release then sees these edges); a
+-- child being retried or cancelled is read in its new state.
 CREATE FUNCTION sluice.job_edges_after_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -263,7 +264,7 @@ BEGIN
     PERFORM 1
        FROM sluice.jobs j
       WHERE j.id = ANY(v_parents || v_children) AND j.xmin <> v_xid
-      ORDER BY j.id
+      ORDER BY j.state <> 'running', j.id
         FOR NO KEY UPDATE;
 
     -- A new statement: it sees what the holders of those locks committed.

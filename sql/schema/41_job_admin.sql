@@ -54,28 +54,52 @@ $$;
 -- loses its lease at once (its worker's late completion is ignored) and its
 -- worker is told to stop it (jobs_after_update sends the NOTIFY). Descendants
 -- are cancelled as upstream_failed. Returns the ids cancelled.
+--
+-- The targets and the descendants the cancellation will reach are locked in
+-- one sweep, running rows first, then the others, each in id order: the order
+-- every engine call takes job rows in (docs/state-machine.md), so a cancel
+-- cannot deadlock with a completion or failure releasing or cancelling the
+-- same jobs. The cascade (jobs_after_update) then finds its rows already held.
 CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
-    LANGUAGE sql AS $$
-    WITH locked AS (
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_below bigint[];
+BEGIN
+    WITH RECURSIVE below(id) AS (
+        SELECT e.child_id FROM sluice.job_edges e WHERE e.parent_id = ANY(p_ids)
+        UNION
+        SELECT e.child_id FROM below b JOIN sluice.job_edges e ON e.parent_id = b.id
+    )
+    SELECT array_agg(b.id) INTO v_below FROM below b;
+
+    PERFORM 1
+       FROM sluice.jobs j
+      WHERE (j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state))
+         OR (j.id = ANY(v_below) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed'))
+      ORDER BY j.state <> 'running', j.id
+        FOR NO KEY UPDATE;
+
+    -- A new statement: each target's state as its lock found it.
+    RETURN QUERY
+    WITH targets AS (
         SELECT j.id, j.state AS was, j.attempt, j.worker_id, j.started_at
           FROM sluice.jobs j
          WHERE j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state)
-         ORDER BY j.id
-           FOR NO KEY UPDATE
     ), cancelled AS (
         UPDATE sluice.jobs j
            SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL
-          FROM locked l
-         WHERE j.id = l.id
+          FROM targets t
+         WHERE j.id = t.id
         RETURNING j.id
     ), logged AS (
         INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
-        SELECT l.id, l.attempt, l.worker_id, l.started_at, 'cancelled', p_reason
-          FROM locked l
-         WHERE l.was = 'running'
+        SELECT t.id, t.attempt, t.worker_id, t.started_at, 'cancelled', p_reason
+          FROM targets t
+         WHERE t.was = 'running'
     )
-    SELECT id FROM cancelled;
+    SELECT c.id FROM cancelled c;
+END
 $$;
 
 -- Cancel one job (psql-friendly). True when it was cancelled by this call.

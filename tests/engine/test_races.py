@@ -375,3 +375,29 @@ async def test_a_retry_then_a_co_parent_failure_in_one_graph_ends_cancelled(db):
             await db.execute(sql, params)
         assert await job_state(db, d) == "cancelled", order
     await assert_invariants(db)
+
+
+# -- 3. one lock order: a cancel and a completion batch never deadlock ----------------
+
+
+@pytest.mark.slow
+async def test_a_cancel_racing_a_completion_batch_never_deadlocks(db, connect):
+    """A batch completes p and r while an operator cancels r and c (a child of p,
+    with p < c < r): locking c before r would wait in a cycle with the batch,
+    which holds r and wants c. Running rows are locked first, so neither waits
+    for the other while holding what the other needs."""
+    rounds = ROUNDS // 2
+    ids = await new_jobs(db, 3 * rounds, queue="race-batch")
+    triples = [tuple(ids[3 * i : 3 * i + 3]) for i in range(rounds)]
+    await add_edges(db, [(p, c) for p, c, _ in triples])
+    await claim_all(db, "race-batch", 2 * rounds)  # every p and r (each c is blocked)
+    one, two = await connect(), await connect()
+    complete_both = "SELECT sluice.job_complete_many(%s, %s, '{1,1}', '{null,null}'::jsonb[])"
+    for p, c, r in triples:
+        errors = await together(
+            in_transaction(one, (complete_both, (WORKER, [p, r]))),
+            in_transaction(two, ("SELECT sluice.job_cancel(%s)", ([c, r],))),
+        )
+        assert errors == [None, None], errors
+        assert await job_state(db, c) == "cancelled"
+    await assert_invariants(db)
