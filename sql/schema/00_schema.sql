@@ -54,7 +54,9 @@ CREATE DOMAIN sluice.job_backoff AS interval
 -- JSON documents nest at most 100 levels below their top: jsonb itself allows
 -- thousands, which Python's decoders (and msgspec's) refuse with a recursion
 -- error. The jsonpath asks whether any value sits 101 levels down; it walks the
--- document once and stops at that depth (about 0.1 us for a small payload).
+-- document once and stops at that depth. Measured: about 0.1 us of CPU for a
+-- payload of a few keys, 7 us for 8 KB of JSON (600 values); an insert of one
+-- job costs 100 us or more.
 CREATE FUNCTION sluice.json_nesting_ok(doc jsonb) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN NOT jsonb_path_exists(doc, 'strict $.**{101}');
