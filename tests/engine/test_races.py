@@ -205,10 +205,10 @@ async def test_edges_of_jobs_created_in_the_transaction_do_not_wait_their_turn(d
 # -- 2. retrying a failed parent while a co-parent ends --------------------------------
 
 
-async def failed_diamonds(conn, rounds, *, co_parent_attempts=1):
+async def failed_diamonds(conn, rounds):
     """Per round a->d, b->d: `a` failed (so d is cancelled), `b` running on its last attempt."""
     a_ids = await new_jobs(conn, rounds, queue="race-a", max_attempts=1)
-    b_ids = await new_jobs(conn, rounds, queue="race-b", max_attempts=co_parent_attempts)
+    b_ids = await new_jobs(conn, rounds, queue="race-b", max_attempts=1)
     d_ids = await new_jobs(conn, rounds)
     await add_edges(
         conn, [e for a, b, d in zip(a_ids, b_ids, d_ids, strict=True) for e in ((a, d), (b, d))]
