@@ -277,8 +277,11 @@ $$;
 -- One bad row must not stop the rescue of every other job on every pass. The
 -- batch runs in one subtransaction; should it fail, each job is rescued on its
 -- own, and a job that still cannot be (no value the constraints admit should
--- get there) is failed for good with the error, non-retryable. Rows are locked
--- before the subtransactions start, so they stay this caller's throughout.
+-- get there) is failed for good with the error, non-retryable; if even that
+-- fails, it is left running with a warning, for the next pass. Rows are locked
+-- before the subtransactions start, so they stay this caller's throughout. A
+-- deadlock or serialization failure is not the row's fault: it is raised, and
+-- the caller's next pass tries again.
 CREATE FUNCTION sluice.job_rescue_expired(p_limit integer DEFAULT 1000)
     RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
     LANGUAGE plpgsql AS $$
@@ -290,7 +293,9 @@ DECLARE
     v_out_ids  bigint[] := '{}';
     v_states   sluice.job_state[] := '{}';
     v_run_ats  timestamptz[] := '{}';
-    v_row      record;
+    v_id       bigint;
+    v_state    sluice.job_state;
+    v_run_at   timestamptz;
     v_error    text;
 BEGIN
     SELECT array_agg(e.id), array_agg(e.attempt), array_agg(e.worker_id)
@@ -313,37 +318,46 @@ BEGIN
               array_fill(true, ARRAY[cardinality(v_ids)]),
               array_fill('rescued'::text, ARRAY[cardinality(v_ids)]),
               NULL) f;
-    EXCEPTION WHEN OTHERS THEN
-        v_out_ids := '{}';
-        v_states := '{}';
-        v_run_ats := '{}';
-        FOR i IN 1 .. cardinality(v_ids) LOOP
-            v_row := NULL;
-            BEGIN
-                SELECT f.id, f.state, f.run_at INTO v_row
-                  FROM sluice.job_fail_rows(
-                      ARRAY[v_ids[i]], ARRAY[v_attempts[i]], ARRAY[v_workers[i]],
-                      ARRAY[format('lease expired: worker %s stopped heartbeating', v_workers[i])],
-                      '{true}', '{rescued}', NULL) f;
-            EXCEPTION WHEN OTHERS THEN
-                v_error := SQLERRM;
+    EXCEPTION
+        WHEN transaction_rollback THEN
+            RAISE;
+        WHEN OTHERS THEN
+            v_out_ids := '{}';
+            v_states := '{}';
+            v_run_ats := '{}';
+            FOR i IN 1 .. cardinality(v_ids) LOOP
+                v_id := NULL;
                 BEGIN
-                    SELECT f.id, f.state, f.run_at INTO v_row
+                    SELECT f.id, f.state, f.run_at INTO v_id, v_state, v_run_at
                       FROM sluice.job_fail_rows(
                           ARRAY[v_ids[i]], ARRAY[v_attempts[i]], ARRAY[v_workers[i]],
-                          ARRAY[format('lease expired: worker %s stopped heartbeating; the job could not be retried: %s',
-                                       v_workers[i], v_error)],
-                          '{false}', '{rescued}', NULL) f;
-                EXCEPTION WHEN OTHERS THEN
-                    RAISE WARNING 'sluice: job % could not be rescued: %', v_ids[i], SQLERRM;
+                          ARRAY[format('lease expired: worker %s stopped heartbeating', v_workers[i])],
+                          '{true}', '{rescued}', NULL) f;
+                EXCEPTION
+                    WHEN transaction_rollback THEN
+                        RAISE;
+                    WHEN OTHERS THEN
+                        v_error := SQLERRM;
+                        BEGIN
+                            SELECT f.id, f.state, f.run_at INTO v_id, v_state, v_run_at
+                              FROM sluice.job_fail_rows(
+                                  ARRAY[v_ids[i]], ARRAY[v_attempts[i]], ARRAY[v_workers[i]],
+                                  ARRAY[format('lease expired: worker %s stopped heartbeating;'
+                                               ' the job could not be retried: %s', v_workers[i], v_error)],
+                                  '{false}', '{rescued}', NULL) f;
+                        EXCEPTION
+                            WHEN transaction_rollback THEN
+                                RAISE;
+                            WHEN OTHERS THEN
+                                RAISE WARNING 'sluice: job % could not be rescued: %', v_ids[i], SQLERRM;
+                        END;
                 END;
-            END;
-            IF v_row.id IS NOT NULL THEN
-                v_out_ids := v_out_ids || v_row.id;
-                v_states := v_states || v_row.state;
-                v_run_ats := v_run_ats || v_row.run_at;
-            END IF;
-        END LOOP;
+                IF v_id IS NOT NULL THEN
+                    v_out_ids := v_out_ids || v_id;
+                    v_states := v_states || v_state;
+                    v_run_ats := v_run_ats || v_run_at;
+                END IF;
+            END LOOP;
     END;
     RETURN QUERY SELECT * FROM unnest(v_out_ids, v_states, v_run_ats);
 END

@@ -310,3 +310,27 @@ async def test_a_child_created_after_its_parents_completion_began_is_released_re
             await creator.execute("INSERT INTO sluice.job_edges VALUES (%s, %s)", (parent, child))
         assert await complete(completer, parent)
     assert (await fetch_job(db, child))["state"] == "ready"
+
+
+async def test_a_job_that_cannot_even_fail_stays_running_and_the_others_are_rescued(db):
+    poison, healthy = [await insert_job(db, backoff_base="0") for _ in range(2)]
+    for job_id in (poison, healthy):
+        await claim(db, job_id)
+    await db.execute("UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second'")
+    await db.execute("SELECT set_config('test.poison', %s, false)", (str(poison),))
+    await db.execute(
+        """
+        CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = current_setting('test.poison')::bigint THEN
+                RAISE EXCEPTION 'cannot touch job %', NEW.id;
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON sluice.jobs
+            FOR EACH ROW WHEN (OLD.state = 'running') EXECUTE FUNCTION public.poison();
+        """
+    )
+    rescued = await rows(db, "SELECT * FROM sluice.job_rescue_expired(10)")
+    assert [(r["id"], r["state"]) for r in rescued] == [(healthy, "ready")]
+    assert (await fetch_job(db, poison))["state"] == "running"
