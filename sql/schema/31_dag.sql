@@ -68,6 +68,23 @@ BEGIN
 END
 $$;
 
+-- Every job below p_roots along edges (null when there is none), read with the
+-- caller's snapshot. PL/pgSQL, to keep the recursive query's plan across calls.
+CREATE FUNCTION sluice.job_descendants(p_roots bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    WITH RECURSIVE below(id) AS (
+        SELECT e.child_id FROM sluice.job_edges e WHERE e.parent_id = ANY(p_roots)
+        UNION
+        SELECT e.child_id FROM below b JOIN sluice.job_edges e ON e.parent_id = b.id
+    )
+    SELECT array_agg(b.id) INTO v_ids FROM below b;
+    RETURN v_ids;
+END
+$$;
+
 -- Jobs that failed or were cancelled take every pending descendant with them, in
 -- one recursive walk rather than a cascade of trigger calls one level at a time.
 --
@@ -83,14 +100,8 @@ $$;
 CREATE FUNCTION sluice.job_cancel_descendants(p_roots bigint[]) RETURNS void
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_ids bigint[];
+    v_ids bigint[] := sluice.job_descendants(p_roots);
 BEGIN
-    WITH RECURSIVE descendants(id) AS (
-        SELECT e.child_id FROM sluice.job_edges e WHERE e.parent_id = ANY(p_roots)
-        UNION
-        SELECT e.child_id FROM descendants d JOIN sluice.job_edges e ON e.parent_id = d.id
-    )
-    SELECT array_agg(d.id) INTO v_ids FROM descendants d;
     IF v_ids IS NULL THEN
         RETURN;
     END IF;

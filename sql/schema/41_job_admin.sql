@@ -64,15 +64,8 @@ CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancell
     RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_below bigint[];
+    v_below bigint[] := sluice.job_descendants(p_ids);
 BEGIN
-    WITH RECURSIVE below(id) AS (
-        SELECT e.child_id FROM sluice.job_edges e WHERE e.parent_id = ANY(p_ids)
-        UNION
-        SELECT e.child_id FROM below b JOIN sluice.job_edges e ON e.parent_id = b.id
-    )
-    SELECT array_agg(b.id) INTO v_below FROM below b;
-
     PERFORM 1
        FROM sluice.jobs j
       WHERE (j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state))

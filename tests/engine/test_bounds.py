@@ -200,6 +200,34 @@ async def test_a_dlq_round_is_the_last_rounds_counted_attempts(db):
     assert (await fetch_job(db, job_id))["max_attempts"] == 4 + 3
 
 
+async def poison(conn, job_id, condition):
+    """Make every update of running job `job_id` that meets `condition` (SQL on
+    NEW) fail: something the constraints did not foresee."""
+    await conn.execute("SELECT set_config('test.poison', %s, false)", (str(job_id),))
+    await conn.execute(
+        f"""
+        CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = current_setting('test.poison')::bigint AND {condition} THEN
+                RAISE EXCEPTION 'cannot update job %', NEW.id;
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON sluice.jobs
+            FOR EACH ROW WHEN (OLD.state = 'running') EXECUTE FUNCTION public.poison();
+        """
+    )
+
+
+async def expired_pair(conn):
+    """Two running jobs whose leases expired: (the one to poison, a healthy one)."""
+    pair = [await insert_job(conn, backoff_base="0") for _ in range(2)]
+    for job_id in pair:
+        await claim(conn, job_id)
+    await conn.execute("UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second'")
+    return pair
+
+
 # -- maintenance survives any admitted row -----------------------------------------------
 
 
@@ -256,31 +284,22 @@ async def test_prune_and_promote_take_the_earliest_admitted_times(db):
 
 
 async def test_a_job_the_rescue_cannot_retry_fails_alone_and_the_others_are_rescued(db):
-    poison, healthy = [await insert_job(db, backoff_base="0") for _ in range(2)]
-    for job_id in (poison, healthy):
-        await claim(db, job_id)
-    # Something the constraints did not foresee: this job cannot be scheduled again.
-    await db.execute("UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second'")
-    await db.execute("SELECT set_config('test.poison', %s, false)", (str(poison),))
-    await db.execute(
-        """
-        CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.id = current_setting('test.poison')::bigint AND NEW.state <> 'failed' THEN
-                RAISE EXCEPTION 'cannot schedule job %', NEW.id;
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON sluice.jobs
-            FOR EACH ROW WHEN (OLD.state = 'running') EXECUTE FUNCTION public.poison();
-        """
-    )
+    bad, healthy = await expired_pair(db)
+    await poison(db, bad, "NEW.state <> 'failed'")  # it cannot be scheduled again
     rescued = await rows(db, "SELECT * FROM sluice.job_rescue_expired(10) ORDER BY id")
-    assert [(r["id"], r["state"]) for r in rescued] == [(poison, "failed"), (healthy, "ready")]
-    job = await fetch_job(db, poison)
+    assert [(r["id"], r["state"]) for r in rescued] == [(bad, "failed"), (healthy, "ready")]
+    job = await fetch_job(db, bad)
     assert job["reason"] == "non_retryable"
-    assert f"cannot schedule job {poison}" in job["last_error"]
+    assert f"cannot update job {bad}" in job["last_error"]
     await assert_invariants(db)
+
+
+async def test_a_job_that_cannot_even_fail_stays_running_and_the_others_are_rescued(db):
+    bad, healthy = await expired_pair(db)
+    await poison(db, bad, "true")
+    rescued = await rows(db, "SELECT * FROM sluice.job_rescue_expired(10)")
+    assert [(r["id"], r["state"]) for r in rescued] == [(healthy, "ready")]
+    assert (await fetch_job(db, bad))["state"] == "running"
 
 
 # -- edges: tenants, and the released child's state ------------------------------------
@@ -310,27 +329,3 @@ async def test_a_child_created_after_its_parents_completion_began_is_released_re
             await creator.execute("INSERT INTO sluice.job_edges VALUES (%s, %s)", (parent, child))
         assert await complete(completer, parent)
     assert (await fetch_job(db, child))["state"] == "ready"
-
-
-async def test_a_job_that_cannot_even_fail_stays_running_and_the_others_are_rescued(db):
-    poison, healthy = [await insert_job(db, backoff_base="0") for _ in range(2)]
-    for job_id in (poison, healthy):
-        await claim(db, job_id)
-    await db.execute("UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second'")
-    await db.execute("SELECT set_config('test.poison', %s, false)", (str(poison),))
-    await db.execute(
-        """
-        CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.id = current_setting('test.poison')::bigint THEN
-                RAISE EXCEPTION 'cannot touch job %', NEW.id;
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER poison BEFORE UPDATE ON sluice.jobs
-            FOR EACH ROW WHEN (OLD.state = 'running') EXECUTE FUNCTION public.poison();
-        """
-    )
-    rescued = await rows(db, "SELECT * FROM sluice.job_rescue_expired(10)")
-    assert [(r["id"], r["state"]) for r in rescued] == [(healthy, "ready")]
-    assert (await fetch_job(db, poison))["state"] == "running"
