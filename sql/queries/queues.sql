@@ -39,5 +39,6 @@ SELECT sluice.queue_set_concurrency(%(name)s, %(limit)s);
 
 -- Every queue's depth per state, for the metrics scrape (all tenants).
 -- name: queue_depths :many
-SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.succeeded, s.failed, s.cancelled
+SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.waiting, s.succeeded, s.failed,
+       s.cancelled, s.skipped
   FROM sluice.queue_stats s;

@@ -64,7 +64,7 @@ BEGIN
                 v_key := format('schedule:%s:%s', v_s.id,
                                 to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
                 IF v_s.dag_name IS NOT NULL THEN
-                    PERFORM sluice.dag_run_start(v_s.tenant, v_s.dag_name, v_s.dag_params, NULL, v_key, v_s.id);
+                    PERFORM sluice.dag_run_start(v_s.tenant, v_s.dag_name, v_s.dag_params, NULL, v_key, v_s.id, v_at);
                 ELSE
                     PERFORM sluice.enqueue(
                         task            => v_s.job ->> 'task',
