@@ -49,3 +49,46 @@ def flaky(payload: dict[str, Any], ctx: JobContext) -> str:
     if ctx.attempt < payload.get("succeed_on_attempt", 2):
         raise RuntimeError(f"attempt {ctx.attempt}: the service is not ready yet")
     return f"worked on attempt {ctx.attempt}"
+
+
+# -- examples/map_join.yaml, branch_when.yaml, approval_signal.yaml (docs/dags.md) --
+
+
+@task(name="examples.split")
+def split(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The non-empty lines of `text`: the list `count` maps over (one job each)."""
+    return {"lines": [line.strip() for line in payload["text"].splitlines() if line.strip()]}
+
+
+@task(name="examples.count_words")
+def count_words(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """One element of a map: its payload is rendered from `{{ item }}` and `{{ index }}`."""
+    return {"line": payload["line"], "words": len(payload["text"].split())}
+
+
+@task(name="examples.total")
+def total(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The join: `counts` is the mapped node's result, every element's result in
+    element order (null for an element that did not succeed)."""
+    counts = [c for c in payload["counts"] if c is not None]
+    return {"lines": len(counts), "words": sum(c["words"] for c in counts)}
+
+
+@task(name="examples.measure")
+def measure(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """How many rows arrived today (here: the `rows` parameter), for the branches'
+    `when` conditions to compare."""
+    return {"rows": int(payload["rows"])}
+
+
+@task(name="examples.build")
+def build(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Build a release: its artifact is the result the deploy step names."""
+    version = payload["version"]
+    return {"version": version, "artifact": f"app-{version}.tar.gz"}
+
+
+@task(name="examples.deploy")
+def deploy(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Deploy what was built and approved (the approval's payload says who)."""
+    return {"deployed": payload["artifact"], "approved_by": payload["approved_by"]}
