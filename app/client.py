@@ -7,6 +7,8 @@ directory (`up.json`, `admin-token`), then http://127.0.0.1:8000.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -17,8 +19,11 @@ import httpx
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # What `sluice up` leaves in its data directory (app/stack.py writes them).
 DEFAULT_DATA_DIR = ".sluice"
+# Where the running `sluice up` is (API URL, database URL, pid), locked by it
+# while it runs: an unlocked file is what a stopped or crashed one left.
 STATE_FILE = "up.json"
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
+SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
 
 
 class ApiError(Exception):
@@ -40,23 +45,49 @@ class ApiError(Exception):
         return "\n".join(lines)
 
 
-def _data_dir() -> Path:
+def data_dir() -> Path:
+    """The data directory of `sluice up` (SLUICE_DATA_DIR, default ./.sluice)."""
     return Path(os.environ.get("SLUICE_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def held(file: object) -> bool:
+    """Whether another process holds the lock of the open `file` (see app/stack.py)."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)  # type: ignore[arg-type]
+    except BlockingIOError:
+        return True
+    fcntl.flock(file, fcntl.LOCK_UN)  # type: ignore[arg-type]
+    return False
+
+
+def up_state(directory: Path | None = None) -> dict[str, Any] | None:
+    """What the `sluice up` running on `directory` wrote (`{}` while it starts),
+    or None when none runs there."""
+    try:
+        file = (directory or data_dir()).joinpath(STATE_FILE).open()
+    except OSError:
+        return None
+    with file:
+        if not held(file):
+            return None
+        with contextlib.suppress(ValueError):
+            return json.loads(file.read())
+        return {}
 
 
 def resolve_api_url(flag: str | None) -> str:
     if flag:
         return flag.rstrip("/")
-    state = _data_dir() / STATE_FILE
-    if state.is_file():
-        return json.loads(state.read_text())["api_url"]
+    state = up_state()
+    if state and state.get("api_url"):
+        return state["api_url"]
     return DEFAULT_API_URL
 
 
 def resolve_token(flag: str | None) -> str | None:
     if flag:
         return flag
-    token_file = _data_dir() / TOKEN_FILE
+    token_file = data_dir() / TOKEN_FILE
     return token_file.read_text().strip() if token_file.is_file() else None
 
 

@@ -8,6 +8,7 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core.queries import Q
+from sluice.worker.meters import count_rescued
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -26,6 +27,7 @@ class Rescuer:
                 rows = await Q.job_rescue_expired(conn, limit=BATCH)
                 if rows:
                     dead = sum(1 for r in rows if r["state"] == "failed")
+                    count_rescued(len(rows) - dead, dead)
                     log.warning(
                         "rescued %d job(s) whose worker stopped heartbeating "
                         "(%d retried, %d dead-lettered)",

@@ -9,7 +9,7 @@ from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from msgspec import Struct
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from sluice.core import metrics
 from sluice.core.migrate import head_revision
@@ -76,13 +76,10 @@ async def scrape(state: State) -> Response[bytes]:
     """The `sluice_` metrics; queue depth, dead letters and live workers are read from
     the database now, so every API process reports the same numbers."""
     async with state.pool.connection() as conn:
-        depths = await Q.queue_depths(conn)
-        dead = await Q.dead_letter_size(conn, tenant=None)
-        alive = await Q.workers_alive(conn)
-    metrics.QUEUE_DEPTH.clear()
-    for row in depths:
-        for state_name in STATES:
-            metrics.QUEUE_DEPTH.labels(queue=row["queue"], state=state_name).set(row[state_name])
-    metrics.DEAD_LETTERS.set(dead)
-    metrics.WORKERS_ALIVE.set(alive)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        snapshot = metrics.DatabaseSnapshot(
+            await Q.queue_depths(conn),
+            STATES,
+            dead_letters=await Q.dead_letter_size(conn, tenant=None),
+            workers_alive=await Q.workers_alive(conn),
+        )
+    return Response(snapshot.exposition(), media_type=CONTENT_TYPE_LATEST)
