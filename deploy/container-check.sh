@@ -69,17 +69,19 @@ wait_http() { # URL SECONDS
 
 cleanup() {
     set +e
-    podman rm --ignore -f -t 5 sluice-check-api sluice-check-worker sluice-check-up >/dev/null 2>&1
-    if [ -n "${COMPOSE_UP:-}" ]; then
-        (cd "$WORK/compose" && podman-compose -p sluicecheck down -t 5 >/dev/null 2>&1)
-    fi
+    remove_leftovers
     [ -d "$WORK/pg" ] && "$PY" -c 'import sys; from sluice.core.embedded import EmbeddedPostgres
 EmbeddedPostgres(sys.argv[1]).stop()' "$WORK/pg"
     rm -rf "$WORK"
 }
+remove_leftovers() {
+    podman rm --ignore -f -t 5 sluice-check-api sluice-check-worker sluice-check-up \
+        sluicecheck_postgres_1 sluicecheck_migrate_1 sluicecheck_api_1 sluicecheck_worker_1
+    podman volume rm --force sluicecheck_pgdata
+    podman network rm --force sluicecheck_default
+} >/dev/null 2>&1
 trap cleanup EXIT
-command -v podman >/dev/null && podman rm --ignore -f -t 5 sluice-check-api sluice-check-worker \
-    sluice-check-up >/dev/null 2>&1 || true  # left by an interrupted run
+! command -v podman >/dev/null || remove_leftovers  # what an interrupted run left
 
 [ -x "$PY" ] || fail "$PY is missing: run make test (or make .venv/.installed) first"
 need=()
@@ -87,6 +89,8 @@ for tool in podman mmdebstrap runc curl; do
     command -v "$tool" >/dev/null || need+=("$tool")
 done
 command -v podman-compose >/dev/null || need+=(podman-compose)
+# Service names (postgres:5432) resolve between compose's containers through it.
+[ -x /usr/lib/cni/dnsname ] || need+=(golang-github-containernetworking-plugin-dnsname)
 if [ ${#need[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
         || fail "needs ${need[*]} (Debian: apt-get install ${need[*]}) and root"
@@ -187,37 +191,77 @@ say "sluice up ran PostgreSQL 18 from the wheel as sluice-postgres, and stopped 
 [ "${CHECK_COMPOSE:-1}" = 1 ] || { say "passed (compose skipped) in $((SECONDS - began))s"; exit 0; }
 
 # -- 5. compose.yaml with podman-compose ------------------------------------------
-say "compose.yaml (migrate, api, worker) with podman-compose"
-podman build --quiet "${LIMITS[@]}" -t "$PG_IMAGE" -f - "$WORK" >/dev/null <<EOF
+# Debian's podman-compose (1.0.3) starts services in order but ignores
+# `depends_on: condition` (and podman runs no HEALTHCHECK without systemd), so
+# this step brings the services up one by one in the order the conditions
+# state: postgres healthy, migrate exited 0, then api and worker.
+say "compose.yaml (postgres stand-in, migrate, api, worker) with podman-compose"
+mkdir -p "$WORK/compose" "$WORK/pgimage"
+cat >"$WORK/pgimage/entrypoint.sh" <<'EOF_SH'
+#!/bin/sh
+# Like the official image's entrypoint: a cluster for POSTGRES_USER/PASSWORD/DB, then "$@".
+set -e
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    echo "$POSTGRES_PASSWORD" >/tmp/pw
+    initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile=/tmp/pw --encoding UTF8 --locale C.UTF-8 \
+        --auth-host=scram-sha-256 --auth-local=trust >/dev/null
+    echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    createdb -U "$POSTGRES_USER" "$POSTGRES_DB"
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+exec "$@" -D "$PGDATA" -c listen_addresses='*'
+EOF_SH
+cat >"$WORK/pgimage/Containerfile" <<EOF_CF
 FROM $BASE
 RUN apt-get update && apt-get install -y --no-install-recommends postgresql-15 \
     && rm -rf /var/lib/apt/lists/*
+COPY --chmod=755 entrypoint.sh /entrypoint.sh
 USER postgres
-ENV PATH=/usr/lib/postgresql/15/bin:\$PATH
-CMD ["sh", "-c", "initdb -D /tmp/pg -U \$POSTGRES_USER --auth-host=trust >/dev/null && createdb_after() { until pg_isready -q -h 127.0.0.1; do sleep 0.2; done; createdb -h 127.0.0.1 -U \$POSTGRES_USER \$POSTGRES_DB; }; createdb_after & exec postgres -D /tmp/pg -c listen_addresses='*'"]
-EOF
-mkdir -p "$WORK/compose"
+ENV PATH=/usr/lib/postgresql/15/bin:\$PATH PGDATA=/tmp/pgdata
+ENTRYPOINT ["/entrypoint.sh"]
+EOF_CF
+podman build --quiet "${LIMITS[@]}" -t "$PG_IMAGE" "$WORK/pgimage" >"$WORK/pgimage.log" 2>&1 \
+    || { tail -20 "$WORK/pgimage.log"; fail "the postgres stand-in image"; }
 cp -r compose.yaml Dockerfile .dockerignore pyproject.toml README.md app worker sql migrations \
     deploy "$WORK/compose/"
-cat >"$WORK/compose/compose.override.yaml" <<EOF
-# Only what cannot run here changes: postgres from the local image above.
+cat >"$WORK/compose/compose.override.yaml" <<EOF_YAML
+# What cannot run here: Docker Hub's postgres image (a local stand-in instead).
 services:
   postgres:
     image: $PG_IMAGE
-    volumes: []
-EOF
+EOF_YAML
 COMPOSE_PORT=$(free_port)
-(
-    cd "$WORK/compose"
-    export SLUICE_API_PORT=$COMPOSE_PORT SLUICE_IMAGE_TAG=check
-    COMPOSE_UP=1
-    podman-compose -p sluicecheck -f compose.yaml -f compose.override.yaml \
-        --podman-build-args "--format docker --build-arg PYTHON_IMAGE=$BASE" \
-        up -d migrate api worker >"$WORK/compose.log" 2>&1
-) || { tail -40 "$WORK/compose.log"; fail "podman-compose up"; }
-COMPOSE_UP=1
-wait_http "http://127.0.0.1:$COMPOSE_PORT/ready" 120 \
-    || { tail -40 "$WORK/compose.log"; fail "compose api /ready"; }
-say "compose: api ready on 127.0.0.1:$COMPOSE_PORT"
+compose() {
+    (cd "$WORK/compose" && SLUICE_API_PORT=$COMPOSE_PORT SLUICE_IMAGE_TAG=check \
+        podman-compose -p sluicecheck -f compose.yaml -f compose.override.yaml "$@") \
+        >>"$WORK/compose.log" 2>&1 || { tail -40 "$WORK/compose.log"; fail "podman-compose $*"; }
+}
+compose up -d --no-deps postgres
+deadline=$((SECONDS + 60))
+until podman exec sluicecheck_postgres_1 pg_isready -q -h 127.0.0.1 -U sluice -d sluice; do
+    [ $SECONDS -lt $deadline ] || { podman logs sluicecheck_postgres_1; fail "compose postgres"; }
+    sleep 0.5
+done
+compose up -d --no-deps migrate
+[ "$(podman wait sluicecheck_migrate_1)" = 0 ] || { podman logs sluicecheck_migrate_1; fail "migrate"; }
+compose up -d --no-deps api worker
+CAPI=http://127.0.0.1:$COMPOSE_PORT
+wait_http "$CAPI/ready" 60 || { podman logs sluicecheck_api_1 | tail; fail "compose: api /ready"; }
+TOKEN=$(podman exec sluicecheck_api_1 sluice token --role submitter)
+JOB=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"task": "noop"}' "$CAPI/api/v1/jobs" \
+    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+deadline=$((SECONDS + 60))
+until [ "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$CAPI/api/v1/jobs/$JOB" \
+    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["state"])')" = succeeded ]; do
+    [ $SECONDS -lt $deadline ] || { podman logs sluicecheck_worker_1 | tail; fail "compose job"; }
+    sleep 0.5
+done
+# The worker's metrics, on the port Prometheus scrapes (deploy/prometheus/prometheus.yml).
+podman exec sluicecheck_worker_1 python -c \
+    'import urllib.request; urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=4)' \
+    || fail "compose: worker metrics on :9100"
+say "compose: migrate, api and worker ran a job (service DNS, published port, env file)"
 
 say "passed in $((SECONDS - began))s"
