@@ -258,10 +258,11 @@ until [ "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$CAPI/api/v1/jobs/$JOB" 
     [ $SECONDS -lt $deadline ] || { podman logs sluicecheck_worker_1 | tail; fail "compose job"; }
     sleep 0.5
 done
-# The worker's metrics, on the port Prometheus scrapes (deploy/prometheus/prometheus.yml).
-podman exec sluicecheck_worker_1 python -c \
-    'import urllib.request; urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=4)' \
-    || fail "compose: worker metrics on :9100"
+# The worker's metrics, as Prometheus scrapes them from another container
+# (deploy/prometheus/prometheus.yml: worker:9100).
+podman exec sluicecheck_api_1 python -c \
+    'import urllib.request; urllib.request.urlopen("http://worker:9100/metrics", timeout=4)' \
+    || fail "compose: worker metrics on worker:9100"
 say "compose: migrate, api and worker ran a job (service DNS, published port, env file)"
 
 say "passed in $((SECONDS - began))s"
