@@ -180,3 +180,33 @@ document.getElementById("logout")?.addEventListener("click", async () => {
   await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": CSRF }, credentials: "same-origin" });
   location.assign("/login");
 });
+
+// A run's progress bar: one segment per finished state, so a failed run shows
+// red (and grey for what its failure cancelled), never a full green bar.
+const FINISHED = ["succeeded", "failed", "cancelled"];
+
+export function runProgress(run) {
+  const total = run.nodes || 0;
+  const share = (n) => (total ? (100 * n) / total : 0);
+  const segments = FINISHED.filter((state) => run[state] > 0).map((state) => {
+    const segment = el("div", { class: `segment state-${state}`, "data-state": state });
+    segment.style.width = `${share(run[state])}%`;
+    return segment;
+  });
+  const succeeded = Math.round(share(run.succeeded));
+  return el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+    "aria-valuenow": succeeded, "aria-valuetext": runSummary(run),
+    "aria-label": `Run ${run.id} progress`, "data-run-state": run.state }, ...segments);
+}
+
+// "2 of 3 succeeded (67%), 1 failed": what the bar shows, in words.
+export function runSummary(run) {
+  const total = run.nodes || 0;
+  const pct = total ? Math.round((100 * run.succeeded) / total) : 0;
+  const parts = [`${number(run.succeeded)} of ${number(total)} succeeded (${pct}%)`];
+  if (run.failed) parts.push(`${number(run.failed)} failed`);
+  if (run.cancelled) parts.push(`${number(run.cancelled)} cancelled`);
+  const pending = total - run.succeeded - run.failed - run.cancelled;
+  if (pending > 0) parts.push(`${number(pending)} to go`);
+  return parts.join(", ");
+}
