@@ -87,6 +87,26 @@ export function time(value) {
   return el("time", { datetime: date.toISOString(), title: date.toLocaleString() }, text);
 }
 
+// A time as the clock of `timeZone` shows it ("Mon, Dec 2, 09:00 Europe/Paris"),
+// with how far away it is; the tooltip gives it in the viewer's own zone. For
+// schedules: "0 9 * * *" in Europe/Paris fires at 09:00 there, wherever you are.
+export function zonedTime(value, timeZone) {
+  if (!value) return el("span", { class: "muted" }, "–");
+  const date = new Date(value);
+  let clock;
+  try {
+    clock = new Intl.DateTimeFormat(undefined, { timeZone, weekday: "short", month: "short",
+      day: "numeric", hour: "2-digit", minute: "2-digit" }).format(date);
+  } catch {
+    return time(value); // a zone this browser does not know
+  }
+  // Within a day, how far away it is ("in 3 hours"); beyond, the date says enough.
+  const near = Math.abs(date.getTime() - Date.now()) < 86_400_000;
+  return el("time", { datetime: date.toISOString(), title: `${date.toLocaleString()} (your time)`,
+    "data-zone": timeZone }, `${clock} ${timeZone}`,
+  near ? el("span", { class: "muted" }, ` (${time(value).textContent})`) : null);
+}
+
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
