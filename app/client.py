@@ -35,14 +35,22 @@ class ApiError(Exception):
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        """One line per problem: the message (and status), then each field's problem
+        unless the message already is that one problem."""
         if not isinstance(self.body, dict):
-            return f"HTTP {self.status}: {self.body}"
-        lines = [
-            f"{self.status} {self.body.get('message') or self.body.get('error') or ''}".strip()
+            text = str(self.body).strip() or "(no body)"
+            return f"{text} ({self.status})"
+        message = self.body.get("message") or self.body.get("error") or "request refused"
+        problems = [
+            f"{p.get('field') or '-'}: {p.get('message')}" for p in self.body.get("errors") or []
         ]
-        for problem in self.body.get("errors") or []:
-            lines.append(f"  {problem.get('field') or '-'}: {problem.get('message')}")
-        return "\n".join(lines)
+        if problems == [message]:
+            problems = []
+        return "\n".join([f"{message} ({self.status})", *(f"  {p}" for p in problems)])
+
+
+class Unreachable(Exception):
+    """No answer from the API at all (nothing listens, wrong host); `str()` says so."""
 
 
 def data_dir() -> Path:
@@ -109,8 +117,9 @@ class Client:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ApiError(
-                0, f"cannot reach the API at {self.api_url} ({exc}); is it running?"
+            raise Unreachable(
+                f"cannot reach the API at {self.api_url} ({exc or type(exc).__name__}); is it "
+                "running? (`sluice up`, or set SLUICE_API_URL)"
             ) from None
         try:
             body = response.json()
