@@ -27,6 +27,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -140,9 +141,16 @@ class DataDirLock:
         cleanly (killed, crashed), whose PostgreSQL may still run.
         """
         file = self.path.open("a+")
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for attempt in range(3):
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A CLI command checking whether we run holds a shared lock for
+                # an instant (sluice.client.held): look twice before refusing.
+                if attempt < 2:
+                    time.sleep(0.05)
+        else:
             file.seek(0)
             state = _parse(file.read())
             file.close()
@@ -175,6 +183,18 @@ class DataDirLock:
             self._file.truncate(0)
             self._file.close()
             self._file = None
+
+
+async def _finish_in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` in a thread; when cancelled (Ctrl-C while starting), wait for
+    the thread to finish first, so that what it started is there to be stopped."""
+    future = asyncio.ensure_future(asyncio.to_thread(function, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -241,7 +261,7 @@ class Stack:
             self.postgres = pg = EmbeddedPostgres(
                 self.data_dir / "postgres", port=self.settings.pg_port
             )
-            await asyncio.to_thread(pg.start)
+            await _finish_in_thread(pg.start)
             url = pg.url()
             running.database_display = pg.tcp_url(with_password=False)
             running.password_file = pg.password_file
@@ -249,7 +269,7 @@ class Stack:
             # The socket directory is private to the cluster's owner: no password needed.
             running.psql = f"psql -h {pg.socket_dir} -p {pg.port} -U postgres sluice"
         running.database_url = url
-        await asyncio.to_thread(migrate.upgrade, url)
+        await _finish_in_thread(migrate.upgrade, url)
 
         secret = os.environ.get("SLUICE_JWT_SECRET") or _read_or_create_secret(
             self.data_dir / SECRET_FILE
@@ -277,8 +297,13 @@ class Stack:
         running.metrics_urls = [f"http://{shown}:{p}/metrics" for p in metrics_ports]
 
         running.api_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
-        await self._wait_for_api(running.api_url)
-        running.unconsumed = await self._wait_for_workers(url)
+        try:
+            await self._wait_for_api(running.api_url)
+            running.unconsumed = await self._wait_for_workers(url)
+        except TimeoutError:
+            raise StackError(
+                "the API or a worker did not come up within 60 s (their log is above)"
+            ) from None
         state = {
             "pid": os.getpid(),
             "api_url": running.api_url,
