@@ -59,6 +59,18 @@ for family in text_string_to_metric_families(open(path).read()):
 print("missing")
 EOF_PY
 }
+wait_job() { # API TOKEN JOB CONTAINER: until the job succeeded (the container's log if not)
+    local deadline=$((SECONDS + 60))
+    until [ "$(curl -fsS -H "Authorization: Bearer $2" "$1/api/v1/jobs/$3" \
+        | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["state"])')" = succeeded ]; do
+        [ $SECONDS -lt $deadline ] || { podman logs "$4" | tail -20; fail "job $3 in $4"; }
+        sleep 0.5
+    done
+}
+submit() { # API TOKEN BODY: the new job's id
+    curl -fsS -H "Authorization: Bearer $2" -H 'Content-Type: application/json' -d "$3" \
+        "$1/api/v1/jobs" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])'
+}
 wait_http() { # URL SECONDS
     local deadline=$((SECONDS + $2))
     until curl -fsS -o /dev/null "$1" 2>/dev/null; do
@@ -146,15 +158,8 @@ podman exec sluice-check-api "${HEALTHCHECK[@]}" || fail "the image's HEALTHCHEC
 wait_http "http://127.0.0.1:$METRICS_PORT/metrics" 60 \
     || { podman logs sluice-check-worker; fail "worker metrics"; }
 TOKEN=$("$SLUICE" token --secret "$SECRET" --role submitter)
-JOB=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d '{"task": "sleep", "payload": {"seconds": 0.2}}' "$API/api/v1/jobs" \
-    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-deadline=$((SECONDS + 60))
-until [ "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/api/v1/jobs/$JOB" \
-    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["state"])')" = succeeded ]; do
-    [ $SECONDS -lt $deadline ] || { podman logs sluice-check-worker; fail "job $JOB"; }
-    sleep 0.5
-done
+JOB=$(submit "$API" "$TOKEN" '{"task": "sleep", "payload": {"seconds": 0.2}}')
+wait_job "$API" "$TOKEN" "$JOB" sluice-check-worker
 say "job $JOB succeeded in the worker container"
 # Each process exports what it owns: the worker its attempts, the API the database gauges.
 curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/worker.metrics"
@@ -249,15 +254,8 @@ compose up -d --no-deps api worker
 CAPI=http://127.0.0.1:$COMPOSE_PORT
 wait_http "$CAPI/ready" 60 || { podman logs sluicecheck_api_1 | tail; fail "compose: api /ready"; }
 TOKEN=$(podman exec sluicecheck_api_1 sluice token --role submitter)
-JOB=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d '{"task": "noop"}' "$CAPI/api/v1/jobs" \
-    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
-deadline=$((SECONDS + 60))
-until [ "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$CAPI/api/v1/jobs/$JOB" \
-    | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["state"])')" = succeeded ]; do
-    [ $SECONDS -lt $deadline ] || { podman logs sluicecheck_worker_1 | tail; fail "compose job"; }
-    sleep 0.5
-done
+JOB=$(submit "$CAPI" "$TOKEN" '{"task": "noop"}')
+wait_job "$CAPI" "$TOKEN" "$JOB" sluicecheck_worker_1
 # The worker's metrics, as Prometheus scrapes them from another container
 # (deploy/prometheus/prometheus.yml: worker:9100).
 podman exec sluicecheck_api_1 python -c \

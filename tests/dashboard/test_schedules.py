@@ -7,10 +7,10 @@ from playwright.sync_api import expect
 
 from sluice.auth.principal import Role
 from tests.api.conftest import bearer
-from tests.dashboard.conftest import shoot, token
+from tests.dashboard.conftest import shoot
 
 
-def test_fire_times_are_shown_in_the_schedules_time_zone(browser, api_server, screenshots):
+def test_fire_times_are_shown_in_the_schedules_time_zone(sign_in, api_server, screenshots):
     created = httpx.post(
         f"{api_server}/api/v1/schedules",
         json={"name": "tokyo-morning", "cron": "0 9 * * *", "timezone": "Asia/Tokyo",
@@ -19,19 +19,12 @@ def test_fire_times_are_shown_in_the_schedules_time_zone(browser, api_server, sc
     )  # fmt: skip
     assert created.status_code == 201, created.text
     # A viewer in New York: 09:00 in Tokyo is 19:00 or 20:00 there, never 09:00.
-    context = browser.new_context(
-        base_url=api_server, timezone_id="America/New_York", locale="en-GB"
-    )
-    try:
-        page = context.new_page()
-        page.goto(f"/login?token={token(Role.viewer)}")
-        page.goto("/schedules")
-        upcoming = page.locator('#schedules tr[data-schedule="tokyo-morning"] li time')
-        expect(upcoming).to_have_count(3)
-        for text in upcoming.all_inner_texts():
-            assert "09:00 Asia/Tokyo" in text, text
-        assert upcoming.first.get_attribute("data-zone") == "Asia/Tokyo"
-        assert "(your time)" in upcoming.first.get_attribute("title")
-        shoot(page, screenshots, "schedules")
-    finally:
-        context.close()
+    page = sign_in(Role.viewer, timezone_id="America/New_York", locale="en-GB")
+    page.goto("/schedules")
+    upcoming = page.locator('#schedules tr[data-schedule="tokyo-morning"] li time')
+    expect(upcoming).to_have_count(3)
+    for text in upcoming.all_inner_texts():
+        assert "09:00 Asia/Tokyo" in text, text
+    assert upcoming.first.get_attribute("data-zone") == "Asia/Tokyo"
+    assert "(your time)" in upcoming.first.get_attribute("title")
+    shoot(page, screenshots, "schedules")
