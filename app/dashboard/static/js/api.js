@@ -7,7 +7,7 @@ const ROLES = ["none", "viewer", "submitter", "operator", "admin"];
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super(body?.message ?? `HTTP ${status}`);
+    super(body?.message ?? `The API answered ${status}${body?.statusText ? ` ${body.statusText}` : ""}.`);
     this.status = status;
     this.body = body;
   }
@@ -19,19 +19,25 @@ export async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRF-Token"] = CSRF;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(`/api/v1${path}`, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    // No answer at all (the server stopped, the network dropped): no status to show.
+    throw new ApiError(0, { message: "Cannot reach the Sluice API: is it running?" });
+  }
   if (response.status === 401) {
     const here = location.pathname + location.search;
     location.assign(`/login?next=${encodeURIComponent(here)}`);
     throw new ApiError(401, { message: "Your session has ended; sign in again." });
   }
   const data = response.status === 204 ? null : await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) throw new ApiError(response.status, data ?? { statusText: response.statusText });
   return data;
 }
 
