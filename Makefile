@@ -25,6 +25,7 @@ up: $(VENV)/.installed
 
 test: $(VENV)/.installed system-packages
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m tests.lint_imports
 	$(VENV)/bin/pytest $(ARGS)
 
 lint: $(VENV)/.installed

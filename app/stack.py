@@ -97,7 +97,7 @@ class Running:
     postgres_version: str | None = None
     metrics_urls: list[str] = dataclasses.field(default_factory=list)
     # Queues with waiting jobs that no live worker takes (sluice.queue_stats.no_consumer).
-    unconsumed: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    unconsumed: list[Any] = dataclasses.field(default_factory=list)
 
 
 class StackError(RuntimeError):
@@ -342,13 +342,13 @@ class Stack:
                         return
                 await asyncio.sleep(0.1)
 
-    async def _wait_for_workers(self, url: str, within: float = 60) -> list[dict[str, Any]]:
+    async def _wait_for_workers(self, url: str, within: float = 60) -> list[Any]:
         """Until every worker child is registered and alive; then the queues that have
         waiting jobs and no live consumer."""
         import psycopg
 
+        from sluice.core import engine
         from sluice.core.db import connection_kwargs
-        from sluice.core.queries import Q
 
         pids = {p.pid for name, p in self.children.items() if name.startswith("worker-")}
         me = socket.gethostname()
@@ -358,11 +358,11 @@ class Stack:
         ):
             while True:
                 self._check_children()
-                rows = await Q.worker_list(conn, limit=10_000)
-                if pids <= {r["pid"] for r in rows if r["alive"] and r["hostname"] == me}:
+                rows = await engine.worker_list(conn, limit=10_000)
+                if pids <= {w.pid for w in rows if w.alive and w.hostname == me}:
                     break
                 await asyncio.sleep(0.1)
-            return [dict(r) for r in await Q.queue_unconsumed(conn)]
+            return await engine.queue_unconsumed(conn)
 
     async def wait(self, stop: asyncio.Event) -> str | None:
         """Until `stop` is set (None) or a child exits on its own (its name)."""

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.core.db import connection_kwargs
 from sluice.core.embedded import free_port
-from sluice.counts import STATES
+from sluice.core.jobs import JOB_STATES as STATES
 from tests.api.conftest import api_server, bearer  # noqa: F401 - a fixture used here
 
 WORKER_ID = "metrics-test-worker"

@@ -61,12 +61,13 @@ def token(role: str, tenant: str, ttl: str, subject: str, secret: str | None) ->
     --secret, then SLUICE_JWT_SECRET, then the secret of `sluice up` in
     SLUICE_DATA_DIR (default ./.sluice).
     """
-    from sluice.auth.principal import TENANT_PATTERN, Role
+    from sluice.auth.principal import Role
     from sluice.auth.tokens import mint
     from sluice.client import SECRET_FILE, data_dir
+    from sluice.core.jobs import TENANT_NAME
 
-    if not TENANT_PATTERN.match(tenant):
-        raise click.BadParameter("letters, digits, _ . : - (at most 64)", param_hint="--tenant")
+    if not TENANT_NAME.match(tenant):
+        raise click.BadParameter(TENANT_NAME.rule, param_hint="--tenant")
     if not secret:
         path = data_dir() / SECRET_FILE
         try:

@@ -124,10 +124,9 @@ def banner(running) -> str:
     for url in running.metrics_urls:
         lines.append(f"  Metrics     {url}")
     for queue in running.unconsumed:
-        waiting = queue["ready"] + queue["scheduled"]
         lines.append(
-            f"  Warning     queue {queue['queue']} has {waiting} waiting job(s) and no live "
-            "worker takes it (SLUICE_QUEUES)"
+            f"  Warning     queue {queue.queue} has {queue.ready + queue.scheduled} waiting "
+            "job(s) and no live worker takes it (SLUICE_QUEUES)"
         )
     body = '{"task": "sleep", "payload": {"seconds": 1}}'
     # `make up` runs .venv/bin/sluice, which another terminal may not have on its PATH.

@@ -16,7 +16,7 @@ Both carry the standard process and Python collectors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -133,7 +133,7 @@ API_REQUEST_SECONDS = Histogram(
 
 # The database-wide gauges: built at each scrape from rows the caller read.
 QUEUE_GAUGES = {
-    # column of sluice.queue_stats -> (metric, help)
+    # field of a queue row (sluice.core.engine.QueueDepth) -> (metric, help)
     "oldest_ready_seconds": (
         "sluice_queue_oldest_ready_seconds",
         "How long the oldest ready job of the queue has waited (0: none ready).",
@@ -149,13 +149,14 @@ QUEUE_GAUGES = {
 class DatabaseSnapshot:
     """A collector over rows read from the database for one scrape.
 
-    `queues` are rows of sluice.queue_stats (with `oldest_ready_seconds`);
-    `states` the job states to report as `sluice_queue_depth{state}`.
+    `queues` are rows with a queue's name, its count per state, and the fields of
+    QUEUE_GAUGES (sluice.core.engine.QueueDepth); `states` the job states to
+    report as `sluice_queue_depth{state}`.
     """
 
     def __init__(
         self,
-        queues: Iterable[Mapping[str, Any]],
+        queues: Iterable[Any],
         states: Iterable[str],
         *,
         dead_letters: int,
@@ -174,12 +175,12 @@ class DatabaseSnapshot:
         )
         for row in self._queues:
             for state in self._states:
-                depth.add_metric([row["queue"], state], row[state])
+                depth.add_metric([row.queue, state], getattr(row, state))
         yield depth
-        for column, (name, doc) in QUEUE_GAUGES.items():
+        for field, (name, doc) in QUEUE_GAUGES.items():
             family = GaugeMetricFamily(name, doc, labels=["queue"])
             for row in self._queues:
-                family.add_metric([row["queue"]], float(row[column]))
+                family.add_metric([row.queue], float(getattr(row, field)))
             yield family
         yield GaugeMetricFamily(
             "sluice_dead_letters",

@@ -15,8 +15,11 @@ WITH counts AS (
 )
 SELECT coalesce(c.queue, q.name) AS name,
        coalesce(jsonb_object_agg(c.state, c.n) FILTER (WHERE c.state IS NOT NULL), '{}') AS counts,
-       coalesce(extract(epoch FROM greatest(now() - min(c.oldest) FILTER (WHERE c.state = 'ready'),
-                                            '0'))::double precision, 0) AS oldest_ready_seconds,
+       -- A run_at SQL stored as -infinity reads as year 1 rather than failing the list.
+       coalesce(extract(epoch FROM greatest(
+                    now() - greatest(min(c.oldest) FILTER (WHERE c.state = 'ready'),
+                                     timestamptz '0001-01-01 00:00:00+00'),
+                    '0'))::double precision, 0) AS oldest_ready_seconds,
        coalesce(bool_or(q.paused), false) AS paused,
        max(q.concurrency_limit) AS concurrency_limit
   FROM counts c
@@ -37,8 +40,8 @@ SELECT sluice.queue_set_concurrency(%(name)s, %(limit)s);
 -- Every queue's depth per state, for the metrics scrape (all tenants).
 -- name: queue_depths :many
 SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.succeeded, s.failed, s.cancelled,
-       coalesce(extract(epoch FROM s.oldest_ready_age), 0) AS oldest_ready_seconds,
-       s.consumers, s.paused::int AS paused
+       coalesce(extract(epoch FROM s.oldest_ready_age), 0)::double precision AS oldest_ready_seconds,
+       s.consumers, s.paused
   FROM sluice.queue_stats s;
 
 -- Queues whose waiting jobs no live, unpaused worker takes (`sluice up` warns).

@@ -18,7 +18,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.core import metrics
-from sluice.counts import STATES
+from sluice.core.engine import QueueDepth
+from sluice.core.jobs import JOB_STATES
 
 DASHBOARD = "deploy/grafana/dashboards/sluice.json"
 # Series Prometheus adds itself (scrape health), and the labels it attaches to
@@ -61,9 +62,11 @@ def exposed() -> Iterator[dict[str, set[str]]]:
             metric.labels(*values)
             touched.append((metric, values))
     try:
-        queue = {"queue": "deploy-test", **dict.fromkeys(STATES, 1)}
-        queue |= dict.fromkeys(metrics.QUEUE_GAUGES, 1)
-        snapshot = metrics.DatabaseSnapshot([queue], STATES, dead_letters=1, workers_alive=1)
+        queue = QueueDepth(
+            queue="deploy-test", **dict.fromkeys(JOB_STATES, 1),
+            oldest_ready_seconds=1.0, paused=False, consumers=1,
+        )  # fmt: skip
+        snapshot = metrics.DatabaseSnapshot([queue], JOB_STATES, dead_letters=1, workers_alive=1)
         text = (generate_latest(metrics.WORKER_REGISTRY) + snapshot.exposition()).decode()
         samples: dict[str, set[str]] = {}
         for family in text_string_to_metric_families(text):
