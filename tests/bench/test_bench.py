@@ -200,3 +200,41 @@ def test_a_database_holding_jobs_is_not_emptied_without_reset(database_url, tmp_
     assert "--reset" in result.stderr
     with psycopg.connect(database_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM sluice.jobs").fetchone()[0] == 1
+
+
+def test_all_combines_each_server_settings_run_in_its_own_column():
+    from bench import report
+    from bench.cli import combine
+
+    def doc(scenario: str, figures: dict, labels: dict) -> dict:
+        return {"scenario": scenario, "figures": figures, "labels": labels, "checks": {},
+                "files": {"json": f"{scenario}.json"}}  # fmt: skip
+
+    def run(limit: float, drain: float) -> list[dict]:
+        return [
+            doc("limit", {"claim_complete_100": limit}, {"claim_complete_100": "limit: claim"}),
+            doc("drain", {"jobs_per_s_20k": drain}, {"jobs_per_s_20k": "drain of 20,000"}),
+        ]
+
+    record = combine({"default": run(100.0, 80.0), "tuned": run(200.0, 100.0)})
+    assert record.figures["default.drain.jobs_per_s_20k"] == 80.0
+    assert record.figures["tuned.drain.jobs_per_s_20k"] == 100.0
+    assert record.details["fraction_of_limit"] == {
+        "default": {"drain.jobs_per_s_20k": 0.8},
+        "tuned": {"drain.jobs_per_s_20k": 0.5},
+    }
+    # Issue 15's relative drain target holds on default settings only.
+    default = {t["target"]: t["met"] for t in record.details["targets"]["default"]}
+    assert default["drain of 20,000 >= 70 % of limit's claim + complete at 100"] is True
+    tuned = {t["target"] for t in record.details["targets"]["tuned"]}
+    assert "drain of 20,000 >= 70 % of limit's claim + complete at 100" not in tuned
+    context = {
+        "machine": {"cores": 2, "cpu_model": "x", "memory_bytes": 0, "load_average": [0, 0, 0]},
+        "versions": {"postgresql": "15", "python": "3", "sluice": {}},
+        "database": "embedded",
+        "started_at": "now",
+        "settings": "default+tuned",
+    }
+    text = report.markdown(record, context)
+    assert "| figure | default | of limit | tuned | of limit | targets |" in text
+    assert "| drain of 20,000 | 80.0 | 80% | 100.0 | 50% | default: drain of 20,000" in text
