@@ -135,20 +135,23 @@ SELECT pg_relation_filenode(c.oid), c.oid::regclass::text
 """
 
 
-async def ensure_walinspect(conn: psycopg.AsyncConnection) -> None:
-    """CREATE EXTENSION pg_walinspect (needs a superuser; contrib ships it)."""
-    await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
-
-
 @contextlib.asynccontextmanager
-async def wal_kept(conn: psycopg.AsyncConnection) -> AsyncIterator[None]:
-    """Keep the WAL written meanwhile readable: a physical replication slot that
-    reserves it at once (checkpoints would otherwise recycle the segments
-    before pg_walinspect reads them). Changes nothing in what is written."""
+async def wal_inspection(conn: psycopg.AsyncConnection) -> AsyncIterator[bool]:
+    """Whether pg_walinspect can read the WAL written inside the block: the
+    extension (contrib) is created, and a physical replication slot reserves the
+    WAL from now on, so checkpoints do not recycle the segments before they are
+    read (it changes nothing in what is written). Both need a superuser (or the
+    REPLICATION privilege for the slot); without them the answer is False and
+    only LSN differences can be had."""
     name = f"sluice_bench_{os.getpid()}"
-    await conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
     try:
-        yield
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        await conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (name,))
+    except psycopg.Error:
+        yield False
+        return
+    try:
+        yield True
     finally:
         await conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))
 

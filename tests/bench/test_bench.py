@@ -238,3 +238,27 @@ def test_all_combines_each_server_settings_run_in_its_own_column():
     text = report.markdown(record, context)
     assert "| figure | default | of limit | tuned | of limit | targets |" in text
     assert "| drain of 20,000 | 80.0 | 80% | 100.0 | 50% | default: drain of 20,000" in text
+
+
+async def test_wal_inspection_needs_a_superuser_and_leaves_no_slot(database_url):
+    import psycopg
+
+    from bench import io
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        async with io.wal_inspection(conn) as inspectable:
+            assert inspectable is True
+            cur = await conn.execute("SELECT count(*) FROM pg_replication_slots")
+            assert (await cur.fetchone())[0] == 1
+        cur = await conn.execute("SELECT count(*) FROM pg_replication_slots")
+        assert (await cur.fetchone())[0] == 0
+        await conn.execute(
+            "DO $$ BEGIN CREATE ROLE sluice_bench_plain LOGIN; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+    plain = database_url.replace("postgresql://postgres@", "postgresql://sluice_bench_plain@")
+    async with (
+        await psycopg.AsyncConnection.connect(plain, autocommit=True) as conn,
+        io.wal_inspection(conn) as inspectable,
+    ):
+        assert inspectable is False
