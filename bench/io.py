@@ -26,16 +26,18 @@ import psycopg
 
 from bench.database import scalar
 
-# PostgreSQL 16 has pg_stat_io (every write by every process kind); 15 splits
-# them between the checkpointer's, the background writer's and the backends'
-# counters in pg_stat_bgwriter (17 moved the checkpointer's to pg_stat_checkpointer).
-BUFFERS_WRITTEN_IO = (
-    "SELECT coalesce(sum(writes * op_bytes / current_setting('block_size')::int), 0)::bigint"
-    " FROM pg_stat_io WHERE object = 'relation'"
+# PostgreSQL 16 has pg_stat_io (every write by every process kind; 18 counts
+# bytes in write_bytes instead of op_bytes per operation); 15 splits them
+# between the checkpointer's, the background writer's and the backends' counters
+# in pg_stat_bgwriter (17 moved the checkpointer's to pg_stat_checkpointer).
+_PER_BLOCK = (
+    "::bigint / current_setting('block_size')::int FROM pg_stat_io WHERE object = 'relation'"
 )
-BUFFERS_WRITTEN_15 = (
-    "SELECT buffers_checkpoint + buffers_clean + buffers_backend FROM pg_stat_bgwriter"
-)
+BUFFERS_WRITTEN = {
+    "write_bytes": "SELECT coalesce(sum(write_bytes), 0)" + _PER_BLOCK,
+    "op_bytes": "SELECT coalesce(sum(writes * op_bytes), 0)" + _PER_BLOCK,
+    None: "SELECT buffers_checkpoint + buffers_clean + buffers_backend FROM pg_stat_bgwriter",
+}
 
 
 async def wal_lsn(conn: psycopg.AsyncConnection) -> str:
@@ -46,8 +48,12 @@ async def wal_lsn(conn: psycopg.AsyncConnection) -> str:
 async def buffers_written(conn: psycopg.AsyncConnection) -> int:
     """Shared buffers written to disk since the statistics were reset, by anyone."""
     await conn.execute("SELECT pg_stat_clear_snapshot()")
-    has_io = await scalar(conn, "SELECT to_regclass('pg_catalog.pg_stat_io') IS NOT NULL")
-    return int(await scalar(conn, BUFFERS_WRITTEN_IO if has_io else BUFFERS_WRITTEN_15))
+    column = await scalar(
+        conn,
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass('pg_catalog.pg_stat_io')"
+        " AND attname IN ('write_bytes', 'op_bytes') ORDER BY attname DESC LIMIT 1",
+    )
+    return int(await scalar(conn, BUFFERS_WRITTEN[column]))
 
 
 @dataclasses.dataclass
@@ -57,13 +63,15 @@ class IoSpan:
     start_lsn: str
     end_lsn: str
     wal_bytes: int
-    buffers_written: int | None
+    buffers_written: int
+    #: Set by the caller when it ran `checkpoint_buffers` after the interval.
     checkpoint_buffers: int | None = None
 
     def per_job(self, jobs: int) -> dict[str, float]:
-        out = {"wal_bytes_per_job": self.wal_bytes / jobs}
-        if self.buffers_written is not None:
-            out["buffers_written_per_job"] = self.buffers_written / jobs
+        out = {
+            "wal_bytes_per_job": self.wal_bytes / jobs,
+            "buffers_written_per_job": self.buffers_written / jobs,
+        }
         if self.checkpoint_buffers is not None:
             out["buffers_checkpointed_per_job"] = self.checkpoint_buffers / jobs
         return out
