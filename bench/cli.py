@@ -165,6 +165,17 @@ def _verdict(met: bool | None) -> str:
 
 # -- click ---------------------------------------------------------------------
 
+# Accepted before the scenario (`bench --server-settings tuned drain`) and after
+# it (`bench all --server-settings default`); the one given after wins.
+SERVER_SETTINGS_OPTION = click.option(
+    "--server-settings",
+    type=click.Choice([*SERVER_SETTINGS, "all"]),
+    envvar="SLUICE_BENCH_SERVER_SETTINGS",
+    help="The embedded server's settings: PostgreSQL's defaults (the default), tuned "
+    "(memory and checkpoint spacing raised), or all (each in turn, one combined table) "
+    "[env: SLUICE_BENCH_SERVER_SETTINGS].",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
@@ -188,14 +199,7 @@ def _verdict(met: bool | None) -> str:
     show_default=True,
     help="Where records and charts are written [env: SLUICE_BENCH_OUT].",
 )
-@click.option(
-    "--server-settings",
-    type=click.Choice([*SERVER_SETTINGS, "all"]),
-    envvar="SLUICE_BENCH_SERVER_SETTINGS",
-    help="The embedded server's settings: PostgreSQL's defaults (the default), tuned "
-    "(memory and checkpoint spacing raised), or all (each in turn, one combined table) "
-    "[env: SLUICE_BENCH_SERVER_SETTINGS].",
-)
+@SERVER_SETTINGS_OPTION
 @click.option(
     "--quick",
     is_flag=True,
@@ -233,8 +237,15 @@ def main(ctx: click.Context, **common: Any) -> None:
     ctx.obj = common
 
 
-def _execute(ctx: click.Context, plan: list[tuple[str, dict[str, Any]]], combined: bool) -> None:
+def _execute(
+    ctx: click.Context,
+    plan: list[tuple[str, dict[str, Any]]],
+    combined: bool,
+    server_settings: str | None = None,
+) -> None:
     common = ctx.obj
+    if server_settings is not None:
+        common = {**common, "server_settings": server_settings}
     try:
         documents = asyncio.run(
             run_scenarios(
@@ -259,12 +270,13 @@ def _execute(ctx: click.Context, plan: list[tuple[str, dict[str, Any]]], combine
 def scenario_command(name: str, help: str, *options: Any) -> click.Command:
     """A subcommand running scenario `name` with `options` (None: the preset)."""
 
-    def command(**given: Any) -> None:
+    def command(server_settings: str | None, **given: Any) -> None:
         ctx = click.get_current_context()
-        _execute(ctx, [(name, options_for(name, ctx.obj["quick"], given))], combined=False)
+        plan = [(name, options_for(name, ctx.obj["quick"], given))]
+        _execute(ctx, plan, combined=False, server_settings=server_settings)
 
     command.__doc__ = help + " See bench/README.md."
-    for option in reversed(options):
+    for option in reversed((*options, SERVER_SETTINGS_OPTION)):
         command = option(command)
     return main.command(name)(command)
 
@@ -369,9 +381,10 @@ scenario_command(
 
 
 @main.command("all")
+@SERVER_SETTINGS_OPTION
 @click.pass_context
-def run_all(ctx: click.Context) -> None:
+def run_all(ctx: click.Context, server_settings: str | None) -> None:
     """Every scenario in one run (limit first), then one combined table with each
     throughput as a fraction of `limit` and every target met or missed."""
     plan = [(name, options_for(name, ctx.obj["quick"], {})) for name in SCENARIOS]
-    _execute(ctx, plan, combined=True)
+    _execute(ctx, plan, combined=True, server_settings=server_settings)

@@ -262,3 +262,26 @@ async def test_wal_inspection_needs_a_superuser_and_leaves_no_slot(database_url)
         io.wal_inspection(conn) as inspectable,
     ):
         assert inspectable is False
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--server-settings", "tuned", "drain", "--jobs", "10"],
+        ["drain", "--jobs", "10", "--server-settings", "tuned"],
+        ["all", "--server-settings", "tuned"],
+    ],
+)
+def test_server_settings_before_or_after_the_scenario(database_url, tmp_path, args):
+    """Taken on either side of the scenario's name; refused for a database of
+    SLUICE_DATABASE_URL, whose settings the bench cannot choose."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--out", str(tmp_path), *args],
+        env={**os.environ, "SLUICE_DATABASE_URL": database_url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "embedded server only" in result.stderr
