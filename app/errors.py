@@ -24,6 +24,8 @@ from litestar.openapi.spec import Example
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
 
+from sluice.core.problems import named_field
+
 log = logging.getLogger("sluice.api")
 
 
@@ -113,17 +115,6 @@ def handle_api_error(_: Request, exc: ApiError) -> Response[ErrorBody]:
 # Litestar names a body field like `$.jobs[0].priority` or `priority`; show the path alone.
 _JSON_PATH = re.compile(r"^\$\.?")
 _AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
-# msgspec names the field of these problems in the message, not the path.
-_NAMED = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
-
-
-def named_field(message: str) -> tuple[str, str] | None:
-    """(field, problem) when a msgspec message names its field in the text (an
-    unknown or a missing field) rather than in its path; None otherwise."""
-    if named := _NAMED.match(message):
-        problem = "unknown field" if named.group(1) == "contains unknown" else "is required"
-        return named.group(2), problem
-    return None
 
 
 def _field_errors(exc: ValidationException) -> list[FieldError]:

@@ -18,13 +18,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from sluice import dags, dashboard, dlq, health, jobs, queues, runs, schedules, workers
 from sluice.auth import Principal, jwt_auth
+from sluice.core.tasks import TaskCatalog
 from sluice.database import pool_lifespan, provide_connection
 from sluice.errors import EXCEPTION_HANDLERS
 from sluice.health.request_metrics import RequestMetricsMiddleware
 from sluice.limits import BodyLimitMiddleware
 from sluice.openapi import openapi_config
 from sluice.settings import ApiSettings
-from sluice.tasks import TaskCatalog
 
 API_PREFIX = "/api/v1"
 AREAS = [jobs, dags, runs, dlq, queues, schedules, workers]
@@ -38,9 +38,7 @@ def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
 def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
     """The API for `settings`. With `pool`, use that pool instead of opening one."""
     auth = jwt_auth(settings)
-    catalog = TaskCatalog.from_settings(
-        settings.known_tasks, settings.allow_shell, settings.task_modules
-    )
+    catalog = TaskCatalog(allow_shell=settings.allow_shell)
 
     api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
     return Litestar(

@@ -8,7 +8,7 @@ import msgspec
 from litestar.params import PathParameter
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from sluice.tasks import EMAIL, URL
+from sluice.core.tasks import EMAIL, URL
 
 BIGINT_MAX = 2**63 - 1
 

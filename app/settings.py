@@ -63,21 +63,6 @@ class ApiSettings(CoreSettings):
         "command on the worker host.",
         parse_bool,
     )
-    known_tasks: tuple[str, ...] = setting(
-        "SLUICE_KNOWN_TASKS",
-        (),
-        "Task names the API accepts besides the built-ins and the handlers of "
-        "SLUICE_TASK_MODULES, comma-separated; `*` accepts any well-formed name "
-        "(for an API that cannot import the workers' code).",
-        parse_list,
-    )
-    task_modules: tuple[str, ...] = setting(
-        "SLUICE_TASK_MODULES",
-        (),
-        "Python modules whose @task handlers the workers run, comma separated; the API "
-        "imports them too, to accept exactly those task names.",
-        parse_list,
-    )
 
     def public_key_pem(self) -> str | None:
         """The public key's PEM text, read from its file when the setting is a path."""

@@ -29,8 +29,8 @@ from collections import deque
 from typing import Any
 
 from sluice.core.durations import parse_duration
+from sluice.core.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 from sluice.resources import nul_problems
-from sluice.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
+from sluice.core.tasks import TASK_NAME, payload_schemas
 from sluice.resources import IdempotencyKey, JobId, JobState, Notify, QueueName
-from sluice.tasks import TASK_NAME
 
 YEAR = 365 * 86400
 
@@ -20,7 +20,15 @@ class JobTemplate(Struct, forbid_unknown_fields=True, kw_only=True):
     """What to run and how: the fields a job shares with a schedule's job."""
 
     task: TaskName
-    payload: Annotated[Any, Meta(description="JSON the handler receives.")] = {}
+    payload: Annotated[
+        Any,
+        Meta(
+            description="JSON the handler receives: for a built-in task, its payload below.",
+            # Litestar adds `extra` to the OpenAPI schema: each built-in payload as declared
+            # once in sluice.core.tasks, and any JSON for the other tasks.
+            extra_json_schema={"extra": {"any_of": [*payload_schemas().values(), {}]}},
+        ),
+    ] = {}
     queue: QueueName = "default"
     priority: Annotated[int, Meta(ge=-1_000_000, le=1_000_000, description="Lower runs first.")] = 0
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5

@@ -18,10 +18,10 @@ from psycopg import AsyncConnection
 from sluice.auth import Principal, require_shell_permission
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.queries import Q
+from sluice.core.tasks import TaskCatalog
 from sluice.errors import ApiError, FieldError, invalid
 from sluice.jobs.schemas import JobSubmit, JobTemplate
 from sluice.resources import notify_json, nul_problems
-from sluice.tasks import TaskCatalog
 
 
 @dataclass(frozen=True)

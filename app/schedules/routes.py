@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from sluice.auth import OPERATOR, VIEWER, Principal, require_shell_permission
 from sluice.core.queries import Q
+from sluice.core.tasks import TaskCatalog
 from sluice.deps import Caller, Catalog, Conn
 from sluice.errors import ApiError, error_responses, invalid, not_found
 from sluice.jobs.submit import template_problems
@@ -24,7 +25,6 @@ from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
 from sluice.redact import redact
 from sluice.resources import IdPath
 from sluice.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
-from sluice.tasks import TaskCatalog
 
 NIGHTLY = {
     "name": "nightly-export",
