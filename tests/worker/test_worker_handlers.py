@@ -235,14 +235,17 @@ async def test_shell_results_that_cannot_be_had_fail_the_job(make_ctx, monkeypat
         await call("shell", {"argv": ["true"], "result": "stdout"}, ctx)
 
 
-async def test_shell_cancel_kills_the_process_group(make_ctx, tmp_path: Path):
-    ctx = make_ctx(allow_shell=True)
-    pidfile = tmp_path / "pid"
-    # The child ignores SIGTERM: only the SIGKILL after the grace stops it.
+async def start_stubborn_child(ctx: JobContext, pidfile: Path) -> tuple[asyncio.Task, int]:
+    """A shell task whose child ignores SIGTERM (only the SIGKILL after the grace
+    stops it), running: the task and the child's pid."""
     script = f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; sleep 60' & wait"
     task = asyncio.create_task(call("shell", {"argv": ["sh", "-c", script]}, ctx))
-    await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the child")
-    child = int(pidfile.read_text())
+    pid = await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the child")
+    return task, int(pid)
+
+
+async def test_shell_cancel_kills_the_process_group(make_ctx, tmp_path: Path):
+    task, child = await start_stubborn_child(make_ctx(allow_shell=True), tmp_path / "pid")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -255,12 +258,7 @@ async def test_shell_waits_for_a_killed_group_to_be_gone(make_ctx, tmp_path: Pat
     before it dies, and dies when the kernel next runs it, later on a loaded machine.
     The task waits (bounded) until no process of its group runs, so a cancelled or
     timed-out attempt leaves nothing behind."""
-    ctx = make_ctx(allow_shell=True)
-    pidfile = tmp_path / "pid"
-    script = f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; sleep 60' & wait"
-    task = asyncio.create_task(call("shell", {"argv": ["sh", "-c", script]}, ctx))
-    await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the child")
-    child = int(pidfile.read_text())
+    task, child = await start_stubborn_child(make_ctx(allow_shell=True), tmp_path / "pid")
     # Stand in for a slow death: the group looks alive for the first polls after the kill.
     seen: list[bool] = []
     real = shell_module._group_alive
