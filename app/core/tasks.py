@@ -13,17 +13,15 @@ fails there (`no handler for task ...`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from sluice.core.jobs import TASK_NAME
 from sluice.core.problems import Problems, validation_problem
 
-# The same rule as the jobs_task_valid constraint.
-TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 URL = r"^https?://[^\s]+$"
 EMAIL = r"^[^@\s]+@[^@\s]+$"
 

@@ -95,7 +95,7 @@ def test_the_api_imports_neither_the_worker_nor_the_users_handlers():
         "import sys\n"
         "from sluice.core.config import load\n"
         "from sluice.main import create_app\n"
-        "from sluice.settings import ApiSettings\n"
+        "from sluice.http.settings import ApiSettings\n"
         "create_app(load(ApiSettings, jwt_secret='x' * 32))\n"
         "print(sorted(m for m in sys.modules if m == 'sluice.worker' "
         "or m.startswith('sluice.worker.')))\n"
@@ -123,8 +123,8 @@ def test_the_openapi_document_shows_the_payloads(client_schema):
 @pytest.fixture
 def client_schema() -> dict[str, Any]:
     from sluice.core.config import load
+    from sluice.http.settings import ApiSettings
     from sluice.main import create_app
-    from sluice.settings import ApiSettings
 
     app = create_app(load(ApiSettings, environ={}, jwt_secret="x" * 32))
     return msgspec.json.decode(msgspec.json.encode(app.openapi_schema.to_schema()))

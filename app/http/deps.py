@@ -1,4 +1,4 @@
-"""What handlers can ask for by parameter name (provided in sluice.main)."""
+"""What route handlers can ask for by parameter name (provided in sluice.main)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from psycopg import AsyncConnection
 
 from sluice.auth.principal import Principal
 from sluice.core.tasks import TaskCatalog
-from sluice.settings import ApiSettings
+from sluice.http.settings import ApiSettings
 
 Conn = NamedDependency[AsyncConnection]  # `conn`: a pooled connection for this request
 Caller = NamedDependency[Principal]  # `principal`: who is calling

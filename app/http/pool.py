@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sluice.core.config import SettingsError
 from sluice.core.db import open_pool
-from sluice.settings import ApiSettings
+from sluice.http.settings import ApiSettings
 
 
 def pool_lifespan(

@@ -1,0 +1,41 @@
+"""Settings of the REST API process (`sluice api`), read from `SLUICE_*` variables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sluice.auth.settings import AuthSettings
+from sluice.core.config import parse_bool, setting
+
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings(AuthSettings):
+    """Everything `create_app` needs; the defaults suit local use."""
+
+    host: str = setting("SLUICE_API_HOST", "127.0.0.1", "Address `sluice api` listens on.")
+    port: int = setting("SLUICE_API_PORT", 8000, "Port `sluice api` listens on.", int)
+    pool_size: int = setting(
+        "SLUICE_API_POOL_SIZE", 10, "Most database connections the API process holds open.", int
+    )
+    max_body_bytes: int = setting(
+        "SLUICE_MAX_BODY_BYTES", MIB, "Largest request body accepted (413 past it).", int
+    )
+    max_batch_body_bytes: int = setting(
+        "SLUICE_MAX_BATCH_BODY_BYTES",
+        32 * MIB,
+        "Largest body of a batch submission or a DAG definition (POST /api/v1/jobs/batch, "
+        "PUT /api/v1/dags/{name}, POST /api/v1/runs; 413 past it).",
+        int,
+    )
+    max_batch_jobs: int = setting(
+        "SLUICE_MAX_BATCH_JOBS", 50_000, "Most jobs in one batch submission.", int
+    )
+    allow_shell: bool = setting(
+        "SLUICE_ALLOW_SHELL",
+        False,
+        "Accept `shell` tasks (from admins only). Off by default: a shell task runs any "
+        "command on the worker host.",
+        parse_bool,
+    )
