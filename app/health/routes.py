@@ -44,8 +44,9 @@ async def ready(state: State) -> Response[Readiness]:
 )
 async def scrape(state: State) -> Response[bytes]:
     """The `sluice_` metrics; queue depth, dead letters and live workers are read from
-    the database now, so every API process reports the same numbers."""
-    return Response(await service.exposition(state.pool), media_type=CONTENT_TYPE_LATEST)
+    the database now, so every API process reports the same numbers (from the read
+    pool: a replica's numbers lag by its replication delay)."""
+    return Response(await service.exposition(state.read_pool), media_type=CONTENT_TYPE_LATEST)
 
 
 router = Router(path="/", route_handlers=[health, ready, scrape])

@@ -9,6 +9,7 @@ from prometheus_client import generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import engine, metrics
+from sluice.core.db import NOTIFICATIONS
 from sluice.core.jobs import JOB_STATES
 from sluice.core.migrate import head_revision
 from sluice.health.schemas import Readiness
@@ -28,7 +29,13 @@ async def readiness(pool: AsyncConnectionPool) -> Readiness:
     if revision != expected:
         problem = f"schema at {revision}, expected {expected}: run `sluice migrate`"
         return Readiness("migrating", revision, expected, problem)
-    return Readiness("ready", revision, expected)
+    return Readiness(
+        "ready",
+        revision,
+        expected,
+        notifications=NOTIFICATIONS.state,
+        warning=NOTIFICATIONS.warning(),
+    )
 
 
 async def exposition(pool: AsyncConnectionPool) -> bytes:
