@@ -15,7 +15,7 @@ from typing import Any
 
 from sluice.core.logging import attempt_var, job_id_var, run_id_var
 from sluice.worker.completer import Completer
-from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.context import JobContext, NonRetryableError, TaskError
 from sluice.worker.meters import Meters
 from sluice.worker.registry import Registry
 from sluice.worker.resources import Resources
@@ -76,10 +76,15 @@ class UnknownTaskError(Exception):
 
 
 def describe_error(exc: BaseException) -> str:
-    """`Type: message (at file:line in function)`, short enough for the job row."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    # The innermost frame of the handler's own code, not the worker's.
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    """`Type: message (at file:line in function)`, short enough for the job row; a
+    TaskError's message alone."""
+    if isinstance(exc, TaskError):
+        text = str(exc)
+        frames = []
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # The innermost frame of the handler's own code, not the worker's.
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     if frames:
         last = frames[-1]
         text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
