@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+
 from sluice.core.logging import error_line
 from sluice.core.queries import Q
 from sluice.worker.claimer import Claimer
@@ -45,6 +47,8 @@ class Heartbeat:
                 await self.beat()
             except TRANSIENT as exc:
                 log.warning("heartbeat failed: %s", error_line(exc))
+            except psycopg.Error as exc:  # refused by the database: log, never stop
+                log.error("heartbeat failed: %s", error_line(exc))
 
     async def beat(self) -> None:
         """Mark the worker alive once; follow its pause flag."""

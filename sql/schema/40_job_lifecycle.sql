@@ -134,18 +134,27 @@ $$;
 -- the new one's lease alive. A pair missing from the answer is no longer this
 -- worker's (cancelled, or rescued after a stall): the worker stops it.
 --
--- The worker sends the pairs in id order, so the rows are locked in the same
--- order as its completion batches lock them (heartbeats and completions go
--- through different connections: see docs/worker.md).
+-- The worker renews from a connection of its own (its lease keeper thread),
+-- beside the one that writes its completion batches: the rows are locked in
+-- id order first, as completions and the rescuer lock them, so the two never
+-- wait for each other in a cycle.
 CREATE FUNCTION sluice.job_heartbeat(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_lease interval
 ) RETURNS TABLE (id bigint, attempt integer)
     LANGUAGE sql AS $$
+    WITH held AS (
+        SELECT j.id
+          FROM sluice.jobs j
+          JOIN unnest(p_ids, p_attempts) AS h(id, attempt)
+            ON j.id = h.id AND j.attempt = h.attempt
+         WHERE j.state::text = 'running' AND j.worker_id = p_worker_id
+         ORDER BY j.id
+           FOR NO KEY UPDATE OF j
+    )
     UPDATE sluice.jobs j
        SET lease_expires_at = now() + p_lease
-      FROM unnest(p_ids, p_attempts) AS h(id, attempt)
-     WHERE j.id = h.id AND j.attempt = h.attempt
-       AND j.state::text = 'running' AND j.worker_id = p_worker_id
+      FROM held
+     WHERE j.id = held.id
     RETURNING j.id, j.attempt;
 $$;
 

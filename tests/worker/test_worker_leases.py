@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import fetch_job, insert_job, rows, scalar
+from tests.factories import WORKER, claim, fetch_job, insert_job, make_job, rows, scalar
 from tests.worker.helpers import attempts, job_state, wait_for, wait_state
 
 Event = tuple[int, int, str, float]  # job, attempt, start|end, monotonic time
@@ -62,6 +62,30 @@ async def rescue_now(db, job_id: int) -> None:
         )
         rescued = await rows(db, "SELECT id FROM sluice.job_rescue_expired()")
     assert [r["id"] for r in rescued] == [job_id]
+
+
+async def test_a_heartbeat_renews_only_the_attempts_it_names(db):
+    job_id = await make_job(db, "running", backoff_base="0")
+    await rescue_now(db, job_id)
+    await claim(db, job_id)  # the same worker claims it again: attempt 2
+    await db.execute("UPDATE sluice.jobs SET lease_expires_at = now() WHERE id = %s", (job_id,))
+    renewed = await rows(
+        db,
+        "SELECT * FROM sluice.job_heartbeat(%s, %s, %s, '1 minute')",
+        WORKER,
+        [job_id, job_id],
+        [1, 2],
+    )
+    assert renewed == [{"id": job_id, "attempt": 2}]  # the stale attempt 1 renews nothing
+    assert await scalar(
+        db, "SELECT lease_expires_at > now() FROM sluice.jobs WHERE id = %s", job_id
+    )
+    assert (
+        await rows(
+            db, "SELECT * FROM sluice.job_heartbeat(%s, %s, %s, '1 minute')", WORKER, [job_id], [1]
+        )
+        == []
+    )
 
 
 async def test_a_worker_stopped_past_its_lease_runs_one_attempt_at_a_time(
