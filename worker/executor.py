@@ -257,16 +257,20 @@ class Executor:
         )
         began = time.perf_counter()
         outcome = "failed"
+        written = False
         try:
             outcome = await self._attempt(execution, previous)
+            written = outcome not in ("cancelled", "released")
         finally:
             meters.run_seconds.observe(time.perf_counter() - began)
             meters.completed[outcome].inc()
             del self.running[job.key]
             if execution.stop_reason == "shutdown":
                 self.handed_back.append(job.key)
-            elif execution.stop_reason is not None:
-                # Cancelled or lost: the database ended this attempt, nothing to write.
+            elif not written:
+                # Cancelled or lost (the database ended this attempt), or ended by
+                # something no outcome says (the worker itself torn down): nothing
+                # will be written, so the lease is left to expire or is already gone.
                 self._leases.settle([job.key])
             self._when_returned(execution)
             self._meters.running.dec()

@@ -127,8 +127,8 @@ BEGIN
             error := SQLERRM;
             quarantined := sluice.job_quarantine_quietly(
                 v_job.id,
-                format('lease expired (worker %s stopped heartbeating), and the job could not '
-                       'be retried: %s', v_job.worker_id, SQLERRM));
+                format('lease expired: worker %s stopped heartbeating; the job could not be '
+                       'retried: %s', v_job.worker_id, SQLERRM));
         END;
         RETURN NEXT;
     END LOOP;
