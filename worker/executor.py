@@ -47,6 +47,7 @@ class Job:
     __slots__ = (
         "attempt",
         "id",
+        "key",
         "max_attempts",
         "node",
         "payload",
@@ -73,18 +74,15 @@ class Job:
         self.node: str | None = row["node"]
         self.run_at = row["run_at"]
         self.started_at = row["started_at"]
+        self.key: Key = (self.id, self.attempt)
         #: The values that could not be decoded, or None: such a job cannot run.
         self.problem: str | None = problems(row)
-
-    @property
-    def key(self) -> Key:
-        return (self.id, self.attempt)
 
 
 class Execution:
     """An attempt being run here, and why it was stopped (None while it runs freely)."""
 
-    __slots__ = ("ctx", "ended", "job", "stop_reason", "task", "thread")
+    __slots__ = ("_waiter", "ctx", "ended", "job", "stop_reason", "task", "thread")
 
     def __init__(self, job: Job, ctx: JobContext) -> None:
         self.job = job
@@ -93,8 +91,21 @@ class Execution:
         #: A sync handler's call in the thread pool (it may outlive the task).
         self.thread: Future[Any] | None = None
         self.stop_reason: str | None = None
-        #: Set once the handler has returned, in its thread too.
-        self.ended = asyncio.Event()
+        #: True once the handler has returned, in its thread too.
+        self.ended = False
+        # Made only for a newer attempt that waits for this one (rare).
+        self._waiter: asyncio.Event | None = None
+
+    async def wait_ended(self) -> None:
+        if not self.ended:
+            if self._waiter is None:
+                self._waiter = asyncio.Event()
+            await self._waiter.wait()
+
+    def set_ended(self) -> None:
+        self.ended = True
+        if self._waiter is not None:
+            self._waiter.set()
 
 
 class UnknownTaskError(Exception):
@@ -147,16 +158,18 @@ class Executor:
         """Run each claimed row as a job; returns how many were started."""
         loop = asyncio.get_running_loop()
         resources = self._resources
+        jobs = [Job(row) for row in rows]
+        # Held until the outcome is written, and renewed meanwhile by the lease
+        # keeper; while the event loop is blocked, only up to the job's timeout.
+        now = time.monotonic()
+        self._leases.hold(
+            (j.key, now + (self._timeout(j) if j.problem is None else 0.0)) for j in jobs
+        )
         started = 0
-        for row in rows:
-            job = Job(row)
+        for job in jobs:
             if job.problem is not None:
-                self._leases.hold(job.key, time.monotonic())
                 self._refuse(job)
                 continue
-            # Held until the outcome is written, and renewed meanwhile by the lease
-            # keeper; while the event loop is blocked, only up to the job's timeout.
-            self._leases.hold(job.key, time.monotonic() + self._timeout(job))
             ctx = JobContext(
                 resources,
                 job.id,
@@ -169,8 +182,11 @@ class Executor:
                 job.node,
             )
             execution = Execution(job, ctx)
-            older = self._alive.setdefault(job.id, [])
-            if older:
+            older = self._alive.get(job.id)
+            if older is None:
+                self._alive[job.id] = [execution]
+                previous: list[Execution] = []
+            else:
                 log.warning(
                     "job %s attempt %s was claimed while attempt %s still runs here (this "
                     "worker stalled past its lease): the old attempt is stopped first",
@@ -180,8 +196,8 @@ class Executor:
                 )
                 for e in older:
                     self._stop(e, "lost")
-            previous = list(older)
-            older.append(execution)
+                previous = list(older)
+                older.append(execution)
             self.running[job.key] = execution
             execution.task = loop.create_task(
                 self._run(execution, previous),
@@ -230,7 +246,7 @@ class Executor:
             self._stop(execution, reason)
 
     def _stop(self, execution: Execution, reason: str) -> bool:
-        if execution.stop_reason is not None or execution.ended.is_set():
+        if execution.stop_reason is not None or execution.ended:
             return False
         execution.stop_reason = reason
         execution.ctx._stop()
@@ -291,7 +307,7 @@ class Executor:
         thread.add_done_callback(returned)
 
     def _ended(self, execution: Execution) -> None:
-        execution.ended.set()
+        execution.set_ended()
         alive = self._alive.get(execution.job.id)
         if alive is not None:
             alive.remove(execution)
@@ -310,7 +326,7 @@ class Executor:
                 raise UnknownTaskError(f"no handler for task {job.task!r} on this worker")
             async with deadline:
                 for older in previous:
-                    await older.ended.wait()
+                    await older.wait_ended()
                 waiting = False
                 if handler.is_async:
                     result = await handler.call(job.payload, ctx)

@@ -60,9 +60,10 @@ class Leases:
         self._lock = threading.Lock()
         self._held: dict[Key, float] = {}
 
-    def hold(self, key: Key, deadline: float) -> None:
+    def hold(self, leases: Iterable[tuple[Key, float]]) -> None:
+        """Hold these attempts, each until its deadline (when the loop is blocked)."""
         with self._lock:
-            self._held[key] = deadline
+            self._held.update(leases)
 
     def settle(self, keys: Iterable[Key]) -> None:
         """These attempts are no longer held (outcome written, or not ours any more)."""
@@ -224,13 +225,14 @@ class LeaseKeeper:
             self._to_loop(self._on_lost, lost)
 
     async def _watch(self) -> None:
-        """Ping the worker's loop; report once per stall where it is blocked."""
+        """Ping the worker's loop while it holds leases (only a handler can block
+        it for long); report once per stall where it is blocked."""
         while True:
             sent = self._ping_sent
-            if sent is None:
+            if sent is None and len(self._leases):
                 self._ping_sent = time.monotonic()
                 self._to_loop(self._pong, self._ping_sent)
-            elif not self._stall_reported and time.monotonic() - sent >= STALL:
+            elif sent is not None and not self._stall_reported and time.monotonic() - sent >= STALL:
                 self._stall_reported = True
                 log.warning(
                     "the event loop has been blocked for %.1fs%s; leases are kept by the "
@@ -238,7 +240,8 @@ class LeaseKeeper:
                     time.monotonic() - sent,
                     self._blocker(),
                 )
-            await asyncio.sleep(PING)
+            # Idle (no lease held, nothing running), a slower pace is enough.
+            await asyncio.sleep(PING if len(self._leases) else STALL)
 
     def _blocker(self) -> str:
         """` by job 42 attempt 1, at tasks.py:17 in build`: what the loop runs now."""
