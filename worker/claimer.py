@@ -167,7 +167,7 @@ class Claimer:
     async def _claim(self, limit: int) -> list[dict]:
         after, resets = self._after, self._resets
         async with self._pool.connection() as conn:
-            # Decoded value by value: a row holding a value Python cannot represent
+            # Tolerant decoding: a row holding a value Python cannot represent
             # fails its own job (Executor), not the claim of the whole batch.
             rows = await fetch_tolerant(
                 conn,

@@ -141,7 +141,7 @@ class CronScheduler:
         """Fire what is due at `now` (default: the database's clock); returns how
         long to sleep before the next pass."""
         async with self._pool.connection() as conn:
-            # Decoded value by value: one schedule holding a time Python cannot
+            # Tolerant decoding: one schedule holding a time Python cannot
             # represent is disabled, not the end of cron for every schedule.
             rows = await fetch_tolerant(conn, Q.schedule_due, limit=BATCH, now=now)
             for row in rows:
