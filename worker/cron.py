@@ -102,7 +102,7 @@ def plan(
     start = next_fire_at if next_fire_at is not None else base
     occurrences = _wall_clock(croniter(cron, start.astimezone(zone)), next_fire_at, zone)
     due: list[dt.datetime] = []
-    at: dt.datetime | None = None
+    at: dt.datetime | None = None  # the next occurrence, once known
     try:
         at = next(occurrences)
         while at <= now and len(due) < MAX_OCCURRENCES:

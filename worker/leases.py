@@ -13,9 +13,10 @@ blocking code (`time.sleep`, a synchronous HTTP client, a long computation)
 stops the loop, and a heartbeat on the loop would stop with it: the leases
 would expire, the jobs be rescued and run a second time while the first run
 goes on. The keeper runs its own event loop, with its own connection, in a
-thread, so a blocked loop does not stop it. It also watches the worker's loop:
-a ping every `PING` seconds, answered by a callback on that loop. While the
-loop does not answer (blocked for `STALL` seconds or more), the keeper reports
+thread, so a blocked loop does not stop it. It also watches the worker's loop
+while jobs run: a ping every `PING` seconds, answered by a callback on that
+loop. While the loop does not answer (blocked for `STALL` seconds or more), the
+keeper reports
 where it is stuck (job, task and line), and renews only the attempts still
 within their own timeout, so a handler that never returns loses its lease at
 its timeout and is rescued like one whose worker died. Once the loop runs again
