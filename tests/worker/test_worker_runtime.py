@@ -219,9 +219,13 @@ async def test_stop_hands_unfinished_jobs_back(db, start_worker):
     job = await fetch_job(db, job_id)
     assert job["max_attempts"] == 2  # the handed-back attempt does not count
     assert (await attempts(db, job_id))[0][1] == "released"
-    assert await scalar(
-        db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
-    )
+
+    async def stopped() -> bool:  # marked right after the hand-back, in the same shutdown
+        return await scalar(
+            db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
+        )
+
+    await wait_for(stopped, 10, "the worker to be marked stopped")
 
 
 async def test_a_second_stop_hands_jobs_back_without_waiting_for_the_grace(db, start_worker):
