@@ -19,6 +19,7 @@ up: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m tests.lint_imports
 	$(VENV)/bin/pytest $(ARGS)
 
 lint: $(VENV)/.installed

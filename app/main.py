@@ -1,9 +1,10 @@
-"""The REST API application: assembles each area's router, nothing else.
+"""The REST API application: assembles the areas' routers and the plumbing, nothing else.
 
     app = create_app(load(ApiSettings))
 
-Every area (app/jobs, app/dags, ...) exposes a `router`; adding an area means
-adding it to AREAS. `/` is left free for the dashboard.
+Each area (sluice.jobs, sluice.dags, ...) exposes a `router` in its routes.py;
+adding an area means adding it to AREAS. `/` is left free for the dashboard.
+See docs/architecture.md for the rooms and the layers.
 """
 
 from __future__ import annotations
@@ -16,15 +17,24 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from sluice import dags, dashboard, dlq, health, jobs, queues, runs, schedules, workers
+from sluice import dashboard
 from sluice.auth import Principal, jwt_auth
-from sluice.database import pool_lifespan, provide_connection
-from sluice.errors import EXCEPTION_HANDLERS
-from sluice.health.request_metrics import RequestMetricsMiddleware
-from sluice.limits import BodyLimitMiddleware
-from sluice.openapi import openapi_config
-from sluice.settings import ApiSettings
+from sluice.dags import routes as dags
+from sluice.dlq import routes as dlq
+from sluice.health import routes as health
+from sluice.http.bodies import JsonRequest
+from sluice.http.errors import EXCEPTION_HANDLERS
+from sluice.http.limits import BodyLimitMiddleware
+from sluice.http.openapi import openapi_config
+from sluice.http.pool import pool_lifespan, provide_connection
+from sluice.http.request_metrics import RequestMetricsMiddleware
+from sluice.http.settings import ApiSettings
+from sluice.jobs import routes as jobs
+from sluice.queues import routes as queues
+from sluice.runs import routes as runs
+from sluice.schedules import routes as schedules
 from sluice.tasks import TaskCatalog
+from sluice.workers import routes as workers
 
 API_PREFIX = "/api/v1"
 AREAS = [jobs, dags, runs, dlq, queues, schedules, workers]
@@ -61,6 +71,7 @@ def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None
                 large=settings.max_batch_body_bytes,
             ),
         ],
+        request_class=JsonRequest,
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
         openapi_config=openapi_config(version("sluice")),

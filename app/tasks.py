@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from sluice.errors import named_field
+from sluice.core.jobs import TASK_NAME
+from sluice.core.problems import named_field
 
-# The same rule as the jobs_task_valid constraint.
-TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 URL = r"^https?://[^\s]+$"
 EMAIL = r"^[^@\s]+@[^@\s]+$"
 

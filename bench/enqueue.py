@@ -12,13 +12,14 @@ Every job is a no-op in queue `default`; nothing consumes them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
 from bench.api import api_process
 from bench.harness import Bench, Record
+from sluice.core.jobs import JOB_DEFAULTS  # what the API fills in for a job's missing fields
 from sluice.core.queries import Q
-from sluice.dags.definition import DEFAULTS  # what the API fills in for a job's missing fields
 
 COPY_BATCH = 10_000
 REST_BATCH = 1_000
@@ -93,7 +94,9 @@ async def submit_many(bench: Bench, total: int, connections: int = 2) -> float:
         async def one(conn, n: int) -> None:
             while n > 0:
                 size = min(n, COPY_BATCH)
-                jobs = json.dumps([{"task": "noop", "payload": {}} | DEFAULTS] * size)
+                jobs = json.dumps(
+                    [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
+                )
                 await Q.job_submit_many(conn, jobs=jobs, tenant="default")
                 n -= size
 

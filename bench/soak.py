@@ -34,6 +34,7 @@ from bench.database import scalar
 from bench.harness import Bench, Record
 from bench.tasks import LOG_DIR_ENV
 from bench.workers import WorkerGroup
+from sluice.core.jobs import TERMINAL_STATES as TERMINAL
 
 FULL = {"duration": 300.0, "workers": 3}
 QUICK = {"duration": 45.0, "workers": 3}
@@ -59,7 +60,6 @@ MUST_BE_ZERO = (
     "cron_duplicates",
     "succeeded_never_ran",
 )
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def chaos_payload(rng: random.Random) -> dict:

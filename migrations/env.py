@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from sluice.core.db import sqlalchemy_url
+from sluice.core.db import connect_sync
 
 VERSION_SCHEMA = "sluice"
 
@@ -20,11 +21,19 @@ def database_url() -> str:
     )
     if not url:
         raise SystemExit("Set SLUICE_DATABASE_URL (or pass -x url=postgresql://...) to migrate.")
-    return sqlalchemy_url(url)
+    return url
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(database_url(), poolclass=pool.NullPool)
+    # SQLAlchemy's URL parser knows one host and port; libpq knows more (several
+    # hosts with target_session_attrs, Unix sockets, key=value strings, services).
+    # So the engine gets its connection from psycopg with the URL as written, and
+    # the URL given to SQLAlchemy only names the dialect.
+    engine = create_engine(
+        "postgresql+psycopg://",
+        creator=functools.partial(connect_sync, database_url()),
+        poolclass=pool.NullPool,
+    )
     with engine.connect() as connection:
         # Sluice keeps its version table in its own schema, apart from any
         # alembic_version the host application has; the schema must exist first.

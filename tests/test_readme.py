@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sluice.cli import COMMANDS
 from sluice.core.config import CoreSettings, describe
-from sluice.settings import ApiSettings
+from sluice.http.settings import ApiSettings
 from sluice.stack import UpSettings
 from sluice.worker.settings import WorkerSettings
 

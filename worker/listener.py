@@ -6,6 +6,13 @@ to other work and miss notifications. When it drops, the listener reconnects
 with backoff, listens again and tells the worker to catch up, since
 notifications sent while it was away are lost. The connection is checked every
 `check_interval` so a silently dead one (network cut) is noticed too.
+
+The LISTEN URL may differ from the main one (SLUICE_LISTEN_URL): behind PgBouncer
+in transaction mode, LISTEN must go straight to PostgreSQL, since the pooler hands
+the server connection that listened to other clients and the notifications are
+lost. After each (re)connection a self-test sends a unique token through the
+main URL and expects it here within a few seconds; if it does not come, the log
+and /ready say so (wake-ups then fall back to the poll).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from sluice.core.db import connect
+from sluice.core.db import NotificationCheck, connect, notification_self_test, self_test_token
 from sluice.core.logging import error_line
 from sluice.core.queries import Q
 
@@ -37,15 +44,17 @@ class Listener:
         self,
         url: str,
         *,
+        notify_url: str | None = None,
         on_jobs: Callable[[str], None],
         on_control: Callable[[dict[str, Any]], None],
         on_connected: Callable[[], None],
         check_interval: float = 10.0,
         max_backoff: float = 5.0,
-        prepare: bool = True,
+        self_test_within: float = 5.0,
     ) -> None:
         self._url = url
-        self._prepare = prepare
+        self._notify_url = notify_url or url
+        self._self_test_within = self_test_within
         self._on_jobs = on_jobs
         self._on_control = on_control
         self._on_connected = on_connected
@@ -53,15 +62,15 @@ class Listener:
         self._max_backoff = max_backoff
         self.connected = asyncio.Event()
         self.connections = 0
+        self.notifications: NotificationCheck | None = None
 
     async def run(self) -> None:
         delay = 0.05
         while True:
             conn: psycopg.AsyncConnection | None = None
             try:
-                conn = await connect(
-                    self._url, prepare=self._prepare, application_name="sluice-listener"
-                )
+                # One statement per connection: nothing to gain from preparing it.
+                conn = await connect(self._url, prepare=False, application_name="sluice-listener")
                 await Q.worker_listen(conn)
                 self.connections += 1
                 if self.connections > 1:
@@ -70,8 +79,13 @@ class Listener:
                 delay = 0.05
                 # Anything sent while we were not listening is lost: claim as if notified.
                 self._on_connected()
+                self.notifications = await notification_self_test(
+                    conn, self._notify_url, within=self._self_test_within, on_other=self._dispatch
+                )
                 await self._receive(conn)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # Not only connection errors: after a failover a fixed-host URL may land on
+            # a standby, where LISTEN is refused; keep trying until the primary is back.
+            except psycopg.Error as exc:
                 self.connected.clear()
                 log.warning(
                     "listener connection lost, reconnecting in %.2fs: %s",
@@ -87,15 +101,17 @@ class Listener:
                         await conn.close()
 
     async def _receive(self, conn: psycopg.AsyncConnection) -> None:
-        on_jobs = self._on_jobs
         while True:
             async for note in conn.notifies(timeout=self._check_interval):
-                if note.channel == JOBS_CHANNEL:
-                    on_jobs(note.payload)
-                else:
-                    self._control(note.payload)
+                self._dispatch(note)
             # Quiet for a while: make sure the connection is still there.
             await AsyncConnectionPool.check_connection(conn)
+
+    def _dispatch(self, note: psycopg.Notify) -> None:
+        if note.channel == JOBS_CHANNEL:
+            self._on_jobs(note.payload)
+        elif self_test_token(note.payload) is None:  # another process's self-test: not ours
+            self._control(note.payload)
 
     def _control(self, payload: str) -> None:
         try:

@@ -64,10 +64,12 @@ class Worker:
         *,
         registry: Registry | None = None,
         prepare: bool = True,
+        listen_url: str | None = None,
     ) -> None:
         self.settings = settings
         self.id = settings.id
         self._url = database_url
+        self._listen_url = listen_url or database_url
         self._prepare = prepare
         self.registry = registry or REGISTRY
         self._stop_requested = asyncio.Event()
@@ -179,11 +181,11 @@ class Worker:
             )
             self.keeper.start()
             self.listener = listener = Listener(
-                self._url,
+                self._listen_url,
+                notify_url=self._url,
                 on_jobs=claimer.notify,
                 on_control=self._control,
                 on_connected=claimer.catch_up,
-                prepare=self._prepare,
             )
             tasks["listener"] = asyncio.create_task(listener.run(), name="sluice-listener")
             tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")

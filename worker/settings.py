@@ -9,6 +9,7 @@ import socket
 
 from sluice.core.config import SettingsError, parse_bool, parse_list, setting
 from sluice.core.durations import duration_setting
+from sluice.core.jobs import DEFAULT_QUEUE
 
 
 def parse_port(value: str) -> int | None:
@@ -30,7 +31,7 @@ class WorkerSettings:
     """How one worker process claims, runs and completes jobs."""
 
     queues: tuple[str, ...] = setting(
-        "SLUICE_QUEUES", ("default",), "Queues to take jobs from, comma separated.", parse_list
+        "SLUICE_QUEUES", (DEFAULT_QUEUE,), "Queues to take jobs from, comma separated.", parse_list
     )
     concurrency: int = setting("SLUICE_CONCURRENCY", 10, "Jobs this worker runs at once.", int)
     worker_id: str | None = setting(

@@ -11,7 +11,6 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
 from sluice.auth.principal import Principal, Role
-from sluice.errors import ApiError
 
 
 def requires(role: Role) -> Guard:
@@ -39,4 +38,4 @@ def require_shell_permission(tasks: Iterable[str], principal: Principal) -> None
     """403 unless the caller is an admin or none of `tasks` is a shell task: a
     shell task runs whatever command its submitter names."""
     if not principal.is_admin and "shell" in tasks:
-        raise ApiError(403, "shell tasks need the admin role")
+        raise PermissionDeniedException("shell tasks need the admin role")

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
-
-DEFAULT_TENANT = "default"
-# The same rule as the jobs_tenant_valid constraint.
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 class Role(enum.IntEnum):

@@ -54,6 +54,11 @@ class SessionAuthenticationMiddleware(JWTCookieAuthenticationMiddleware):
     ) -> AuthenticationResult:
         if self.auth_header in connection.headers:
             # An API client: the header alone decides, whatever cookies it sends.
+            scheme, _, _ = connection.headers[self.auth_header].partition(" ")
+            if scheme.lower() != "bearer":
+                raise NotAuthorizedException(
+                    f"The {self.auth_header} header must be `Bearer <JWT>`."
+                )
             return await JWTAuthenticationMiddleware.authenticate_request(self, connection)
         session = connection.cookies.get(self.auth_cookie_key)
         if not session:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
-from sluice.auth.principal import DEFAULT_TENANT, Role
+from sluice.auth.principal import Role
+from sluice.core.jobs import DEFAULT_TENANT
 
 
 def mint(

@@ -30,8 +30,8 @@ def api(database_url: str | None, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from sluice.core.config import SettingsError, load
+    from sluice.http.settings import ApiSettings
     from sluice.main import create_app
-    from sluice.settings import ApiSettings
 
     try:
         settings = load(

@@ -6,7 +6,7 @@ import click
 
 from sluice.cli.options import api_call
 from sluice.client import Client
-from sluice.counts import STATES
+from sluice.core.jobs import JOB_STATES as STATES
 
 
 @click.group()

@@ -7,6 +7,7 @@ import click
 from sluice.cli.options import api_call
 from sluice.cli.submit import follow_run, render_run
 from sluice.client import Client
+from sluice.core.jobs import RUN_STATES
 
 
 @click.group()
@@ -15,7 +16,7 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--state", type=click.Choice(["running", "succeeded", "failed", "cancelled"]))
+@click.option("--state", type=click.Choice(RUN_STATES))
 @click.option("--limit", type=int, default=20, show_default=True)
 @api_call
 async def list_(client: Client, state: str | None, limit: int) -> None:

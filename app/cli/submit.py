@@ -10,6 +10,7 @@ import yaml
 
 from sluice.cli.options import api_call
 from sluice.client import Client
+from sluice.core.jobs import TERMINAL_STATES
 
 POLL_SECONDS = 0.5
 
@@ -140,7 +141,7 @@ async def follow_run(client: Client, run_id: int) -> None:
 
 async def follow_job(client: Client, job_id: int) -> None:
     job = await client.get(f"/jobs/{job_id}")
-    while job["state"] not in ("succeeded", "failed", "cancelled"):
+    while job["state"] not in TERMINAL_STATES:
         await asyncio.sleep(POLL_SECONDS)
         job = await client.get(f"/jobs/{job_id}")
     click.echo(

@@ -56,9 +56,10 @@ def parse_ttl(value: str) -> timedelta:
 )
 def token(role: str, tenant: str, ttl: str, subject: str, secret: str) -> None:
     """Print an HS256 bearer token for ROLE in TENANT, valid for TTL."""
-    from sluice.auth.principal import TENANT_PATTERN, Role
+    from sluice.auth.principal import Role
     from sluice.auth.tokens import mint
+    from sluice.core.jobs import TENANT_NAME
 
-    if not TENANT_PATTERN.match(tenant):
-        raise click.BadParameter("letters, digits, _ . : - (at most 64)", param_hint="--tenant")
+    if not TENANT_NAME.match(tenant):
+        raise click.BadParameter(TENANT_NAME.rule, param_hint="--tenant")
     click.echo(mint(secret, Role[role], tenant=tenant, ttl=parse_ttl(ttl), subject=subject))

@@ -90,7 +90,7 @@ def worker(
         raise click.UsageError(str(exc)) from None
 
     async def main() -> None:
-        runner = Worker(settings, url, prepare=core.db_prepare)
+        runner = Worker(settings, url, prepare=core.db_prepare, listen_url=core.listen_url)
         loop = asyncio.get_running_loop()
         signals = {"count": 0}
 

@@ -29,6 +29,11 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"expected a boolean (1/0, true/false), got {value!r}")
 
 
+def parse_prepare(value: str) -> bool:
+    """SLUICE_DB_PREPARE: a boolean, or `auto` (the same as on: see CoreSettings)."""
+    return True if value.strip().lower() == "auto" else parse_bool(value)
+
+
 def parse_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
@@ -77,7 +82,21 @@ class CoreSettings:
     db_prepare: bool = setting(
         "SLUICE_DB_PREPARE",
         True,
-        "Use server-side prepared statements. Set 0 behind PgBouncer in transaction mode "
-        "older than 1.21 (or without max_prepared_statements).",
-        parse_bool,
+        "Use server-side prepared statements where they survive: on (1 or auto, the "
+        "default), they turn themselves off when a pooler is seen losing them (PgBouncer "
+        "before 1.21 in transaction mode, or without max_prepared_statements); 0: never.",
+        parse_prepare,
+    )
+    listen_url: str | None = setting(
+        "SLUICE_LISTEN_URL",
+        None,
+        "PostgreSQL URL for LISTEN (worker wake-ups; the API's notification self-test). "
+        "Default: SLUICE_DATABASE_URL. Behind PgBouncer in transaction mode, point it "
+        "straight at the primary: the pooler loses notifications.",
+    )
+    read_database_url: str | None = setting(
+        "SLUICE_READ_DATABASE_URL",
+        None,
+        "PostgreSQL URL for reads that tolerate replication lag (dashboard, /metrics queue "
+        "depths), e.g. a hot standby. Default: SLUICE_DATABASE_URL. See docs/scaling.md.",
     )

@@ -1,11 +1,41 @@
-"""Connections to PostgreSQL: URL normalisation and the async connection pool."""
+"""Connections to PostgreSQL: URLs, the async pools, and what a pooler in between
+changes (prepared statements, notifications).
+
+URLs reach libpq as the user wrote them, so every form libpq accepts works in
+every process: `postgresql://` and `postgres://` URLs, several hosts
+(`postgres://h1:5432,h2:5433/db?target_session_attrs=read-write`, as
+`pg_autoctl show uri` prints, or `?host=h1,h2&port=5432,5433`), Unix sockets,
+`key=value` strings and `service=`. Only SQLAlchemy's dialect prefix
+(`postgresql+psycopg://`) is taken off. Alembic gets its connections from the
+same function (`connect_sync`), never from a URL parsed by SQLAlchemy, which
+knows one host only.
+
+Prepared statements are on unless a pooler cannot keep them: the first
+connection to a URL runs a probe (`prepared_statements_problem`), and any
+connection that still meets a pooler's lost-statement error turns them off for
+the whole process and repeats the statement unprepared (`PoolerSafeCursor`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import errors
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
+
+from sluice.core.queries import Q
+
+log = logging.getLogger("sluice.db")
 
 # Prepare a statement on the server after it has run this many times on a
 # connection: the hot queries (claim, complete) skip parse and plan thereafter.
@@ -20,18 +50,135 @@ KEEPALIVES = {
     "keepalives_count": 4,
 }
 
+_DIALECT_PREFIXES = ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres+psycopg://")
+
 
 def normalize_url(url: str) -> str:
-    """A libpq URL from the forms users write (`postgres://`, SQLAlchemy's `+psycopg`)."""
-    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
+    """The URL (or `key=value` string) for libpq: SQLAlchemy's dialect prefix removed,
+    `postgres://` spelled `postgresql://`; anything else exactly as written."""
+    for prefix in (*_DIALECT_PREFIXES, "postgres://"):
         if url.startswith(prefix):
             return "postgresql://" + url[len(prefix) :]
     return url
 
 
-def sqlalchemy_url(url: str) -> str:
-    """The same database as a SQLAlchemy URL using psycopg 3 (for Alembic)."""
-    return "postgresql+psycopg://" + normalize_url(url)[len("postgresql://") :]
+# --- prepared statements behind a pooler -------------------------------------------
+
+
+class PreparedStatements:
+    """Whether this process prepares statements on the server: on until a pooler is
+    seen losing them (PgBouncer before 1.21 in transaction mode, or without
+    `max_prepared_statements`), then off for every connection, for good."""
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.reason: str | None = None
+        self._probed: dict[str, str | None] = {}
+
+    def disable(self, reason: str) -> None:
+        if self.enabled:
+            self.enabled = False
+            self.reason = reason
+            log.warning(
+                "prepared statements are off for this process: %s. Set SLUICE_DB_PREPARE=0 "
+                "to skip the check, or use PgBouncer >= 1.21 with max_prepared_statements",
+                reason,
+            )
+
+    async def check(self, url: str) -> bool:
+        """Probe `url` once per process (two callers at once may both probe: harmless);
+        False when statements must not be prepared."""
+        if self.enabled and url not in self._probed:
+            problem = self._probed[url] = await prepared_statements_problem(url)
+            if problem:
+                self.disable(problem)
+        return self.enabled
+
+
+PREPARED = PreparedStatements()
+
+_LOST_STATEMENT = (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement)
+
+
+def _pooler_lost_statement(exc: psycopg.Error) -> bool:
+    # psycopg names its prepared statements _pg3_N; an error about one of those
+    # means the server connection under us changed since it was prepared.
+    return isinstance(exc, _LOST_STATEMENT) and "_pg3_" in str(exc)
+
+
+class PoolerSafeCursor(psycopg.AsyncCursor):
+    """A cursor that survives a pooler dropping prepared statements: the first such
+    error turns them off process-wide; a statement outside a transaction block
+    (nothing ran: the server refused it at parse or bind) is sent again, unprepared.
+    Inside a transaction the error propagates: the transaction is aborted and the
+    caller's own retry runs unprepared."""
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        conn = self.connection
+        if not PREPARED.enabled and conn.prepare_threshold is not None:
+            conn.prepare_threshold = None
+        try:
+            return await super().execute(query, params, **kwargs)
+        except _LOST_STATEMENT as exc:
+            if not _pooler_lost_statement(exc):
+                raise
+            PREPARED.disable(f"the server lost a prepared statement ({exc.sqlstate})")
+            conn.prepare_threshold = None
+            if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
+                raise
+            return await super().execute(query, params, **{**kwargs, "prepare": False})
+
+
+async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str | None:
+    """Why statements prepared on `url` would not survive (a pooler in transaction
+    mode that does not track them), or None when they do.
+
+    Connection A prepares a probe; connection B then holds a transaction, which in
+    a transaction-mode pooler pins the server connection A just released (PgBouncer
+    reuses the most recent one). A's prepared probe then either runs on the same
+    backend (a direct or session-pooled connection), or on another one where the
+    pooler re-prepared it (PgBouncer >= 1.21 with max_prepared_statements), or
+    fails, or waits for a free server connection: the last two mean "do not prepare".
+    """
+    token = secrets.token_hex(8)
+    # A plain cursor on A (not PoolerSafeCursor): its errors are what the probe wants.
+    a = await psycopg.AsyncConnection.connect(
+        normalize_url(url),
+        **{**connection_kwargs(application_name="sluice-probe"), "prepare_threshold": 0},
+    )
+    try:
+        b = await connect(url, prepare=False, application_name="sluice-probe")
+        try:
+            first = await Q.connection_probe(a, token=token)
+            async with b.transaction():
+                await Q.connection_probe(b, token=token)
+                try:
+                    async with asyncio.timeout(within):
+                        again = await Q.connection_probe(a, token=token)
+                except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
+                    # Another client's statement under our name, with other parameters.
+                    return "a pooler ran another client's prepared statement"
+        finally:
+            with contextlib.suppress(Exception):
+                await b.close()
+    except TimeoutError:
+        return "a pooler had no server connection for a second client connection"
+    except _LOST_STATEMENT as exc:
+        # Even the first statement can fail: another client left the same name on
+        # the server connection the pooler gave us.
+        return f"a pooler lost a prepared statement ({exc.sqlstate})"
+    finally:
+        with contextlib.suppress(Exception):
+            await a.close()
+    if again is None or again.get("token") != token:
+        # Another client's statement ran under our name.
+        return "a pooler ran another client's prepared statement"
+    if again["pid"] != first["pid"]:
+        log.info("a pooler in transaction mode keeps prepared statements: they stay on")
+    return None
+
+
+# --- connections and pools ---------------------------------------------------------
 
 
 def connection_kwargs(*, prepare: bool = True, application_name: str = "sluice") -> dict[str, Any]:
@@ -43,18 +190,33 @@ def connection_kwargs(*, prepare: bool = True, application_name: str = "sluice")
     """
     return {
         "autocommit": True,
-        "prepare_threshold": PREPARE_THRESHOLD if prepare else None,
+        "prepare_threshold": PREPARE_THRESHOLD if prepare and PREPARED.enabled else None,
         "application_name": application_name,
         **KEEPALIVES,
     }
+
+
+async def _prepare(url: str, prepare: bool) -> bool:
+    return prepare and await PREPARED.check(url)
 
 
 async def connect(
     url: str, *, prepare: bool = True, application_name: str = "sluice"
 ) -> psycopg.AsyncConnection:
     """One connection outside any pool (a LISTEN connection, the worker's writer)."""
+    prepare = await _prepare(url, prepare)
     return await psycopg.AsyncConnection.connect(
-        normalize_url(url), **connection_kwargs(prepare=prepare, application_name=application_name)
+        normalize_url(url),
+        cursor_factory=PoolerSafeCursor,
+        **connection_kwargs(prepare=prepare, application_name=application_name),
+    )
+
+
+def connect_sync(url: str, *, application_name: str = "sluice-migrate") -> psycopg.Connection:
+    """A blocking connection in a transaction (for Alembic), never prepared: a
+    one-shot admin step gains nothing from it and may run through a pooler."""
+    return psycopg.connect(
+        normalize_url(url), prepare_threshold=None, application_name=application_name, **KEEPALIVES
     )
 
 
@@ -67,13 +229,135 @@ async def open_pool(
     application_name: str = "sluice",
 ) -> AsyncConnectionPool:
     """Open (and wait for) an async pool of autocommit connections to `url`."""
+    prepare = await _prepare(url, prepare)
     pool = AsyncConnectionPool(
         normalize_url(url),
         min_size=min_size,
         max_size=max_size,
-        kwargs=connection_kwargs(prepare=prepare, application_name=application_name),
+        kwargs={
+            **connection_kwargs(prepare=prepare, application_name=application_name),
+            "cursor_factory": PoolerSafeCursor,
+        },
         open=False,
         name=application_name,
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+async def open_read_pool(
+    read_url: str | None,
+    primary: AsyncConnectionPool,
+    *,
+    max_size: int = 10,
+    prepare: bool = True,
+    application_name: str = "sluice-read",
+) -> AsyncConnectionPool:
+    """The pool for reads that tolerate replication lag (SLUICE_READ_DATABASE_URL),
+    or `primary` itself when no read URL is set. See docs/scaling.md for what may
+    read from it: never a write, never a read that must see this process's own
+    writes."""
+    if not read_url:
+        return primary
+    return await open_pool(
+        read_url, min_size=1, max_size=max_size, prepare=prepare, application_name=application_name
+    )
+
+
+# --- notifications through a pooler ------------------------------------------------
+
+# Self-test tokens travel on the control channel (Q.notify_control) under this key.
+SELF_TEST_KEY = "self_test"
+
+
+@dataclass
+class NotificationCheck:
+    """The last self-test of LISTEN/NOTIFY in this process: does a NOTIFY sent
+    through the main URL reach the LISTEN connection? A pooler in transaction
+    mode swallows notifications; then wake-ups fall back to polling."""
+
+    state: str = "unchecked"  # unchecked | checking | ok | not delivered | failed
+    detail: str | None = None
+    latency: float | None = None
+
+    def warning(self) -> str | None:
+        """A sentence for /ready and the log when notifications do not arrive."""
+        if self.state in ("ok", "unchecked", "checking"):
+            return None
+        return self.detail
+
+
+NOTIFICATIONS = NotificationCheck()
+
+
+def self_test_token(payload: str) -> str | None:
+    """The token of a self-test control message, or None for any other payload."""
+    if SELF_TEST_KEY not in payload:
+        return None
+    try:
+        message = json.loads(payload)
+    except ValueError:
+        return None
+    token = message.get(SELF_TEST_KEY) if isinstance(message, dict) else None
+    return token if isinstance(token, str) else None
+
+
+async def notification_self_test(
+    listening: psycopg.AsyncConnection,
+    notify_url: str,
+    *,
+    within: float = 5.0,
+    on_other: Callable[[psycopg.Notify], None] | None = None,
+) -> NotificationCheck:
+    """Send a unique token through `notify_url` on the control channel and wait at
+    most `within` seconds for it on `listening` (already LISTENing). Other
+    notifications that arrive meanwhile go to `on_other(note)`. The result is
+    also stored in NOTIFICATIONS for /ready."""
+    token = secrets.token_hex(8)
+    NOTIFICATIONS.state, NOTIFICATIONS.detail = "checking", None
+    started = time.monotonic()
+    try:
+        async with await connect(
+            notify_url, prepare=False, application_name="sluice-self-test"
+        ) as sender:
+            await Q.notify_control(sender, payload=json.dumps({SELF_TEST_KEY: token}))
+        deadline = started + within
+        while (left := deadline - time.monotonic()) > 0:
+            # Closed on leaving: an open notifies() generator holds the connection's lock.
+            async with contextlib.aclosing(listening.notifies(timeout=left)) as notes:
+                async for note in notes:
+                    if self_test_token(note.payload) == token:
+                        NOTIFICATIONS.state = "ok"
+                        NOTIFICATIONS.latency = time.monotonic() - started
+                        NOTIFICATIONS.detail = None
+                        return NOTIFICATIONS
+                    if on_other is not None:
+                        on_other(note)
+        NOTIFICATIONS.state = "not delivered"
+        NOTIFICATIONS.detail = (
+            f"a NOTIFY sent through SLUICE_DATABASE_URL did not reach the LISTEN connection "
+            f"(SLUICE_LISTEN_URL) within {within:g}s: a pooler in transaction mode between "
+            "them? Idle workers then wake only on their poll (SLUICE_POLL_INTERVAL). Point "
+            "SLUICE_LISTEN_URL straight at PostgreSQL's primary"
+        )
+        log.warning("notification self-test: %s", NOTIFICATIONS.detail)
+    except psycopg.Error as exc:
+        NOTIFICATIONS.state = "failed"
+        NOTIFICATIONS.detail = f"notification self-test failed: {type(exc).__name__}"
+        log.warning("%s", NOTIFICATIONS.detail)
+    return NOTIFICATIONS
+
+
+async def check_notifications(listen_url: str, notify_url: str, *, within: float = 5.0) -> None:
+    """The self-test on a connection of its own (for a process without a listener,
+    such as the API, whose /ready reports the result)."""
+    try:
+        async with await connect(
+            listen_url, prepare=False, application_name="sluice-self-test"
+        ) as conn:
+            await Q.worker_listen(conn)
+            await notification_self_test(conn, notify_url, within=within)
+    except psycopg.Error as exc:
+        NOTIFICATIONS.state = "failed"
+        NOTIFICATIONS.detail = f"notification self-test could not listen: {type(exc).__name__}"
+        log.warning("%s", NOTIFICATIONS.detail)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -25,10 +26,16 @@ _CONTEXT = (("job_id", job_id_var), ("run_id", run_id_var), ("attempt", attempt_
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+# A password in a libpq key=value string: quoted (with backslash escapes) or bare.
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
+
+
 def redact_url(url: str | None) -> str | None:
     """`url` with any password replaced by `***` (also in a libpq `password=` query)."""
     if not url:
         return url
+    if "://" not in url:  # a libpq key=value string: password='...' or password=...
+        return _CONNINFO_PASSWORD.sub(r"\1***", url)
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:

@@ -1,8 +1,3 @@
-"""The DAG definitions API."""
-
-from litestar import Router
-
-from sluice.dags.routes import DagsController
-from sluice.yaml_body import YamlRequest
-
-router = Router(path="/", route_handlers=[DagsController], request_class=YamlRequest)
+"""The DAG definitions area (/api/v1/dags): routes.py is HTTP only, service.py the
+rules and database calls, schemas.py the request and response bodies. Starting a
+run of a DAG is the runs area's (sluice.runs)."""

@@ -1,27 +1,24 @@
-"""/api/v1/dags: save (a new version per change), list, get, delete, start a run."""
+"""/api/v1/dags: save (a new version per change), list, get, delete. (Starting a run
+of a DAG, POST /api/v1/dags/{name}/runs, is in sluice.runs.routes.)"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-import msgspec
-from litestar import Controller, Response, delete, get, post, put
+from litestar import Controller, Response, Router, delete, get, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
-from psycopg.types.json import Jsonb
 
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
-from sluice.core.queries import Q
-from sluice.dags.definition import DefinitionError, check
-from sluice.dags.schemas import Dag, DagDefinitionIn
-from sluice.deps import Caller, Catalog, Conn
-from sluice.errors import error_responses, invalid, not_found
-from sluice.openapi import example_body
-from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
-from sluice.redact import redact
-from sluice.resources import NamePath
-from sluice.runs.schemas import Run, RunStart
-from sluice.runs.start import start_run
+from sluice.core.engine import Dag
+from sluice.dags import service
+from sluice.dags.schemas import DagDefinitionIn
+from sluice.http.bodies import YamlRequest
+from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.errors import error_responses
+from sluice.http.openapi import example_body
+from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.http.shapes import DagNamePath
 
 ETL = {
     "description": "Nightly export",
@@ -47,20 +44,6 @@ ETL = {
 }
 
 
-def _to_dag(row: dict) -> Dag:
-    definition = {**row["definition"], "nodes": redact(row["definition"].get("nodes", []))}
-    return msgspec.convert(
-        {**row, "definition": definition, "versions": row.get("versions") or []}, Dag
-    )
-
-
-async def _latest(conn: Conn, principal: Caller, name: str, version: int | None = None) -> dict:
-    row = await Q.dag_get(conn, tenant=principal.tenant, name=name, version=version)
-    if row is None:
-        raise not_found(f"DAG {name!r}" + (f" version {version}" if version else ""))
-    return row
-
-
 class DagsController(Controller):
     path = "/dags"
     tags = ["dags"]
@@ -81,7 +64,7 @@ class DagsController(Controller):
     )
     async def save(
         self,
-        name: NamePath,
+        name: DagNamePath,
         data: Annotated[
             DagDefinitionIn,
             example_body(
@@ -95,26 +78,8 @@ class DagsController(Controller):
         """Validate the definition (every problem at once, each with its place), then store
         it as the DAG's next version; runs record the version they ran. 200 when it equals
         the newest version."""
-        raw = msgspec.to_builtins(data)
-        if raw.get("description") is None:
-            raw.pop("description", None)
-        try:
-            nodes = check(raw, catalog)
-        except DefinitionError as exc:
-            raise invalid(exc.problems) from None
-        definition = {"nodes": nodes}
-        if data.description:
-            definition["description"] = data.description
-        async with conn.transaction():
-            saved = await Q.dag_save(
-                conn,
-                tenant=principal.tenant,
-                name=name,
-                definition=Jsonb(definition),
-                created_by=principal.subject,
-            )
-        dag = _to_dag(await _latest(conn, principal, name, saved["version"]))
-        return Response(dag, status_code=201 if saved["created"] else 200)
+        dag, created = await service.save(conn, principal, name, data, catalog)
+        return Response(dag, status_code=201 if created else 200)
 
     @get(
         "/",
@@ -127,15 +92,9 @@ class DagsController(Controller):
         self, conn: Conn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
     ) -> Page[Dag]:
         """The newest version of each of the tenant's DAGs, by name."""
-        after_name, after_tenant = decode_cursor(cursor, tuple[str, str]) or (None, None)
-        rows = await Q.dag_list(
-            conn,
-            tenant=principal.scope,
-            after_name=after_name,
-            after_tenant=after_tenant,
-            limit=limit + 1,
-        )
-        return page([_to_dag(r) for r in rows], limit, key=("name", "tenant"))
+        after = decode_cursor(cursor, tuple[str, str])
+        dags = await service.list_dags(conn, principal, after, limit + 1)
+        return page(dags, limit, key=("name", "tenant"))
 
     @get(
         "/{name:str}",
@@ -146,7 +105,7 @@ class DagsController(Controller):
     )
     async def show(
         self,
-        name: NamePath,
+        name: DagNamePath,
         conn: Conn,
         principal: Caller,
         version: Annotated[
@@ -154,7 +113,7 @@ class DagsController(Controller):
         ] = None,
     ) -> Dag:
         """One version of the DAG (the newest by default) and the list of its versions."""
-        return _to_dag(await _latest(conn, principal, name, version))
+        return await service.get_dag(conn, principal, name, version)
 
     @delete(
         "/{name:str}",
@@ -163,39 +122,9 @@ class DagsController(Controller):
         guards=OPERATOR,
         responses=error_responses(403, 404),
     )
-    async def remove(self, name: NamePath, conn: Conn, principal: Caller) -> None:
+    async def remove(self, name: DagNamePath, conn: Conn, principal: Caller) -> None:
         """Delete every version. Runs keep the name and version they ran."""
-        if not await Q.dag_delete(conn, tenant=principal.tenant, name=name):
-            raise not_found(f"DAG {name!r}")
+        await service.delete(conn, principal, name)
 
-    @post(
-        "/{name:str}/runs",
-        operation_id="dag_run_start",
-        summary="Start a run of a DAG",
-        status_code=201,
-        guards=SUBMITTER,
-        responses={
-            200: ResponseSpec(Run, description="An idempotent replay."),
-            **error_responses(403, 404, 409),
-        },
-    )
-    async def start(
-        self,
-        name: NamePath,
-        conn: Conn,
-        principal: Caller,
-        data: Annotated[
-            RunStart | None, example_body("with parameters", {"params": {"day": "2024-01-31"}})
-        ] = None,
-    ) -> Response[Run]:
-        """Run the newest version of the DAG with `params` filled into its payloads."""
-        dag = await _latest(conn, principal, name)
-        run, created = await start_run(
-            conn,
-            principal,
-            data or RunStart(),
-            dag["definition"]["nodes"],
-            dag_name=name,
-            dag_version=dag["version"],
-        )
-        return Response(run, status_code=201 if created else 200)
+
+router = Router(path="/", route_handlers=[DagsController], request_class=YamlRequest)

@@ -1,8 +1,7 @@
-"""Request and response bodies of the DAGs API."""
+"""Request bodies of the DAGs API (a stored DAG is sluice.core.engine.Dag)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from msgspec import Meta, Struct
@@ -19,15 +18,3 @@ class DagDefinitionIn(Struct):
 
     nodes: Annotated[Any, Meta(description="A list of nodes, or a mapping of id to node.")]
     description: str | None = None
-
-
-class Dag(Struct, kw_only=True):
-    """One version of a DAG, normalised (durations in seconds, nodes parents-first)."""
-
-    name: str
-    tenant: str
-    version: int
-    definition: dict[str, Any]
-    created_at: datetime
-    created_by: str | None
-    versions: list[int] = []

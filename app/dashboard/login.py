@@ -20,8 +20,8 @@ from litestar.response import Redirect
 from sluice.auth.jwt import sign_in
 from sluice.auth.session import cleared_session_cookie, session_cookie
 from sluice.dashboard.render import render
-from sluice.deps import Settings
-from sluice.settings import ApiSettings
+from sluice.http.deps import Settings
+from sluice.http.settings import ApiSettings
 
 # The sign-in answers carry the token (in the URL or the cookie): never cached,
 # never sent on as a Referer.

@@ -8,7 +8,7 @@ from litestar import Request, Response, get
 
 from sluice.auth import VIEWER, Principal
 from sluice.dashboard.render import page
-from sluice.resources import IdPath
+from sluice.http.shapes import IdPath
 
 PageRequest = Request[Principal, Any, Any]
 

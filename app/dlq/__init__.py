@@ -1,7 +1,2 @@
-"""The dead-letter queue API."""
-
-from litestar import Router
-
-from sluice.dlq.routes import DeadLettersController
-
-router = Router(path="/", route_handlers=[DeadLettersController])
+"""The dead-letter queue area (/api/v1/dlq): routes.py is HTTP only, service.py the
+rules and database calls, schemas.py the response bodies."""

@@ -1,7 +1,2 @@
-"""Health, readiness and metrics endpoints."""
-
-from litestar import Router
-
-from sluice.health.routes import health, ready, scrape
-
-router = Router(path="/", route_handlers=[health, ready, scrape])
+"""Health, readiness and metrics (/health, /ready, /metrics; no token): routes.py is
+HTTP only, service.py the checks and database reads, schemas.py the bodies."""

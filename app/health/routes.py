@@ -3,32 +3,13 @@ the one this code expects), /metrics (Prometheus). No token needed."""
 
 from __future__ import annotations
 
-import functools
-
-from litestar import Response, get
+from litestar import Response, Router, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from msgspec import Struct
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from sluice.core import metrics
-from sluice.core.migrate import head_revision
-from sluice.core.queries import Q
-from sluice.counts import STATES
-
-# Reading the migration scripts takes milliseconds; they do not change while we run.
-_head_revision = functools.cache(head_revision)
-
-
-class Health(Struct):
-    status: str
-
-
-class Readiness(Struct):
-    status: str
-    schema_revision: str | None
-    expected_revision: str
-    problem: str | None = None
+from sluice.health import service
+from sluice.health.schemas import Health, Readiness
 
 
 @get("/health", operation_id="health", summary="Liveness", exclude_from_auth=True, security=[{}])
@@ -48,19 +29,8 @@ async def health() -> Health:
 async def ready(state: State) -> Response[Readiness]:
     """200 when the database answers and `sluice.alembic_version` is this code's head
     revision; 503 otherwise (run `sluice migrate`)."""
-    expected = _head_revision()
-    try:
-        async with state.pool.connection(timeout=5) as conn:
-            revision = await Q.schema_revision(conn)
-    except Exception as exc:  # any failure to reach the database means "not ready"
-        return Response(
-            Readiness("unavailable", None, expected, f"database: {type(exc).__name__}"),
-            status_code=503,
-        )
-    if revision != expected:
-        problem = f"schema at {revision}, expected {expected}: run `sluice migrate`"
-        return Response(Readiness("migrating", revision, expected, problem), status_code=503)
-    return Response(Readiness("ready", revision, expected), status_code=200)
+    readiness = await service.readiness(state.pool)
+    return Response(readiness, status_code=200 if readiness.status == "ready" else 503)
 
 
 @get(
@@ -74,15 +44,9 @@ async def ready(state: State) -> Response[Readiness]:
 )
 async def scrape(state: State) -> Response[bytes]:
     """The `sluice_` metrics; queue depth, dead letters and live workers are read from
-    the database now, so every API process reports the same numbers."""
-    async with state.pool.connection() as conn:
-        depths = await Q.queue_depths(conn)
-        dead = await Q.dead_letter_size(conn, tenant=None)
-        alive = await Q.workers_alive(conn)
-    metrics.QUEUE_DEPTH.clear()
-    for row in depths:
-        for state_name in STATES:
-            metrics.QUEUE_DEPTH.labels(queue=row["queue"], state=state_name).set(row[state_name])
-    metrics.DEAD_LETTERS.set(dead)
-    metrics.WORKERS_ALIVE.set(alive)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    the database now, so every API process reports the same numbers (from the read
+    pool: a replica's numbers lag by its replication delay)."""
+    return Response(await service.exposition(state.read_pool), media_type=CONTENT_TYPE_LATEST)
+
+
+router = Router(path="/", route_handlers=[health, ready, scrape])

@@ -1,8 +1,2 @@
-"""The jobs API."""
-
-from litestar import Router
-
-from sluice.jobs.routes import JobsController
-from sluice.jobs.stats import JobStatsController
-
-router = Router(path="/", route_handlers=[JobsController, JobStatsController])
+"""The jobs area (/api/v1/jobs): routes.py is HTTP only, service.py the rules and
+database calls, schemas.py the request and response bodies."""

@@ -1,24 +1,32 @@
-"""/api/v1/jobs: submit one or a batch, list, get, cancel, retry."""
+"""/api/v1/jobs: submit one or a batch, list, get, cancel, retry; throughput and
+wait times (the dashboard's overview charts them; anything else may read them too)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, Router, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
-from sluice.core.queries import Q
-from sluice.deps import Caller, Catalog, Conn, Settings
-from sluice.errors import ApiError, error_responses, invalid
-from sluice.jobs.convert import get_job, job_row, to_job, to_job_detail
-from sluice.jobs.schemas import BatchResult, Job, JobBatch, JobDetail, JobSubmit
-from sluice.jobs.submit import submit
-from sluice.openapi import example_body
-from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
-from sluice.resources import BIGINT_MAX, IdPath, JobState
+from sluice.core.engine import Job, JobFilter
+from sluice.core.jobs import QUEUE_NAME, TASK_NAME, TENANT_NAME, JobState
+from sluice.http.deps import Caller, Catalog, Conn, Settings
+from sluice.http.errors import error_responses, invalid
+from sluice.http.openapi import example_body
+from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.http.shapes import BIGINT_MAX, IdPath
+from sluice.jobs import service
+from sluice.jobs.schemas import (
+    BatchResult,
+    JobBatch,
+    JobDetail,
+    JobSubmit,
+    Throughput,
+    WaitTimes,
+)
 
 SLEEP_JOB = {"task": "sleep", "payload": {"seconds": 1.5}, "queue": "default", "priority": 0}
 HTTP_JOB = {
@@ -82,10 +90,8 @@ class JobsController(Controller):
             if data.idempotency_key not in (None, idempotency_key):
                 raise invalid([("idempotency_key", "differs from the Idempotency-Key header")])
             data.idempotency_key = idempotency_key
-        [job] = await submit(conn, principal, [data], catalog)
-        return Response(
-            await get_job(conn, principal, job.id), status_code=201 if job.created else 200
-        )
+        job, created = await service.submit_one(conn, principal, data, catalog)
+        return Response(job, status_code=201 if created else 200)
 
     @post(
         "/batch",
@@ -93,7 +99,7 @@ class JobsController(Controller):
         summary="Submit many jobs in one transaction",
         status_code=201,
         guards=SUBMITTER,
-        opt={"large_body": True},  # SLUICE_MAX_BATCH_BODY_BYTES, see app.limits
+        opt={"large_body": True},  # SLUICE_MAX_BATCH_BODY_BYTES, see sluice.http.limits
         responses={
             200: ResponseSpec(BatchResult, description="Every job was a replay."),
             **error_responses(403, 409),
@@ -113,7 +119,7 @@ class JobsController(Controller):
         answer lists their ids in the order given."""
         if len(data.jobs) > settings.max_batch_jobs:
             raise invalid([("jobs", f"at most {settings.max_batch_jobs} jobs per batch")])
-        done = await submit(conn, principal, data.jobs, catalog, where="jobs")
+        done = await service.submit_batch(conn, principal, data.jobs, catalog)
         created = sum(s.created for s in done)
         body = BatchResult(ids=[s.id for s in done], created=created, existing=len(done) - created)
         return Response(body, status_code=201 if created else 200)
@@ -132,8 +138,8 @@ class JobsController(Controller):
         states: Annotated[
             list[JobState] | None, QueryParameter(name="state", description="Any of these states.")
         ] = None,
-        queue: Annotated[str | None, QueryParameter(max_length=64)] = None,
-        task: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        queue: Annotated[str | None, QueryParameter(max_length=QUEUE_NAME.max_length)] = None,
+        task: Annotated[str | None, QueryParameter(max_length=TASK_NAME.max_length)] = None,
         run_id: Annotated[int | None, QueryParameter(ge=1, le=BIGINT_MAX)] = None,
         created_after: Annotated[
             datetime | None, QueryParameter(description="Created at or after.")
@@ -142,15 +148,17 @@ class JobsController(Controller):
             datetime | None, QueryParameter(description="Created before.")
         ] = None,
         tenant: Annotated[
-            str | None, QueryParameter(max_length=64, description="Admins only: one tenant.")
+            str | None,
+            QueryParameter(
+                max_length=TENANT_NAME.max_length, description="Admins only: one tenant."
+            ),
         ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> Page[Job]:
         """Jobs of the caller's tenant, newest first, keyset-paginated."""
-        rows = await Q.job_list(
-            conn,
-            tenant=tenant if principal.is_admin and tenant else principal.scope,
+        where = JobFilter(
+            tenant=tenant,
             states=states,
             queue=queue,
             task=task,
@@ -160,7 +168,8 @@ class JobsController(Controller):
             before_id=decode_cursor(cursor),
             limit=limit + 1,
         )
-        return page([to_job(r) for r in rows], limit)
+        jobs = await service.list_jobs(conn, principal, where)
+        return page(jobs, limit)
 
     @get(
         "/{job_id:int}",
@@ -171,10 +180,7 @@ class JobsController(Controller):
     )
     async def get_job(self, job_id: IdPath, conn: Conn, principal: Caller) -> JobDetail:
         """The job, its parents, every attempt (worker, times, outcome, error, output tail)."""
-        row = await job_row(conn, principal, job_id)
-        attempts = await Q.job_attempts(conn, id=job_id)
-        parents = await Q.job_parent_ids(conn, id=job_id)
-        return to_job_detail(row, parents, attempts)
+        return await service.job_detail(conn, principal, job_id)
 
     @post(
         "/{job_id:int}/cancel",
@@ -187,12 +193,7 @@ class JobsController(Controller):
     async def cancel(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Cancel a job that has not finished; a running one is stopped by its worker.
         Its pending descendants are cancelled too (reason `upstream_failed`)."""
-        job = await get_job(conn, principal, job_id)
-        if not await Q.job_cancel(conn, ids=[job_id], reason="cancelled"):
-            raise ApiError(
-                409, f"job {job_id} is already {job.state}; only unfinished jobs can be cancelled"
-            )
-        return await get_job(conn, principal, job_id)
+        return await service.cancel(conn, principal, job_id)
 
     @post(
         "/{job_id:int}/retry",
@@ -205,11 +206,54 @@ class JobsController(Controller):
     async def retry(self, job_id: IdPath, conn: Conn, principal: Caller) -> Job:
         """Give a failed or cancelled job fresh attempts (resolving its dead letter); the
         descendants it had cancelled come back."""
-        job = await get_job(conn, principal, job_id)
-        if not await Q.job_retry(conn, ids=[job_id]):
-            raise ApiError(
-                409,
-                f"job {job_id} is {job.state}; only failed or cancelled jobs "
-                "whose parents can still succeed can be retried",
-            )
-        return await get_job(conn, principal, job_id)
+        return await service.retry(conn, principal, job_id)
+
+
+Minutes = Annotated[
+    int, QueryParameter(ge=1, le=1440, description="How far back to look, in minutes.")
+]
+QueueFilter = Annotated[
+    str | None,
+    QueryParameter(max_length=QUEUE_NAME.max_length, description="One queue (default: all)."),
+]
+
+
+class JobStatsController(Controller):
+    """Read from the jobs table at request time, so every API process answers the same."""
+
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @get(
+        "/throughput",
+        operation_id="job_throughput",
+        summary="Jobs finished per minute",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
+    async def throughput(
+        self, conn: Conn, principal: Caller, minutes: Minutes = 60, queue: QueueFilter = None
+    ) -> Throughput:
+        """Jobs of the caller's tenant that finished in each of the last `minutes` minutes
+        (the current one included), by outcome: succeeded, failed (dead-lettered; attempts
+        that were retried are not counted), cancelled."""
+        return Throughput(items=await service.throughput(conn, principal, minutes, queue))
+
+    @get(
+        "/wait-times",
+        operation_id="job_wait_times",
+        summary="How long jobs wait for a worker",
+        guards=VIEWER,
+        responses=error_responses(),
+    )
+    async def wait_times(
+        self, conn: Conn, principal: Caller, minutes: Minutes = 60, queue: QueueFilter = None
+    ) -> WaitTimes:
+        """Percentiles (50, 90, 99, max) of the seconds between a job becoming runnable
+        (its run_at, or its last parent finishing) and a worker claiming it, for the
+        caller's jobs that started in the last `minutes` minutes: still running, or among
+        the newest 10,000 finished."""
+        return await service.wait_times(conn, principal, minutes, queue)
+
+
+router = Router(path="/", route_handlers=[JobsController, JobStatsController])

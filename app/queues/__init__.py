@@ -1,7 +1,2 @@
-"""The queues API."""
-
-from litestar import Router
-
-from sluice.queues.routes import QueuesController
-
-router = Router(path="/", route_handlers=[QueuesController])
+"""The queues area (/api/v1/queues): routes.py is HTTP only, service.py the rules
+and database calls, schemas.py the bodies."""

@@ -8,58 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post, put
-from litestar.params import PathParameter
-from msgspec import Meta, Struct
+from litestar import Controller, Router, get, post, put
 
 from sluice.auth import OPERATOR, VIEWER
-from sluice.core.queries import Q
-from sluice.counts import StateCounts, spread
-from sluice.deps import Caller, Conn
-from sluice.errors import error_responses
-from sluice.openapi import example_body
-
-QueuePath = Annotated[str, PathParameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
-
-
-class Queue(StateCounts, kw_only=True):
-    """A queue: jobs per state, the oldest ready job's wait, and its settings."""
-
-    name: str
-    oldest_ready_seconds: float
-    paused: bool
-    concurrency_limit: int | None
-
-
-class QueueList(Struct):
-    items: list[Queue]
-    next_cursor: None = None
-
-
-class Concurrency(Struct, forbid_unknown_fields=True):
-    """At most `limit` jobs of the queue run at once across all workers (null: no limit)."""
-
-    limit: Annotated[int, Meta(ge=1, le=1_000_000)] | None
-
-
-def _to_queue(row: dict) -> Queue:
-    return Queue(
-        name=row["name"],
-        oldest_ready_seconds=row["oldest_ready_seconds"],
-        paused=row["paused"],
-        concurrency_limit=row["concurrency_limit"],
-        **spread(row["counts"]),
-    )
-
-
-async def _queue(conn: Conn, principal: Caller, name: str) -> Queue:
-    rows = await Q.queue_list(conn, tenant=principal.scope, name=name)
-    if rows:
-        return _to_queue(rows[0])
-    # A queue needs no row to exist: one nobody has used is simply empty.
-    return Queue(
-        name=name, oldest_ready_seconds=0.0, paused=False, concurrency_limit=None, **spread({})
-    )
+from sluice.http.deps import Caller, Conn
+from sluice.http.errors import error_responses
+from sluice.http.openapi import example_body
+from sluice.http.shapes import QueueNamePath
+from sluice.queues import service
+from sluice.queues.schemas import Concurrency, Queue, QueueList
 
 
 class QueuesController(Controller):
@@ -75,8 +32,7 @@ class QueuesController(Controller):
     )
     async def list_queues(self, conn: Conn, principal: Caller) -> QueueList:
         """Every queue with jobs or settings, by name (all of them: there are few)."""
-        rows = await Q.queue_list(conn, tenant=principal.scope, name=None)
-        return QueueList(items=[_to_queue(row) for row in rows])
+        return QueueList(items=await service.list_queues(conn, principal))
 
     @get(
         "/{name:str}",
@@ -85,9 +41,9 @@ class QueuesController(Controller):
         guards=VIEWER,
         responses=error_responses(),
     )
-    async def show(self, name: QueuePath, conn: Conn, principal: Caller) -> Queue:
+    async def show(self, name: QueueNamePath, conn: Conn, principal: Caller) -> Queue:
         """One queue's depth per state and settings."""
-        return await _queue(conn, principal, name)
+        return await service.get_queue(conn, principal, name)
 
     @post(
         "/{name:str}/pause",
@@ -97,10 +53,9 @@ class QueuesController(Controller):
         guards=OPERATOR,
         responses=error_responses(403),
     )
-    async def pause(self, name: QueuePath, conn: Conn, principal: Caller) -> Queue:
+    async def pause(self, name: QueueNamePath, conn: Conn, principal: Caller) -> Queue:
         """Workers stop claiming the queue's jobs (running ones finish). For every tenant."""
-        await Q.queue_pause(conn, name=name)
-        return await _queue(conn, principal, name)
+        return await service.pause(conn, principal, name)
 
     @post(
         "/{name:str}/resume",
@@ -110,10 +65,9 @@ class QueuesController(Controller):
         guards=OPERATOR,
         responses=error_responses(403),
     )
-    async def resume(self, name: QueuePath, conn: Conn, principal: Caller) -> Queue:
+    async def resume(self, name: QueueNamePath, conn: Conn, principal: Caller) -> Queue:
         """Workers claim the queue's jobs again."""
-        await Q.queue_resume(conn, name=name)
-        return await _queue(conn, principal, name)
+        return await service.resume(conn, principal, name)
 
     @put(
         "/{name:str}/concurrency",
@@ -124,7 +78,7 @@ class QueuesController(Controller):
     )
     async def set_concurrency(
         self,
-        name: QueuePath,
+        name: QueueNamePath,
         data: Annotated[
             Concurrency, example_body("at most 4 at once", {"limit": 4}, no_limit={"limit": None})
         ],
@@ -132,5 +86,7 @@ class QueuesController(Controller):
         principal: Caller,
     ) -> Queue:
         """Limit how many of the queue's jobs run at once across all workers."""
-        await Q.queue_set_concurrency(conn, name=name, limit=data.limit)
-        return await _queue(conn, principal, name)
+        return await service.set_concurrency(conn, principal, name, data.limit)
+
+
+router = Router(path="/", route_handlers=[QueuesController])

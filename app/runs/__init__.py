@@ -1,8 +1,3 @@
-"""The runs API."""
-
-from litestar import Router
-
-from sluice.runs.routes import RunsController
-from sluice.yaml_body import YamlRequest
-
-router = Router(path="/", route_handlers=[RunsController], request_class=YamlRequest)
+"""The runs area (/api/v1/runs, and POST /api/v1/dags/{name}/runs): routes.py is HTTP
+only, service.py the rules and database calls, schemas.py the bodies, layout.py the
+drawing of a run."""

@@ -1,27 +1,28 @@
 """/api/v1/runs: start a run of an inline definition, list, get (nodes and graph),
-its layout for drawing, cancel, retry failed nodes."""
+its layout for drawing, cancel, retry failed nodes; and POST /api/v1/dags/{name}/runs,
+a run of a stored DAG."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated
 
-import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, Router, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
-from sluice.core.queries import Q
-from sluice.dags.definition import DefinitionError, check
-from sluice.deps import Caller, Catalog, Conn
-from sluice.errors import ApiError, error_responses, invalid
-from sluice.openapi import example_body
-from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
-from sluice.resources import IdPath, RunState
+from sluice.core.engine import Run
+from sluice.core.jobs import DAG_NAME, RunState
+from sluice.http.bodies import YamlRequest
+from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.errors import error_responses
+from sluice.http.openapi import example_body
+from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.http.shapes import DagNamePath, IdPath
+from sluice.runs import service
 from sluice.runs.layout import layout
-from sluice.runs.schemas import Run, RunEdge, RunGraph, RunLayout, RunNode, RunSubmit
-from sluice.runs.start import get_run, start_run, to_run
+from sluice.runs.schemas import RunGraph, RunLayout, RunStart, RunSubmit
 
 INLINE_RUN = {
     "definition": {
@@ -45,12 +46,6 @@ INLINE_RUN = {
     "params": {"day": "2024-01-31"},
     "notify": {"email": {"to": ["ops@example.com"], "on": ["failed"]}},
 }
-
-
-async def _graph(conn: Conn, run_id: int) -> tuple[list[RunNode], list[RunEdge]]:
-    nodes = await Q.dag_run_nodes(conn, id=run_id)
-    edges = await Q.dag_run_edges(conn, id=run_id)
-    return msgspec.convert(nodes, list[RunNode]), msgspec.convert(edges, list[RunEdge])
 
 
 class RunsController(Controller):
@@ -86,11 +81,7 @@ class RunsController(Controller):
         """Validate the definition (every problem at once, each with its place: unknown
         dependency, duplicate id, the cycle's path, unknown task, bad duration, payload that
         does not fit its task), then create the run's jobs and edges in one transaction."""
-        try:
-            nodes = check(data.definition, catalog, "definition")
-        except DefinitionError as exc:
-            raise invalid(exc.problems) from None
-        run, created = await start_run(conn, principal, data, nodes)
+        run, created = await service.submit(conn, principal, data, catalog)
         return Response(run, status_code=201 if created else 200)
 
     @get(
@@ -105,20 +96,22 @@ class RunsController(Controller):
         conn: Conn,
         principal: Caller,
         run_state: Annotated[RunState | None, QueryParameter(name="state")] = None,
-        dag: Annotated[str | None, QueryParameter(max_length=128, description="DAG name.")] = None,
+        dag: Annotated[
+            str | None, QueryParameter(max_length=DAG_NAME.max_length, description="DAG name.")
+        ] = None,
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> Page[Run]:
         """Runs of the caller's tenant, newest first."""
-        rows = await Q.dag_run_list(
+        runs = await service.list_runs(
             conn,
-            tenant=principal.scope,
+            principal,
             state=run_state,
             dag_name=dag,
             before_id=decode_cursor(cursor),
             limit=limit + 1,
         )
-        return page([to_run(r) for r in rows], limit)
+        return page(runs, limit)
 
     @get(
         "/{run_id:int}",
@@ -129,8 +122,8 @@ class RunsController(Controller):
     )
     async def show(self, run_id: IdPath, conn: Conn, principal: Caller) -> RunGraph:
         """The run, every node's state, and the edges between nodes (parent -> child)."""
-        run = await get_run(conn, principal, run_id)
-        nodes, edges = await _graph(conn, run_id)
+        run = await service.get_run(conn, principal, run_id)
+        nodes, edges = await service.graph(conn, run_id)
         return RunGraph(run=run, nodes=nodes, edges=edges)
 
     @get(
@@ -145,8 +138,8 @@ class RunsController(Controller):
         crossings reduced (a Sugiyama layout). A run's shape never changes, so clients
         fetch this once and follow the states with GET /runs/{run_id}. Runs over 500
         nodes come back with each node's depth only (`drawn: false`)."""
-        await get_run(conn, principal, run_id)
-        nodes, edges = await _graph(conn, run_id)
+        await service.get_run(conn, principal, run_id)
+        nodes, edges = await service.graph(conn, run_id)
         # Up to a few hundred milliseconds of Python for the largest drawn runs.
         return await asyncio.to_thread(layout, run_id, nodes, edges)
 
@@ -160,11 +153,7 @@ class RunsController(Controller):
     )
     async def cancel(self, run_id: IdPath, conn: Conn, principal: Caller) -> Run:
         """Cancel every unfinished node; the run ends `cancelled`."""
-        run = await get_run(conn, principal, run_id)
-        if run.state != "running":
-            raise ApiError(409, f"run {run_id} is already {run.state}")
-        await Q.dag_run_cancel(conn, id=run_id)
-        return await get_run(conn, principal, run_id)
+        return await service.cancel(conn, principal, run_id)
 
     @post(
         "/{run_id:int}/retry",
@@ -177,7 +166,38 @@ class RunsController(Controller):
     async def retry(self, run_id: IdPath, conn: Conn, principal: Caller) -> Run:
         """Retry the failed (and hand-cancelled) nodes; the nodes cancelled because of them
         come back, and the run is running again."""
-        await get_run(conn, principal, run_id)
-        if not await Q.dag_run_retry(conn, id=run_id):
-            raise ApiError(409, f"run {run_id} has no failed or cancelled nodes to retry")
-        return await get_run(conn, principal, run_id)
+        return await service.retry(conn, principal, run_id)
+
+
+class DagRunsController(Controller):
+    path = "/dags"
+    tags = ["dags"]
+
+    @post(
+        "/{name:str}/runs",
+        operation_id="dag_run_start",
+        summary="Start a run of a DAG",
+        status_code=201,
+        guards=SUBMITTER,
+        responses={
+            200: ResponseSpec(Run, description="An idempotent replay."),
+            **error_responses(403, 404, 409),
+        },
+    )
+    async def start(
+        self,
+        name: DagNamePath,
+        conn: Conn,
+        principal: Caller,
+        data: Annotated[
+            RunStart | None, example_body("with parameters", {"params": {"day": "2024-01-31"}})
+        ] = None,
+    ) -> Response[Run]:
+        """Run the newest version of the DAG with `params` filled into its payloads."""
+        run, created = await service.start_dag(conn, principal, name, data or RunStart())
+        return Response(run, status_code=201 if created else 200)
+
+
+router = Router(
+    path="/", route_handlers=[RunsController, DagRunsController], request_class=YamlRequest
+)

@@ -1,20 +1,14 @@
-"""Request and response bodies of the runs API."""
+"""Request and response bodies of the runs API (a run, its nodes and edges are
+sluice.core.engine's Run, RunNode and RunEdge)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from msgspec import Meta, Struct
 
-from sluice.counts import StateCounts
-from sluice.resources import IdempotencyKey, JobState, Notify, RunState
-
-ParamValue = str | int | float | bool | None
-Params = Annotated[
-    dict[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,100}$")], ParamValue],
-    Meta(description="Values for `{{ params.name }}` placeholders in the nodes' payloads."),
-]
+from sluice.core.engine import Run, RunEdge, RunNode
+from sluice.http.shapes import IdempotencyKey, Notify, Params
 
 
 class RunStart(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -32,47 +26,6 @@ class RunSubmit(RunStart, forbid_unknown_fields=True, kw_only=True):
         dict[str, Any],
         Meta(description="`{nodes: [...]}`; every problem is reported at once, with its place."),
     ]
-
-
-class Run(StateCounts, kw_only=True):
-    """A DAG run and how far along its nodes are (nodes per state)."""
-
-    id: int
-    tenant: str
-    dag_name: str | None
-    dag_version: int | None
-    state: RunState
-    params: dict[str, Any]
-    notify: dict[str, Any] | None
-    idempotency_key: str | None
-    schedule_id: int | None
-    created_at: datetime
-    finished_at: datetime | None
-    nodes: int
-    percent_done: float
-
-
-class RunNode(Struct, kw_only=True):
-    """One node of a run and the job that runs it."""
-
-    id: str
-    job_id: int
-    task: str
-    queue: str
-    state: JobState
-    attempt: int
-    max_attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    last_error: str | None
-    reason: str | None
-
-
-class RunEdge(Struct):
-    """`child` waits for `parent` (node ids)."""
-
-    parent: str
-    child: str
 
 
 class RunGraph(Struct, kw_only=True):

@@ -1,7 +1,2 @@
-"""The schedules API (CRUD; the worker's scheduler fires them)."""
-
-from litestar import Router
-
-from sluice.schedules.routes import SchedulesController
-
-router = Router(path="/", route_handlers=[SchedulesController])
+"""The schedules area (/api/v1/schedules; the worker's scheduler fires them):
+routes.py is HTTP only, service.py the rules and database calls, schemas.py the bodies."""

@@ -3,28 +3,20 @@ scheduler fires them; this only manages them)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated
 
-import msgspec
-from croniter import croniter
-from croniter.croniter import CroniterError
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Router, delete, get, patch, post
 from litestar.params import QueryParameter
-from psycopg.types.json import Jsonb
 
-from sluice.auth import OPERATOR, VIEWER, Principal, require_shell_permission
-from sluice.core.queries import Q
-from sluice.deps import Caller, Catalog, Conn
-from sluice.errors import ApiError, error_responses, invalid, not_found
-from sluice.jobs.submit import template_problems
-from sluice.openapi import example_body
-from sluice.pagination import Cursor, Limit, Page, decode_cursor, page
-from sluice.redact import redact
-from sluice.resources import IdPath
-from sluice.schedules.schemas import Schedule, ScheduleCreate, ScheduleUpdate, Upcoming
-from sluice.tasks import TaskCatalog
+from sluice.auth import OPERATOR, VIEWER
+from sluice.core.engine import Schedule
+from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.errors import error_responses
+from sluice.http.openapi import example_body
+from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
+from sluice.http.shapes import IdPath
+from sluice.schedules import service
+from sluice.schedules.schemas import ScheduleCreate, ScheduleUpdate, Upcoming
 
 NIGHTLY = {
     "name": "nightly-export",
@@ -38,68 +30,6 @@ HOURLY_JOB = {
     "cron": "0 * * * *",
     "job": {"task": "http", "payload": {"url": "https://example.com/ping"}},
 }
-
-
-def cron_problem(expression: str, timezone: str) -> list[tuple[str, str]]:
-    """Why the cron expression or time zone cannot be used ([] when both can)."""
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return [("timezone", f"unknown time zone {timezone!r} (use an IANA name: Europe/Paris)")]
-    try:
-        croniter(expression, datetime.now(UTC).astimezone(zone)).get_next(datetime)
-    except (CroniterError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        return [("cron", f"not a cron expression croniter accepts: {exc}")]
-    return []
-
-
-def occurrences(expression: str, timezone: str, count: int, after: datetime) -> list[datetime]:
-    """The next `count` times a (valid) cron expression fires after `after`, in `timezone`."""
-    times = croniter(expression, after.astimezone(ZoneInfo(timezone)))
-    return [times.get_next(datetime) for _ in range(count)]
-
-
-async def _check(
-    conn: Conn, schedule: ScheduleCreate, principal: Principal, catalog: TaskCatalog
-) -> None:
-    found = cron_problem(schedule.cron, schedule.timezone)
-    if (schedule.job is None) == (schedule.dag is None):
-        found.append(("job", "give either job or dag (the DAG to run), not both"))
-    if schedule.job is not None:
-        require_shell_permission([schedule.job.task], principal)
-        found += template_problems(schedule.job, catalog, "job")
-    if (
-        schedule.dag is not None
-        and await Q.dag_get(conn, tenant=principal.tenant, name=schedule.dag, version=None) is None
-    ):
-        found.append(("dag", f"no DAG named {schedule.dag!r}"))
-    if found:
-        raise invalid(found)
-
-
-def _columns(schedule: ScheduleCreate) -> dict[str, Any]:
-    # The job is stored as the arguments of sluice.enqueue (durations in seconds).
-    return {
-        "name": schedule.name,
-        "cron": schedule.cron,
-        "timezone": schedule.timezone,
-        "job": Jsonb(msgspec.to_builtins(schedule.job)) if schedule.job else None,
-        "dag_name": schedule.dag,
-        "dag_params": Jsonb(schedule.dag_params),
-        "misfire": schedule.misfire,
-        "enabled": schedule.enabled,
-    }
-
-
-def _to_schedule(row: dict[str, Any]) -> Schedule:
-    return msgspec.convert({**row, "dag": row["dag_name"], "job": redact(row["job"])}, Schedule)
-
-
-async def _row(conn: Conn, principal: Caller, schedule_id: int) -> dict[str, Any]:
-    row = await Q.schedule_get(conn, id=schedule_id, tenant=principal.scope)
-    if row is None:
-        raise not_found(f"schedule {schedule_id}")
-    return row
 
 
 class SchedulesController(Controller):
@@ -124,9 +54,7 @@ class SchedulesController(Controller):
     ) -> Schedule:
         """Validate the cron expression (croniter) and time zone (IANA), then store the
         schedule in the caller's tenant. 409 when the name is taken."""
-        await _check(conn, data, principal, catalog)
-        row = await Q.schedule_create(conn, tenant=principal.tenant, **_columns(data))
-        return _to_schedule(row)
+        return await service.create(conn, principal, data, catalog)
 
     @get(
         "/",
@@ -139,10 +67,8 @@ class SchedulesController(Controller):
         self, conn: Conn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
     ) -> Page[Schedule]:
         """The tenant's schedules, oldest first."""
-        rows = await Q.schedule_list(
-            conn, tenant=principal.scope, after_id=decode_cursor(cursor), limit=limit + 1
-        )
-        return page([_to_schedule(r) for r in rows], limit)
+        schedules = await service.list_schedules(conn, principal, decode_cursor(cursor), limit + 1)
+        return page(schedules, limit)
 
     @get(
         "/{schedule_id:int}",
@@ -153,7 +79,7 @@ class SchedulesController(Controller):
     )
     async def show(self, schedule_id: IdPath, conn: Conn, principal: Caller) -> Schedule:
         """One schedule, with its next and last occurrence."""
-        return _to_schedule(await _row(conn, principal, schedule_id))
+        return await service.get_schedule(conn, principal, schedule_id)
 
     @get(
         "/{schedule_id:int}/upcoming",
@@ -173,11 +99,7 @@ class SchedulesController(Controller):
         schedule's time zone (also while it is disabled; `next_fire_at` is the one the
         scheduler will fire). 409 for a cron expression stored by plain SQL that croniter
         cannot read."""
-        row = await _row(conn, principal, schedule_id)
-        if problems := cron_problem(row["cron"], row["timezone"]):
-            raise ApiError(409, f"schedule {schedule_id}: {problems[0][1]}")
-        times = occurrences(row["cron"], row["timezone"], count, datetime.now(UTC))
-        return Upcoming(schedule_id=schedule_id, enabled=row["enabled"], times=times)
+        return await service.upcoming(conn, principal, schedule_id, count)
 
     @patch(
         "/{schedule_id:int}",
@@ -198,31 +120,7 @@ class SchedulesController(Controller):
         catalog: Catalog,
     ) -> Schedule:
         """Change some fields; the result is validated as a whole."""
-        row = await _row(conn, principal, schedule_id)
-        current = {
-            "name": row["name"],
-            "cron": row["cron"],
-            "timezone": row["timezone"],
-            "job": row["job"],
-            "dag": row["dag_name"],
-            "dag_params": row["dag_params"],
-            "misfire": row["misfire"],
-            "enabled": row["enabled"],
-        }
-        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        if "job" in changes and changes["job"] is not None:
-            changes["job"] = msgspec.to_builtins(changes["job"])
-        try:
-            merged = msgspec.convert({**current, **changes}, ScheduleCreate)
-        except msgspec.ValidationError as exc:
-            raise invalid([("body", str(exc))]) from None
-        await _check(conn, merged, principal, catalog)
-        updated = await Q.schedule_update(
-            conn, id=schedule_id, tenant=principal.scope, **_columns(merged)
-        )
-        if updated is None:
-            raise not_found(f"schedule {schedule_id}")
-        return _to_schedule(updated)
+        return await service.update(conn, principal, schedule_id, data, catalog)
 
     @delete(
         "/{schedule_id:int}",
@@ -233,5 +131,7 @@ class SchedulesController(Controller):
     )
     async def remove(self, schedule_id: IdPath, conn: Conn, principal: Caller) -> None:
         """Stop and forget the schedule; what it already started is untouched."""
-        if not await Q.schedule_delete(conn, id=schedule_id, tenant=principal.scope):
-            raise not_found(f"schedule {schedule_id}")
+        await service.delete(conn, principal, schedule_id)
+
+
+router = Router(path="/", route_handlers=[SchedulesController])

@@ -1,19 +1,18 @@
-"""Request and response bodies of the schedules API."""
+"""Request and response bodies of the schedules API (a schedule is
+sluice.core.engine.Schedule)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from sluice.jobs.schemas import JobTemplate
-from sluice.resources import DagName
-from sluice.runs.schemas import Params
+from sluice.core.jobs import SCHEDULE_DEFAULTS, SCHEDULE_NAME
+from sluice.core.jobs import Misfire as MisfireKind
+from sluice.http.shapes import DagName, JobTemplate, Params
 
-ScheduleName = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", examples=["nightly-export"])
-]
+ScheduleName = Annotated[str, Meta(pattern=SCHEDULE_NAME.pattern, examples=["nightly-export"])]
 Cron = Annotated[
     str,
     Meta(
@@ -35,7 +34,7 @@ TimeZone = Annotated[
     ),
 ]
 Misfire = Annotated[
-    Literal["latest", "all", "skip"],
+    MisfireKind,
     Meta(description="After downtime: run the latest missed occurrence, all of them, or none."),
 ]
 
@@ -45,12 +44,12 @@ class ScheduleCreate(Struct, forbid_unknown_fields=True, kw_only=True):
 
     name: ScheduleName
     cron: Cron
-    timezone: TimeZone = "UTC"
+    timezone: TimeZone = SCHEDULE_DEFAULTS.timezone
     job: JobTemplate | None = None
     dag: DagName | None = None
     dag_params: Params = {}
-    misfire: Misfire = "latest"
-    enabled: bool = True
+    misfire: Misfire = SCHEDULE_DEFAULTS.misfire
+    enabled: bool = SCHEDULE_DEFAULTS.enabled
 
 
 class ScheduleUpdate(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -64,26 +63,6 @@ class ScheduleUpdate(Struct, forbid_unknown_fields=True, kw_only=True):
     dag_params: Params | UnsetType = UNSET
     misfire: Misfire | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
-
-
-class Schedule(Struct, kw_only=True):
-    """A cron schedule and where the scheduler is with it."""
-
-    id: int
-    tenant: str
-    name: str
-    cron: str
-    timezone: str
-    job: dict[str, Any] | None
-    dag: str | None
-    dag_params: dict[str, Any]
-    misfire: str
-    enabled: bool
-    next_fire_at: datetime | None
-    last_fired_at: datetime | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
 
 
 class Upcoming(Struct, kw_only=True):

@@ -1,7 +1,2 @@
-"""The workers API."""
-
-from litestar import Router
-
-from sluice.workers.routes import WorkersController
-
-router = Router(path="/", route_handlers=[WorkersController])
+"""The workers area (/api/v1/workers): routes.py is HTTP only, service.py the
+database calls, schemas.py the response bodies."""

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
-import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Router, get, post
 from litestar.params import PathParameter
-from msgspec import Struct
 
 from sluice.auth import ADMIN, VIEWER
-from sluice.core.queries import Q
-from sluice.deps import Conn
-from sluice.errors import error_responses, not_found
+from sluice.core.engine import Worker
+from sluice.http.deps import Conn
+from sluice.http.errors import error_responses
+from sluice.workers import service
+from sluice.workers.schemas import WorkerList
 
 WorkerPath = Annotated[str, PathParameter(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
-MAX_WORKERS = 10_000
-
-
-class Worker(Struct, kw_only=True):
-    """A worker process: what it serves, its last heartbeat, how much it runs."""
-
-    worker_id: str
-    hostname: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    paused: bool
-    started_at: datetime
-    heartbeat_at: datetime
-    stopped_at: datetime | None
-    running: int
-    alive: bool
-
-
-class WorkerList(Struct):
-    items: list[Worker]
-    next_cursor: None = None
 
 
 class WorkersController(Controller):
@@ -53,8 +30,7 @@ class WorkersController(Controller):
     )
     async def list_workers(self, conn: Conn) -> WorkerList:
         """Live workers first. Workers serve every tenant, so every role sees them all."""
-        rows = await Q.worker_list(conn, limit=MAX_WORKERS)
-        return WorkerList(items=msgspec.convert(rows, list[Worker]))
+        return WorkerList(items=await service.list_workers(conn))
 
     @post(
         "/{worker_id:str}/pause",
@@ -66,7 +42,7 @@ class WorkersController(Controller):
     )
     async def pause(self, worker_id: WorkerPath, conn: Conn) -> Worker:
         """The worker stops claiming jobs and finishes those it runs (affects every tenant)."""
-        return await self._set_paused(conn, worker_id, True)
+        return await service.set_paused(conn, worker_id, True)
 
     @post(
         "/{worker_id:str}/resume",
@@ -78,13 +54,7 @@ class WorkersController(Controller):
     )
     async def resume(self, worker_id: WorkerPath, conn: Conn) -> Worker:
         """The worker claims jobs again."""
-        return await self._set_paused(conn, worker_id, False)
+        return await service.set_paused(conn, worker_id, False)
 
-    @staticmethod
-    async def _set_paused(conn: Conn, worker_id: str, paused: bool) -> Worker:
-        if not await Q.worker_set_paused(conn, id=worker_id, paused=paused):
-            raise not_found(f"worker {worker_id!r}")
-        row = await Q.worker_get(conn, id=worker_id)
-        if row is None:
-            raise not_found(f"worker {worker_id!r}")
-        return msgspec.convert(row, Worker)
+
+router = Router(path="/", route_handlers=[WorkersController])

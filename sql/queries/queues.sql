@@ -15,8 +15,11 @@ WITH counts AS (
 )
 SELECT coalesce(c.queue, q.name) AS name,
        coalesce(jsonb_object_agg(c.state, c.n) FILTER (WHERE c.state IS NOT NULL), '{}') AS counts,
-       coalesce(extract(epoch FROM greatest(now() - min(c.oldest) FILTER (WHERE c.state = 'ready'),
-                                            '0'))::double precision, 0) AS oldest_ready_seconds,
+       -- A run_at SQL stored as -infinity reads as year 1 rather than failing the list.
+       coalesce(extract(epoch FROM greatest(
+                    now() - greatest(min(c.oldest) FILTER (WHERE c.state = 'ready'),
+                                     timestamptz '0001-01-01 00:00:00+00'),
+                    '0'))::double precision, 0) AS oldest_ready_seconds,
        coalesce(bool_or(q.paused), false) AS paused,
        max(q.concurrency_limit) AS concurrency_limit
   FROM counts c

@@ -18,8 +18,8 @@ from litestar.testing import AsyncTestClient
 from sluice.auth.principal import Role
 from sluice.auth.tokens import mint
 from sluice.core.embedded import free_port
+from sluice.http.settings import ApiSettings
 from sluice.main import create_app
-from sluice.settings import ApiSettings
 
 SECRET = "test-secret-long-enough-for-every-hmac-algorithm-including-hs512!"
 

@@ -19,7 +19,7 @@ from sluice.auth.jwt import key_and_algorithms
 from sluice.auth.principal import Role
 from sluice.auth.tokens import mint
 from sluice.core.config import SettingsError
-from sluice.settings import ApiSettings
+from sluice.http.settings import ApiSettings
 from tests.api.conftest import SECRET, bearer
 
 ROLES = [None, Role.viewer, Role.submitter, Role.operator, Role.admin]
@@ -283,3 +283,86 @@ async def test_a_remembered_token_is_refused_once_it_expires(client):
 def test_a_short_hmac_secret_is_refused_at_start():
     with pytest.raises(SettingsError, match="at least 32"):
         key_and_algorithms(ApiSettings(jwt_secret="too-short"))
+
+
+# (token, what the 401 says). Claims are judged only once the signature verified,
+# so a forged token hears about its signature and nothing else.
+REFUSALS = [
+    pytest.param({}, "No token", id="missing"),
+    pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, "must be `Bearer <JWT>`", id="basic"),
+    pytest.param({"Authorization": "Bearer not.a.token"}, "malformed", id="malformed"),
+    pytest.param({"Authorization": "Bearer "}, "malformed", id="empty"),
+    pytest.param(
+        _token(
+            _claims(
+                exp=datetime.now(UTC) - timedelta(seconds=5),
+                iat=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        ),
+        "has expired",
+        id="expired",
+    ),
+    pytest.param(
+        _token(_claims(), key="not-the-secret-but-as-long-as-one"), "signature", id="forged"
+    ),
+    pytest.param(
+        _token(
+            _claims(exp=datetime.now(UTC) - timedelta(hours=1)),
+            key="not-the-secret-but-as-long-as-one",
+        ),
+        "signature",
+        id="forged-and-expired",
+    ),
+    pytest.param(_token(_claims(), key=None, algorithm="none"), "algorithm", id="alg-none"),
+    pytest.param(_token(_claims(), algorithm="HS512"), "algorithm", id="algorithm-not-listed"),
+    pytest.param(
+        _token({k: v for k, v in _claims().items() if k != "sub"}), "`sub` claim", id="no-sub"
+    ),
+    pytest.param(
+        _token({k: v for k, v in _claims().items() if k != "exp"}), "`exp` claim", id="no-exp"
+    ),
+    pytest.param(_token(_claims(exp="tomorrow")), "`exp` claim is not a time", id="exp-word"),
+    pytest.param(_token(_claims(iat="now")), "`iat` claim is not a time", id="iat-word"),
+    pytest.param(
+        _token(_claims(nbf=datetime.now(UTC) + timedelta(hours=1))), "not valid yet", id="nbf"
+    ),
+    pytest.param(_token(_claims(tenant="bad tenant")), "`tenant` claim", id="bad-tenant"),
+]
+
+
+@pytest.mark.parametrize(("headers", "says"), REFUSALS)
+async def test_401_bodies_say_what_was_wrong(client, headers, says):
+    r = await client.get("/api/v1/jobs", headers=headers)
+    assert r.status_code == 401, r.text
+    body = r.json()
+    assert body["error"] == "unauthorized" and says in body["message"], body
+    assert r.headers["www-authenticate"] == "Bearer"
+    if "signature" in says:
+        assert "expired" not in body["message"]
+    assert SECRET not in r.text and "HS256" not in r.text
+
+
+async def test_audience_and_issuer_refusals_name_the_claim_not_the_value(make_client):
+    private, public = _rsa_pems()
+    client = await make_client(
+        jwt_secret=None,
+        jwt_public_key=public,
+        jwt_issuer="https://idp.example",
+        jwt_audience="sluice-prod",
+    )
+    good = _claims(iss="https://idp.example", aud="sluice-prod")
+    for claims, says in [
+        ({**good, "aud": "other"}, "audience (aud)"),
+        ({**good, "iss": "https://evil"}, "issuer (iss)"),
+    ]:
+        r = await client.get("/api/v1/jobs", headers=_token(claims, private, "RS256"))
+        assert r.status_code == 401 and says in r.json()["message"], r.text
+        assert "sluice-prod" not in r.text and "idp.example" not in r.text
+
+
+async def test_a_signed_token_whose_exp_is_a_string_is_refused_every_time(client):
+    """Issue 11 item 7: the old cache kept it after the first 401, then answered 500."""
+    headers = _token(_claims(exp=str(int((datetime.now(UTC) + timedelta(hours=1)).timestamp()))))
+    answers = [await client.get("/api/v1/jobs", headers=headers) for _ in range(3)]
+    assert [r.status_code for r in answers] == [401, 401, 401]
+    assert all("`exp` claim is not a time" in r.json()["message"] for r in answers)

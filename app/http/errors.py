@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -24,7 +24,10 @@ from litestar.openapi.spec import Example
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
 
+from sluice.core.problems import named_field
+
 log = logging.getLogger("sluice.api")
+T = TypeVar("T")
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -59,8 +62,9 @@ CODES = {
 }
 
 
-class ApiError(Exception):
-    """Raise to answer with an error; `errors` name the fields at fault."""
+class Refusal(Exception):
+    """Raise to refuse a request with an error answer; `errors` name the fields at fault.
+    (Not the REST client's sluice.client.ApiError, which is such an answer received.)"""
 
     def __init__(
         self,
@@ -77,10 +81,10 @@ class ApiError(Exception):
         self.code = code or CODES.get(status, "error")
 
 
-def invalid(problems: Iterable[tuple[str, str]]) -> ApiError:
+def invalid(problems: Iterable[tuple[str, str]]) -> Refusal:
     """A 422 listing every (field, message) problem at once."""
     errors = [FieldError(f, m) for f, m in problems]
-    return ApiError(422, _summary(errors), errors)
+    return Refusal(422, _summary(errors), errors)
 
 
 def _summary(errors: list[FieldError]) -> str:
@@ -89,8 +93,15 @@ def _summary(errors: list[FieldError]) -> str:
     return f"The request has {len(errors)} problems."
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, f"{what} not found")
+def not_found(what: str) -> Refusal:
+    return Refusal(404, f"{what} not found")
+
+
+def found(value: T | None, what: str) -> T:
+    """`value`, or a 404 naming `what` when there is none (a row the caller may not see)."""
+    if value is None:
+        raise not_found(what)
+    return value
 
 
 def _respond(
@@ -106,24 +117,13 @@ def _respond(
     return Response(body, status_code=status, headers=dict(headers or {}))
 
 
-def handle_api_error(_: Request, exc: ApiError) -> Response[ErrorBody]:
+def handle_refusal(_: Request, exc: Refusal) -> Response[ErrorBody]:
     return _respond(exc.status, exc.message, exc.errors, exc.code)
 
 
 # Litestar names a body field like `$.jobs[0].priority` or `priority`; show the path alone.
 _JSON_PATH = re.compile(r"^\$\.?")
 _AT_PATH = re.compile(r" - at `(\$[^`]*)`$")
-# msgspec names the field of these problems in the message, not the path.
-_NAMED = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
-
-
-def named_field(message: str) -> tuple[str, str] | None:
-    """(field, problem) when a msgspec message names its field in the text (an
-    unknown or a missing field) rather than in its path; None otherwise."""
-    if named := _NAMED.match(message):
-        problem = "unknown field" if named.group(1) == "contains unknown" else "is required"
-        return named.group(2), problem
-    return None
 
 
 def _field_errors(exc: ValidationException) -> list[FieldError]:
@@ -222,7 +222,7 @@ def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ApiError: handle_api_error,
+    Refusal: handle_refusal,
     ValidationException: handle_validation,
     HTTPException: handle_http,
     pg.Error: handle_database,

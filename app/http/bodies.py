@@ -1,4 +1,9 @@
-"""Request bodies in YAML as well as JSON, for DAG definitions and runs.
+"""Request bodies: JSON for every route, and YAML as well for DAG definitions and runs.
+
+Every route reads its body through JsonRequest (the app's request class): a
+body nested so deeply that decoding it would exhaust Python's stack answers 400
+naming the problem, and anything shallower is checked field by field against
+MAX_JSON_DEPTH where it is stored (sluice.core.problems.json_problems).
 
 Routers that accept YAML set `request_class=YamlRequest`: a body sent as
 `application/yaml` (or `application/x-yaml`, `text/yaml`) is parsed with
@@ -13,10 +18,17 @@ from typing import Any
 
 import yaml
 from litestar import Request
-from litestar.exceptions import ClientException
 from litestar.types import Empty
 
+from sluice.core.jobs import MAX_JSON_DEPTH
+from sluice.http.errors import FieldError, Refusal
+
 YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
+
+
+def _too_deep() -> Refusal:
+    problem = f"is nested too deeply (more than {MAX_JSON_DEPTH} levels are refused)"
+    return Refusal(400, f"The request body {problem}.", [FieldError("body", problem)])
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -30,14 +42,27 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def parse_yaml(body: bytes) -> Any:
-    """The value a YAML document holds; 400 when it is not YAML or uses aliases."""
+    """The value a YAML document holds; 400 when it is not YAML, uses aliases or is
+    nested too deeply to parse."""
     try:
         return yaml.load(body, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise ClientException(f"YAML is malformed: {exc}") from None
+    except RecursionError:
+        raise _too_deep() from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise Refusal(400, f"YAML is malformed: {exc}") from None
 
 
-class YamlRequest(Request):
+class JsonRequest(Request):
+    """A request whose JSON body cannot exhaust the stack while it is decoded."""
+
+    async def json(self) -> Any:
+        try:
+            return await super().json()
+        except RecursionError:
+            raise _too_deep() from None
+
+
+class YamlRequest(JsonRequest):
     """A request whose `json()` also understands a YAML body."""
 
     async def json(self) -> Any:

@@ -1,4 +1,4 @@
-"""What handlers can ask for by parameter name (provided in sluice.main)."""
+"""What route handlers can ask for by parameter name (provided in sluice.main)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from litestar.di import NamedDependency
 from psycopg import AsyncConnection
 
 from sluice.auth.principal import Principal
-from sluice.settings import ApiSettings
+from sluice.http.settings import ApiSettings
 from sluice.tasks import TaskCatalog
 
 Conn = NamedDependency[AsyncConnection]  # `conn`: a pooled connection for this request

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 from litestar.params import QueryParameter
 
-from sluice.errors import invalid
-from sluice.resources import BIGINT_MAX
+from sluice.http.errors import invalid
+from sluice.http.shapes import BIGINT_MAX
 
 T = TypeVar("T")
 

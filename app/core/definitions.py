@@ -24,31 +24,32 @@ spelled out, durations in seconds, nodes in topological order.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import deque
 from typing import Any
 
 from sluice.core.durations import parse_duration
-from sluice.resources import nul_problems
+from sluice.core.jobs import (
+    BACKOFF_SECONDS_MAX,
+    BACKOFFS,
+    JOB_DEFAULTS,
+    MAX_ATTEMPTS_MAX,
+    MAX_ATTEMPTS_MIN,
+    NODE_ID,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_NAME,
+    TIMEOUT_SECONDS_MAX,
+)
+from sluice.core.problems import Problems, json_problems
 from sluice.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 
-NODE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
-QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+# A node's payload sits this many levels below the top of the stored definition
+# ({"nodes": [{"payload": ...}]}), whose nesting the database bounds as a whole.
+PAYLOAD_LEVEL = 3
 NODE_FIELDS = {"id", "task", "payload", "depends_on", "queue", "priority", "retry", "timeout"}
 RETRY_FIELDS = {"max_attempts", "backoff", "base", "max"}
-BACKOFFS = ("exponential", "linear", "constant")
-PRIORITY_RANGE = (-1_000_000, 1_000_000)
-DEFAULTS = {
-    "queue": "default",
-    "priority": 0,
-    "max_attempts": 5,
-    "backoff": "exponential",
-    "backoff_base": 1.0,
-    "backoff_max": 3600.0,
-    "timeout": None,
-}
-
-Problems = list[tuple[str, str]]
 # `{{ params.name }}` placeholders, filled in when a run starts (sluice.dag_render).
 PLACEHOLDER = re.compile(r"\{\{\s*params\.[A-Za-z0-9_]+\s*\}\}")
 
@@ -137,10 +138,15 @@ def _retry(value: Any, loc: str, out: dict, problems: Problems) -> None:
             )
     if "max_attempts" in value:
         attempts = value["max_attempts"]
-        if _is_int(attempts) and 1 <= attempts <= 1000:
+        if _is_int(attempts) and MAX_ATTEMPTS_MIN <= attempts <= MAX_ATTEMPTS_MAX:
             out["max_attempts"] = attempts
         else:
-            problems.append((f"{loc}.max_attempts", "must be a whole number from 1 to 1000"))
+            problems.append(
+                (
+                    f"{loc}.max_attempts",
+                    f"must be a whole number from {MAX_ATTEMPTS_MIN} to {MAX_ATTEMPTS_MAX}",
+                )
+            )
     if "backoff" in value:
         if value["backoff"] in BACKOFFS:
             out["backoff"] = value["backoff"]
@@ -149,7 +155,7 @@ def _retry(value: Any, loc: str, out: dict, problems: Problems) -> None:
     for key, field in (("base", "backoff_base"), ("max", "backoff_max")):
         if key in value:
             seconds = parse_duration(value[key])
-            if seconds is None:
+            if seconds is None or seconds > BACKOFF_SECONDS_MAX:
                 problems.append(
                     (f"{loc}.{key}", f"bad duration {value[key]!r} (write 30s, 5m, 1h)")
                 )
@@ -161,11 +167,15 @@ def _retry(value: Any, loc: str, out: dict, problems: Problems) -> None:
 
 def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dict | None:
     """The normalised node, adding what is wrong with it to `problems`."""
-    out: dict[str, Any] = {"id": node.get("id"), **DEFAULTS, "depends_on": []}
+    out: dict[str, Any] = {
+        "id": node.get("id"),
+        **dataclasses.asdict(JOB_DEFAULTS),
+        "depends_on": [],
+    }
     before = len(problems)
     node_id = node.get("id")
-    if not isinstance(node_id, str) or not NODE_ID.match(node_id):
-        problems.append((f"{loc}.id", "must be a name: letters, digits, _ . : - (at most 128)"))
+    if not NODE_ID.match(node_id):
+        problems.append((f"{loc}.id", f"must be a name: {NODE_ID.rule}"))
     for key in node:
         if key not in NODE_FIELDS and key not in BUILTIN_PAYLOADS:
             problems.append((f"{loc}.{key}", "unknown field"))
@@ -174,10 +184,11 @@ def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dic
     if not found:
         # A kind key holds the payload itself: point at it rather than at `payload`.
         payload_loc = f"{loc}.payload" if "task" in node else f"{loc}.{task}"
-        found = catalog.task_problems(task, f"{loc}.task")
+        found = catalog.task_problems(task, f"{loc}.task") or json_problems(
+            payload, payload_loc, level=PAYLOAD_LEVEL
+        )
         if not found:
             found = payload_problems(task, _as_rendered(payload), payload_loc)
-            found += nul_problems(payload, payload_loc)
         problems += found
         out["task"], out["payload"] = task, payload
     deps = node.get("depends_on", [])
@@ -191,21 +202,22 @@ def _node(node: dict, loc: str, catalog: TaskCatalog, problems: Problems) -> dic
             problems.append((f"{loc}.depends_on[{i}]", "must be a node id"))
     out["depends_on"] = list(dict.fromkeys(d for d in deps if isinstance(d, str)))
     if "queue" in node:
-        if isinstance(node["queue"], str) and QUEUE.match(node["queue"]):
+        if QUEUE_NAME.match(node["queue"]):
             out["queue"] = node["queue"]
         else:
-            problems.append((f"{loc}.queue", "must be a queue name: letters, digits, _ . : -"))
+            problems.append((f"{loc}.queue", f"must be a queue name: {QUEUE_NAME.rule}"))
     if "priority" in node:
-        low, high = PRIORITY_RANGE
-        if _is_int(node["priority"]) and low <= node["priority"] <= high:
+        if _is_int(node["priority"]) and PRIORITY_MIN <= node["priority"] <= PRIORITY_MAX:
             out["priority"] = node["priority"]
         else:
-            problems.append((f"{loc}.priority", f"must be a whole number from {low} to {high}"))
+            problems.append(
+                (f"{loc}.priority", f"must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}")
+            )
     if "retry" in node:
         _retry(node["retry"], f"{loc}.retry", out, problems)
     if node.get("timeout") is not None:
         seconds = parse_duration(node["timeout"])
-        if seconds is None or seconds == 0:
+        if seconds is None or seconds == 0 or seconds > TIMEOUT_SECONDS_MAX:
             problems.append(
                 (f"{loc}.timeout", f"bad duration {node['timeout']!r} (write 30s, 5m, 1h)")
             )

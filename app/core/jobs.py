@@ -1,0 +1,140 @@
+"""Facts about jobs, runs and schedules, declared once.
+
+The database is the final judge of every value (column defaults, CHECK
+constraints, domains, enum types in sql/schema/); this module states the same
+facts for Python: the API validates requests with them, the worker and the CLI
+read them, the docs quote them. tests/api/test_declarations.py pairs each one
+with the migrated catalog, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Literal, get_args
+
+# --- States (the enum types sluice.job_state and sluice.run_state) -------------
+
+JobState = Literal["blocked", "scheduled", "ready", "running", "succeeded", "failed", "cancelled"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
+
+# How a job or a run ends (sluice.state_is_terminal); also the outcomes `notify` can name.
+Outcome = Literal["succeeded", "failed", "cancelled"]
+TERMINAL_STATES: tuple[Outcome, ...] = get_args(Outcome)
+
+RunState = Literal["running", "succeeded", "failed", "cancelled"]
+RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+
+# --- What a job gets when a field is left out ----------------------------------
+
+Backoff = Literal["exponential", "linear", "constant"]  # CHECK jobs_backoff_valid
+BACKOFFS: tuple[Backoff, ...] = get_args(Backoff)
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """A job's settings when its submitter leaves them out (sluice.jobs' column
+    defaults, sluice.enqueue's argument defaults). Durations in seconds."""
+
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 5
+    backoff: Backoff = "exponential"
+    backoff_base: float = 1.0
+    backoff_max: float = 3600.0
+    timeout: float | None = None  # null: the worker's SLUICE_DEFAULT_TIMEOUT
+
+
+JOB_DEFAULTS = JobDefaults()
+DEFAULT_QUEUE = JOB_DEFAULTS.queue
+
+# --- Ranges ----------------------------------------------------------------------
+
+DAY = 86400
+YEAR = 365 * DAY
+
+PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000
+MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000  # CHECK jobs_max_attempts_positive
+# Longest attempt timeout and retry delay (backoff base or cap), in seconds:
+# domains sluice.job_timeout and sluice.job_backoff.
+TIMEOUT_SECONDS_MAX = 30 * DAY
+BACKOFF_SECONDS_MAX = 30 * DAY
+# Longest `delay_seconds` at submission: now plus this stays far inside the run_at range.
+DELAY_SECONDS_MAX = 10 * YEAR
+QUEUE_CONCURRENCY_MAX = 1_000_000
+
+# When a job may run: from RUN_AT_MIN up to (not including) RUN_AT_END (domain
+# sluice.job_run_at). Every value inside is read back by every client in any
+# session time zone; a value outside is a 422 naming `run_at`, never a job
+# stored and then unreadable.
+RUN_AT_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+RUN_AT_END = datetime(9000, 1, 1, tzinfo=UTC)
+
+# Deepest nesting of a JSON document a job or a DAG carries: no value more than
+# this many levels below its top (sluice.json_nesting_ok).
+MAX_JSON_DEPTH = 100
+
+# --- Schedules -------------------------------------------------------------------
+
+Misfire = Literal["latest", "all", "skip"]  # CHECK schedules_misfire_valid
+MISFIRES: tuple[Misfire, ...] = get_args(Misfire)
+
+
+@dataclass(frozen=True)
+class ScheduleDefaults:
+    """A schedule's settings when its creator leaves them out (sluice.schedules' defaults)."""
+
+    timezone: str = "UTC"
+    misfire: Misfire = "latest"
+    enabled: bool = True
+
+
+SCHEDULE_DEFAULTS = ScheduleDefaults()
+
+# --- Names -----------------------------------------------------------------------
+
+_NAME_CHARS = "[A-Za-z0-9_.:-]"
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """What a name may look like: a first character, then up to `max_length - 1`
+    more of letters, digits and `_ . : -`."""
+
+    first: str
+    max_length: int
+    constraint: str | None  # the domain or CHECK constraint that enforces it in SQL
+
+    @property
+    def pattern(self) -> str:
+        return f"^{self.first}{_NAME_CHARS}{{0,{self.max_length - 1}}}$"
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        return re.compile(self.pattern)
+
+    def match(self, value: object) -> bool:
+        return isinstance(value, str) and self.regex.match(value) is not None
+
+    @property
+    def rule(self) -> str:
+        """The rule in words, for error messages."""
+        first = {
+            "[A-Za-z0-9]": "a letter or digit",
+            "[A-Za-z_]": "a letter or _",
+            "[A-Za-z0-9_]": "a letter, digit or _",
+        }[self.first]
+        return f"{first}, then letters, digits, _ . : - (at most {self.max_length})"
+
+
+QUEUE_NAME = NameRule("[A-Za-z0-9]", 64, "queue_name_valid")  # domain sluice.queue_name
+TASK_NAME = NameRule("[A-Za-z_]", 200, "task_name_valid")  # domain sluice.task_name
+TENANT_NAME = NameRule("[A-Za-z0-9]", 64, "tenant_name_valid")  # domain sluice.tenant_name
+DAG_NAME = NameRule("[A-Za-z0-9]", 128, "dags_name_valid")
+SCHEDULE_NAME = NameRule("[A-Za-z0-9]", 128, "schedules_name_valid")
+# A node's id inside a DAG definition; SQL keeps it in jobs.node, unchecked.
+NODE_ID = NameRule("[A-Za-z0-9_]", 128, None)

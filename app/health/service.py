@@ -1,0 +1,55 @@
+"""Readiness (the database answers, its schema is this code's) and the metrics
+read from the database at scrape time, so every API process reports the same."""
+
+from __future__ import annotations
+
+import functools
+
+from prometheus_client import generate_latest
+from psycopg_pool import AsyncConnectionPool
+
+from sluice.core import engine, metrics
+from sluice.core.db import NOTIFICATIONS
+from sluice.core.jobs import JOB_STATES
+from sluice.core.migrate import head_revision
+from sluice.health.schemas import Readiness
+
+# Reading the migration scripts takes milliseconds; they do not change while we run.
+_head_revision = functools.cache(head_revision)
+
+
+async def readiness(pool: AsyncConnectionPool) -> Readiness:
+    """`ready` when the database answers and `sluice.alembic_version` is this code's head."""
+    expected = _head_revision()
+    try:
+        async with pool.connection(timeout=5) as conn:
+            revision = await engine.schema_revision(conn)
+    except Exception as exc:  # any failure to reach the database means "not ready"
+        return Readiness("unavailable", None, expected, f"database: {type(exc).__name__}")
+    if revision != expected:
+        problem = f"schema at {revision}, expected {expected}: run `sluice migrate`"
+        return Readiness("migrating", revision, expected, problem)
+    return Readiness(
+        "ready",
+        revision,
+        expected,
+        notifications=NOTIFICATIONS.state,
+        warning=NOTIFICATIONS.warning(),
+    )
+
+
+async def exposition(pool: AsyncConnectionPool) -> bytes:
+    """The `sluice_` metrics, with queue depth, dead letters and live workers read now."""
+    async with pool.connection() as conn:
+        depths = await engine.queue_depths(conn)
+        dead = await engine.dead_letter_size(conn, tenant=None)
+        alive = await engine.workers_alive(conn)
+    metrics.QUEUE_DEPTH.clear()
+    for row in depths:
+        for state_name in JOB_STATES:
+            metrics.QUEUE_DEPTH.labels(queue=row.queue, state=state_name).set(
+                getattr(row, state_name)
+            )
+    metrics.DEAD_LETTERS.set(dead)
+    metrics.WORKERS_ALIVE.set(alive)
+    return generate_latest()

@@ -1,0 +1,14 @@
+-- Queries about the connection itself, not the engine: what app/core/db.py asks
+-- to find out whether a pooler sits between Sluice and PostgreSQL.
+
+-- The backend behind this connection, and a token that tells this statement's
+-- result from another client's (a pooler that loses prepared statements can run
+-- another client's statement under the same name).
+-- name: connection_probe :one
+SELECT pg_backend_pid() AS pid, %(token)s::text AS token;
+
+-- A message on the control channel; workers ignore keys they do not know, so the
+-- notification self-test can send {"self_test": token} to every listener.
+-- name: notify_control :exec
+SELECT pg_notify('sluice_control', %(payload)s);
+

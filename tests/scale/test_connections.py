@@ -1,0 +1,166 @@
+"""What a pooler or a replica changes, checked on a plain server: prepared
+statements that a server connection lost, the LISTEN/NOTIFY self-test, and the
+read pool. The same behaviours through a real PgBouncer and a real standby are
+in tests/scale/scenarios/ (run by tests/scale/run.sh)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from sluice.core import db as sluice_db
+from sluice.core.db import (
+    NOTIFICATIONS,
+    PREPARED,
+    check_notifications,
+    connect,
+    open_pool,
+    open_read_pool,
+    prepared_statements_problem,
+)
+from sluice.core.embedded import SUPERUSER
+from sluice.core.queries import Q
+from tests.factories import insert_job, scalar
+from tests.worker.helpers import wait_for
+
+
+@pytest.fixture(autouse=True)
+def fresh_switches() -> Iterator[None]:
+    """The process-wide switches start and end each test as a new process has them."""
+    saved = (PREPARED.enabled, PREPARED.reason, dict(PREPARED._probed))
+    yield
+    PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved
+    NOTIFICATIONS.state, NOTIFICATIONS.detail, NOTIFICATIONS.latency = "unchecked", None, None
+
+
+@pytest.fixture
+def other_database_url(pg_server, template_db) -> Iterator[str]:
+    """A second migrated database on the same server (a stand-in for a replica
+    whose contents differ, so a test can tell which one answered)."""
+    name = "scale_other_db"
+    janitor = DatabaseJanitor(
+        user=SUPERUSER,
+        host=str(pg_server.socket_dir),
+        port=pg_server.port,
+        dbname=name,
+        template_dbname=template_db,
+    )
+    janitor.drop()
+    with janitor:
+        yield pg_server.url(name)
+
+
+async def deallocate_behind_psycopgs_back(conn) -> None:
+    # psycopg forgets its statements when it sees DEALLOCATE ALL; inside DO it does not.
+    await conn.execute("DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$", prepare=False)
+
+
+async def test_the_probe_finds_nothing_wrong_on_a_direct_connection(database_url):
+    assert await prepared_statements_problem(database_url) is None
+    conn = await connect(database_url)
+    try:
+        assert conn.prepare_threshold == sluice_db.PREPARE_THRESHOLD
+    finally:
+        await conn.close()
+    assert PREPARED.enabled
+
+
+async def test_a_lost_prepared_statement_turns_preparing_off_and_the_query_still_runs(
+    database_url,
+):
+    conn = await connect(database_url)
+    try:
+        conn.prepare_threshold = 0  # prepare at once
+        assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
+        # What a pooler does when the next statement lands on another server
+        # connection: the name psycopg prepared is not there.
+        await deallocate_behind_psycopgs_back(conn)
+        assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
+        assert not PREPARED.enabled
+        assert conn.prepare_threshold is None
+        assert "lost a prepared statement" in (PREPARED.reason or "")
+        # Every other connection opened from now on prepares nothing.
+        other = await connect(database_url)
+        assert other.prepare_threshold is None
+        await other.close()
+    finally:
+        await conn.close()
+
+
+async def test_inside_a_transaction_the_error_propagates_and_the_retry_runs_unprepared(
+    database_url,
+):
+    conn = await connect(database_url)
+    try:
+        conn.prepare_threshold = 0
+        await Q.connection_probe(conn, token="t")
+        await deallocate_behind_psycopgs_back(conn)
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+            async with conn.transaction():
+                await Q.connection_probe(conn, token="t")
+        async with conn.transaction():
+            assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
+    finally:
+        await conn.close()
+    assert not PREPARED.enabled
+
+
+async def test_setting_prepare_off_skips_the_probe(database_url, monkeypatch):
+    async def fail(url):
+        raise AssertionError("probed although prepare=False")
+
+    monkeypatch.setattr(sluice_db, "prepared_statements_problem", fail)
+    conn = await connect(database_url, prepare=False)
+    assert conn.prepare_threshold is None
+    await conn.close()
+
+
+async def test_self_test_passes_when_listen_and_notify_reach_the_same_database(database_url):
+    await check_notifications(database_url, database_url, within=10)
+    assert NOTIFICATIONS.state == "ok"
+    assert NOTIFICATIONS.warning() is None
+    assert NOTIFICATIONS.latency is not None and NOTIFICATIONS.latency < 10
+
+
+async def test_self_test_reports_notifications_that_do_not_arrive(database_url, other_database_url):
+    # Notifications do not cross databases: as good as a pooler swallowing them.
+    await check_notifications(other_database_url, database_url, within=1)
+    assert NOTIFICATIONS.state == "not delivered"
+    assert "SLUICE_LISTEN_URL" in (NOTIFICATIONS.warning() or "")
+
+
+async def test_ready_reports_the_self_test(make_client, database_url, other_database_url):
+    client = await make_client(listen_url=other_database_url)
+
+    async def checked():
+        body = (await client.get("/ready")).json()
+        return body if body["notifications"] not in ("unchecked", "checking") else None
+
+    body = await wait_for(checked, 20, "the self-test")
+    assert body["status"] == "ready"
+    assert body["notifications"] == "not delivered"
+    assert "SLUICE_LISTEN_URL" in body["warning"]
+
+
+async def test_read_pool_falls_back_to_the_primary_pool(database_url):
+    primary = await open_pool(database_url, max_size=2)
+    try:
+        assert await open_read_pool(None, primary) is primary
+        assert await open_read_pool("", primary) is primary
+    finally:
+        await primary.close()
+
+
+async def test_metrics_queue_depths_come_from_the_read_pool(make_client, db, other_database_url):
+    await insert_job(db, queue="on_primary")
+    async with await psycopg.AsyncConnection.connect(other_database_url, autocommit=True) as o:
+        await insert_job(o, queue="on_replica")
+    client = await make_client(read_database_url=other_database_url)
+    text = (await client.get("/metrics")).text
+    assert 'queue="on_replica"' in text
+    assert 'queue="on_primary"' not in text
+    # The primary pool still serves everything else.
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE queue = 'on_primary'") == 1
