@@ -185,7 +185,7 @@ class WorkerSettings:
         "SLUICE_WORKER_POOL_SIZE",
         4,
         "Database connections for claims, progress and maintenance (plus one for "
-        "LISTEN and one for heartbeats and completions).",
+        "LISTEN, one for completions and one for the lease keeper).",
         int,
     )
 
