@@ -114,6 +114,20 @@ JOBS_RUNNING = Gauge(
     registry=WORKER_REGISTRY,
 )
 
+EVENT_LOOP_STALLS = Counter(
+    "sluice_worker_event_loop_stalls_total",
+    "Times this worker's event loop was blocked for a second or more (an async "
+    "handler running blocking code).",
+    registry=WORKER_REGISTRY,
+)
+MAINTENANCE_ERRORS = Counter(
+    "sluice_maintenance_errors_total",
+    "Maintenance passes of this worker that failed, and rows they had to set aside, "
+    "by service (promoter, rescuer, pruner, cron).",
+    ["service"],
+    registry=WORKER_REGISTRY,
+)
+
 # -- API -------------------------------------------------------------------------
 
 JOBS_ENQUEUED = Counter(
