@@ -137,7 +137,7 @@ async def lend(pool: AsyncConnectionPool, settings: ApiSettings) -> AsyncIterato
                 tend(pool, pool.check)
             raise
         finally:
-            if await deadline.stop():
+            if deadline.stop():
                 await conn.close()
 
 
@@ -195,21 +195,24 @@ class Deadline:
         )
         loop = asyncio.get_running_loop()
         cancelling = loop.time()
-        with contextlib.suppress(psycopg.Error, OSError):
-            await conn.cancel_safe(timeout=self.grace)
+        # The outer bound for a libpq before 17, whose cancel blocks in a thread.
+        with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
+            async with asyncio.timeout(self.grace):
+                await conn.cancel_safe(timeout=self.grace)
         await asyncio.sleep(max(0.0, self.grace - (loop.time() - cancelling)))
         if conn.pgconn.transaction_status == TransactionStatus.ACTIVE:
             log.warning("the database did not stop the statement: cutting the connection")
             shut_socket(conn)
 
-    async def stop(self) -> bool:
-        """Disarm; True when the deadline fired (the connection must not be reused)."""
+    def stop(self) -> bool:
+        """Disarm; True when the deadline fired (the connection must not be reused: a
+        cancel request may still be on its way). Nothing to await: a watchdog cancelled
+        before it fired never will (it does not yield between its last wait for the
+        statement and setting `fired`)."""
         if self._timer is not None:
             self._timer.cancel()
         if self._stopping is not None:
             self._stopping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stopping
         return self.fired
 
 
