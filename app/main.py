@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sluice import dashboard
 from sluice.auth import Principal, jwt_auth
+from sluice.core.tasks import TaskCatalog
 from sluice.dags import routes as dags
 from sluice.dlq import routes as dlq
 from sluice.health import routes as health
@@ -33,7 +34,6 @@ from sluice.jobs import routes as jobs
 from sluice.queues import routes as queues
 from sluice.runs import routes as runs
 from sluice.schedules import routes as schedules
-from sluice.tasks import TaskCatalog
 from sluice.workers import routes as workers
 
 API_PREFIX = "/api/v1"
@@ -48,9 +48,7 @@ def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
 def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
     """The API for `settings`. With `pool`, use that pool instead of opening one."""
     auth = jwt_auth(settings)
-    catalog = TaskCatalog.from_settings(
-        settings.known_tasks, settings.allow_shell, settings.task_modules
-    )
+    catalog = TaskCatalog(allow_shell=settings.allow_shell)
 
     api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
     return Litestar(

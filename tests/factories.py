@@ -104,7 +104,7 @@ async def fail(
 async def make_job(conn: AsyncConnection, state: str = "ready", **columns: Any) -> int:
     """A job in `state`, brought there the way the engine would."""
     if state == "scheduled":
-        columns.setdefault("run_at", "infinity")
+        columns.setdefault("run_at", "8999-12-31")  # far ahead (run_at is finite)
     job_id = await insert_job(conn, **columns)
     if state in ("ready", "scheduled"):
         return job_id

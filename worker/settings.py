@@ -10,6 +10,7 @@ import socket
 from sluice.core.config import SettingsError, parse_bool, parse_list, setting
 from sluice.core.durations import duration_setting
 from sluice.core.jobs import DEFAULT_QUEUE
+from sluice.core.outbound import OutboundPolicy
 
 
 def parse_port(value: str) -> int | None:
@@ -74,6 +75,15 @@ class WorkerSettings:
         False,
         "Allow `shell` tasks (they run any command the submitter names). Off by default.",
         parse_bool,
+    )
+    outbound_allow: OutboundPolicy = setting(
+        "SLUICE_OUTBOUND_ALLOW",
+        OutboundPolicy(),
+        "What `http` and `webhook` tasks (and ctx.http) may reach besides public addresses, "
+        "comma separated: host names (api.internal, *.svc.cluster.local), addresses or "
+        "networks (10.1.0.0/16), each optionally with a port (127.0.0.1:8000). Loopback, "
+        "private, link-local and other special-purpose addresses are refused otherwise.",
+        OutboundPolicy.parse,
     )
     smtp_url: str | None = setting(
         "SLUICE_SMTP_URL",
@@ -175,7 +185,7 @@ class WorkerSettings:
         "SLUICE_WORKER_POOL_SIZE",
         4,
         "Database connections for claims, progress and maintenance (plus one for "
-        "LISTEN and one for heartbeats and completions).",
+        "LISTEN, one for completions and one for the lease keeper).",
         int,
     )
 

@@ -70,6 +70,18 @@ JOBS_RUNNING = Gauge(
     "Jobs this worker process is running now.",
 )
 
+EVENT_LOOP_STALLS = Counter(
+    "sluice_worker_event_loop_stalls_total",
+    "Times this worker's event loop was blocked for a second or more (an async "
+    "handler running blocking code).",
+)
+MAINTENANCE_ERRORS = Counter(
+    "sluice_maintenance_errors_total",
+    "Maintenance passes that failed, and rows they had to set aside, by service "
+    "(promoter, rescuer, pruner, cron).",
+    ["service"],
+)
+
 QUEUE_DEPTH = Gauge(
     "sluice_queue_depth",
     "Jobs per queue and state, read from the database at scrape time.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from sluice.auth.settings import AuthSettings
-from sluice.core.config import parse_bool, parse_list, setting
+from sluice.core.config import parse_bool, setting
 from sluice.core.durations import duration_setting
 
 MIB = 1024 * 1024
@@ -63,19 +63,4 @@ class ApiSettings(AuthSettings):
         "Accept `shell` tasks (from admins only). Off by default: a shell task runs any "
         "command on the worker host.",
         parse_bool,
-    )
-    known_tasks: tuple[str, ...] = setting(
-        "SLUICE_KNOWN_TASKS",
-        (),
-        "Task names the API accepts besides the built-ins and the handlers of "
-        "SLUICE_TASK_MODULES, comma-separated; `*` accepts any well-formed name "
-        "(for an API that cannot import the workers' code).",
-        parse_list,
-    )
-    task_modules: tuple[str, ...] = setting(
-        "SLUICE_TASK_MODULES",
-        (),
-        "Python modules whose @task handlers the workers run, comma separated; the API "
-        "imports them too, to accept exactly those task names.",
-        parse_list,
     )

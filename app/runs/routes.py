@@ -79,7 +79,7 @@ class RunsController(Controller):
         catalog: Catalog,
     ) -> Response[Run]:
         """Validate the definition (every problem at once, each with its place: unknown
-        dependency, duplicate id, the cycle's path, unknown task, bad duration, payload that
+        dependency, duplicate id, the cycle's path, malformed task name, bad duration, payload that
         does not fit its task), then create the run's jobs and edges in one transaction."""
         run, created = await service.submit(conn, principal, data, catalog)
         return Response(run, status_code=201 if created else 200)

@@ -12,11 +12,11 @@ from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.definitions import DefinitionError, check
 from sluice.core.engine import Run, RunEdge, RunNode
+from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import FieldError, Refusal, found, invalid
 from sluice.http.redact import redact
 from sluice.http.shapes import notify_json
 from sluice.runs.schemas import RunStart, RunSubmit
-from sluice.tasks import TaskCatalog
 
 
 async def submit(

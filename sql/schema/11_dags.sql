@@ -7,7 +7,8 @@ CREATE TABLE sluice.dags (
                 CONSTRAINT dags_name_valid CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
     version     integer NOT NULL CONSTRAINT dags_version_positive CHECK (version > 0),
     definition  jsonb NOT NULL
-                CONSTRAINT dags_definition_object CHECK (jsonb_typeof(definition) = 'object'),
+                CONSTRAINT dags_definition_object CHECK (jsonb_typeof(definition) = 'object')
+                CONSTRAINT dags_definition_depth CHECK (sluice.json_nesting_ok(definition)),
     created_at  timestamptz NOT NULL DEFAULT now(),
     created_by  text,
     PRIMARY KEY (tenant, name, version)
@@ -20,7 +21,8 @@ CREATE TABLE sluice.dag_runs (
     tenant          sluice.tenant_name NOT NULL DEFAULT 'default',
     dag_name        text,          -- null for a run of an inline definition
     dag_version     integer,
-    params          jsonb NOT NULL DEFAULT '{}',
+    params          jsonb NOT NULL DEFAULT '{}'
+                    CONSTRAINT dag_runs_params_depth CHECK (sluice.json_nesting_ok(params)),
     state           sluice.run_state NOT NULL DEFAULT 'running',
     notify          sluice.notify_spec,
     idempotency_key text,

@@ -5,16 +5,16 @@ CREATE TABLE sluice.jobs (
     tenant           sluice.tenant_name NOT NULL DEFAULT 'default',
     queue            sluice.queue_name NOT NULL DEFAULT 'default',
     task             sluice.task_name NOT NULL,
-    payload          jsonb NOT NULL DEFAULT '{}',
+    payload          sluice.job_payload NOT NULL DEFAULT '{}',
     priority         integer NOT NULL DEFAULT 0,     -- lower runs first
-    run_at           timestamptz NOT NULL DEFAULT now(),
+    run_at           sluice.job_run_at NOT NULL DEFAULT now(),
     state            sluice.job_state NOT NULL DEFAULT 'ready',
     attempt          integer NOT NULL DEFAULT 0,     -- attempts started so far
     max_attempts     integer NOT NULL DEFAULT 5,
     backoff          text NOT NULL DEFAULT 'exponential',
-    backoff_base     interval NOT NULL DEFAULT '1 second',
-    backoff_max      interval NOT NULL DEFAULT '1 hour',
-    timeout          interval,                       -- null: the worker's default
+    backoff_base     sluice.job_backoff NOT NULL DEFAULT '1 second',
+    backoff_max      sluice.job_backoff NOT NULL DEFAULT '1 hour',
+    timeout          sluice.job_timeout,             -- null: the worker's default
     idempotency_key  text,
     run_id           bigint REFERENCES sluice.dag_runs (id) ON DELETE CASCADE,
     node             text,                           -- the node's id in its DAG run
@@ -31,11 +31,15 @@ CREATE TABLE sluice.jobs (
     started_at       timestamptz,
     finished_at      timestamptz,
 
-    CONSTRAINT jobs_max_attempts_positive CHECK (max_attempts BETWEEN 1 AND 1000),
+    -- max_attempts is the attempt number at which the job gives up. A user gives
+    -- 1 to 1000 (attempt is 0 on insert). A hand-back (job_release_many) raises it
+    -- by one, so the attempt it gave back does not count, and a retry from the DLQ
+    -- gives a fresh round on top of the attempts made; neither ever leaves more
+    -- than 1000 attempts ahead of a job, so both always fit.
+    CONSTRAINT jobs_max_attempts_range CHECK (max_attempts >= 1 AND max_attempts - attempt <= 1000),
     CONSTRAINT jobs_attempt_valid CHECK (attempt >= 0),
     CONSTRAINT jobs_backoff_valid CHECK (backoff IN ('exponential', 'linear', 'constant')),
     CONSTRAINT jobs_backoff_range CHECK (backoff_base >= '0' AND backoff_max >= backoff_base),
-    CONSTRAINT jobs_timeout_positive CHECK (timeout > '0'),
     CONSTRAINT jobs_node_in_run CHECK (node IS NULL OR run_id IS NOT NULL),
     -- Only a blocked job waits for parents; a failed or cancelled one may still
     -- count parents it will never wait for.

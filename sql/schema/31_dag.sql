@@ -1,36 +1,53 @@
 -- DAG mechanics: edges, release of children, cancellation of descendants, run state.
 --
--- Locking rule (why nothing here deadlocks): every function that locks several
--- jobs locks them in ascending id order, and jobs are always locked before runs.
--- Two transactions that take overlapping locks in the same order cannot wait on
--- each other in a cycle.
+-- docs/state-machine.md states the locking protocol these functions follow and
+-- argues why no interleaving strands a child, commits a cycle or deadlocks. In
+-- short: a transaction that moves a parent (success, failure, cancel) locks the
+-- parent's children or descendants afterwards, in id order, and decides what
+-- to do with them in a later statement, whose snapshot sees whatever the
+-- previous holders of those locks committed; a transaction that re-decides a
+-- child (job_retry, an edge insert) locks the child first and reads its parents
+-- afterwards. Jobs are always locked before runs.
 
 -- Move blocked children closer to ready: child `p_children[i]` has `p_counts[i]`
--- fewer parents to wait for. The decrement happens under the child's row lock
--- (taken in id order), so two parents succeeding at the same instant in two
--- transactions serialise on the child: the second sees the first's decrement,
--- and exactly one of them brings the count to zero and makes the child ready.
+-- fewer parents to wait for (a parent succeeded, or an edge was deleted).
+--
+-- The children are locked first, in id order, and decremented by a later
+-- statement, whose snapshot sees what every earlier holder of those locks
+-- committed. So two parents succeeding at once serialise on the child: the
+-- second sees the first's decrement, and exactly one of them brings the count
+-- to zero. And a child that job_retry is reviving right now (cancelled or failed
+-- in this transaction's snapshot, blocked once the retry commits) is waited for
+-- too: the retry counted this parent as not succeeded, so this decrement is
+-- owed to it. Filtering on `blocked` before the lock would skip that child and
+-- leave it blocked forever.
+--
+-- A released child is `scheduled` while its run_at is ahead of the clock.
+-- clock_timestamp, not now(): now() is when this transaction began, and a child
+-- inserted since then (run_at defaults to its own transaction's start) would
+-- come out scheduled instead of ready.
 CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETURNS void
-    LANGUAGE sql AS $$
+    LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1
+       FROM sluice.jobs j
+      WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed')
+      ORDER BY j.id
+        FOR NO KEY UPDATE;
+
     WITH counts AS (
         SELECT c.id, sum(c.n)::integer AS n
           FROM unnest(p_children, p_counts) AS c(id, n)
          GROUP BY c.id
-    ), locked AS (
-        SELECT j.id, counts.n
-          FROM sluice.jobs j
-          JOIN counts ON counts.id = j.id
-         WHERE j.state = 'blocked'
-         ORDER BY j.id
-           FOR NO KEY UPDATE OF j
     )
     UPDATE sluice.jobs j
-       SET pending_parents = j.pending_parents - l.n,
-           state = CASE WHEN j.pending_parents > l.n THEN 'blocked'::sluice.job_state
-                        WHEN j.run_at > now() THEN 'scheduled'
+       SET pending_parents = j.pending_parents - counts.n,
+           state = CASE WHEN j.pending_parents > counts.n THEN 'blocked'::sluice.job_state
+                        WHEN j.run_at > clock_timestamp() THEN 'scheduled'
                         ELSE 'ready' END
-      FROM locked l
-     WHERE j.id = l.id;
+      FROM counts
+     WHERE j.id = counts.id AND j.state = 'blocked';
+END
 $$;
 
 -- Parents that just succeeded release their children. PL/pgSQL rather than SQL:
@@ -51,30 +68,54 @@ BEGIN
 END
 $$;
 
--- Jobs that failed or were cancelled take every pending descendant with them, in
--- one recursive statement rather than a cascade of trigger calls one level at a
--- time. The jobs_after_update call this UPDATE causes must not walk the same
--- subtree again: sluice.cascading tells it so.
-CREATE FUNCTION sluice.job_cancel_descendants(p_roots bigint[]) RETURNS void
-    LANGUAGE plpgsql AS $$
+-- Every job below p_roots along edges (null when there is none), read with the
+-- caller's snapshot. PL/pgSQL, to keep the recursive query's plan across calls.
+CREATE FUNCTION sluice.job_descendants(p_roots bigint[]) RETURNS bigint[]
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
-    PERFORM set_config('sluice.cascading', 'on', true);
-    WITH RECURSIVE descendants(id) AS (
+    WITH RECURSIVE below(id) AS (
         SELECT e.child_id FROM sluice.job_edges e WHERE e.parent_id = ANY(p_roots)
         UNION
-        SELECT e.child_id FROM descendants d JOIN sluice.job_edges e ON e.parent_id = d.id
-    ), locked AS (
-        SELECT j.id
-          FROM sluice.jobs j
-          JOIN descendants d ON d.id = j.id
-         WHERE j.state IN ('blocked', 'scheduled', 'ready')
-         ORDER BY j.id
-           FOR NO KEY UPDATE OF j
+        SELECT e.child_id FROM below b JOIN sluice.job_edges e ON e.parent_id = b.id
     )
+    SELECT array_agg(b.id) INTO v_ids FROM below b;
+    RETURN v_ids;
+END
+$$;
+
+-- Jobs that failed or were cancelled take every pending descendant with them, in
+-- one recursive walk rather than a cascade of trigger calls one level at a time.
+--
+-- Descendants are locked before they are read, like children in job_unblock:
+-- not only the pending ones but also the cancelled and failed ones, which
+-- job_retry may be reviving right now (it read this job as not yet failed, so
+-- its revival must be undone here once it commits). The UPDATE is a later
+-- statement and sees the revived state. Running and succeeded descendants are
+-- left alone (neither can exist below a job that had not succeeded).
+--
+-- The jobs_after_update call this UPDATE causes must not walk the same subtree
+-- again: sluice.cascading tells it so.
+CREATE FUNCTION sluice.job_cancel_descendants(p_roots bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[] := sluice.job_descendants(p_roots);
+BEGIN
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+
+    PERFORM 1
+       FROM sluice.jobs j
+      WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed')
+      ORDER BY j.id
+        FOR NO KEY UPDATE;
+
+    PERFORM set_config('sluice.cascading', 'on', true);
     UPDATE sluice.jobs j
        SET state = 'cancelled', reason = 'upstream_failed', finished_at = now()
-      FROM locked l
-     WHERE j.id = l.id;
+     WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready');
     PERFORM set_config('sluice.cascading', 'off', true);
 END
 $$;
@@ -112,35 +153,57 @@ BEGIN
 END
 $$;
 
+-- Every job reachable along edges from p_children (themselves included), and
+-- whether every one of them was written by the transaction p_xid (the caller's):
+-- created by it, so that no other transaction can see it yet, or updated by it,
+-- so that any other transaction locking it waits until this one ends.
+-- PL/pgSQL rather than SQL, to keep the plans of its statements across calls.
+CREATE FUNCTION sluice.job_edges_reach(p_children bigint[], p_xid xid,
+                                       OUT reach bigint[], OUT own boolean)
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    -- Children that are nobody's parent (a new job, a leaf) reach only
+    -- themselves: one index probe instead of planning the recursive query.
+    IF EXISTS (SELECT 1 FROM sluice.job_edges e WHERE e.parent_id = ANY(p_children)) THEN
+        WITH RECURSIVE r(id) AS (
+            SELECT unnest(p_children)
+            UNION
+            SELECT e.child_id FROM r JOIN sluice.job_edges e ON e.parent_id = r.id
+        )
+        SELECT array_agg(r.id) INTO reach FROM r;
+    ELSE
+        reach := p_children;
+    END IF;
+    -- A statement of its own: joined to the recursive query, the planner (which
+    -- cannot tell its size) would read every job instead of probing a few by id.
+    SELECT coalesce(bool_and(j.xmin = p_xid), true) INTO own
+      FROM sluice.jobs j
+     WHERE j.id = ANY(reach);
+END
+$$;
+
 -- A cycle closed by the new edges (p_parents[i] -> p_children[i]), as the list of
--- jobs around it (first = last), or null when there is none.
+-- jobs around it (first = last), or null when there is none. p_reach is every
+-- job reachable from the new edges' children (job_edges_reach), read with a
+-- snapshot taken after the caller's locks.
 --
--- Every job on such a cycle is a descendant of a new edge's child. Ids increase
--- along a cycle's edges and must also decrease somewhere, so if the edges leaving
--- those descendants all go the same way (parents inserted before children, the
--- usual case, or all the other way) there is no cycle and the check costs one
--- pass over the descendants. Otherwise each new edge whose parent is among the
--- descendants is checked on its own.
-CREATE FUNCTION sluice.job_edges_find_cycle(p_parents bigint[], p_children bigint[])
+-- Every job on such a cycle is in p_reach. Ids increase along a cycle's edges
+-- and must also decrease somewhere, so if the edges leaving those jobs all go
+-- the same way (parents inserted before children, the usual case, or all the
+-- other way) there is no cycle and the check costs one pass over them.
+-- Otherwise each new edge whose parent is in p_reach is checked on its own.
+CREATE FUNCTION sluice.job_edges_find_cycle(p_parents bigint[], p_children bigint[], p_reach bigint[])
     RETURNS bigint[]
     LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_reach bigint[];
     v_mixed boolean;
     v_edge  record;
     v_path  bigint[];
 BEGIN
-    WITH RECURSIVE reach(id) AS (
-        SELECT unnest(p_children)
-        UNION
-        SELECT e.child_id FROM reach r JOIN sluice.job_edges e ON e.parent_id = r.id
-    )
-    SELECT array_agg(id) INTO v_reach FROM reach;
-
     SELECT bool_or(e.parent_id > e.child_id) AND bool_or(e.parent_id < e.child_id)
       INTO v_mixed
       FROM sluice.job_edges e
-     WHERE e.parent_id = ANY(v_reach);
+     WHERE e.parent_id = ANY(p_reach);
     IF NOT coalesce(v_mixed, false) THEN
         RETURN NULL;
     END IF;
@@ -148,7 +211,7 @@ BEGIN
     FOR v_edge IN
         SELECT DISTINCT x.parent_id, x.child_id
           FROM unnest(p_parents, p_children) AS x(parent_id, child_id)
-         WHERE x.parent_id = ANY(v_reach)
+         WHERE x.parent_id = ANY(p_reach)
          ORDER BY x.parent_id, x.child_id
     LOOP
         v_path := sluice.job_path(v_edge.child_id, v_edge.parent_id);
@@ -160,50 +223,101 @@ BEGIN
 END
 $$;
 
--- New edges: lock what they touch, refuse what cannot work, and block children.
+-- New edges: serialise what must be, lock what they touch, refuse what cannot
+-- work, and block children.
+--
+-- Cycles. Two statements that together close a cycle may touch disjoint jobs
+-- (a->b while c->d, with b->c and d->a already there), so row locks alone do not
+-- make one see the other. Such statements take turns on sluice.job_edges_turn
+-- and look for cycles after their turn came, with a fresh snapshot. A statement
+-- skips the turn when every job reachable from its children is the
+-- transaction's own (created by it, or updated by it and so locked until it
+-- ends): another transaction could only extend that part of the graph by
+-- locking one of those jobs, so it would wait for this one and then see its
+-- edges. DAG runs and API submissions (new jobs below existing parents) are in
+-- that case. REPEATABLE READ and SERIALIZABLE callers always take the turn, and
+-- get a serialization failure when another turn was taken since their snapshot.
+-- The turn is taken before any job row lock of the statement.
+--
+-- Children and parents are then locked (running rows first, then the others,
+-- each in id order: the engine's one lock order, docs/state-machine.md), except
+-- the transaction's own rows, which nobody else can lock. A parent completing at
+-- the same time either commits first (read below as succeeded and not counted)
+-- or waits for this transaction (and its release then sees these edges); a
+-- child being retried or cancelled is read in its new state.
 CREATE FUNCTION sluice.job_edges_after_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_bad   record;
-    v_cycle bigint[];
+    v_xid      xid := pg_current_xact_id()::xid;
+    v_parents  bigint[];
+    v_children bigint[];
+    v_reach    bigint[];
+    v_own      boolean;
+    v_bad      record;
+    v_cycle    bigint[];
 BEGIN
-    -- Lock parents and children together in id order. A parent completing at the
-    -- same time either commits first (we then read it as succeeded and do not
-    -- count it) or waits for us (its release then sees these edges).
+    SELECT array_agg(e.parent_id), array_agg(e.child_id) INTO v_parents, v_children FROM new_edges e;
+    IF v_children IS NULL THEN
+        RETURN NULL;  -- a statement that inserted no edge (a DAG of one node)
+    END IF;
+
+    -- Children another transaction can see need the turn whatever lies below
+    -- them: that is known without walking the graph.
+    SELECT bool_and(j.xmin = v_xid) INTO v_own FROM sluice.jobs j WHERE j.id = ANY(v_children);
+    IF v_own THEN
+        SELECT r.reach, r.own INTO v_reach, v_own FROM sluice.job_edges_reach(v_children, v_xid) r;
+    END IF;
+    IF NOT v_own OR current_setting('transaction_isolation') <> 'read committed' THEN
+        UPDATE sluice.job_edges_turn SET turns = turns + 1;
+        v_reach := NULL;  -- read again below, after the locks
+    END IF;
+
     PERFORM 1
        FROM sluice.jobs j
-      WHERE j.id IN (SELECT parent_id FROM new_edges UNION SELECT child_id FROM new_edges)
-      ORDER BY j.id
+      WHERE j.id = ANY(v_parents || v_children) AND j.xmin <> v_xid
+      ORDER BY j.state <> 'running', j.id
         FOR NO KEY UPDATE;
 
-    SELECT e.parent_id, e.child_id, c.state INTO v_bad
-      FROM new_edges e JOIN sluice.jobs c ON c.id = e.child_id
-     WHERE c.state NOT IN ('blocked', 'scheduled', 'ready')
-     ORDER BY e.child_id, e.parent_id
+    -- A new statement: it sees what the holders of those locks committed.
+    SELECT e.parent_id, e.child_id, p.state AS parent_state, c.state AS child_state,
+           p.tenant AS parent_tenant, c.tenant AS child_tenant,
+           CASE WHEN p.tenant <> c.tenant THEN 1
+                WHEN c.state NOT IN ('blocked', 'scheduled', 'ready') THEN 2
+                ELSE 3 END AS problem
+      INTO v_bad
+      FROM new_edges e
+      JOIN sluice.jobs p ON p.id = e.parent_id
+      JOIN sluice.jobs c ON c.id = e.child_id
+     WHERE p.tenant <> c.tenant
+        OR c.state NOT IN ('blocked', 'scheduled', 'ready')
+        OR p.state IN ('failed', 'cancelled')
+     ORDER BY 7, e.child_id, e.parent_id
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'job % cannot depend on job %: it is already %',
-                        v_bad.child_id, v_bad.parent_id, v_bad.state
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_child_pending',
-                  SCHEMA = 'sluice', TABLE = 'job_edges';
+        CASE v_bad.problem
+        WHEN 1 THEN
+            RAISE EXCEPTION 'job % (tenant %) cannot depend on job % (tenant %): edges stay within one tenant',
+                            v_bad.child_id, v_bad.child_tenant, v_bad.parent_id, v_bad.parent_tenant
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_same_tenant',
+                      SCHEMA = 'sluice', TABLE = 'job_edges';
+        WHEN 2 THEN
+            RAISE EXCEPTION 'job % cannot depend on job %: it is already %',
+                            v_bad.child_id, v_bad.parent_id, v_bad.child_state
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_child_pending',
+                      SCHEMA = 'sluice', TABLE = 'job_edges';
+        ELSE
+            RAISE EXCEPTION 'job % cannot depend on job %: that job is % and will never succeed',
+                            v_bad.child_id, v_bad.parent_id, v_bad.parent_state
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_parent_alive',
+                      SCHEMA = 'sluice', TABLE = 'job_edges',
+                      HINT = 'Retry the parent first (sluice.retry_dead).';
+        END CASE;
     END IF;
 
-    SELECT e.parent_id, e.child_id, p.state INTO v_bad
-      FROM new_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-     WHERE p.state IN ('failed', 'cancelled')
-     ORDER BY e.parent_id, e.child_id
-     LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'job % cannot depend on job %: that job is % and will never succeed',
-                        v_bad.child_id, v_bad.parent_id, v_bad.state
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_parent_alive',
-                  SCHEMA = 'sluice', TABLE = 'job_edges',
-                  HINT = 'Retry the parent first (sluice.retry_dead).';
+    IF v_reach IS NULL THEN
+        SELECT r.reach INTO v_reach FROM sluice.job_edges_reach(v_children, v_xid) r;
     END IF;
-
-    SELECT sluice.job_edges_find_cycle(array_agg(parent_id), array_agg(child_id))
-      INTO v_cycle
-      FROM new_edges;
+    v_cycle := sluice.job_edges_find_cycle(v_parents, v_children, v_reach);
     IF v_cycle IS NOT NULL THEN
         RAISE EXCEPTION 'edge % -> % would close a cycle: %',
                         v_cycle[1], v_cycle[2], array_to_string(v_cycle, ' -> ')

@@ -72,8 +72,9 @@ BEGIN
                progress = NULL
           FROM picked
          WHERE j.id = picked.id
-        RETURNING j.id, j.tenant, j.queue, j.task, j.payload, j.priority, j.attempt,
-                  j.max_attempts, j.timeout, j.run_id, j.node, j.run_at, j.created_at, j.started_at;
+        RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
+                  j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
+                  j.created_at, j.started_at;
         RETURN;
     END IF;
     -- A limited queue's running count must not be read by two claimers at once,
@@ -121,21 +122,42 @@ BEGIN
            progress = NULL
       FROM picked
      WHERE j.id = picked.id
-    RETURNING j.id, j.tenant, j.queue, j.task, j.payload, j.priority, j.attempt,
-              j.max_attempts, j.timeout, j.run_id, j.node, j.run_at, j.created_at, j.started_at;
+    RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
+              j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
+              j.created_at, j.started_at;
 END
 $$;
 
--- Renew the leases of the jobs a worker is still running, in one statement,
--- and return the ids renewed. A job missing from the answer is no longer this
--- worker's (cancelled, or rescued after a stall): the worker should stop it.
-CREATE FUNCTION sluice.job_heartbeat(p_worker_id text, p_ids bigint[], p_lease interval)
-    RETURNS SETOF bigint
+-- Renew the leases of the attempts a worker is still running, in one
+-- statement (p_ids and p_attempts are parallel), and return the (id, attempt)
+-- pairs renewed. A lease is renewed only for the very attempt named: after a
+-- worker stalled past its lease, its job may have been rescued and claimed
+-- again, by another worker or by this one, and the stale attempt must not keep
+-- the new one's lease alive. A pair missing from the answer is no longer this
+-- worker's (cancelled, or rescued after a stall): the worker stops it.
+--
+-- The worker renews from a connection of its own (its lease keeper thread),
+-- beside the one that writes its completion batches: the rows are locked in
+-- id order first, as completions and the rescuer lock them, so the two never
+-- wait for each other in a cycle.
+CREATE FUNCTION sluice.job_heartbeat(
+    p_worker_id text, p_ids bigint[], p_attempts integer[], p_lease interval
+) RETURNS TABLE (id bigint, attempt integer)
     LANGUAGE sql AS $$
-    UPDATE sluice.jobs
+    WITH held AS (
+        SELECT j.id
+          FROM sluice.jobs j
+          JOIN unnest(p_ids, p_attempts) AS h(id, attempt)
+            ON j.id = h.id AND j.attempt = h.attempt
+         WHERE j.state::text = 'running' AND j.worker_id = p_worker_id
+         ORDER BY j.id
+           FOR NO KEY UPDATE OF j
+    )
+    UPDATE sluice.jobs j
        SET lease_expires_at = now() + p_lease
-     WHERE id = ANY(p_ids) AND state::text = 'running' AND worker_id = p_worker_id
-    RETURNING id;
+      FROM held
+     WHERE j.id = held.id
+    RETURNING j.id, j.attempt;
 $$;
 
 -- Record a running job's progress (any JSON the handler reports).
@@ -194,11 +216,15 @@ CREATE FUNCTION sluice.job_fail_rows(
           FROM unnest(p_ids, p_attempts, p_worker_ids, p_errors, p_retryable, p_outcomes, p_outputs)
             AS f(id, attempt, worker_id, error, retryable, outcome, output)
     ), decided AS (
-        SELECT f.*,
-               f.retryable AND j.attempt < j.max_attempts AS retry,
-               now() + sluice.backoff_delay(j.backoff, j.backoff_base, j.backoff_max, j.attempt, random())
-                   AS retry_at
-          FROM f JOIN sluice.jobs j ON j.id = f.id
+        -- The backoff is only computed for jobs that will retry.
+        SELECT f.*, x.retry,
+               CASE WHEN x.retry
+                    THEN now() + sluice.backoff_delay(j.backoff, j.backoff_base, j.backoff_max,
+                                                      j.attempt, random())
+               END AS retry_at
+          FROM f
+          JOIN sluice.jobs j ON j.id = f.id
+         CROSS JOIN LATERAL (SELECT f.retryable AND j.attempt < j.max_attempts AS retry) x
     ), failed AS (
         UPDATE sluice.jobs j
            SET state = CASE WHEN NOT d.retry THEN 'failed'::sluice.job_state
@@ -267,6 +293,15 @@ $$;
 
 -- Rescue jobs whose lease expired (their worker died, hung, or lost the
 -- network): each counts as a failed attempt and is retried or dead-lettered.
+--
+-- One bad row must not stop the rescue of every other job on every pass. The
+-- batch runs in one subtransaction; should it fail, each job is rescued on its
+-- own, and a job that still cannot be (no value the constraints admit should
+-- get there) is failed for good with the error, non-retryable; if even that
+-- fails, it is left running with a warning, for the next pass. Rows are locked
+-- before the subtransactions start, so they stay this caller's throughout. A
+-- deadlock or serialization failure is not the row's fault: it is raised, and
+-- the caller's next pass tries again.
 CREATE FUNCTION sluice.job_rescue_expired(p_limit integer DEFAULT 1000)
     RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
     LANGUAGE plpgsql AS $$
@@ -275,6 +310,13 @@ DECLARE
     v_ids      bigint[];
     v_attempts integer[];
     v_workers  text[];
+    v_out_ids  bigint[] := '{}';
+    v_states   sluice.job_state[] := '{}';
+    v_run_ats  timestamptz[] := '{}';
+    v_id       bigint;
+    v_state    sluice.job_state;
+    v_run_at   timestamptz;
+    v_error    text;
 BEGIN
     SELECT array_agg(e.id), array_agg(e.attempt), array_agg(e.worker_id)
       INTO v_ids, v_attempts, v_workers
@@ -287,13 +329,57 @@ BEGIN
     IF v_ids IS NULL THEN
         RETURN;
     END IF;
-    RETURN QUERY
-    SELECT * FROM sluice.job_fail_rows(
-        v_ids, v_attempts, v_workers,
-        ARRAY(SELECT format('lease expired: worker %s stopped heartbeating', w) FROM unnest(v_workers) w),
-        array_fill(true, ARRAY[cardinality(v_ids)]),
-        array_fill('rescued'::text, ARRAY[cardinality(v_ids)]),
-        NULL);
+    BEGIN
+        SELECT array_agg(f.id), array_agg(f.state), array_agg(f.run_at)
+          INTO v_out_ids, v_states, v_run_ats
+          FROM sluice.job_fail_rows(
+              v_ids, v_attempts, v_workers,
+              ARRAY(SELECT format('lease expired: worker %s stopped heartbeating', w) FROM unnest(v_workers) w),
+              array_fill(true, ARRAY[cardinality(v_ids)]),
+              array_fill('rescued'::text, ARRAY[cardinality(v_ids)]),
+              NULL) f;
+    EXCEPTION
+        WHEN transaction_rollback THEN
+            RAISE;
+        WHEN OTHERS THEN
+            v_out_ids := '{}';
+            v_states := '{}';
+            v_run_ats := '{}';
+            FOR i IN 1 .. cardinality(v_ids) LOOP
+                v_id := NULL;
+                BEGIN
+                    SELECT f.id, f.state, f.run_at INTO v_id, v_state, v_run_at
+                      FROM sluice.job_fail_rows(
+                          ARRAY[v_ids[i]], ARRAY[v_attempts[i]], ARRAY[v_workers[i]],
+                          ARRAY[format('lease expired: worker %s stopped heartbeating', v_workers[i])],
+                          '{true}', '{rescued}', NULL) f;
+                EXCEPTION
+                    WHEN transaction_rollback THEN
+                        RAISE;
+                    WHEN OTHERS THEN
+                        v_error := SQLERRM;
+                        BEGIN
+                            SELECT f.id, f.state, f.run_at INTO v_id, v_state, v_run_at
+                              FROM sluice.job_fail_rows(
+                                  ARRAY[v_ids[i]], ARRAY[v_attempts[i]], ARRAY[v_workers[i]],
+                                  ARRAY[format('lease expired: worker %s stopped heartbeating;'
+                                               ' the job could not be retried: %s', v_workers[i], v_error)],
+                                  '{false}', '{rescued}', NULL) f;
+                        EXCEPTION
+                            WHEN transaction_rollback THEN
+                                RAISE;
+                            WHEN OTHERS THEN
+                                RAISE WARNING 'sluice: job % could not be rescued: %', v_ids[i], SQLERRM;
+                        END;
+                END;
+                IF v_id IS NOT NULL THEN
+                    v_out_ids := v_out_ids || v_id;
+                    v_states := v_states || v_state;
+                    v_run_ats := v_run_ats || v_run_at;
+                END IF;
+            END LOOP;
+    END;
+    RETURN QUERY SELECT * FROM unnest(v_out_ids, v_states, v_run_ats);
 END
 $$;
 

@@ -54,28 +54,45 @@ $$;
 -- loses its lease at once (its worker's late completion is ignored) and its
 -- worker is told to stop it (jobs_after_update sends the NOTIFY). Descendants
 -- are cancelled as upstream_failed. Returns the ids cancelled.
+--
+-- The targets and the descendants the cancellation will reach are locked in
+-- one sweep, running rows first, then the others, each in id order: the order
+-- every engine call takes job rows in (docs/state-machine.md), so a cancel
+-- cannot deadlock with a completion or failure releasing or cancelling the
+-- same jobs. The cascade (jobs_after_update) then finds its rows already held.
 CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
-    LANGUAGE sql AS $$
-    WITH locked AS (
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_below bigint[] := sluice.job_descendants(p_ids);
+BEGIN
+    PERFORM 1
+       FROM sluice.jobs j
+      WHERE (j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state))
+         OR (j.id = ANY(v_below) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed'))
+      ORDER BY j.state <> 'running', j.id
+        FOR NO KEY UPDATE;
+
+    -- A new statement: each target's state as its lock found it.
+    RETURN QUERY
+    WITH targets AS (
         SELECT j.id, j.state AS was, j.attempt, j.worker_id, j.started_at
           FROM sluice.jobs j
          WHERE j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state)
-         ORDER BY j.id
-           FOR NO KEY UPDATE
     ), cancelled AS (
         UPDATE sluice.jobs j
            SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL
-          FROM locked l
-         WHERE j.id = l.id
+          FROM targets t
+         WHERE j.id = t.id
         RETURNING j.id
     ), logged AS (
         INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
-        SELECT l.id, l.attempt, l.worker_id, l.started_at, 'cancelled', p_reason
-          FROM locked l
-         WHERE l.was = 'running'
+        SELECT t.id, t.attempt, t.worker_id, t.started_at, 'cancelled', p_reason
+          FROM targets t
+         WHERE t.was = 'running'
     )
-    SELECT id FROM cancelled;
+    SELECT c.id FROM cancelled c;
+END
 $$;
 
 -- Cancel one job (psql-friendly). True when it was cancelled by this call.
@@ -84,19 +101,48 @@ CREATE FUNCTION sluice.cancel_job(job_id bigint) RETURNS boolean
     SELECT EXISTS (SELECT 1 FROM sluice.job_cancel(ARRAY[job_id]));
 $$;
 
--- Retry failed or cancelled jobs. Each gets fresh attempts (as many as its
--- last round had) and runs again as soon as its parents allow; descendants that
--- were cancelled because of it come back to `blocked`; open dead-letter entries
--- are resolved as retried. A job with a parent that is itself failed or
--- cancelled (and not retried here) stays cancelled. Returns the ids retried.
+-- How many attempts a retried job's new round gets: as many as its last round
+-- had, not counting the attempts it handed back (job_release_many raised
+-- max_attempts for each). A round starts at 0, or at the attempt count of the
+-- dead letter last retried. At least 1, at most 1000 (jobs_max_attempts_range).
+CREATE FUNCTION sluice.job_retry_round(p_id bigint, p_attempt integer, p_max_attempts integer)
+    RETURNS integer
+    LANGUAGE sql STABLE AS $$
+    WITH round AS (
+        SELECT coalesce(max(d.attempts), 0) AS start
+          FROM sluice.dead_letters d
+         WHERE d.job_id = p_id AND d.resolution = 'retried' AND d.attempts <= p_attempt
+    )
+    SELECT least(greatest(p_max_attempts - r.start - (
+               SELECT count(*)::integer FROM sluice.job_attempts a
+                WHERE a.job_id = p_id AND a.outcome = 'released' AND a.attempt > r.start), 1), 1000)
+      FROM round r;
+$$;
+
+-- Retry failed or cancelled jobs. Each gets a fresh round of attempts (as many
+-- as its last round had, hand-backs not counted) and runs again as soon as its
+-- parents allow; descendants that were cancelled because of it come back to
+-- `blocked`; open dead-letter entries are resolved as retried. A job with a
+-- parent that is failed or cancelled (and not retried here) cannot run: it ends
+-- (or stays) cancelled as upstream_failed, and comes back when that parent is
+-- retried. Returns the ids retried.
+--
+-- Concurrency (docs/state-machine.md): the candidates are read from a snapshot,
+-- then locked in id order; everything is decided afterwards, by statements
+-- whose snapshots see what every earlier holder of those locks committed. A
+-- parent that fails or succeeds while this runs either committed before our
+-- lock on its child was granted (read here in its new state) or locks that
+-- child after us and corrects it (job_cancel_descendants, job_unblock), so the
+-- child never stays blocked under a parent that will not succeed, nor counts a
+-- parent that already did.
 CREATE FUNCTION sluice.job_retry(p_ids bigint[]) RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
 DECLARE
     v_roots   bigint[];
     v_revived bigint[];
-    v_all     bigint[];
+    v_locked  bigint[];
 BEGIN
-    SELECT array_agg(j.id ORDER BY j.id) INTO v_roots
+    SELECT array_agg(j.id) INTO v_roots
       FROM sluice.jobs j
      WHERE j.id = ANY(p_ids) AND j.state IN ('failed', 'cancelled');
     IF v_roots IS NULL THEN
@@ -116,42 +162,70 @@ BEGIN
     )
     SELECT array_agg(id) INTO v_revived FROM revived WHERE id <> ALL (v_roots);
 
-    -- Lock roots and revived descendants together, in id order; re-check states under the lock.
-    SELECT array_agg(j.id ORDER BY j.id) INTO v_all
+    -- A candidate another transaction changed meanwhile (retried it, say) no
+    -- longer matches once its lock is granted and is left out.
+    SELECT array_agg(j.id) INTO v_locked
       FROM (SELECT j.id FROM sluice.jobs j
              WHERE j.id = ANY(v_roots || coalesce(v_revived, '{}'))
                AND j.state IN ('failed', 'cancelled')
              ORDER BY j.id
                FOR NO KEY UPDATE) j;
+    IF v_locked IS NULL THEN
+        RETURN;
+    END IF;
 
-    -- Every job counts the parents it must wait for again; parents being
-    -- retried here are not succeeded, so they count.
+    -- Decide every locked job at once, from what is committed now. `live` are
+    -- the jobs to bring back; a live job is `doomed` when one of its parents is
+    -- failed or cancelled and not live, or is itself doomed. The others count
+    -- their parents that have not succeeded (live parents among them).
+    -- Doomed roots end cancelled (with their fresh round, for when their parent
+    -- is retried and revives them); doomed descendants stay as they are. Their
+    -- own descendants are all doomed descendants here already, so the update
+    -- need not cascade (sluice.cascading), and takes no lock beyond these.
+    PERFORM set_config('sluice.cascading', 'on', true);
+    WITH RECURSIVE live AS (
+        SELECT j.id, j.id = ANY(v_roots) AS root
+          FROM sluice.jobs j
+         WHERE j.id = ANY(v_locked)
+           AND j.state IN ('failed', 'cancelled')
+           AND (j.id = ANY(v_roots) OR j.reason = 'upstream_failed')
+    ), doomed(id) AS (
+        SELECT e.child_id
+          FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
+         WHERE e.child_id IN (SELECT l.id FROM live l)
+           AND p.state IN ('failed', 'cancelled')
+           AND p.id NOT IN (SELECT l.id FROM live l)
+        UNION
+        SELECT e.child_id
+          FROM doomed d JOIN sluice.job_edges e ON e.parent_id = d.id
+         WHERE e.child_id IN (SELECT l.id FROM live l)
+    ), decided AS (
+        SELECT l.id, l.root, l.id IN (SELECT d.id FROM doomed d) AS doomed,
+               (SELECT count(*)::integer
+                  FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
+                 WHERE e.child_id = l.id AND p.state <> 'succeeded') AS pending
+          FROM live l
+    )
     UPDATE sluice.jobs j
-       SET state = CASE WHEN w.n > 0 THEN 'blocked'::sluice.job_state ELSE 'ready' END,
-           pending_parents = w.n,
-           max_attempts = CASE WHEN j.id = ANY(v_roots)
-                               THEN j.attempt + j.max_attempts - coalesce(
-                                        (SELECT max(d.attempts) FROM sluice.dead_letters d
-                                          WHERE d.job_id = j.id AND d.resolution = 'retried'), 0)
+       SET state = CASE WHEN x.doomed THEN 'cancelled'::sluice.job_state
+                        WHEN x.pending > 0 THEN 'blocked'
+                        ELSE 'ready' END,
+           pending_parents = CASE WHEN x.doomed THEN 0 ELSE x.pending END,
+           reason = CASE WHEN x.doomed THEN 'upstream_failed' END,
+           finished_at = CASE WHEN x.doomed THEN now() END,
+           max_attempts = CASE WHEN x.root
+                               THEN j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts)
                                ELSE j.max_attempts END,
-           run_at = now(), reason = NULL, finished_at = NULL, result = NULL,
-           worker_id = NULL, lease_expires_at = NULL
-      FROM (SELECT x.id, (SELECT count(*)::integer
-                            FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-                           WHERE e.child_id = x.id AND p.state <> 'succeeded') AS n
-              FROM unnest(v_all) AS x(id)) w
-     WHERE j.id = w.id;
+           run_at = CASE WHEN x.doomed THEN j.run_at ELSE now() END,
+           result = NULL, worker_id = NULL, lease_expires_at = NULL
+      FROM decided x
+     WHERE j.id = x.id
+       AND (x.root OR NOT x.doomed);
+    PERFORM set_config('sluice.cascading', 'off', true);
 
     UPDATE sluice.dead_letters d
        SET resolved_at = now(), resolution = 'retried'
-     WHERE d.job_id = ANY(v_all) AND d.resolved_at IS NULL;
-
-    -- A job whose parent is failed or cancelled, and was not retried here, cannot
-    -- run: cancel it again (jobs_after_update cascades to its descendants).
-    PERFORM sluice.job_cancel(array_agg(DISTINCT e.child_id), 'upstream_failed')
-       FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-      WHERE e.child_id = ANY(v_all) AND p.state IN ('failed', 'cancelled')
-     HAVING count(*) > 0;
+     WHERE d.job_id = ANY(v_roots) AND d.job_id = ANY(v_locked) AND d.resolved_at IS NULL;
 
     RETURN QUERY
     SELECT j.id FROM sluice.jobs j

@@ -15,7 +15,7 @@ def _fill_queues(sql) -> None:
     """Jobs in every state, in two queues, and some of another tenant."""
     for _ in range(3):
         enqueue(sql, queue="default")
-    enqueue(sql, queue="default", run_at="infinity")  # scheduled
+    enqueue(sql, queue="default", run_at="8999-12-31")  # scheduled
     parent = enqueue(sql, queue="mail")
     enqueue(sql, queue="mail", depends_on=[parent])  # blocked
     for job in claim(sql, "default", limit=2):  # two succeed

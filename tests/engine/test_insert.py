@@ -58,7 +58,7 @@ async def test_a_job_cannot_be_inserted_in_another_state(db, state):
         ({"task": "rm -rf /"}, "task_name_valid"),
         ({"queue": "no spaces allowed"}, "queue_name_valid"),
         ({"tenant": ""}, "tenant_name_valid"),
-        ({"max_attempts": 0}, "jobs_max_attempts_positive"),
+        ({"max_attempts": 0}, "jobs_max_attempts_range"),
         ({"backoff": "random"}, "jobs_backoff_valid"),
         ({"backoff_base": "10 seconds", "backoff_max": "1 second"}, "jobs_backoff_range"),
         ({"timeout": "0 seconds"}, "jobs_timeout_positive"),
