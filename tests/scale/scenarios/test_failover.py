@@ -274,15 +274,6 @@ def test_write_gap_stays_within_bounds(outcome):
     assert gaps["crash"] < TTL + 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A worker whose fixed-host URL lands on the old primary, now a standby, "
-    "gets SQLSTATE 25006 (read-only transaction) from job_claim (and from "
-    "leader_acquire in maintenance); the claimer task dies with it and the worker "
-    "stops. It should treat 25006 like a lost connection ('reconnect and retry the "
-    "write') and carry on once its host is primary again (here after the second "
-    "failover).",
-)
 def test_a_worker_on_a_fixed_host_survives_a_switchover_and_resumes(outcome):
     assert outcome["alive"]["worker-fixed"]
     jobs = _jobs(outcome, outcome["fixed_ids"])
