@@ -6,25 +6,14 @@ load them with:
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from sluice import JobContext, NonRetryableError, task
 
 
-@task(name="pipeline.extract")
-def extract(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """A day's orders (made up, the same for the same day), returned as the result:
-    the database hands them to `transform` (examples/pipeline.yaml), on whichever
-    worker and host it runs, so no file is shared."""
-    rng = random.Random(payload["day"])  # noqa: S311 - made-up data, not secrets
-    orders = [{"order": n, "amount": rng.randint(5, 120)} for n in range(payload.get("count", 25))]
-    return {"day": payload["day"], "orders": orders}
-
-
 @task(name="pipeline.transform")
 async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Total the orders `extract` returned. The payload's `orders` is the template
+    """Total the orders `extract` printed. The payload's `orders` is the template
     `{{ nodes.extract.result.orders }}`, rendered by the database when this node
     became ready; the result goes on to `load` the same way."""
     orders = payload["orders"]

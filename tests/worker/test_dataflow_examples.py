@@ -1,4 +1,5 @@
-"""The tour's examples/pipeline.yaml passes its data through results only: its
+"""The tour's examples/pipeline.yaml passes its data through results only (a shell
+command's last line of stdout, a handler's return value): its
 nodes run on two `sluice worker` processes that share nothing but the database
 (each takes its own queue), and what `extract` returned reaches `transform`, whose
 totals reach `load`'s HTTP call."""
@@ -13,7 +14,7 @@ import yaml
 from psycopg.types.json import Jsonb
 
 from sluice.core.definitions import check_all
-from sluice.tasks import TaskCatalog
+from sluice.core.tasks import TaskCatalog
 from tests.factories import rows, scalar
 from tests.worker.helpers import ROOT, wait_for
 
@@ -43,7 +44,7 @@ async def test_the_pipeline_passes_data_through_results_across_two_workers(
     try:
         source = yaml.safe_load(PIPELINE.read_text())
         assert "/tmp" not in PIPELINE.read_text()
-        catalog = TaskCatalog.from_settings((), False, ("examples.handlers",))
+        catalog = TaskCatalog(allow_shell=True)
         definition = {k: source[k] for k in ("description", "params", "nodes")}
         for node in definition["nodes"]:
             node["queue"] = QUEUES[node["id"]]
@@ -56,7 +57,12 @@ async def test_the_pipeline_passes_data_through_results_across_two_workers(
             Jsonb({"day": "2026-11-21", "api_host": host}),
         )
         for queue in ("pipe-a", "pipe-b"):
-            spawn_worker(SLUICE_QUEUES=queue, SLUICE_TASK_MODULES="examples.handlers")
+            spawn_worker(
+                SLUICE_QUEUES=queue,
+                SLUICE_TASK_MODULES="examples.handlers",
+                SLUICE_ALLOW_SHELL=1,
+                SLUICE_OUTBOUND_ALLOW=host,
+            )
 
         async def ended():
             sql = "SELECT state::text FROM sluice.dag_runs WHERE id = %s"
