@@ -29,6 +29,31 @@ async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     }
 
 
+@task(name="examples.split")
+def split(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The words to measure (examples/map_join.yaml maps `measure` over them)."""
+    return {"words": list(payload["words"])}
+
+
+@task(name="examples.measure")
+def measure(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """One element of the map: `{{ item }}` and `{{ index }}` in its payload."""
+    return {"word": payload["word"], "index": payload["index"], "length": len(payload["word"])}
+
+
+@task(name="examples.join")
+def join(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The mapped node's result: its elements' results, in element order."""
+    measured = payload["measured"]
+    return {"words": [m["word"] for m in measured], "letters": sum(m["length"] for m in measured)}
+
+
+@task(name="examples.count")
+def count(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+    """How many rows there are (examples/branch_when.yaml branches on it)."""
+    return {"rows": int(payload["rows"])}
+
+
 @task(name="examples.flaky")
 def flaky(payload: dict[str, Any], ctx: JobContext) -> str:
     """Fail until attempt `succeed_on_attempt` (a sync handler: it runs in a thread).
