@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sluice import dashboard
 from sluice.auth import Principal, jwt_auth
+from sluice.core.tasks import TaskCatalog
 from sluice.dags import routes as dags
 from sluice.dlq import routes as dlq
 from sluice.health import routes as health
@@ -26,14 +27,13 @@ from sluice.http.bodies import JsonRequest
 from sluice.http.errors import EXCEPTION_HANDLERS
 from sluice.http.limits import BodyLimitMiddleware
 from sluice.http.openapi import openapi_config
-from sluice.http.pool import pool_lifespan, provide_connection
+from sluice.http.pool import pool_lifespan, provide_connection, provide_read_connection
 from sluice.http.request_metrics import RequestMetricsMiddleware
 from sluice.http.settings import ApiSettings
 from sluice.jobs import routes as jobs
 from sluice.queues import routes as queues
 from sluice.runs import routes as runs
 from sluice.schedules import routes as schedules
-from sluice.tasks import TaskCatalog
 from sluice.workers import routes as workers
 
 API_PREFIX = "/api/v1"
@@ -48,9 +48,7 @@ def provide_principal(request: Request[Principal, Any, Any]) -> Principal:
 def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None) -> Litestar:
     """The API for `settings`. With `pool`, use that pool instead of opening one."""
     auth = jwt_auth(settings)
-    catalog = TaskCatalog.from_settings(
-        settings.known_tasks, settings.allow_shell, settings.task_modules
-    )
+    catalog = TaskCatalog(allow_shell=settings.allow_shell)
 
     api = Router(path=API_PREFIX, route_handlers=[area.router for area in AREAS])
     return Litestar(
@@ -59,6 +57,7 @@ def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None
         lifespan=[pool_lifespan(settings, pool)],
         dependencies={
             "conn": Provide(provide_connection),
+            "read_conn": Provide(provide_read_connection),
             "principal": Provide(provide_principal, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "catalog": Provide(lambda: catalog, sync_to_thread=False),

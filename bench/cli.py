@@ -1,4 +1,4 @@
-"""The `python -m bench` / `sluice bench` command line."""
+"""The `python -m bench` command line."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 import click
 
 from bench import report
-from bench.database import BenchDatabaseError, open_database
+from bench.database import SERVER_SETTINGS, BenchDatabaseError, open_database
 from bench.harness import RESULTS, Bench, Record, context
-from bench.targets import LIMIT_OF, evaluate
+from bench.targets import evaluate, fractions_of_limit
 
 # In the order `all` runs them: limit first, so the others read as fractions of it.
-SCENARIOS = ("limit", "enqueue", "drain", "latency", "dag", "backlog", "bloat", "soak")
+SCENARIOS = ("limit", "enqueue", "drain", "wal", "latency", "dag", "backlog", "bloat", "soak")
 
 
 def scenario_module(name: str) -> Any:
@@ -31,6 +31,21 @@ def options_for(name: str, quick: bool, given: dict[str, Any]) -> dict[str, Any]
     return preset
 
 
+def settings_list(url: str | None, server_settings: str | None) -> list[str]:
+    """The server settings to run on, in order: `all` is default, then tuned.
+    An external database runs once, on whatever its settings are."""
+    if url:
+        if server_settings not in (None, "external"):
+            raise BenchDatabaseError(
+                "--server-settings applies to the embedded server only; a SLUICE_DATABASE_URL "
+                "runs on its own settings (they are recorded)"
+            )
+        return ["external"]
+    if server_settings in (None, "default"):
+        return ["default"]
+    return list(SERVER_SETTINGS) if server_settings == "all" else [server_settings]
+
+
 async def run_scenarios(
     plan: list[tuple[str, dict[str, Any]]],
     *,
@@ -40,29 +55,45 @@ async def run_scenarios(
     profile: bool = False,
     reset: bool = False,
     combined: bool = False,
+    server_settings: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run each (scenario, options) on one database; write and return their records
-    (and, with `combined`, one more: the whole table with fractions of `limit`)."""
-    documents = []
-    with open_database(url, data_dir=data_dir, profile=profile, reset=reset) as (db_url, embedded):
-        bench = Bench(db_url, embedded=embedded)
-        info = await context(bench)
-        stamp = report.stamp()
-        for name, options in plan:
-            await bench.reset()
-            if profile:
-                async with bench.connection() as conn:
-                    await conn.execute("SELECT pg_stat_statements_reset()")
-            bench.say(f"[bold]{name}[/bold] {options}")
-            record: Record = await scenario_module(name).run(bench, **options)
-            if profile:
-                record.details["top_statements"] = await top_statements(bench)
-            documents.append(report.write(record, info, out, f"{name}-{stamp}"))
-            bench.say(report.markdown(record, info), markup=False)
-        if combined:
-            record = combine(documents)
-            documents.append(report.write(record, info, out, f"all-{stamp}"))
-            bench.say(report.markdown(record, info), markup=False)
+    """Run each (scenario, options) on one database per server settings (see
+    settings_list); write and return their records (and, with `combined`, one
+    more: the whole table with fractions of `limit` and the targets)."""
+    documents: list[dict[str, Any]] = []
+    by_settings: dict[str, list[dict[str, Any]]] = {}
+    stamp = report.stamp()
+    for settings in settings_list(url, server_settings):
+        opened = open_database(
+            url,
+            data_dir=data_dir,
+            profile=profile,
+            reset=reset,
+            settings="default" if settings == "external" else settings,
+        )
+        with opened as (db_url, embedded):
+            bench = Bench(db_url, embedded=embedded)
+            info = await context(bench)
+            info["settings"] = settings
+            tag = f"{stamp}-{settings}"
+            for name, options in plan:
+                await bench.reset()
+                if profile:
+                    async with bench.connection() as conn:
+                        await conn.execute("SELECT pg_stat_statements_reset()")
+                bench.say(f"[bold]{name}[/bold] ({settings} settings) {options}")
+                record: Record = await scenario_module(name).run(bench, **options)
+                if profile:
+                    record.details["top_statements"] = await top_statements(bench)
+                document = report.write(record, info, out, f"{name}-{tag}")
+                documents.append(document)
+                by_settings.setdefault(settings, []).append(document)
+                bench.say(report.markdown(record, info), markup=False)
+    if combined:
+        record = combine(by_settings)
+        info = {**info, "settings": "+".join(by_settings)}
+        documents.append(report.write(record, info, out, f"all-{stamp}"))
+        bench.say(report.markdown(record, info), markup=False)
     return documents
 
 
@@ -81,57 +112,69 @@ async def top_statements(bench: Bench, limit: int = 15) -> list[dict[str, Any]]:
         ]
 
 
-def combine(documents: list[dict[str, Any]]) -> Record:
-    """One record of every scenario's figures, with fractions of `limit` and the targets."""
+def combine(by_settings: dict[str, list[dict[str, Any]]]) -> Record:
+    """One record of every scenario's figures on every server settings run, each
+    named `<settings>.<scenario>.<figure>`, with fractions of that run's `limit`
+    and the targets that apply to those settings marked met or missed."""
     record = Record("all")
-    figures: dict[str, float] = {}
-    checks: dict[str, int] = {}
-    for doc in documents:
-        for key, value in doc["figures"].items():
-            name = f"{doc['scenario']}.{key}"
-            figures[name] = value
-            label = doc["labels"].get(key, key)
-            prefix = "" if label.startswith(doc["scenario"]) else f"{doc['scenario']}: "
-            record.figure(name, value, prefix + label)
-        for key, value in doc["checks"].items():
-            checks[f"{doc['scenario']}.{key}"] = value
-    record.checks = checks
-    fractions = {
-        name: round(figures[name] / figures[base], 3)
-        for name, base in LIMIT_OF.items()
-        if name in figures and figures.get(base)
-    }
-    if "drain.jobs_per_s" in fractions:
-        figures["drain.fraction_of_limit"] = fractions["drain.jobs_per_s"]
-        record.figure(
-            "drain.fraction_of_limit",
-            fractions["drain.jobs_per_s"],
-            "drain: fraction of limit (claim + complete, 100 per transaction)",
-        )
-    targets = evaluate(figures, checks)
-    record.details["fraction_of_limit"] = fractions
-    record.details["targets"] = targets
-    record.details["scenarios"] = {d["scenario"]: d["files"] for d in documents}
-    by_figure = {t["figure"]: t for t in targets}
-    record.details["table"] = [
-        {
-            "figure": record.labels[name],
-            "value": value,
-            "of_limit": fractions.get(name),
-            "target": by_figure[name]["target"] if name in by_figure else None,
-            "met": by_figure[name]["met"] if name in by_figure else None,
-        }
-        for name, value in record.figures.items()
-    ]
-    record.notes += [
-        f"{'met' if t['met'] else 'MISSED' if t['met'] is False else 'not measured'}: "
-        f"{t['target']} (measured {t['value']})"
-        for t in targets
-    ]
+    table: dict[str, dict[str, Any]] = {}
+    record.details["fraction_of_limit"] = {}
+    record.details["targets"] = {}
+    record.details["scenarios"] = {}
+    for settings, documents in by_settings.items():
+        figures: dict[str, float] = {}
+        checks: dict[str, int] = {}
+        for doc in documents:
+            for key, value in doc["figures"].items():
+                name = f"{doc['scenario']}.{key}"
+                figures[name] = value
+                label = doc["labels"].get(key, key)
+                prefix = "" if label.startswith(doc["scenario"]) else f"{doc['scenario']}: "
+                record.figure(f"{settings}.{name}", value, f"{settings}: {prefix}{label}")
+                row = table.setdefault(
+                    name, {"figure": prefix + label, "values": {}, "of_limit": {}, "targets": []}
+                )
+                row["values"][settings] = value
+            for key, value in doc["checks"].items():
+                checks[f"{doc['scenario']}.{key}"] = value
+                record.checks[f"{settings}.{doc['scenario']}.{key}"] = value
+        fractions = fractions_of_limit(figures)
+        for name, fraction in fractions.items():
+            table[name]["of_limit"][settings] = fraction
+        targets = evaluate(figures, checks, settings)
+        for t in targets:
+            if t["figure"] in table:
+                table[t["figure"]]["targets"].append({"settings": settings, **t})
+        record.details["fraction_of_limit"][settings] = fractions
+        record.details["targets"][settings] = targets
+        record.details["scenarios"][settings] = {d["scenario"]: d["files"] for d in documents}
+        record.notes += [
+            f"{settings}: {_verdict(t['met'])}: {t['target']} (measured {t['value']}"
+            + ("" if t["bound"] is None else f", bound {report.fmt(t['bound'])}")
+            + ")"
+            for t in targets
+        ]
+    record.details["settings"] = list(by_settings)
+    record.details["table"] = list(table.values())
     return record
 
 
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "not measured"}[met]
+
+
 # -- click ---------------------------------------------------------------------
+
+# Accepted before the scenario (`bench --server-settings tuned drain`) and after
+# it (`bench all --server-settings default`); the one given after wins.
+SERVER_SETTINGS_OPTION = click.option(
+    "--server-settings",
+    type=click.Choice([*SERVER_SETTINGS, "all"]),
+    envvar="SLUICE_BENCH_SERVER_SETTINGS",
+    help="The embedded server's settings: PostgreSQL's defaults (the default), tuned "
+    "(memory and checkpoint spacing raised), or all (each in turn, one combined table) "
+    "[env: SLUICE_BENCH_SERVER_SETTINGS].",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,6 +199,7 @@ def combine(documents: list[dict[str, Any]]) -> Record:
     show_default=True,
     help="Where records and charts are written [env: SLUICE_BENCH_OUT].",
 )
+@SERVER_SETTINGS_OPTION
 @click.option(
     "--quick",
     is_flag=True,
@@ -187,14 +231,21 @@ def combine(documents: list[dict[str, Any]]) -> Record:
 def main(ctx: click.Context, **common: Any) -> None:
     """Sluice's load-test harness: run a scenario, write its record under bench/results/.
 
-    Scenarios: limit, enqueue, drain, latency, dag, backlog, bloat, soak; `all`
+    Scenarios: limit, enqueue, drain, wal, latency, dag, backlog, bloat, soak; `all`
     runs them in one go and adds a combined table (see bench/README.md).
     """
     ctx.obj = common
 
 
-def _execute(ctx: click.Context, plan: list[tuple[str, dict[str, Any]]], combined: bool) -> None:
+def _execute(
+    ctx: click.Context,
+    plan: list[tuple[str, dict[str, Any]]],
+    combined: bool,
+    server_settings: str | None = None,
+) -> None:
     common = ctx.obj
+    if server_settings is not None:
+        common = {**common, "server_settings": server_settings}
     try:
         documents = asyncio.run(
             run_scenarios(
@@ -205,6 +256,7 @@ def _execute(ctx: click.Context, plan: list[tuple[str, dict[str, Any]]], combine
                 profile=common["profile"],
                 reset=common["reset"],
                 combined=combined,
+                server_settings=common["server_settings"],
             )
         )
     except BenchDatabaseError as exc:
@@ -218,12 +270,13 @@ def _execute(ctx: click.Context, plan: list[tuple[str, dict[str, Any]]], combine
 def scenario_command(name: str, help: str, *options: Any) -> click.Command:
     """A subcommand running scenario `name` with `options` (None: the preset)."""
 
-    def command(**given: Any) -> None:
+    def command(server_settings: str | None, **given: Any) -> None:
         ctx = click.get_current_context()
-        _execute(ctx, [(name, options_for(name, ctx.obj["quick"], given))], combined=False)
+        plan = [(name, options_for(name, ctx.obj["quick"], given))]
+        _execute(ctx, plan, combined=False, server_settings=server_settings)
 
     command.__doc__ = help + " See bench/README.md."
-    for option in reversed(options):
+    for option in reversed((*options, SERVER_SETTINGS_OPTION)):
         command = option(command)
     return main.command(name)(command)
 
@@ -256,10 +309,30 @@ scenario_command(
 )
 scenario_command(
     "drain",
-    "N no-op jobs queued, then W worker processes x C concurrency: jobs/s to the last completion.",
-    _int("--jobs", "SLUICE_BENCH_JOBS", "Jobs queued before the workers start"),
+    "N no-op jobs queued, then W worker processes x C concurrency: jobs/s to the last "
+    "completion, with WAL, buffers and CPU per job; once per queue size given; and the "
+    "worker's start-up to its first claim.",
+    click.option(
+        "--jobs",
+        envvar="SLUICE_BENCH_JOBS",
+        help="Jobs queued before the workers start; several sizes comma separated, each "
+        "drained in turn [env: SLUICE_BENCH_JOBS].",
+    ),
     WORKERS,
     CONCURRENCY,
+)
+scenario_command(
+    "wal",
+    "Where a job's WAL goes: pg_walinspect over an enqueue and a drain, per relation and "
+    "record type.",
+    _int("--jobs", "SLUICE_BENCH_JOBS", "Jobs enqueued, then drained"),
+    WORKERS,
+    CONCURRENCY,
+    click.option(
+        "--checkpoint-between/--no-checkpoint-between",
+        default=None,
+        help="CHECKPOINT between the enqueue and the drain (default: yes, as issue 15 measured).",
+    ),
 )
 scenario_command(
     "latency",
@@ -308,9 +381,10 @@ scenario_command(
 
 
 @main.command("all")
+@SERVER_SETTINGS_OPTION
 @click.pass_context
-def run_all(ctx: click.Context) -> None:
+def run_all(ctx: click.Context, server_settings: str | None) -> None:
     """Every scenario in one run (limit first), then one combined table with each
     throughput as a fraction of `limit` and every target met or missed."""
     plan = [(name, options_for(name, ctx.obj["quick"], {})) for name in SCENARIOS]
-    _execute(ctx, plan, combined=True)
+    _execute(ctx, plan, combined=True, server_settings=server_settings)

@@ -1,11 +1,20 @@
 """The database a bench run uses: an embedded cluster it starts, or SLUICE_DATABASE_URL.
 
 The embedded cluster is `sluice up`'s (sluice.core.embedded) with PostgreSQL's default
-durability: fsync, synchronous_commit and full_page_writes stay on. Only memory
-and checkpoint spacing are raised, so a run measures the queue and not the
-checkpointer, and commit timestamps are kept (the DAG scenario reads when a
-parent committed). Every setting that differs from PostgreSQL's default is read
-back from pg_settings into the record, whichever database is used.
+durability: fsync, synchronous_commit and full_page_writes stay on. Two kinds of
+server settings (`--server-settings`):
+
+- `default`: initdb's defaults, what most users first run Sluice on
+  (`shared_buffers=128MB`, `max_wal_size=1GB`, `checkpoint_timeout=5min`), so
+  checkpoints fall during a run and every page a run dirties costs a full-page
+  image in the WAL after each one;
+- `tuned`: memory and checkpoint spacing raised, never durability, so a run
+  measures the queue and not the checkpointer.
+
+Both keep commit timestamps (the DAG scenario reads when a parent committed;
+the commit record carries the time either way, so this adds no WAL per
+transaction). Every setting that differs from PostgreSQL's default is read back
+from pg_settings into the record, whichever database is used.
 """
 
 from __future__ import annotations
@@ -23,18 +32,26 @@ from sluice.core import migrate
 from sluice.core.db import normalize_url
 from sluice.core.embedded import EmbeddedPostgres
 
-# Raised from the defaults: memory and checkpoint spacing only, never durability.
-SERVER_SETTINGS = {
-    "shared_buffers": "2GB",
-    "work_mem": "16MB",
-    "maintenance_work_mem": "512MB",
-    "max_wal_size": "16GB",
-    "min_wal_size": "2GB",
-    "checkpoint_timeout": "30min",
-    "max_connections": "200",
+# What every embedded run sets: instruments, not tuning.
+COMMON_SETTINGS = {
     # pg_xact_commit_timestamp(): when a DAG parent's completion committed.
     "track_commit_timestamp": "on",
     "log_min_messages": "warning",
+}
+# `--server-settings`: the server's settings by name. `tuned` raises memory and
+# checkpoint spacing only, never durability.
+SERVER_SETTINGS = {
+    "default": COMMON_SETTINGS,
+    "tuned": {
+        **COMMON_SETTINGS,
+        "shared_buffers": "2GB",
+        "work_mem": "16MB",
+        "maintenance_work_mem": "512MB",
+        "max_wal_size": "16GB",
+        "min_wal_size": "2GB",
+        "checkpoint_timeout": "30min",
+        "max_connections": "200",
+    },
 }
 # `--profile`: per-statement server time (pg_stat_statements) in the record.
 PROFILE_SETTINGS = {
@@ -63,13 +80,20 @@ class BenchDatabaseError(RuntimeError):
 
 @contextlib.contextmanager
 def open_database(
-    url: str | None, *, data_dir: Path | None = None, profile: bool = False, reset: bool = False
+    url: str | None,
+    *,
+    data_dir: Path | None = None,
+    profile: bool = False,
+    reset: bool = False,
+    settings: str = "default",
 ) -> Iterator[tuple[str, bool]]:
     """Yield (url, embedded): a migrated database to run scenarios against.
 
     With `url`, that database is migrated and must hold no jobs unless `reset`
-    (scenarios empty the Sluice tables). Without, a fresh embedded cluster is
-    started in `data_dir` (default: a temporary directory, removed afterwards).
+    (scenarios empty the Sluice tables). Without, a fresh embedded cluster with
+    the server settings named `settings` (a key of SERVER_SETTINGS) is started
+    in `data_dir` (default: a temporary directory, removed afterwards; a cluster
+    already there is reused, the settings given on its command line).
     """
     if url:
         url = normalize_url(url)
@@ -87,8 +111,9 @@ def open_database(
         return
     temporary = data_dir is None
     directory = Path(tempfile.mkdtemp(prefix="sluice-bench-")) if data_dir is None else data_dir
-    settings = {**SERVER_SETTINGS, **(PROFILE_SETTINGS if profile else {})}
-    server = EmbeddedPostgres(directory, settings=settings)
+    server = EmbeddedPostgres(
+        directory, settings={**SERVER_SETTINGS[settings], **(PROFILE_SETTINGS if profile else {})}
+    )
     server.start()
     try:
         url = server.url()

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 
+from bench import io
 from bench.api import api_process
 from bench.harness import Bench, Record
 from sluice.core.jobs import JOB_DEFAULTS  # what the API fills in for a job's missing fields
@@ -177,11 +178,24 @@ async def run(
             ("d_rest_batch", f"(d) REST batch, {REST_BATCH:,} jobs per request, 4 clients",
              rest_total, rest_batches),
         ]  # fmt: skip
+        io_meter = io.IoMeter(conn)
+        cpu_meter = await bench.cpu_meter()
         with bench.progress("enqueue", len(ways)) as step:
             for i, (name, label, jobs, timed) in enumerate(ways):
                 if name != "d_rest_batch":  # (c) and (d) share one API process
                     await settle()
+                # (c) and (d) share one timing: their WAL is not told apart.
+                metered = name in ("a_sql_single", "b_copy", "b_submit_many")
+                if metered:
+                    cpu_meter.start()
+                    await io_meter.start()
                 record.figure(name, jobs / await timed(), f"{label} (jobs/s)")
+                if metered:
+                    io.record_figures(record, await io_meter.stop(), jobs, label, prefix=f"{name}_")
+                    server = cpu_meter.stop([])["postgres_s"]
+                    if server is not None:
+                        record.figure(f"{name}_postgres_cpu_us_per_job", server / jobs * 1e6,
+                                      f"{label}: PostgreSQL's CPU per job (µs)")  # fmt: skip
                 step.update(i + 1)
     record.notes.append(
         "COPY and job_submit_many run on 2 connections at once; the API is one `sluice api` "

@@ -48,9 +48,15 @@ async def run(bench: Bench, *, samples: int, min_gap_ms: float, max_gap_ms: floa
             started = await wait_results(conn, list(committed))
     latencies = [(started[i] - committed[i]) * 1000 for i in committed]
     for p in (50, 95, 99):
+        # On a loaded machine the handler may start before the client process gets
+        # to note its commit's return: such a sample reads below zero. Figures are
+        # positive; the count of those samples is kept.
         record.figure(
-            f"p{p}_ms", report.percentile(latencies, p), f"commit to handler start p{p} (ms)"
+            f"p{p}_ms",
+            max(report.percentile(latencies, p), 0.001),
+            f"commit to handler start p{p} (ms)",
         )
+    record.details["handler_started_before_commit_returned"] = sum(x < 0 for x in latencies)
     record.details["max_ms"] = max(latencies)
     record.details["min_ms"] = min(latencies)
     record.details["latencies_ms"] = [round(x, 3) for x in latencies]

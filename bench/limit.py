@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench import io
 from bench.harness import Bench, Record
 from sluice.core.embedded import EmbeddedError, find_bindir
 
@@ -113,6 +114,7 @@ async def run(
     meter = await bench.cpu_meter()
     async with bench.connection() as conn:
         await conn.execute(SCHEMA_SQL)
+        io_meter = io.IoMeter(conn)
 
         async def settle() -> None:
             await conn.execute("VACUUM ANALYZE bench_limit.jobs")
@@ -146,11 +148,16 @@ async def run(
                     )
                 await settle()
                 meter.start()
+                await io_meter.start()
                 tps = await run_pgbench(
                     bench.url, script, clients=clients, per_client=per_client, batch=size
                 )
+                span = await io_meter.stop()
                 cpu = meter.stop([])
                 record.figure(name, tps * size, f"limit: {label} (jobs/s)")
+                io.record_figures(
+                    record, span, per_client * clients * size, f"limit: {label}", prefix=f"{name}_"
+                )
                 if name.endswith("claim_complete_100") and cpu["postgres_s"] is not None:
                     jobs = per_client * clients * size
                     engine = name.startswith("engine")

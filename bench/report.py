@@ -66,12 +66,7 @@ def markdown(record: Record, context: dict[str, Any]) -> str:
     """The record as a markdown table, with its conditions underneath."""
     lines = [f"## {record.scenario}", ""]
     if "table" in record.details:
-        lines += ["| figure | value | of limit | target | |", "|---|---:|---:|---|---|"]
-        for row in record.details["table"]:
-            share = "" if row["of_limit"] is None else f"{row['of_limit']:.0%}"
-            met = {True: "met", False: "**missed**", None: ""}[row["met"]]
-            target = row["target"] or ""
-            lines.append(f"| {row['figure']} | {fmt(row['value'])} | {share} | {target} | {met} |")
+        lines += combined_table(record.details["settings"], record.details["table"])
     else:
         lines += ["| figure | value |", "|---|---:|"]
         for key, value in record.figures.items():
@@ -84,13 +79,33 @@ def markdown(record: Record, context: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combined_table(settings: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """`all`'s table: a column of values and one of fractions of `limit` per
+    server settings run, then the targets each figure is held to."""
+    head = "| figure |" + "".join(f" {s} | of limit |" for s in settings) + " targets |"
+    lines = [head, "|---|" + "---:|---:|" * len(settings) + "---|"]
+    for row in rows:
+        cells = []
+        for s in settings:
+            value, share = row["values"].get(s), row["of_limit"].get(s)
+            cells.append("" if value is None else fmt(value))
+            cells.append("" if share is None else f"{share:.0%}")
+        verdicts = {True: "met", False: "**missed**", None: "not measured"}
+        targets = "; ".join(
+            f"{t['settings']}: {t['target']}: {verdicts[t['met']]}" for t in row["targets"]
+        )
+        lines.append(f"| {row['figure']} | " + " | ".join(cells) + f" | {targets} |")
+    return lines
+
+
 def conditions(context: dict[str, Any]) -> str:
     m, v = context["machine"], context["versions"]
     load = ", ".join(f"{x:.2f}" for x in m["load_average"])
     commit = v["sluice"].get("commit") or "?"
     return (
         f"\n_{m['cores']} cores, {m['cpu_model']}, {(m['memory_bytes'] or 0) / 2**30:.0f} GiB; "
-        f"load average at start {load}; PostgreSQL {v['postgresql']} ({context['database']}); "
+        f"load average at start {load}; PostgreSQL {v['postgresql']} ({context['database']}, "
+        f"{context.get('settings', 'default')} settings); "
         f"Python {v['python']}; sluice {v['sluice'].get('version')} @ {commit}"
         f"{' (dirty)' if v['sluice'].get('dirty') else ''}; {context['started_at']}_\n"
     )

@@ -6,25 +6,14 @@ load them with:
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from sluice import JobContext, NonRetryableError, task
 
 
-@task(name="pipeline.extract")
-def extract(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """A day's orders (made up, the same for the same day), returned as the result:
-    the database hands them to `transform` (examples/pipeline.yaml), on whichever
-    worker and host it runs, so no file is shared."""
-    rng = random.Random(payload["day"])  # noqa: S311 - made-up data, not secrets
-    orders = [{"order": n, "amount": rng.randint(5, 120)} for n in range(payload.get("count", 25))]
-    return {"day": payload["day"], "orders": orders}
-
-
 @task(name="pipeline.transform")
 async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Total the orders `extract` returned. The payload's `orders` is the template
+    """Total the orders `extract` printed. The payload's `orders` is the template
     `{{ nodes.extract.result.orders }}`, rendered by the database when this node
     became ready; the result goes on to `load` the same way."""
     orders = payload["orders"]
@@ -40,6 +29,31 @@ async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     }
 
 
+@task(name="examples.split")
+def split(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The words to measure (examples/map_join.yaml maps `measure` over them)."""
+    return {"words": list(payload["words"])}
+
+
+@task(name="examples.measure")
+def measure(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """One element of the map: `{{ item }}` and `{{ index }}` in its payload."""
+    return {"word": payload["word"], "index": payload["index"], "length": len(payload["word"])}
+
+
+@task(name="examples.join")
+def join(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The mapped node's result: its elements' results, in element order."""
+    measured = payload["measured"]
+    return {"words": [m["word"] for m in measured], "letters": sum(m["length"] for m in measured)}
+
+
+@task(name="examples.count")
+def count(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+    """How many rows there are (examples/branch_when.yaml branches on it)."""
+    return {"rows": int(payload["rows"])}
+
+
 @task(name="examples.flaky")
 def flaky(payload: dict[str, Any], ctx: JobContext) -> str:
     """Fail until attempt `succeed_on_attempt` (a sync handler: it runs in a thread).
@@ -49,46 +63,3 @@ def flaky(payload: dict[str, Any], ctx: JobContext) -> str:
     if ctx.attempt < payload.get("succeed_on_attempt", 2):
         raise RuntimeError(f"attempt {ctx.attempt}: the service is not ready yet")
     return f"worked on attempt {ctx.attempt}"
-
-
-# -- examples/map_join.yaml, branch_when.yaml, approval_signal.yaml (docs/dags.md) --
-
-
-@task(name="examples.split")
-def split(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """The non-empty lines of `text`: the list `count` maps over (one job each)."""
-    return {"lines": [line.strip() for line in payload["text"].splitlines() if line.strip()]}
-
-
-@task(name="examples.count_words")
-def count_words(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """One element of a map: its payload is rendered from `{{ item }}` and `{{ index }}`."""
-    return {"line": payload["line"], "words": len(payload["text"].split())}
-
-
-@task(name="examples.total")
-def total(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """The join: `counts` is the mapped node's result, every element's result in
-    element order (null for an element that did not succeed)."""
-    counts = [c for c in payload["counts"] if c is not None]
-    return {"lines": len(counts), "words": sum(c["words"] for c in counts)}
-
-
-@task(name="examples.measure")
-def measure(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """How many rows arrived today (here: the `rows` parameter), for the branches'
-    `when` conditions to compare."""
-    return {"rows": int(payload["rows"])}
-
-
-@task(name="examples.build")
-def build(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Build a release: its artifact is the result the deploy step names."""
-    version = payload["version"]
-    return {"version": version, "artifact": f"app-{version}.tar.gz"}
-
-
-@task(name="examples.deploy")
-def deploy(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Deploy what was built and approved (the approval's payload says who)."""
-    return {"deployed": payload["artifact"], "approved_by": payload["approved_by"]}

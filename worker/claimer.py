@@ -25,9 +25,12 @@ from psycopg_pool import AsyncConnectionPool
 from sluice.core.logging import error_line
 from sluice.core.queries import Q
 from sluice.worker.completer import Completer
+from sluice.worker.decoding import Undecodable, fetch_tolerant
 from sluice.worker.executor import Executor
 
 log = logging.getLogger("sluice.worker")
+
+_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class Claimer:
@@ -126,10 +129,14 @@ class Claimer:
                 self.claiming = True
                 try:
                     rows = await self._claim(free)
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except psycopg.Error as exc:
+                    # A lost connection, or a claim the database refused (a row no
+                    # CHECK kept out): nothing was claimed. Never the end of the worker.
                     self.claiming = False
                     self._pending = True
-                    log.warning(
+                    self._reset_bound()
+                    log.log(
+                        logging.WARNING if isinstance(exc, _TRANSIENT) else logging.ERROR,
                         "claim failed, retrying in %.1fs: %s",
                         error_delay,
                         error_line(exc),
@@ -160,8 +167,11 @@ class Claimer:
     async def _claim(self, limit: int) -> list[dict]:
         after, resets = self._after, self._resets
         async with self._pool.connection() as conn:
-            rows = await Q.job_claim(
+            # Tolerant decoding: a row holding a value Python cannot represent
+            # fails its own job (Executor), not the claim of the whole batch.
+            rows = await fetch_tolerant(
                 conn,
+                Q.job_claim,
                 worker_id=self._worker_id,
                 queues=self._queues,
                 limit=limit,
@@ -174,5 +184,8 @@ class Claimer:
             # A full batch from one queue: the next claim may start past it. A short
             # one may have passed over jobs another claimer held: start at the head.
             full = len(rows) >= limit and len(self._queues) == 1
-            self._after = max((r["priority"], r["run_at"], r["id"]) for r in rows) if full else None
+            if full and not any(isinstance(r["run_at"], Undecodable) for r in rows):
+                self._after = max((r["priority"], r["run_at"], r["id"]) for r in rows)
+            else:
+                self._after = None
         return rows

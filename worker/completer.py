@@ -61,6 +61,9 @@ class Completer:
         self.deadline: float | None = None
         #: Called with the ids of outcomes the database ignored (job no longer ours).
         self.on_ignored: Callable[[list[int]], None] | None = None
+        #: Called with the (id, attempt) of outcomes no longer held here: written,
+        #: ignored, or given up (their leases are then left to expire).
+        self.on_settled: Callable[[list[tuple[int, int]]], None] = lambda keys: None
         #: Whether more outcomes may come soon (jobs still run here). When none
         #: can, waiting out `interval` would only delay the write: a DAG child
         #: released by this completion would start `interval` later.
@@ -107,11 +110,6 @@ class Completer:
         """Outcomes not yet written (buffered or being flushed)."""
         return len(self._done) + len(self._failed) + len(self._flushing)
 
-    def pending_ids(self) -> list[int]:
-        """Jobs finished here whose outcome is not written yet: still running in
-        the database, so their leases must still be renewed."""
-        return [o[0] for o in self._done] + [o[0] for o in self._failed] + self._flushing
-
     # -- flushing -----------------------------------------------------------
 
     async def run(self) -> None:
@@ -152,6 +150,7 @@ class Completer:
             done.sort()
             failed.sort()
             self._flushing = [o[0] for o in done] + [o[0] for o in failed]
+            taken = [(o[0], o[1]) for o in done] + [(o[0], o[1]) for o in failed]
             try:
                 # Each statement retried on its own: a retry never repeats one that committed.
                 if done:
@@ -170,6 +169,7 @@ class Completer:
                 await self._write_apart(done, failed)
             finally:
                 self._flushing = []
+                self.on_settled(taken)
 
     async def _write_apart(self, done: list[tuple], failed: list[tuple]) -> None:
         for item in done:

@@ -18,6 +18,12 @@ class NonRetryableError(Exception):
     """Raise from a handler to fail the job at once, whatever attempts it has left."""
 
 
+class TaskError(Exception):
+    """A failure whose message says all there is to say (the built-in tasks raise
+    these: an exit status and stderr tail, an HTTP status and body excerpt): the
+    job's error is the message alone, without the exception's type or source line."""
+
+
 class JobContext:
     """The running job, as its handler sees it."""
 

@@ -1,47 +1,81 @@
 """Fires cron schedules (sluice.schedules) under the maintenance leader.
 
-Occurrences are computed with croniter in the schedule's time zone (DST
-included). The times the scheduler sees, and "now", come from the database clock.
-An occurrence more than `grace` old when seen was missed (the scheduler was
-down); the schedule's `misfire` decides what runs then:
+Occurrences are computed with croniter in the schedule's time zone. The times
+the scheduler sees, and "now", come from the database clock (or from the
+caller, to drive the clock in tests). An occurrence more than `grace` old when
+seen was missed (the scheduler was down); the schedule's `misfire` decides
+what runs then:
 
 - `latest` (default): the newest missed occurrence runs once;
 - `all`: every missed occurrence runs (at most `MAX_OCCURRENCES` per pass);
 - `skip`: none runs; the schedule resumes with the next one.
 
-Each occurrence is enqueued with the key `schedule:<id>:<occurrence>`, so it runs
-once however many schedulers fire it (see sql/schema/44_schedules.sql).
+Daylight saving time, in a schedule's local time zone, follows the wall clock:
+
+- spring forward: a time the clock skips (02:30 on 2026-03-29 in
+  Europe/Berlin) fires once, at the first instant after the gap (03:00 CEST);
+- fall back: a time the clock shows twice (02:30 on 2026-10-25) fires once,
+  at its first instant (02:30 CEST); the repeated hour does not fire again.
+
+Each occurrence is enqueued with the key `schedule:<id>:<wall-clock time>`
+(`...T02:30:00[Europe/Berlin]`, or `...T02:30:00Z` in UTC), so it runs once
+however many schedulers fire it (see sql/schema/44_schedules.sql).
+
+A schedule that cannot fire (an invalid expression or time zone, no next
+occurrence, such as `0 0 31 2 *`, or a one-shot date that has passed, a row
+the scheduler cannot read or update) is disabled with the reason in its
+`last_error`; it never stops the other schedules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from croniter import croniter
 from psycopg_pool import AsyncConnectionPool
 
+from sluice.core.logging import error_line
 from sluice.core.queries import Q
+from sluice.worker.decoding import fetch_tolerant, problems
+from sluice.worker.isolation import SetAside, refused
 
 log = logging.getLogger("sluice.maintenance")
 
 MAX_OCCURRENCES = 1000
 BATCH = 100
 MIN_SLEEP = 0.005
-# Where an unusable schedule waits until someone edits it (which clears next_fire_at).
-NEVER = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
 class Firing:
-    """What one pass does for a schedule."""
+    """What one pass does for a schedule: fire `occurrences`, then wait for
+    `next_fire_at`; None means the schedule cannot fire again and is disabled,
+    `error` saying why."""
 
     occurrences: list[dt.datetime]
-    next_fire_at: dt.datetime
+    next_fire_at: dt.datetime | None
     error: str | None = None
+
+
+def _wall_clock(it: croniter, first: dt.datetime | None, zone: ZoneInfo) -> Iterator[dt.datetime]:
+    """croniter's occurrences (starting with `first` when given), once per
+    wall-clock time: the second pass through a fall-back hour is left out, and
+    so is an instant given twice (croniter moves every time a spring-forward
+    gap skips to the instant after it)."""
+    last = None
+    at = first.astimezone(zone) if first is not None else it.get_next(dt.datetime)
+    while True:
+        repeated = at.fold == 1 and at.replace(fold=0).utcoffset() != at.utcoffset()
+        if not repeated and at != last:
+            yield at
+            last = at
+        at = it.get_next(dt.datetime)
 
 
 def plan(
@@ -62,19 +96,26 @@ def plan(
     try:
         zone = ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        return Firing([], NEVER, f"unknown time zone {timezone!r}")
+        return Firing([], None, f"unknown time zone {timezone!r}")
     if not croniter.is_valid(cron):
-        return Firing([], NEVER, f"invalid cron expression {cron!r}")
-    if next_fire_at is None:
-        it = croniter(cron, base.astimezone(zone))
-        at = it.get_next(dt.datetime)
-    else:
-        it = croniter(cron, next_fire_at.astimezone(zone))
-        at = next_fire_at
+        return Firing([], None, f"invalid cron expression {cron!r}")
+    start = next_fire_at if next_fire_at is not None else base
+    occurrences = _wall_clock(croniter(cron, start.astimezone(zone)), next_fire_at, zone)
     due: list[dt.datetime] = []
-    while at <= now and len(due) < MAX_OCCURRENCES:
-        due.append(at.astimezone(dt.UTC))
-        at = it.get_next(dt.datetime)
+    at: dt.datetime | None = None  # the next occurrence, once known
+    try:
+        at = next(occurrences)
+        while at <= now and len(due) < MAX_OCCURRENCES:
+            due.append(at.astimezone(dt.UTC))
+            at = None
+            at = next(occurrences)
+    # croniter's CroniterBadDateError (no such date, ever again), or an overflow
+    # past year 9999: there is no next occurrence.
+    except Exception as exc:
+        after = due[-1] if due else start
+        error = f"no occurrence of {cron!r} after {after.astimezone(zone).isoformat()} ({exc})"
+    else:
+        error = None
     cutoff = now - dt.timedelta(seconds=grace)
     on_time = [t for t in due if t >= cutoff]
     missed = [t for t in due if t < cutoff]
@@ -84,7 +125,7 @@ def plan(
         fire = on_time
     else:  # latest
         fire = on_time or missed[-1:]
-    return Firing(fire, at.astimezone(dt.UTC))
+    return Firing(fire, None if at is None else at.astimezone(dt.UTC), error)
 
 
 class CronScheduler:
@@ -94,40 +135,65 @@ class CronScheduler:
         self._pool = pool
         self._max_sleep = max_sleep
         self._grace = grace
+        self._aside = SetAside("cron")
 
-    async def tick(self) -> float:
+    async def tick(self, now: dt.datetime | None = None) -> float:
+        """Fire what is due at `now` (default: the database's clock); returns how
+        long to sleep before the next pass."""
         async with self._pool.connection() as conn:
-            rows = await Q.schedule_due(conn, limit=BATCH)
+            # Tolerant decoding: one schedule holding a time Python cannot
+            # represent is disabled, not the end of cron for every schedule.
+            rows = await fetch_tolerant(conn, Q.schedule_due, limit=BATCH, now=now)
             for row in rows:
                 await self._fire(conn, row)
             if len(rows) >= BATCH:
                 return 0.0
-            wait = await Q.schedule_next_due_in(conn)
+            wait = await Q.schedule_next_due_in(conn, now=now)
         if wait is None:
             return self._max_sleep
         return min(self._max_sleep, max(MIN_SLEEP, wait))
 
     async def _fire(self, conn: Any, row: dict[str, Any]) -> None:
+        unreadable = problems(row)
+        if unreadable is not None:
+            await self._disable(conn, row, f"the scheduler cannot read this schedule: {unreadable}")
+            return
         base = max(row["last_fired_at"] or row["updated_at"], row["updated_at"])
-        firing = plan(
-            row["cron"],
-            row["timezone"],
-            row["misfire"],
-            next_fire_at=row["next_fire_at"],
-            base=base,
-            now=row["now"],
-            grace=self._grace,
-        )
-        fired = await Q.schedule_fire(
-            conn,
-            id=row["id"],
-            seen=row["updated_at"],
-            occurrences=firing.occurrences,
-            next_fire_at=firing.next_fire_at,
-            error=firing.error,
-        )
-        if firing.error:
-            log.warning("schedule %s (%s) cannot fire: %s", row["id"], row["name"], firing.error)
+        try:
+            firing = plan(
+                row["cron"],
+                row["timezone"],
+                row["misfire"],
+                next_fire_at=row["next_fire_at"],
+                base=base,
+                now=row["now"],
+                grace=self._grace,
+            )
+        except Exception as exc:  # an expression croniter chokes on in a way not foreseen
+            firing = Firing([], None, f"cannot compute the next occurrence: {exc!r}")
+        try:
+            fired = await Q.schedule_fire(
+                conn,
+                id=row["id"],
+                seen=row["updated_at"],
+                occurrences=firing.occurrences,
+                next_fire_at=firing.next_fire_at,
+                error=firing.error,
+            )
+        except psycopg.DatabaseError as exc:
+            if not refused(exc):
+                raise
+            await self._disable(conn, row, f"the scheduler could not fire it: {error_line(exc)}")
+            return
+        if fired:
+            log.info("schedule %s (%s) fired %d occurrence(s)", row["id"], row["name"], fired)
+        if firing.next_fire_at is None and fired is not None:
+            log.warning(
+                "schedule %s (%s) disabled: %s",
+                row["id"],
+                row["name"],
+                firing.error or "no next occurrence",
+            )
         elif fired == 0 and firing.occurrences:
             log.warning(
                 "schedule %s (%s) could not start its occurrence(s); see its "
@@ -135,5 +201,17 @@ class CronScheduler:
                 row["id"],
                 row["name"],
             )
-        elif fired:
-            log.info("schedule %s (%s) fired %d occurrence(s)", row["id"], row["name"], fired)
+
+    async def _disable(self, conn: Any, row: dict[str, Any], reason: str) -> None:
+        """Take a schedule that cannot fire out of the rotation, saying why."""
+        try:
+            await Q.schedule_disable(conn, id=row["id"], error=reason)
+        except psycopg.DatabaseError as exc:
+            if not refused(exc):
+                raise
+            # Not even that: it is due again at every pass, and skipped each time.
+            fate = f"nor disable it ({error_line(exc)}): it is skipped until its row is fixed"
+            self._aside.report("schedule", row["id"], "fire", reason, fate)
+            return
+        self._aside.count()
+        log.error("schedule %s (%s) disabled: %s", row["id"], row["name"], reason)

@@ -1,21 +1,36 @@
-"""Runs claimed jobs: one asyncio task per job, bounded by its timeout, stoppable
-by a cancel. The executor never writes SQL: outcomes go to the completer."""
+"""Runs claimed jobs: one asyncio task per attempt, bounded by its timeout,
+stoppable by a cancel. The executor never writes SQL: outcomes go to the completer.
+
+One execution per (job, attempt), and never two attempts of one job at once in
+this process. After a stall past its lease (the process was stopped, or an
+async handler blocked the event loop), a worker can claim again a job it still
+runs: the database rescued the old attempt (it counts as failed, and its
+outcome would be ignored) and handed the job out anew. The new attempt is the
+only one whose outcome counts, so the old one is stopped, and the new one
+starts its handler only once the old one has ended (thread included, for a sync
+handler), within the new attempt's timeout. Refusing the new claim instead
+would hand the job back to be claimed again, quite possibly by this same
+worker, while the old attempt's work is thrown away anyway.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sluice.core.logging import attempt_var, job_id_var, run_id_var
 from sluice.worker.completer import Completer
-from sluice.worker.context import JobContext, NonRetryableError
+from sluice.worker.context import JobContext, NonRetryableError, TaskError
+from sluice.worker.decoding import problems
+from sluice.worker.leases import Key, Leases
 from sluice.worker.meters import Meters
 from sluice.worker.registry import Registry
 from sluice.worker.resources import Resources
@@ -27,14 +42,16 @@ ERROR_LIMIT = 2000
 
 
 class Job:
-    """A claimed job (a row of sluice.job_claim)."""
+    """A claimed job (a row of sluice.job_claim, read with worker.decoding)."""
 
     __slots__ = (
         "attempt",
         "id",
+        "key",
         "max_attempts",
         "node",
         "payload",
+        "problem",
         "queue",
         "run_at",
         "run_id",
@@ -57,18 +74,38 @@ class Job:
         self.node: str | None = row["node"]
         self.run_at = row["run_at"]
         self.started_at = row["started_at"]
+        self.key: Key = (self.id, self.attempt)
+        #: The values that could not be decoded, or None: such a job cannot run.
+        self.problem: str | None = problems(row)
 
 
 class Execution:
-    """A job being run here, and why it was stopped (None while it runs freely)."""
+    """An attempt being run here, and why it was stopped (None while it runs freely)."""
 
-    __slots__ = ("ctx", "job", "stop_reason", "task")
+    __slots__ = ("_waiter", "ctx", "ended", "job", "stop_reason", "task", "thread")
 
     def __init__(self, job: Job, ctx: JobContext) -> None:
         self.job = job
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
+        #: A sync handler's call in the thread pool (it may outlive the task).
+        self.thread: Future[Any] | None = None
         self.stop_reason: str | None = None
+        #: True once the handler has returned, in its thread too.
+        self.ended = False
+        # Made only for a newer attempt that waits for this one (rare).
+        self._waiter: asyncio.Event | None = None
+
+    async def wait_ended(self) -> None:
+        if not self.ended:
+            if self._waiter is None:
+                self._waiter = asyncio.Event()
+            await self._waiter.wait()
+
+    def set_ended(self) -> None:
+        self.ended = True
+        if self._waiter is not None:
+            self._waiter.set()
 
 
 class UnknownTaskError(Exception):
@@ -76,10 +113,15 @@ class UnknownTaskError(Exception):
 
 
 def describe_error(exc: BaseException) -> str:
-    """`Type: message (at file:line in function)`, short enough for the job row."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    # The innermost frame of the handler's own code, not the worker's.
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    """`Type: message (at file:line in function)`, short enough for the job row; a
+    TaskError's message alone."""
+    if isinstance(exc, TaskError):
+        text = str(exc)
+        frames = []
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # The innermost frame of the handler's own code, not the worker's.
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     if frames:
         last = frames[-1]
         text += f" (at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name})"
@@ -87,7 +129,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 class Executor:
-    """Starts jobs, tracks them while they run, and stops them on request."""
+    """Starts attempts, tracks them while they run, and stops them on request."""
 
     def __init__(
         self,
@@ -95,6 +137,7 @@ class Executor:
         resources: Resources,
         completer: Completer,
         meters: Meters,
+        leases: Leases,
         *,
         concurrency: int,
         default_timeout: float,
@@ -103,11 +146,16 @@ class Executor:
         self._resources = resources
         self._completer = completer
         self._meters = meters
+        self._leases = leases
         self._default_timeout = default_timeout
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="sluice-task")
-        self.running: dict[int, Execution] = {}
+        #: The attempts running here, by (job id, attempt).
+        self.running: dict[Key, Execution] = {}
+        # The attempts of each job whose handler has not returned yet (a stopped
+        # sync handler's thread may run on): a new attempt waits for them.
+        self._alive: dict[int, list[Execution]] = {}
         #: (job id, attempt) of jobs stopped for a shutdown, to be handed back.
-        self.handed_back: list[tuple[int, int]] = []
+        self.handed_back: list[Key] = []
         #: Called whenever a job ends here (a slot is free).
         self.on_finished: Callable[[], None] = lambda: None
 
@@ -115,9 +163,18 @@ class Executor:
         """Run each claimed row as a job; returns how many were started."""
         loop = asyncio.get_running_loop()
         resources = self._resources
+        jobs = [Job(row) for row in rows]
+        # Held until the outcome is written, and renewed meanwhile by the lease
+        # keeper; while the event loop is blocked, only up to the job's timeout.
+        now = time.monotonic()
+        self._leases.hold(
+            (j.key, now + (self._timeout(j) if j.problem is None else 0.0)) for j in jobs
+        )
         started = 0
-        for row in rows:
-            job = Job(row)
+        for job in jobs:
+            if job.problem is not None:
+                self._refuse(job)
+                continue
             ctx = JobContext(
                 resources,
                 job.id,
@@ -130,32 +187,86 @@ class Executor:
                 job.node,
             )
             execution = Execution(job, ctx)
-            self.running[job.id] = execution
-            execution.task = loop.create_task(self._run(execution))
+            older = self._alive.get(job.id)
+            if older is None:
+                self._alive[job.id] = [execution]
+                previous: list[Execution] = []
+            else:
+                log.warning(
+                    "job %s attempt %s was claimed while attempt %s still runs here (this "
+                    "worker stalled past its lease): the old attempt is stopped first",
+                    job.id,
+                    job.attempt,
+                    ", ".join(str(e.job.attempt) for e in older),
+                )
+                for e in older:
+                    self._stop(e, "lost")
+                previous = list(older)
+                older.append(execution)
+            self.running[job.key] = execution
+            execution.task = loop.create_task(
+                self._run(execution, previous),
+                name=f"job {job.id} attempt {job.attempt} ({job.task})",
+            )
             started += 1
         if started:
             self._meters.running.inc(started)
         return started
 
-    def stop(self, ids: Iterable[int], reason: str) -> list[int]:
-        """Stop the jobs among `ids` that run here: `cancelled` (by a user),
-        `lost` (the lease is no longer ours) or `shutdown` (handed back)."""
+    def _timeout(self, job: Job) -> float:
+        return job.timeout.total_seconds() if job.timeout is not None else self._default_timeout
+
+    def _refuse(self, job: Job) -> None:
+        """Fail, without retry, a claimed job whose row could not be decoded."""
+        error = (
+            f"this job cannot be run: its row holds a value the worker cannot read "
+            f"({job.problem}); fix the row, then retry the job"
+        )
+        log.error("job %s attempt %s failed without running: %s", job.id, job.attempt, error)
+        self._meters.task(job.queue, job.task).completed["failed"].inc()
+        self._completer.fail(job.id, job.attempt, error, False, "failed", None, job.queue, job.task)
+
+    def stop_jobs(self, ids: Iterable[int], reason: str) -> list[int]:
+        """Stop every attempt of these jobs that runs here: `cancelled` (by a
+        user) or `shutdown` (handed back); returns the ids stopped."""
+        wanted = set(ids)
+        return [
+            e.job.id
+            for e in list(self.running.values())
+            if e.job.id in wanted and self._stop(e, reason)
+        ]
+
+    def stop_attempts(self, keys: Iterable[Key], reason: str) -> list[int]:
+        """Stop these attempts if they run here (`lost`: the lease is no longer
+        ours); returns the job ids stopped."""
         stopped = []
-        for job_id in ids:
-            execution = self.running.get(job_id)
-            if execution is None or execution.stop_reason is not None:
-                continue
-            execution.stop_reason = reason
-            execution.ctx._stop()
-            if execution.task is not None:
-                execution.task.cancel()
-            stopped.append(job_id)
+        for key in keys:
+            execution = self.running.get(key)
+            if execution is not None and self._stop(execution, reason):
+                stopped.append(key[0])
         return stopped
+
+    def stop_all(self, reason: str) -> None:
+        for execution in list(self.running.values()):
+            self._stop(execution, reason)
+
+    def _stop(self, execution: Execution, reason: str) -> bool:
+        if execution.stop_reason is not None or execution.ended:
+            return False
+        execution.stop_reason = reason
+        execution.ctx._stop()
+        if execution.task is not None:
+            execution.task.cancel()
+        return True
 
     def tasks(self) -> list[asyncio.Task[None]]:
         return [e.task for e in self.running.values() if e.task is not None]
 
-    async def _run(self, execution: Execution) -> None:
+    def job_ids(self) -> set[int]:
+        """The jobs with an attempt running here."""
+        return {key[0] for key in self.running}
+
+    async def _run(self, execution: Execution, previous: list[Execution]) -> None:
         job = execution.job
         job_id_var.set(job.id)
         attempt_var.set(job.attempt)
@@ -167,37 +278,68 @@ class Executor:
         )
         began = time.perf_counter()
         outcome = "failed"
+        written = False
         try:
-            outcome = await self._attempt(execution)
+            outcome = await self._attempt(execution, previous)
+            written = outcome not in ("cancelled", "released")
         finally:
             meters.run_seconds.observe(time.perf_counter() - began)
             meters.completed[outcome].inc()
-            del self.running[job.id]
+            del self.running[job.key]
             if execution.stop_reason == "shutdown":
-                self.handed_back.append((job.id, job.attempt))
+                self.handed_back.append(job.key)
+            elif not written:
+                # Cancelled or lost (the database ended this attempt), or ended by
+                # something no outcome says (the worker itself torn down): nothing
+                # will be written, so the lease is left to expire or is already gone.
+                self._leases.settle([job.key])
+            self._when_returned(execution)
             self._meters.running.dec()
             self.on_finished()
 
-    async def _attempt(self, execution: Execution) -> str:
+    def _when_returned(self, execution: Execution) -> None:
+        """Mark the execution ended once its handler has returned, in its thread too."""
+        thread = execution.thread
+        if thread is None or thread.done():
+            self._ended(execution)
+            return
+        loop = asyncio.get_running_loop()
+
+        def returned(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(self._ended, execution)
+
+        thread.add_done_callback(returned)
+
+    def _ended(self, execution: Execution) -> None:
+        execution.set_ended()
+        alive = self._alive.get(execution.job.id)
+        if alive is not None:
+            alive.remove(execution)
+            if not alive:
+                del self._alive[execution.job.id]
+
+    async def _attempt(self, execution: Execution, previous: list[Execution]) -> str:
         """Run the handler and hand its outcome to the completer; returns the outcome."""
         job, ctx = execution.job, execution.ctx
         handler = self._registry.get(job.task)
-        timeout = job.timeout.total_seconds() if job.timeout is not None else self._default_timeout
+        timeout = self._timeout(job)
         deadline = asyncio.timeout(timeout)
+        waiting = bool(previous)
         try:
             if handler is None:
                 raise UnknownTaskError(f"no handler for task {job.task!r} on this worker")
             async with deadline:
+                for older in previous:
+                    await older.wait_ended()
+                waiting = False
                 if handler.is_async:
                     result = await handler.call(job.payload, ctx)
                 else:
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        self._threads,
-                        contextvars.copy_context().run,
-                        handler.call,
-                        job.payload,
-                        ctx,
+                    execution.thread = self._threads.submit(
+                        contextvars.copy_context().run, handler.call, job.payload, ctx
                     )
+                    result = await asyncio.wrap_future(execution.thread)
             try:
                 encoded = None if result is None else json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:
@@ -213,6 +355,8 @@ class Executor:
                 return self._failed(execution, describe_error(exc), retryable=True)
             ctx._stop()  # a sync handler's thread runs on: tell it to give up
             error = f"timed out after {timeout:g}s"
+            if waiting:
+                error += " waiting for the job's previous attempt here to stop"
             return self._failed(execution, error, retryable=True, outcome="timeout")
         except NonRetryableError as exc:
             return self._failed(execution, describe_error(exc), retryable=False)

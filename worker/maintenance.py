@@ -87,7 +87,7 @@ class Maintenance:
                         leader = await Q.leader_acquire(
                             conn, name=LEADER_NAME, holder=self._holder, ttl=self._ttl
                         )
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                except psycopg.Error as exc:
                     # Cannot renew: another worker may take over once the lease expires.
                     log.warning("leader election failed: %s", error_line(exc))
                     leader = False

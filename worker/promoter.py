@@ -3,12 +3,13 @@ when their time comes; their queues are notified by the engine's trigger."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core.queries import Q
+from sluice.worker.isolation import SetAside, refused
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -24,18 +25,27 @@ class Promoter:
     def __init__(self, pool: AsyncConnectionPool, *, max_sleep: float) -> None:
         self._pool = pool
         self._max_sleep = max_sleep
+        self._aside = SetAside("promoter")
 
     async def tick(self) -> float:
         """Promote due jobs; returns how long to sleep before the next pass."""
         async with self._pool.connection() as conn:
             total = 0
-            while (promoted := await Q.job_promote_scheduled(conn, limit=BATCH)) >= BATCH:
+            try:
+                while (promoted := await Q.job_promote_scheduled(conn, limit=BATCH)) >= BATCH:
+                    total += promoted
                 total += promoted
-            total += promoted
-            next_due = await Q.job_next_due(conn)
+            except psycopg.DatabaseError as exc:
+                if not refused(exc):
+                    raise
+                self._aside.batch_failed(exc)
+                rows = await Q.job_promote_scheduled_isolated(conn, limit=BATCH)
+                total += self._aside.rows(rows, "promote")
+                if len(rows) >= BATCH:
+                    return MIN_SLEEP
+            wait = await Q.job_next_due_in(conn)
         if total:
             log.debug("promoted %d scheduled job(s)", total)
-        if next_due is None:
+        if wait is None:
             return self._max_sleep
-        wait = (next_due - dt.datetime.now(dt.UTC)).total_seconds()
         return min(self._max_sleep, max(MIN_SLEEP, wait))

@@ -8,9 +8,11 @@ import asyncio
 import datetime as dt
 import logging
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core.queries import Q
+from sluice.worker.isolation import SetAside, refused
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -32,13 +34,23 @@ class Pruner:
         self._interval = interval
         self._retention = dt.timedelta(seconds=retention)
         self._worker_retention = dt.timedelta(seconds=worker_retention)
+        self._aside = SetAside("pruner")
 
     async def tick(self) -> float:
         """Prune until nothing is left past retention; returns how long to sleep."""
         total = 0
         while True:
             async with self._pool.connection() as conn:
-                deleted = await Q.job_prune(conn, retention=self._retention, limit=BATCH)
+                try:
+                    deleted = await Q.job_prune(conn, retention=self._retention, limit=BATCH)
+                except psycopg.DatabaseError as exc:
+                    if not refused(exc):
+                        raise
+                    self._aside.batch_failed(exc)
+                    rows = await Q.job_prune_isolated(conn, retention=self._retention, limit=BATCH)
+                    total += self._aside.rows(rows, "delete")
+                    # What is left waits for the next pass (the rows set aside stay first).
+                    break
             total += deleted
             if deleted < BATCH:
                 break

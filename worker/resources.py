@@ -27,15 +27,10 @@ class Resources:
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            import httpx
+            from sluice.core.outbound import outbound_client
 
-            # Jobs bound their own time (the job timeout); this only stops a silent
-            # server from holding a connection forever.
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(60.0, connect=10.0),
-                follow_redirects=False,
-                headers={"User-Agent": "sluice-worker"},
-            )
+            # Within SLUICE_OUTBOUND_ALLOW: no request forgery through a job's URL.
+            self._http = outbound_client(self.settings.outbound_allow)
         return self._http
 
     async def report_progress(self, job_id: int, attempt: int, value: Any) -> bool:

@@ -3,7 +3,8 @@ without losing a job.
 
     claim (pool) --> execute (tasks) --> complete (writer, batched)
         ^                                     |
-    listener (LISTEN connection)     heartbeat (writer): leases, pause flag
+    listener (LISTEN connection)     heartbeat (writer): worker row, pause flag
+    lease keeper (own thread and connection): leases of the attempts held
     maintenance (pool, when leader): promote, rescue, cron, prune
 
 Shutdown (SIGTERM): stop claiming, let running jobs finish for up to the grace
@@ -32,6 +33,7 @@ from sluice.worker.claimer import Claimer
 from sluice.worker.completer import Completer
 from sluice.worker.executor import Executor
 from sluice.worker.heartbeat import Heartbeat
+from sluice.worker.leases import Key, LeaseKeeper, Leases
 from sluice.worker.listener import Listener
 from sluice.worker.maintenance import Maintenance
 from sluice.worker.meters import Meters
@@ -79,15 +81,20 @@ class Worker:
         self.executor: Executor | None = None
         self.completer: Completer | None = None
         self.heartbeat: Heartbeat | None = None
+        self.leases = Leases()
+        self.keeper: LeaseKeeper | None = None
         self.maintenance: Maintenance | None = None
         self._stopping = False
+        self._hurried = asyncio.Event()
 
     def stop(self, *, hurry: bool = False) -> None:
         """Ask the worker to stop; `hurry` skips the grace period (second signal)."""
-        self._hurry = self._hurry or hurry
         self._stop_requested.set()
-        if hurry and self.executor is not None and self._stopping:
-            self.executor.stop(list(self.executor.running), "shutdown")
+        if hurry and not self._hurry:
+            self._hurry = True
+            self._hurried.set()
+            if self._stopping:
+                log.warning("stopping at once: unfinished jobs are handed back now")
 
     async def _register(self, conn: Any) -> None:
         s = self.settings
@@ -129,15 +136,26 @@ class Worker:
             if s.metrics_port:
                 from prometheus_client import start_http_server
 
-                metrics_server, _ = start_http_server(s.metrics_port)
+                from sluice.core.metrics import WORKER_REGISTRY
+
+                try:
+                    metrics_server, _ = start_http_server(
+                        s.metrics_port, s.metrics_host, registry=WORKER_REGISTRY
+                    )
+                except OSError as exc:
+                    raise WorkerCrashedError(
+                        f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror}"
+                    ) from None
             self.completer = completer = Completer(
                 writer, self.id, self.meters, batch=s.complete_batch, interval=s.complete_interval
             )
+            completer.on_settled = self.leases.settle
             self.executor = executor = Executor(
                 self.registry,
                 resources,
                 completer,
                 self.meters,
+                self.leases,
                 concurrency=s.concurrency,
                 default_timeout=s.default_timeout,
             )
@@ -156,14 +174,21 @@ class Worker:
             completer.more_expected = lambda: bool(executor.running)
             self.heartbeat = heartbeat = Heartbeat(
                 writer,
-                executor,
-                completer,
                 claimer,
                 worker_id=self.id,
                 interval=s.heartbeat_interval,
-                lease_ttl=s.lease_ttl,
                 register=self._register,
             )
+            self.keeper = LeaseKeeper(
+                self._url,
+                self.leases,
+                worker_id=self.id,
+                interval=s.heartbeat_interval,
+                lease_ttl=s.lease_ttl,
+                on_lost=self._lost,
+                prepare=self._prepare,
+            )
+            self.keeper.start()
             self.listener = listener = Listener(
                 self._listen_url,
                 notify_url=self._url,
@@ -209,6 +234,8 @@ class Worker:
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
             await cancel_and_wait(tasks.values())
+            if self.keeper is not None:
+                await self.keeper.stop()
             if self.executor is not None:
                 self.executor.close()
             await resources.close()
@@ -219,16 +246,23 @@ class Worker:
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], writer: Writer) -> None:
         s = self.settings
-        assert self.claimer and self.executor and self.completer
+        assert self.claimer and self.executor and self.completer and self.keeper
         self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (0 if self._hurry else s.shutdown_grace)
-        log.info(
-            "worker %s stopping: %d job(s) running, waiting up to %gs",
-            self.id,
-            len(self.executor.running),
-            max(0.0, deadline - loop.time()),
-        )
+        running = len(self.executor.running)
+        if not running:
+            log.info("worker %s stopping: no job running", self.id)
+        elif self._hurry:
+            log.info("worker %s stopping: handing %d running job(s) back now", self.id, running)
+        else:
+            log.warning(
+                "worker %s draining: no new jobs; waiting up to %gs for %d running job(s) "
+                "to finish, then handing the rest back (signal again to hand them back now)",
+                self.id,
+                s.shutdown_grace,
+                running,
+            )
         self.claimer.stop()
         claimer = tasks.pop("claimer")
         # A claim in flight is let finish, so its jobs are run or handed back.
@@ -236,24 +270,24 @@ class Worker:
         await cancel_and_wait([claimer])
         if self.maintenance is not None:
             await cancel_and_wait([tasks.pop("maintenance")])
-        running = self.executor.tasks()
-        if running:
-            await asyncio.wait(running, timeout=max(0.0, deadline - loop.time()))
+        running_tasks = self.executor.tasks()
+        if running_tasks:
+            await self._until_hurried(running_tasks, deadline)
         # Past the grace period (or hurried): stop what is left and hand it back.
-        self.executor.stop(list(self.executor.running), "shutdown")
-        running = self.executor.tasks()
-        if running:
-            await asyncio.wait(running, timeout=5.0)
+        self.executor.stop_all("shutdown")
+        running_tasks = self.executor.tasks()
+        if running_tasks:
+            await asyncio.wait(running_tasks, timeout=5.0)
         # Jobs whose handler would not even stop are handed back too: the process is leaving.
-        leftover = self.executor.handed_back + [
-            (e.job.id, e.job.attempt) for e in self.executor.running.values()
-        ]
+        leftover: list[Key] = self.executor.handed_back + list(self.executor.running)
         # Give the writes a bounded time: a database that is gone will rescue them anyway.
         self.completer.deadline = loop.time() + max(5.0, s.shutdown_grace)
         if not tasks["completer"].done():
             await self.completer.drain()
         if leftover:
             await self._release(writer, leftover)
+        # Leases are renewed until every job is written or handed back.
+        await self.keeper.stop()
         await cancel_and_wait([tasks.pop("heartbeat")])
         if self.maintenance is not None:
             await self.maintenance.resign()
@@ -264,7 +298,24 @@ class Worker:
             log.warning("could not mark the worker stopped: %s", error_line(exc))
         log.info("worker %s stopped", self.id)
 
-    async def _release(self, writer: Writer, leftover: list[tuple[int, int]]) -> None:
+    async def _until_hurried(self, aws: list[asyncio.Task[None]], deadline: float) -> None:
+        """Wait until `aws` are all done, the loop's clock reaches `deadline`, or a
+        second stop signal comes, whichever is first."""
+        timeout = deadline - asyncio.get_running_loop().time()
+        if self._hurry or timeout <= 0:
+            return
+        # asyncio.wait, not gather: cancelling the waiter leaves the jobs alone.
+        everything = asyncio.ensure_future(asyncio.wait(aws))
+        hurried = asyncio.ensure_future(self._hurried.wait())
+        try:
+            await asyncio.wait(
+                [everything, hurried], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            everything.cancel()
+            hurried.cancel()
+
+    async def _release(self, writer: Writer, leftover: list[Key]) -> None:
         async def release() -> list[dict]:
             async with writer.connection() as conn:
                 return await Q.job_release_many(
@@ -286,12 +337,24 @@ class Worker:
                 error_line(exc),
             )
 
+    def _lost(self, keys: list[Key]) -> None:
+        """The lease keeper found attempts that are no longer ours: stop them here."""
+        assert self.executor
+        stopped = self.executor.stop_attempts(keys, "lost")
+        if stopped:
+            log.warning(
+                "stopped %d job(s) that are no longer this worker's (cancelled, or rescued "
+                "after this worker stalled past its lease)",
+                len(stopped),
+                extra={"job_ids": stopped[:20]},
+            )
+
     def _control(self, message: dict[str, Any]) -> None:
         """A sluice_control notification."""
         assert self.executor and self.claimer
         if "cancel" in message:
             ids = message["cancel"] if isinstance(message["cancel"], list) else [message["cancel"]]
-            stopped = self.executor.stop((i for i in ids if isinstance(i, int)), "cancelled")
+            stopped = self.executor.stop_jobs((i for i in ids if isinstance(i, int)), "cancelled")
             if stopped:
                 log.info("cancelled %d running job(s)", len(stopped), extra={"job_ids": stopped})
         if message.get("pause_worker") == self.id:

@@ -10,6 +10,7 @@ import socket
 from sluice.core.config import SettingsError, parse_bool, parse_list, setting
 from sluice.core.durations import duration_setting
 from sluice.core.jobs import DEFAULT_QUEUE
+from sluice.core.outbound import OutboundPolicy
 
 
 def parse_port(value: str) -> int | None:
@@ -75,6 +76,15 @@ class WorkerSettings:
         "Allow `shell` tasks (they run any command the submitter names). Off by default.",
         parse_bool,
     )
+    outbound_allow: OutboundPolicy = setting(
+        "SLUICE_OUTBOUND_ALLOW",
+        OutboundPolicy(),
+        "What `http` and `webhook` tasks (and ctx.http) may reach besides public addresses, "
+        "comma separated: host names (api.internal, *.svc.cluster.local), addresses or "
+        "networks (10.1.0.0/16), each optionally with a port (127.0.0.1:8000). Loopback, "
+        "private, link-local and other special-purpose addresses are refused otherwise.",
+        OutboundPolicy.parse,
+    )
     smtp_url: str | None = setting(
         "SLUICE_SMTP_URL",
         None,
@@ -93,8 +103,15 @@ class WorkerSettings:
     metrics_port: int | None = setting(
         "SLUICE_METRICS_PORT",
         None,
-        "Serve Prometheus metrics on this port (unset: no metrics endpoint).",
+        "Serve Prometheus metrics on this port (unset: no metrics endpoint). Under "
+        "`sluice up`: worker N serves on this port + N - 1.",
         parse_port,
+    )
+    metrics_host: str = setting(
+        "SLUICE_METRICS_HOST",
+        "127.0.0.1",
+        "Address the metrics endpoint listens on (0.0.0.0: every interface, as a "
+        "container needs for Prometheus to reach it).",
     )
     maintenance: bool = setting(
         "SLUICE_MAINTENANCE",
@@ -175,7 +192,7 @@ class WorkerSettings:
         "SLUICE_WORKER_POOL_SIZE",
         4,
         "Database connections for claims, progress and maintenance (plus one for "
-        "LISTEN and one for heartbeats and completions).",
+        "LISTEN, one for completions and one for the lease keeper).",
         int,
     )
 

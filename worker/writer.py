@@ -1,8 +1,10 @@
-"""The one connection through which a worker writes to its running jobs.
+"""The connection through which a worker writes the outcomes of its jobs (and
+its own heartbeat), one statement at a time.
 
-Heartbeats (lease renewal) and completion flushes update the same job rows. On
-two connections they could lock those rows in different orders and deadlock
-each other; through one connection, one statement at a time, they cannot.
+Completion batches lock their job rows in id order. Lease renewals run on the
+lease keeper's own connection (worker/leases.py) so that a blocked event loop
+cannot stop them; they lock the same rows in the same order, so the two never
+deadlock each other.
 """
 
 from __future__ import annotations

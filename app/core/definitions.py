@@ -67,7 +67,7 @@ from sluice.core.jobs import (
     WAIT_TASK,
 )
 from sluice.core.problems import Problems, json_problems
-from sluice.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
+from sluice.core.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_problems
 
 # A node's payload sits this many levels below the top of the stored definition
 # ({"nodes": [{"payload": ...}]}), whose nesting the database bounds as a whole.

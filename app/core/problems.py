@@ -7,10 +7,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
+
 from sluice.core.jobs import MAX_JSON_DEPTH
 
 Problems = list[tuple[str, str]]
 
+# "Expected `int`, got `str` - at `$.jobs[0].priority`": the problem, then its path.
+_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.DOTALL)
 # msgspec names the field of these problems in the message, not the path.
 _NAMED = re.compile(r"^Object (contains unknown|missing required) field `([^`]*)`$")
 
@@ -22,6 +26,18 @@ def named_field(message: str) -> tuple[str, str] | None:
         problem = "unknown field" if named.group(1) == "contains unknown" else "is required"
         return named.group(2), problem
     return None
+
+
+def validation_problem(exc: msgspec.ValidationError, where: str) -> tuple[str, str]:
+    """The (field, message) of a msgspec validation error, its path under `where`
+    (`payload` + `$.seconds` -> `payload.seconds`)."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    message, path = match.group(1), match.group(2) or ""
+    if named := named_field(message):
+        field, message = named
+        path = f"{path}.{field}"
+    return where + path, message
 
 
 def json_problems(value: Any, where: str, level: int = 0) -> Problems:

@@ -10,10 +10,10 @@ from sluice.auth import Principal
 from sluice.core import engine
 from sluice.core.definitions import DefinitionError, check_all
 from sluice.core.engine import Dag
+from sluice.core.tasks import TaskCatalog
 from sluice.dags.schemas import DagDefinitionIn
 from sluice.http.errors import found, invalid
 from sluice.http.redact import redact
-from sluice.tasks import TaskCatalog
 
 
 def shown(dag: Dag) -> Dag:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 from sluice.auth.settings import AuthSettings
-from sluice.core.config import parse_bool, parse_list, setting
+from sluice.core.config import parse_bool, setting
+from sluice.core.durations import duration_setting
 
 MIB = 1024 * 1024
+
+
+def positive_duration(value: str) -> float:
+    """A duration setting that must be more than zero."""
+    seconds = duration_setting(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration above zero, got {value!r}")
+    return seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +27,22 @@ class ApiSettings(AuthSettings):
     port: int = setting("SLUICE_API_PORT", 8000, "Port `sluice api` listens on.", int)
     pool_size: int = setting(
         "SLUICE_API_POOL_SIZE", 10, "Most database connections the API process holds open.", int
+    )
+    db_timeout: float = setting(
+        "SLUICE_API_DB_TIMEOUT",
+        3.0,
+        "Longest a request waits for the database to be reachable: for a free pooled "
+        "connection, for a new connection, for the network to acknowledge what was sent or "
+        "to answer keepalive probes. Past it the client gets 503 with Retry-After.",
+        positive_duration,
+    )
+    statement_timeout: float = setting(
+        "SLUICE_API_STATEMENT_TIMEOUT",
+        30.0,
+        "Longest a request may keep its database connection busy with statements: then the "
+        "statement is cancelled (the connection cut if the server does not let go within "
+        "SLUICE_API_DB_TIMEOUT) and the client gets 503 with Retry-After. 0: no limit.",
+        duration_setting,
     )
     max_body_bytes: int = setting(
         "SLUICE_MAX_BODY_BYTES", MIB, "Largest request body accepted (413 past it).", int
@@ -38,19 +63,4 @@ class ApiSettings(AuthSettings):
         "Accept `shell` tasks (from admins only). Off by default: a shell task runs any "
         "command on the worker host.",
         parse_bool,
-    )
-    known_tasks: tuple[str, ...] = setting(
-        "SLUICE_KNOWN_TASKS",
-        (),
-        "Task names the API accepts besides the built-ins and the handlers of "
-        "SLUICE_TASK_MODULES, comma-separated; `*` accepts any well-formed name "
-        "(for an API that cannot import the workers' code).",
-        parse_list,
-    )
-    task_modules: tuple[str, ...] = setting(
-        "SLUICE_TASK_MODULES",
-        (),
-        "Python modules whose @task handlers the workers run, comma separated; the API "
-        "imports them too, to accept exactly those task names.",
-        parse_list,
     )

@@ -33,9 +33,9 @@ from sluice.core.jobs import (
     Outcome,
 )
 from sluice.core.problems import Problems, json_problems
+from sluice.core.tasks import EMAIL, URL, TaskCatalog, payload_schemas
 from sluice.http.errors import found
 from sluice.http.redact import redact
-from sluice.tasks import EMAIL, URL, TaskCatalog
 
 BIGINT_MAX = 2**63 - 1
 
@@ -85,7 +85,15 @@ class JobTemplate(Struct, forbid_unknown_fields=True, kw_only=True):
     """What to run and how: the fields a job shares with a schedule's job."""
 
     task: TaskName
-    payload: Annotated[Any, Meta(description="JSON the handler receives.")] = {}
+    payload: Annotated[
+        Any,
+        Meta(
+            description="JSON the handler receives: for a built-in task, its payload below.",
+            # Litestar adds `extra` to the OpenAPI schema: each built-in payload as declared
+            # once in sluice.core.tasks, and any JSON for the other tasks.
+            extra_json_schema={"extra": {"any_of": [*payload_schemas().values(), {}]}},
+        ),
+    ] = {}
     queue: QueueName = JOB_DEFAULTS.queue
     priority: Annotated[
         int, Meta(ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Lower runs first.")

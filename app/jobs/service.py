@@ -21,10 +21,10 @@ from sluice.core.engine import Job, JobFilter, ThroughputMinute
 from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.problems import Problems
+from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import FieldError, Refusal, invalid
 from sluice.http.shapes import get_job, notify_json, shown_job, template_problems
 from sluice.jobs.schemas import JobDetail, JobSubmit, WaitTimes
-from sluice.tasks import TaskCatalog
 
 # Wait-time percentiles are computed over at most this many of the newest finished jobs.
 WAIT_SAMPLE = 10_000

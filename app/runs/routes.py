@@ -16,7 +16,7 @@ from sluice.auth import OPERATOR, SUBMITTER, VIEWER
 from sluice.core.engine import NodeResult, Run, RunNode
 from sluice.core.jobs import DAG_NAME, RunState
 from sluice.http.bodies import YamlRequest
-from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
@@ -89,7 +89,7 @@ class RunsController(Controller):
         catalog: Catalog,
     ) -> Response[Run]:
         """Validate the definition (every problem at once, each with its place: unknown
-        dependency, duplicate id, the cycle's path, unknown task, bad duration, payload that
+        dependency, duplicate id, the cycle's path, malformed task name, bad duration, payload that
         does not fit its task), then create the run's jobs and edges in one transaction."""
         run, created = await service.submit(conn, principal, data, catalog)
         return Response(run, status_code=201 if created else 200)
@@ -103,7 +103,7 @@ class RunsController(Controller):
     )
     async def list_runs(
         self,
-        conn: Conn,
+        read_conn: ReadConn,
         principal: Caller,
         run_state: Annotated[RunState | None, QueryParameter(name="state")] = None,
         dag: Annotated[
@@ -114,7 +114,7 @@ class RunsController(Controller):
     ) -> Page[Run]:
         """Runs of the caller's tenant, newest first."""
         runs = await service.list_runs(
-            conn,
+            read_conn,
             principal,
             state=run_state,
             dag_name=dag,

@@ -18,11 +18,11 @@ from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.definitions import DefinitionError, check_all
 from sluice.core.engine import NodeResult, Run, RunEdge, RunNode
+from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import FieldError, Refusal, found, invalid
 from sluice.http.redact import redact
 from sluice.http.shapes import notify_json
 from sluice.runs.schemas import BackfillIn, BackfillOut, RunStart, RunSubmit
-from sluice.tasks import TaskCatalog
 
 # Most runs one backfill starts.
 BACKFILL_MAX = 1000

@@ -16,11 +16,11 @@ from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.engine import Schedule, ScheduleColumns
 from sluice.core.problems import Problems
+from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import Refusal, found, invalid
 from sluice.http.redact import redact
 from sluice.http.shapes import template_problems
 from sluice.schedules.schemas import ScheduleCreate, ScheduleUpdate, Upcoming
-from sluice.tasks import TaskCatalog
 
 
 def cron_problem(expression: str, timezone: str) -> Problems:

@@ -14,7 +14,8 @@ SELECT c.*
                         %(after_priority)s, %(after_run_at)s, %(after_id)s) AS c;
 
 -- name: job_heartbeat :many
-SELECT id FROM sluice.job_heartbeat(%(worker_id)s, %(ids)s, %(lease)s) AS id;
+SELECT h.id, h.attempt
+  FROM sluice.job_heartbeat(%(worker_id)s, %(ids)s, %(attempts)s, %(lease)s) AS h;
 
 -- name: job_progress :scalar
 SELECT sluice.job_progress(%(worker_id)s, %(id)s, %(attempt)s, %(progress)s);
@@ -23,22 +24,21 @@ SELECT sluice.job_progress(%(worker_id)s, %(id)s, %(attempt)s, %(progress)s);
 SELECT id FROM sluice.job_complete_many(
     %(worker_id)s, %(ids)s, %(attempts)s, %(results)s::jsonb[], %(outputs)s::text[]) AS id;
 
+-- Only what the worker reads back: a run_at it cannot decode (a BC date, say)
+-- would otherwise fail the whole batch after it committed.
 -- name: job_fail_many :many
-SELECT * FROM sluice.job_fail_many(
+SELECT f.id, f.state FROM sluice.job_fail_many(
     %(worker_id)s, %(ids)s, %(attempts)s, %(errors)s, %(retryable)s, %(outcomes)s::text[],
-    %(outputs)s::text[]);
+    %(outputs)s::text[]) AS f;
 
 -- name: job_release_many :many
 SELECT id FROM sluice.job_release_many(%(worker_id)s, %(ids)s, %(attempts)s) AS id;
 
 -- name: job_rescue_expired :many
-SELECT * FROM sluice.job_rescue_expired(%(limit)s);
+SELECT r.id, r.state FROM sluice.job_rescue_expired(%(limit)s) AS r;
 
 -- name: job_promote_scheduled :scalar
 SELECT sluice.job_promote_scheduled(%(limit)s);
-
--- name: job_next_due :scalar
-SELECT sluice.job_next_due();
 
 -- name: job_prune :scalar
 SELECT sluice.job_prune(%(retention)s, %(limit)s);

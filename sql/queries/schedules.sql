@@ -41,13 +41,15 @@ DELETE FROM sluice.schedules s
 
 -- cron firing
 -- The maintenance leader's side: read due schedules, fire them (sluice.schedule_fire),
--- and sleep until the next one is due. Times come from the database clock.
+-- and sleep until the next one is due. Times come from the database clock, unless
+-- the caller gives `now` (tests drive the clock that way).
 
 -- name: schedule_due :many
 SELECT s.id, s.tenant, s.name, s.cron, s.timezone, s.misfire, s.next_fire_at,
-       s.last_fired_at, s.updated_at, now() AS now
+       s.last_fired_at, s.updated_at, coalesce(%(now)s::timestamptz, now()) AS now
   FROM sluice.schedules s
- WHERE s.enabled AND (s.next_fire_at IS NULL OR s.next_fire_at <= now())
+ WHERE s.enabled
+   AND (s.next_fire_at IS NULL OR s.next_fire_at <= coalesce(%(now)s::timestamptz, now()))
  ORDER BY s.next_fire_at NULLS FIRST, s.id
  LIMIT %(limit)s;
 
@@ -55,7 +57,13 @@ SELECT s.id, s.tenant, s.name, s.cron, s.timezone, s.misfire, s.next_fire_at,
 SELECT sluice.schedule_fire(
     %(id)s, %(seen)s, %(occurrences)s::timestamptz[], %(next_fire_at)s, %(error)s);
 
+-- name: schedule_disable :scalar
+SELECT sluice.schedule_disable(%(id)s, %(error)s);
+
+-- Seconds until the next schedule is due, as a number (computed from epochs: an
+-- infinite next_fire_at cannot be subtracted from now() as a timestamp).
 -- name: schedule_next_due_in :scalar
-SELECT extract(epoch FROM min(s.next_fire_at) - now())::double precision
+SELECT (extract(epoch FROM min(s.next_fire_at))
+        - extract(epoch FROM coalesce(%(now)s::timestamptz, now())))::double precision
   FROM sluice.schedules s
  WHERE s.enabled;

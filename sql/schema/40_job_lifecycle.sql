@@ -142,16 +142,36 @@ BEGIN
 END
 $$;
 
--- Renew the leases of the jobs a worker is still running, in one statement,
--- and return the ids renewed. A job missing from the answer is no longer this
--- worker's (cancelled, or rescued after a stall): the worker should stop it.
-CREATE FUNCTION sluice.job_heartbeat(p_worker_id text, p_ids bigint[], p_lease interval)
-    RETURNS SETOF bigint
+-- Renew the leases of the attempts a worker is still running, in one
+-- statement (p_ids and p_attempts are parallel), and return the (id, attempt)
+-- pairs renewed. A lease is renewed only for the very attempt named: after a
+-- worker stalled past its lease, its job may have been rescued and claimed
+-- again, by another worker or by this one, and the stale attempt must not keep
+-- the new one's lease alive. A pair missing from the answer is no longer this
+-- worker's (cancelled, or rescued after a stall): the worker stops it.
+--
+-- The worker renews from a connection of its own (its lease keeper thread),
+-- beside the one that writes its completion batches: the rows are locked in
+-- id order first, as completions and the rescuer lock them, so the two never
+-- wait for each other in a cycle.
+CREATE FUNCTION sluice.job_heartbeat(
+    p_worker_id text, p_ids bigint[], p_attempts integer[], p_lease interval
+) RETURNS TABLE (id bigint, attempt integer)
     LANGUAGE sql AS $$
-    UPDATE sluice.jobs
+    WITH held AS (
+        SELECT j.id
+          FROM sluice.jobs j
+          JOIN unnest(p_ids, p_attempts) AS h(id, attempt)
+            ON j.id = h.id AND j.attempt = h.attempt
+         WHERE j.state::text = 'running' AND j.worker_id = p_worker_id
+         ORDER BY j.id
+           FOR NO KEY UPDATE OF j
+    )
+    UPDATE sluice.jobs j
        SET lease_expires_at = now() + p_lease
-     WHERE id = ANY(p_ids) AND state::text = 'running' AND worker_id = p_worker_id
-    RETURNING id;
+      FROM held
+     WHERE j.id = held.id
+    RETURNING j.id, j.attempt;
 $$;
 
 -- Record a running job's progress (any JSON the handler reports).

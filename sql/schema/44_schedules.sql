@@ -1,8 +1,12 @@
 -- Firing cron schedules. The maintenance leader computes occurrences with
 -- croniter (time zones, misfire policy) and hands them to sluice.schedule_fire,
 -- which enqueues them and advances the schedule in one transaction. Each
--- occurrence carries the idempotency key 'schedule:<id>:<occurrence in UTC>', so
--- it starts one job (or DAG run) however many schedulers fire it, and across restarts.
+-- occurrence carries an idempotency key naming its wall-clock time, so it
+-- starts one job (or DAG run) however many schedulers fire it, and across
+-- restarts: 'schedule:<id>:2026-10-25T02:30:00[Europe/Berlin]' in a local time
+-- zone, 'schedule:<id>:2026-10-25T02:30:00Z' in UTC. Keyed by the UTC instant
+-- instead, the 02:30 that a fall-back night shows twice would be two
+-- occurrences; by the wall clock it is one (docs/worker.md states the rule).
 
 -- A change to what or when a schedule runs, from the API or psql alike, makes
 -- the scheduler recompute it: next_fire_at is cleared and updated_at moves on.
@@ -33,13 +37,28 @@ RETURN CASE jsonb_typeof(value)
            WHEN 'string' THEN (value #>> '{}')::interval
        END;
 
+-- The idempotency key of occurrence p_at of schedule p_id in time zone p_timezone.
+CREATE FUNCTION sluice.schedule_occurrence_key(p_id bigint, p_timezone text, p_at timestamptz)
+    RETURNS text
+    LANGUAGE sql STABLE
+RETURN format('schedule:%s:%s', p_id,
+              CASE WHEN p_timezone IN ('UTC', 'Etc/UTC')
+                   THEN to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                   ELSE to_char(p_at AT TIME ZONE p_timezone, 'YYYY-MM-DD"T"HH24:MI:SS')
+                        || '[' || p_timezone || ']'
+              END);
+
 -- Fire schedule p_id: start one job or DAG run per occurrence in p_occurrences
--- and set its next occurrence, or only record p_error (an invalid cron
--- expression, say). p_seen is the schedule's updated_at when the scheduler read
--- it: if it changed since, the schedule was edited and nothing is done (null is
--- returned; the next pass recomputes it). Otherwise returns how many occurrences
--- were started. A failure to start (no such DAG, bad job arguments) is kept in
--- last_error and the schedule moves on, rather than failing every pass.
+-- and set its next occurrence, p_next_fire_at. A null p_next_fire_at means the
+-- schedule cannot fire again (no next occurrence, an invalid expression or
+-- time zone): it is disabled, with p_error (or 'no next occurrence') as the
+-- reason in last_error; editing and enabling it again makes the scheduler
+-- compute it afresh. p_seen is the schedule's updated_at when the scheduler
+-- read it: if it changed since, the schedule was edited and nothing is done
+-- (null is returned; the next pass recomputes it). Otherwise returns how many
+-- occurrences were started. A failure to start (no such DAG, bad job
+-- arguments) is kept in last_error and the schedule moves on, rather than
+-- failing every pass.
 CREATE FUNCTION sluice.schedule_fire(
     p_id bigint, p_seen timestamptz, p_occurrences timestamptz[], p_next_fire_at timestamptz,
     p_error text DEFAULT NULL
@@ -49,7 +68,7 @@ DECLARE
     v_s     sluice.schedules;
     v_at    timestamptz;
     v_key   text;
-    v_error text := p_error;
+    v_error text;
 BEGIN
     SELECT * INTO v_s FROM sluice.schedules s
      WHERE s.id = p_id AND s.updated_at = p_seen AND s.enabled
@@ -58,11 +77,10 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    IF v_error IS NULL AND cardinality(p_occurrences) > 0 THEN
+    IF cardinality(p_occurrences) > 0 THEN
         BEGIN
             FOREACH v_at IN ARRAY p_occurrences LOOP
-                v_key := format('schedule:%s:%s', v_s.id,
-                                to_char(v_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+                v_key := sluice.schedule_occurrence_key(v_s.id, v_s.timezone, v_at);
                 IF v_s.dag_name IS NOT NULL THEN
                     PERFORM sluice.dag_run_start(v_s.tenant, v_s.dag_name, v_s.dag_params, NULL, v_key, v_s.id, v_at);
                 ELSE
@@ -89,11 +107,27 @@ BEGIN
 
     UPDATE sluice.schedules s
        SET next_fire_at = p_next_fire_at,
+           enabled = p_next_fire_at IS NOT NULL,
            last_fired_at = CASE WHEN v_error IS NULL AND cardinality(p_occurrences) > 0
                                 THEN (SELECT max(o) FROM unnest(p_occurrences) o)
                                 ELSE s.last_fired_at END,
-           last_error = v_error
+           last_error = CASE WHEN p_next_fire_at IS NULL
+                             THEN concat_ws('; ', v_error, coalesce(p_error, 'no next occurrence'))
+                             ELSE v_error END
      WHERE s.id = p_id;
     RETURN CASE WHEN v_error IS NULL THEN coalesce(cardinality(p_occurrences), 0) ELSE 0 END;
 END
+$$;
+
+-- Take schedule p_id out of the rotation, with p_error as the reason: the
+-- scheduler's last resort for a schedule it cannot read or fire. False when
+-- there is no such schedule.
+CREATE FUNCTION sluice.schedule_disable(p_id bigint, p_error text) RETURNS boolean
+    LANGUAGE sql AS $$
+    WITH disabled AS (
+        UPDATE sluice.schedules s SET enabled = false, last_error = p_error
+         WHERE s.id = p_id
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM disabled);
 $$;

@@ -31,7 +31,6 @@ def api_settings(database_url: str) -> ApiSettings:
         database_url=database_url,
         jwt_secret=SECRET,
         allow_shell=True,
-        known_tasks=("reports.build",),
         max_body_bytes=64 * 1024,
         max_batch_body_bytes=8 * 1024 * 1024,
     )
@@ -104,7 +103,6 @@ def api_server(database_url: str, tmp_path) -> Iterator[str]:
         "SLUICE_DATABASE_URL": database_url,
         "SLUICE_JWT_SECRET": SECRET,
         "SLUICE_API_PORT": str(port),
-        "SLUICE_KNOWN_TASKS": "reports.build",
     }
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "sluice"), "api"],

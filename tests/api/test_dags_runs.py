@@ -95,7 +95,7 @@ async def test_every_problem_is_reported_at_once_with_its_place(client, submitte
         "nodes": [
             {"id": "a", "task": "sleep", "payload": {"seconds": "soon"}},
             {"id": "a", "task": "noop"},
-            {"id": "b", "task": "who.knows", "depends_on": ["a", "ghost"]},
+            {"id": "b", "task": "who knows?", "depends_on": ["a", "ghost"]},
             {"id": "c", "task": "noop", "timeout": "5 minutes", "retry": {"base": "forever"}},
         ]
     }

@@ -84,7 +84,8 @@ def receiver():
 
 
 async def test_a_jobs_webhook_arrives_signed(client, spawn_worker, receiver, db):
-    spawn_worker()
+    # The receiver listens on loopback, which outbound requests may reach only when allowed.
+    spawn_worker(SLUICE_OUTBOUND_ALLOW=f"127.0.0.1:{receiver.server.server_address[1]}")
     secret = "webhook-secret-for-the-test"
     notify = {"webhook": {"url": receiver.url, "secret": secret, "on": ["succeeded"]}}
     response = await client.post(

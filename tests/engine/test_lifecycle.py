@@ -219,9 +219,10 @@ async def test_heartbeat_renews_only_the_callers_running_jobs(db):
     await db.execute("UPDATE sluice.jobs SET lease_expires_at = now() WHERE state = 'running'")
     renewed = await rows(
         db,
-        "SELECT * FROM sluice.job_heartbeat(%s, %s, '1 minute') AS id",
+        "SELECT * FROM sluice.job_heartbeat(%s, %s, %s, '1 minute')",
         WORKER,
         [mine, theirs, cancelled],
+        [1, 1, 1],
     )
     assert [r["id"] for r in renewed] == [mine]
     assert (await fetch_job(db, mine))["lease_expires_at"] > (await fetch_job(db, theirs))[

@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import threading
+import time
 from typing import Any
 
 from sluice import JobContext, NonRetryableError, task
@@ -93,3 +94,41 @@ async def odd_result(payload: Any) -> Any:
 @task
 async def shout(payload: Any, ctx: JobContext) -> None:
     ctx.output = "binary\x00output"
+
+
+def record(path: str, ctx: JobContext, event: str) -> None:
+    """Append `<job> <attempt> <event> <monotonic time>` to the file at `path`
+    (CLOCK_MONOTONIC is one clock for every process of the machine)."""
+    with open(path, "a") as f:
+        f.write(f"{ctx.job_id} {ctx.attempt} {event} {time.monotonic()!r}\n")
+
+
+@task
+async def overlap_probe(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """Records when each attempt starts and ends (payload.file); attempt 1 lasts
+    payload.seconds, later ones a moment."""
+    record(payload["file"], ctx, "start")
+    try:
+        await asyncio.sleep(float(payload["seconds"]) if ctx.attempt == 1 else 0.1)
+    finally:
+        record(payload["file"], ctx, "end")
+    return {"attempt": ctx.attempt}
+
+
+@task
+def sync_overlap_probe(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """overlap_probe in a thread, and deaf to its cancel signal: attempt 1 runs
+    its payload.seconds whatever happens."""
+    record(payload["file"], ctx, "start")
+    time.sleep(float(payload["seconds"]) if ctx.attempt == 1 else 0.1)
+    record(payload["file"], ctx, "end")
+    return {"attempt": ctx.attempt}
+
+
+@task
+async def block_loop(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """A blocking call in an async def: the event loop stops for payload.seconds."""
+    record(payload["file"], ctx, "start")
+    time.sleep(float(payload["seconds"]))  # noqa: ASYNC251 - what this handler is for
+    record(payload["file"], ctx, "end")
+    return {"attempt": ctx.attempt}

@@ -268,6 +268,9 @@ async def test_workers_reconnect_after_postgres_restarts(own_server, spawn_worke
         async with await psycopg.AsyncConnection.connect(url, **connection_kwargs()) as conn:
             return await scalar(conn, "SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'")
 
+    # Both running before the restart (a worker still starting up when the server
+    # goes away fails its start, as it should: that is not what this tests).
+    await wait_for(lambda: all(" started:" in p.output() for p in procs), 30, "the workers")
     await submit(10)
     # Restart while jobs flow: some done, others running or waiting.
     await wait_for(lambda: _at_least(succeeded, 40), 30, "the workers to get going")

@@ -114,9 +114,9 @@ async def test_cancelling_a_running_job_stops_it_by_notify(db, start_worker):
     worker = await start_worker(heartbeat_interval=30, lease_ttl=60)  # no heartbeat help
     job_id = await insert_job(db, "hang")
     await wait_state(db, job_id, "running")
-    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
     assert await scalar(db, "SELECT sluice.cancel_job(%s)", job_id) is True
-    await wait_for(lambda: job_id not in worker.executor.running, 5, "the handler to stop")
+    await wait_for(lambda: job_id not in worker.executor.job_ids(), 5, "the handler to stop")
     assert await job_state(db, job_id) == "cancelled"
     assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "cancelled")]
     # The worker carries on.
@@ -192,7 +192,7 @@ async def test_scheduled_jobs_are_promoted_when_due(db, start_worker):
 async def test_a_job_whose_lease_was_taken_is_stopped_locally(db, start_worker):
     worker = await start_worker(maintenance=True)
     job_id = await insert_job(db, "hang", max_attempts=2, backoff_base=dt.timedelta(0))
-    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
     # As if this worker had stalled past its lease: the rescuer takes the job back.
     await db.execute(
         "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
@@ -207,28 +207,31 @@ async def test_a_job_whose_lease_was_taken_is_stopped_locally(db, start_worker):
     rows = await attempts(db, job_id)
     assert rows[0][1] == "rescued"
     # Attempt 1's handler was stopped by the heartbeat; only attempt 2 runs here.
-    running = worker.executor.running
-    assert list(running) == [job_id] and running[job_id].job.attempt == 2
+    assert list(worker.executor.running) == [(job_id, 2)]
 
 
 async def test_stop_hands_unfinished_jobs_back(db, start_worker):
     worker = await start_worker(shutdown_grace=0.2)
     job_id = await insert_job(db, "hang", max_attempts=1)
-    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
     worker.stop()
     await wait_state(db, job_id, "ready")
     job = await fetch_job(db, job_id)
     assert job["max_attempts"] == 2  # the handed-back attempt does not count
     assert (await attempts(db, job_id))[0][1] == "released"
-    assert await scalar(
-        db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
-    )
+
+    async def stopped() -> bool:  # marked right after the hand-back, in the same shutdown
+        return await scalar(
+            db, "SELECT stopped_at IS NOT NULL FROM sluice.workers WHERE id = %s", worker.id
+        )
+
+    await wait_for(stopped, 10, "the worker to be marked stopped")
 
 
 async def test_a_second_stop_hands_jobs_back_without_waiting_for_the_grace(db, start_worker):
     worker = await start_worker(shutdown_grace=60)
     job_id = await insert_job(db, "hang")
-    await wait_for(lambda: job_id in worker.executor.running, what="the job to start")
+    await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
     worker.stop()
     await wait_for(lambda: worker._stopping, what="the shutdown to begin")
     assert await job_state(db, job_id) == "running"  # still given its grace

@@ -1,5 +1,6 @@
-"""`email`: sends `{"to": [...], "subject": "...", "body": "..."}` through the SMTP
-server of SLUICE_SMTP_URL, with the standard library's smtplib in a thread.
+"""`email`: sends `{"to": [...], "subject": "...", "body": "..."}` (sluice.core.tasks.
+EmailPayload) through the SMTP server of SLUICE_SMTP_URL, with the standard
+library's smtplib in a thread.
 
 SLUICE_SMTP_URL: `smtp://[user:pass@]host[:port][?starttls=1]` or
 `smtps://[user:pass@]host[:port]` (TLS from the start). A refused recipient fails
@@ -17,14 +18,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sluice.core.config import parse_bool
-from sluice.worker.context import JobContext, NonRetryableError
-from sluice.worker.handlers.payload import field, require_object, string_list
+from sluice.core.tasks import EmailPayload
+from sluice.worker.context import JobContext, TaskError
+from sluice.worker.handlers.common import FinalTaskError, head, payload_of
 from sluice.worker.registry import task
 
 SMTP_TIMEOUT = 30.0
 
 
-class EmailError(Exception):
+class EmailError(TaskError):
     """A retryable SMTP failure (unreachable server, temporary refusal)."""
 
 
@@ -41,8 +43,8 @@ class SmtpServer:
     def from_url(cls, url: str) -> SmtpServer:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise NonRetryableError(
-                "SLUICE_SMTP_URL must look like smtp://host:port or smtps://host"
+            raise FinalTaskError(
+                "email: SLUICE_SMTP_URL must look like smtp://host:port or smtps://host"
             )
         query = parse_qs(parts.query)
         tls = parts.scheme == "smtps"
@@ -68,36 +70,41 @@ class SmtpServer:
             smtp.send_message(message)
 
 
+def _said(exc: smtplib.SMTPResponseException) -> str:
+    """The server's code and words, for the job's error."""
+    words = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else ""
+    return f"{exc.smtp_code} {head(words, 200)}".strip()
+
+
 def _deliver(server: SmtpServer, message: EmailMessage) -> None:
     try:
         server.send(message)
     except smtplib.SMTPRecipientsRefused as exc:
-        raise NonRetryableError(f"email: recipients refused: {', '.join(exc.recipients)}") from None
+        raise FinalTaskError(f"email: recipients refused: {', '.join(exc.recipients)}") from None
     except smtplib.SMTPAuthenticationError as exc:
-        raise NonRetryableError(f"email: SMTP login refused ({exc.smtp_code})") from None
+        raise FinalTaskError(f"email: SMTP login refused: {_said(exc)}") from None
     except smtplib.SMTPResponseException as exc:
         if 500 <= exc.smtp_code < 600:
-            raise NonRetryableError(f"email: SMTP server refused ({exc.smtp_code})") from None
-        raise EmailError(f"SMTP server answered {exc.smtp_code}") from None
+            raise FinalTaskError(f"email: the SMTP server refused: {_said(exc)}") from None
+        raise EmailError(f"email: the SMTP server answered {_said(exc)}") from None
     except (OSError, smtplib.SMTPException) as exc:
         raise EmailError(
-            f"cannot send through the SMTP server: {type(exc).__name__}: {exc}"
+            f"email: cannot send through the SMTP server: {type(exc).__name__}: {exc}"
         ) from None
 
 
 @task(name="email")
 async def email(payload: Any, ctx: JobContext) -> dict[str, Any]:
     if not ctx.settings.smtp_url:
-        raise NonRetryableError(
+        raise FinalTaskError(
             "email: no SMTP server configured on this worker (set SLUICE_SMTP_URL)"
         )
     server = SmtpServer.from_url(ctx.settings.smtp_url)
-    payload = require_object("email", payload)
-    to = string_list("email", payload, "to")
+    mail = payload_of("email", payload, EmailPayload)
     message = EmailMessage()
     message["From"] = ctx.settings.smtp_from
-    message["To"] = ", ".join(to)
-    message["Subject"] = field("email", payload, "subject", str, "")
-    message.set_content(field("email", payload, "body", str, ""))
+    message["To"] = ", ".join(mail.to)
+    message["Subject"] = mail.subject
+    message.set_content(mail.body)
     await asyncio.to_thread(_deliver, server, message)
-    return {"to": to}
+    return {"to": mail.to}

@@ -1,0 +1,18 @@
+-- Runtime queries of the maintenance leader that only it uses: the passes it
+-- runs one row at a time after a batch failed (sql/schema/46_maintenance.sql),
+-- and when to wake up next. The batch passes themselves are in jobs.sql.
+
+-- Seconds until the next scheduled job falls due (negative: overdue; null:
+-- none), computed as a number: a run_at Python cannot represent (past year
+-- 9999, or infinite) must not make every pass fail to decode its answer.
+-- name: job_next_due_in :scalar
+SELECT (extract(epoch FROM sluice.job_next_due()) - extract(epoch FROM now()))::double precision;
+
+-- name: job_promote_scheduled_isolated :many
+SELECT * FROM sluice.job_promote_scheduled_isolated(%(limit)s);
+
+-- name: job_rescue_expired_isolated :many
+SELECT * FROM sluice.job_rescue_expired_isolated(%(limit)s);
+
+-- name: job_prune_isolated :many
+SELECT * FROM sluice.job_prune_isolated(%(retention)s, %(limit)s);
