@@ -236,3 +236,27 @@ def test_rerun_from_a_finished_node(sign_in, api_server, sql):
     expect(node(page, "load")).to_have_attribute("data-state", "ready")
     payload = scalar(sql, "SELECT payload FROM sluice.jobs WHERE id = %s", load)
     assert payload == {"rows": 2}  # rendered again from the new result
+
+
+def test_queued_runs_show_their_place_and_start_when_a_slot_frees(sign_in, api_server, sql):
+    one_at_a_time = {"concurrency": 1, "nodes": [{"id": "only", "task": "noop"}]}
+    first = start_run(api_server, one_at_a_time)
+    second = start_run(api_server, one_at_a_time)
+    third = start_run(api_server, one_at_a_time)
+    assert (first["state"], second["state"], third["state"]) == ("running", "queued", "queued")
+    page = sign_in(Role.submitter)
+    page.goto("/runs")
+    listed = page.locator(f'#runs tr[data-run="{third["id"]}"]')
+    expect(listed.locator(".badge")).to_have_text("queued")
+    expect(listed.locator(".queue-position")).to_have_text("1 ahead")
+
+    page.goto(f"/runs/{second['id']}")
+    expect(page.locator("#run-state")).to_have_text("queued")
+    expect(page.locator("#facts")).to_contain_text(
+        "waiting for a concurrency slot, 0 queued runs first"
+    )
+    expect(page.locator("svg.dag g.node")).to_have_count(0)  # no nodes until it starts
+    # The first run ends: the second starts, and the page follows it.
+    finish_job(sql, node_job(sql, first["id"], "only"))
+    expect(page.locator("#run-state")).to_have_text("running")
+    expect(node(page, "only")).to_have_attribute("data-state", "ready")

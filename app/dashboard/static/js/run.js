@@ -375,9 +375,12 @@ async function refresh() {
   const graphState = await found(`/runs/${id}`, "run-missing");
   if (!graphState) return false;
   const { run, nodes } = graphState;
-  if (!drawing) {
+  // A run's shape never changes once it has started; a queued run has no nodes
+  // until then, so it is drawn again when they appear.
+  if (!drawing || drawing.nodes.length !== nodes.length) {
     drawing = await api(`/runs/${id}/layout`);
     document.getElementById("run").hidden = false;
+    shapes.clear();
     if (drawing.drawn) draw(drawing);
   }
   if (drawing.drawn) colour(nodes);
