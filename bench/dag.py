@@ -157,6 +157,33 @@ async def wait_run(conn, run_id: int, step=None, total: int = 0, within: float =
         await asyncio.sleep(0.2)
 
 
+async def run_dag(
+    bench: Bench,
+    conn,
+    definition: dict,
+    what: str,
+    total: int,
+    *,
+    workers: int = 1,
+    concurrency: int = 10,
+) -> int:
+    """Start a run of `definition` on fresh workers (one idle worker unless said) and
+    wait for it to succeed; answers its id. `total` jobs make the progress bar."""
+    async with WorkerGroup(bench.url, count=workers, concurrency=concurrency) as group:
+        await group.start()
+        await asyncio.sleep(0.5)
+        with bench.progress(what, total) as step:
+            run_id = await scalar(
+                conn,
+                "SELECT sluice.dag_run_create('default', %s::jsonb)",
+                (json.dumps(definition),),
+            )
+            state = await wait_run(conn, run_id, step, total)
+    if state != "succeeded":
+        raise RuntimeError(f"{what} ended {state}")
+    return run_id
+
+
 async def run(
     bench: Bench,
     *,
@@ -174,18 +201,7 @@ async def run(
     async with bench.connection() as conn:
         commit_ts = await scalar(conn, "SHOW track_commit_timestamp") == "on"
         # (a) the chain, on one idle worker.
-        async with WorkerGroup(bench.url, count=1, concurrency=10) as group:
-            await group.start()
-            await asyncio.sleep(0.5)
-            with bench.progress(f"chain of {chain}", chain) as step:
-                run_id = await scalar(
-                    conn,
-                    "SELECT sluice.dag_run_create('default', %s::jsonb)",
-                    (json.dumps(chain_definition(chain)),),
-                )
-                state = await wait_run(conn, run_id, step, chain)
-        if state != "succeeded":
-            raise RuntimeError(f"the chain ended {state}")
+        run_id = await run_dag(bench, conn, chain_definition(chain), f"chain of {chain}", chain)
         cur = await conn.execute(CHAIN_NODES if commit_ts else CHAIN_NODES_NO_COMMIT_TS, (run_id,))
         nodes = await cur.fetchall()
         from_end = [(c[0] - p[1]) * 1000 for p, c in itertools.pairwise(nodes)]
@@ -247,18 +263,8 @@ async def run(
 async def map_and_join(bench: Bench, conn, record: Record, n: int, workers: int,
                        concurrency: int) -> None:  # fmt: skip
     """(c): a map of `n` elements and its join, on W workers."""
-    async with WorkerGroup(bench.url, count=workers, concurrency=concurrency) as group:
-        await group.start()
-        await asyncio.sleep(0.5)
-        with bench.progress(f"map of {n:,} and its join", n + 2) as step:
-            run_id = await scalar(
-                conn,
-                "SELECT sluice.dag_run_create('default', %s::jsonb)",
-                (json.dumps(map_definition(n)),),
-            )
-            state = await wait_run(conn, run_id, step, n + 2)
-    if state != "succeeded":
-        raise RuntimeError(f"the map run ended {state}")
+    run_id = await run_dag(bench, conn, map_definition(n), f"map of {n:,} and its join", n + 2,
+                           workers=workers, concurrency=concurrency)  # fmt: skip
     cur = await conn.execute(MAP_TIMES, {"run": run_id})
     (
         committed,
@@ -300,18 +306,7 @@ async def map_and_join(bench: Bench, conn, record: Record, n: int, workers: int,
 
 async def relay_chain(bench: Bench, conn, record: Record, n: int, size: int) -> None:
     """(d): a chain of `n` nodes handing on `size` bytes each, on one idle worker."""
-    async with WorkerGroup(bench.url, count=1, concurrency=10) as group:
-        await group.start()
-        await asyncio.sleep(0.5)
-        with bench.progress(f"relay of {n} x {size:,} B", n) as step:
-            run_id = await scalar(
-                conn,
-                "SELECT sluice.dag_run_create('default', %s::jsonb)",
-                (json.dumps(relay_definition(n, size)),),
-            )
-            state = await wait_run(conn, run_id, step, n)
-    if state != "succeeded":
-        raise RuntimeError(f"the relay ended {state}")
+    run_id = await run_dag(bench, conn, relay_definition(n, size), f"relay of {n} x {size:,} B", n)
     cur = await conn.execute(RELAY_NODES, (run_id,))
     nodes = await cur.fetchall()
     if any(length != size for _, _, length in nodes):

@@ -83,6 +83,13 @@ def node_job(sql: psycopg.Connection, run_id: int, node: str) -> int:
     )
 
 
+def node_state(sql: psycopg.Connection, run_id: int, node: str) -> str:
+    """The state of node `node` of run `run_id`."""
+    return scalar(
+        sql, "SELECT state::text FROM sluice.jobs WHERE id = %s", node_job(sql, run_id, node)
+    )
+
+
 def finish_job(sql: psycopg.Connection, job_id: int, result: Any = None) -> None:
     """Claim ready job `job_id` alone and complete it with `result`: it is claimed
     from a queue of its own for the moment, so no other ready job is taken."""

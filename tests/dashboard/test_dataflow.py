@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from sluice.auth.principal import Role
 from tests.dashboard.conftest import shoot
-from tests.dashboard.engine import finish_job, node_job, scalar
+from tests.dashboard.engine import finish_job, node_job, node_state, scalar
 from tests.dashboard.test_runs import node, start_run
 
 FLOW = {
@@ -144,28 +144,14 @@ def test_an_operator_signals_a_waiting_node(sign_in, api_server, sql, screenshot
     page.fill("#signal-payload", "{approved: yes")
     page.click("#signal-send")
     expect(page.locator("#signal-error")).to_contain_text("not JSON")
-    assert (
-        scalar(
-            sql,
-            "SELECT state::text FROM sluice.jobs WHERE id = %s",
-            node_job(sql, run_id, "approve"),
-        )
-        == "waiting"
-    )
+    assert node_state(sql, run_id, "approve") == "waiting"
 
     # Declining the confirmation sends nothing either.
     page.fill("#signal-payload", '{"approved_by": "ann"}')
     page.once("dialog", lambda d: d.dismiss())
     page.click("#signal-send")
     expect(dialog).to_be_visible()
-    assert (
-        scalar(
-            sql,
-            "SELECT state::text FROM sluice.jobs WHERE id = %s",
-            node_job(sql, run_id, "approve"),
-        )
-        == "waiting"
-    )
+    assert node_state(sql, run_id, "approve") == "waiting"
 
     # Confirmed: the node succeeds with the payload as its result.
     confirmations: list[str] = []
