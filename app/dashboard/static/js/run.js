@@ -102,7 +102,7 @@ function elementsDone(counts) {
 // Why a node was skipped or ended, in words (reason codes of docs/dags.md).
 const REASONS = {
   condition_false: "its condition was false",
-  upstream_skipped: "skipped above it",
+  upstream_skipped: "a parent was skipped",
   upstream_failed: "a node above it failed",
   no_upstream_success: "no parent succeeded",
   no_upstream_failure: "no parent failed",
@@ -115,8 +115,13 @@ const REASONS = {
   result_too_large: "its result is too large",
 };
 
+// "14:05" today, "Dec 2, 14:05" another day: short enough for a node's corner.
 function clock(value) {
-  return new Date(value).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const date = new Date(value);
+  const today = date.toDateString() === new Date().toDateString();
+  return today
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
 }
 
 // One line on what a node is doing beyond its state, for the graph's tooltip.
