@@ -9,6 +9,7 @@ import click
 import yaml
 
 from sluice.cli.options import api_call
+from sluice.cli.table import when
 from sluice.client import Client
 from sluice.core.jobs import TERMINAL_STATES
 
@@ -115,9 +116,11 @@ def node_note(node: dict) -> str:
         return text
     waiting = node.get("waiting_for") if node["state"] == "waiting" else None
     if waiting == "signal":
-        return f"waiting for a signal (until {node['wakes_at'] or 'signalled'})"
+        return "waiting for a signal" + (
+            f" (until {when(node['wakes_at'])})" if node["wakes_at"] else ""
+        )
     if waiting == "duration":
-        return f"waiting until {node.get('wakes_at')}"
+        return f"waiting until {when(node['wakes_at'])}"
     if node["state"] == "skipped":
         return f"skipped: {node.get('reason') or 'condition false'}"
     if node.get("last_error"):
