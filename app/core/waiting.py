@@ -129,10 +129,15 @@ Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]
 
 class Waiters:
     """Waits for jobs and runs to end. `listen` is the conninfo of the LISTEN
-    connection; `connection()` lends a connection for the short reads."""
+    connection; `connection()` lends a connection for the short reads. The LISTEN
+    connection is opened by the first wait and closed after `idle` seconds
+    without one."""
 
-    def __init__(self, listen: str, connection: Connect) -> None:
+    def __init__(self, listen: str, connection: Connect, *, idle: float | None = 10.0) -> None:
         self._listen_info = listen
+        #: Seconds without a wait after which the LISTEN connection is closed
+        #: (None: kept open); the next wait opens it again.
+        self._idle = idle
         self._connection = connection
         self._waiting: dict[tuple[str, int], set[asyncio.Event]] = {}
         self._listening = asyncio.Event()
@@ -226,18 +231,30 @@ class Waiters:
                     # Whatever ended while nobody listened was not heard: look again.
                     self._wake_all()
                     backoff = _BACKOFF_MIN
-                    async for note in conn.notifies():
-                        kind = "job" if note.channel == JOB_CHANNEL else "run"
-                        for part in note.payload.split(","):
-                            with contextlib.suppress(ValueError):
-                                self._wake(kind, int(part))
+                    while not self._idle_stop():
+                        async for note in conn.notifies(timeout=self._idle):
+                            kind = "job" if note.channel == JOB_CHANNEL else "run"
+                            for part in note.payload.split(","):
+                                with contextlib.suppress(ValueError):
+                                    self._wake(kind, int(part))
+                    return
             except psycopg.Error as exc:
                 self._listening.clear()
+                if self._idle_stop():
+                    return
                 log.warning("waiters: the LISTEN connection failed (%s); reconnecting", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-            finally:
-                self._listening.clear()
+
+    def _idle_stop(self) -> bool:
+        """True, and the listener given up, when nobody has waited for `idle` seconds.
+        Decided without yielding to the loop: a wait that starts afterwards finds no
+        listener and starts its own, never one that is closing."""
+        if self._idle is None or self._waiting:
+            return False
+        self._listening.clear()
+        self._task = None
+        return True
 
 
 def _ended(kind: str, row: dict[str, Any]) -> bool:

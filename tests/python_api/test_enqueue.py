@@ -157,9 +157,11 @@ async def test_options_per_task_and_per_call(database_url, db):
     assert again.id == child.id
     [row] = await rows(
         db,
-        "SELECT state::text, priority, queue, max_attempts, backoff, extract(epoch FROM backoff_base)"
-        " AS base, extract(epoch FROM backoff_max) AS cap, extract(epoch FROM timeout) AS timeout,"
-        " run_at > now() + interval '59 minutes' AS delayed, payload FROM sluice.jobs WHERE id = %s",
+        "SELECT state::text, priority, queue, max_attempts, backoff,"
+        " extract(epoch FROM backoff_base) AS base, extract(epoch FROM backoff_max) AS cap,"
+        " extract(epoch FROM timeout) AS timeout,"
+        " run_at > now() + interval '59 minutes' AS delayed, payload"
+        " FROM sluice.jobs WHERE id = %s",
         child.id,
     )
     assert row == {
@@ -279,6 +281,7 @@ async def test_start_run_of_a_stored_dag_with_params(database_url, db):
         await conn.commit()
     assert await rows(
         db,
-        "SELECT r.params, j.payload FROM sluice.dag_runs r JOIN sluice.jobs j ON j.run_id = r.id WHERE r.id = %s",
+        "SELECT r.params, j.payload FROM sluice.dag_runs r"
+        " JOIN sluice.jobs j ON j.run_id = r.id WHERE r.id = %s",
         run.id,
     ) == [{"params": {"day": "2026-11-21"}, "payload": {"day": "2026-11-21"}}]
