@@ -13,18 +13,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
+from litestar.datastructures import State
 from psycopg import AsyncConnection
 
 from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.engine import Job, JobFilter, ThroughputMinute
-from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN
+from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN, TERMINAL_STATES
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.problems import Problems
 from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import FieldError, Refusal, invalid
 from sluice.http.shapes import get_job, notify_json, shown_job, template_problems
+from sluice.http.waiting import waiting
 from sluice.jobs.schemas import JobDetail, JobSubmit, WaitTimes
+
+# States a long-poll does not wait on (`skipped`: DAG nodes that did not run).
+ENDED = frozenset((*TERMINAL_STATES, "skipped"))
 
 # Wait-time percentiles are computed over at most this many of the newest finished jobs.
 WAIT_SAMPLE = 10_000
@@ -234,6 +239,21 @@ async def job_detail(conn: AsyncConnection, principal: Principal, job_id: int) -
         attempts=attempts,
         output=attempts[-1].output if attempts else None,
     )
+
+
+async def job_detail_waiting(
+    state: State, principal: Principal, job_id: int, seconds: float | None
+) -> JobDetail:
+    """job_detail; with `seconds`, once the job has ended or that long has passed
+    (holding a pooled connection only to read, never while waiting)."""
+    async with state.pool.connection() as conn:
+        detail = await job_detail(conn, principal, job_id)
+    if not seconds or detail.state in ENDED:
+        return detail
+    async with waiting(state).slot() as hub:
+        await hub.job(job_id, seconds)
+    async with state.pool.connection() as conn:
+        return await job_detail(conn, principal, job_id)
 
 
 async def list_jobs(conn: AsyncConnection, principal: Principal, where: JobFilter) -> list[Job]:
