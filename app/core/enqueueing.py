@@ -256,10 +256,10 @@ def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any
     }
 
 
-def _many_element(task: str, payload: bytes, opts: Options) -> dict[str, Any]:
-    """One element of sluice.enqueue_many's list: the task, the payload, and the
-    options that are set (the function fills in the rest as sluice.enqueue would)."""
-    element: dict[str, Any] = {"task": task, "payload": msgspec.Raw(payload)}
+def _element(task: str, opts: Options) -> dict[str, Any]:
+    """One element of sluice.enqueue_many's list, without its payload: the task and
+    the options that are set (the function fills in the rest as sluice.enqueue would)."""
+    element: dict[str, Any] = {"task": task}
     for name in _ELEMENT_OPTIONS:
         value = getattr(opts, name)
         if value is not None:
@@ -332,24 +332,31 @@ class _Call(Generic[R]):
         """The JSON list for sluice.enqueue_many ("" for no item) and its tenant.
         An item is a mapping of the payload's fields, or a pair (fields, options)."""
         base = self.opts
-        elements = []
+        tenant = base.tenant or DEFAULT_TENANT
+        # Every element without options of its own starts the same way: encode that
+        # once, and each element is that prefix, its payload and a brace.
+        prefix = msgspec.json.encode(_element(self.name, base))[:-1] + b',"payload":'
+        encode = self._encode
+        parts: list[bytes] = []
         for item in items:
-            if isinstance(item, tuple):
-                payload, extra = item
-                opts = options(**extra).over(base) if extra else base
-                if opts.tenant != base.tenant:
-                    raise ValueError("enqueue_many: every job of one call has the same tenant")
-            else:
-                payload, opts = item, base
-            if not isinstance(payload, Mapping):
+            if isinstance(item, Mapping):
+                parts.append(prefix + encode((), item) + b"}")
+                continue
+            if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], Mapping):
                 raise TypeError(
                     "enqueue_many: each item is a mapping of the payload's fields, or a pair "
-                    f"(fields, options); got {type(payload).__name__}"
+                    f"(fields, options); got {type(item).__name__}"
                 )
-            elements.append(_many_element(self.name, self._encode((), payload), opts))
-        if not elements:
-            return "", base.tenant or DEFAULT_TENANT
-        return msgspec.json.encode(elements).decode(), base.tenant or DEFAULT_TENANT
+            fields, extra = item
+            opts = options(**extra).over(base)
+            if (opts.tenant or DEFAULT_TENANT) != tenant:
+                raise ValueError("enqueue_many: every job of one call has the same tenant")
+            element = _element(self.name, opts)
+            element["payload"] = msgspec.Raw(encode((), fields))
+            parts.append(msgspec.json.encode(element))
+        if not parts:
+            return "", tenant
+        return (b"[" + b",".join(parts) + b"]").decode(), tenant
 
 
 def _untyped(args: tuple[Any, ...], fields: Mapping[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ SELECT sluice.enqueue(
 
 -- Many jobs in one statement (sluice.enqueue_many): their ids, in order.
 -- name: job_enqueue_many :scalar
-SELECT sluice.enqueue_many(%(jobs)s::json, %(tenant)s);
+SELECT sluice.enqueue_many(%(jobs)s::jsonb, %(tenant)s);
 
 -- A run of the newest version of a stored DAG, with its parameters.
 -- name: dag_run_start_named :scalar

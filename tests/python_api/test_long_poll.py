@@ -47,6 +47,7 @@ async def make_client(api_settings) -> AsyncIterator[Callable]:
         server.should_exit = True
         await asyncio.wait_for(task, 20)
 
+
 VIEWER = bearer(Role.viewer)
 
 
