@@ -18,6 +18,7 @@ from decimal import Decimal
 import msgspec
 from litestar import Litestar, Response, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from sqlalchemy import BigInteger, Numeric, String, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -72,7 +73,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 
 
 @post("/orders")
-async def place_order(data: NewOrder, state: State) -> Response[Placed | dict[str, object]]:
+async def place_order(
+    data: JSONBody[NewOrder], state: State
+) -> Response[Placed | dict[str, object]]:
     session: AsyncSession
     async with state.sessions() as session, session.begin():
         order = Order(email=data.email, total=data.total)

@@ -21,7 +21,7 @@ class Invoice(msgspec.Struct):
     gross: Decimal
 
 
-@sluice.task(name="shop.invoice", queue="shop", max_attempts=3, timeout="30s")
+@sluice.task(name="shop.invoice", max_attempts=3, timeout="30s")
 def invoice(order_id: int, total: Decimal) -> Invoice:
     """Make the order's invoice (a real shop would render a PDF and store it)."""
     if total <= 0:
