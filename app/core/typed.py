@@ -23,6 +23,7 @@ way (msgspec), and read back into the return annotation by a job handle.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_origin, get_type_hints
@@ -64,10 +65,7 @@ class Signature:
     def __init__(self, fn: Callable[..., Any], name: str, context_type: type | None) -> None:
         self.name = name
         params = list(inspect.signature(fn).parameters.values())
-        try:
-            hints = get_type_hints(fn)
-        except Exception as exc:  # an annotation that names something undefined
-            raise TypeError(f"task {name!r}: cannot read the annotations of {fn!r}: {exc}") from exc
+        hints = _hints(fn, context_type)
         self.return_type: Any = hints.get("return", Any)
         #: The parameter that receives the context (fields form), or None.
         self.context: str | None = None
@@ -164,6 +162,26 @@ class Signature:
         if self.return_type is Any or value is None:
             return value
         return msgspec.convert(value, self.return_type)
+
+
+def _hints(fn: Callable[..., Any], context_type: type | None) -> dict[str, Any]:
+    """The function's annotations, resolved. One that cannot be resolved (a name
+    imported under `if TYPE_CHECKING:`) reads as Any, except the context's, which
+    is recognised by its name: such a handler still gets its context."""
+    with contextlib.suppress(Exception):  # any failure: resolve them one by one
+        return get_type_hints(fn)
+    hints: dict[str, Any] = {}
+    namespace = getattr(fn, "__globals__", {})
+    for key, annotation in getattr(fn, "__annotations__", {}).items():
+        if not isinstance(annotation, str):
+            hints[key] = annotation
+            continue
+        try:
+            hints[key] = eval(annotation, namespace)  # noqa: S307 - the function's own annotation
+        except Exception:
+            named = context_type is not None and annotation.split(".")[-1] == context_type.__name__
+            hints[key] = context_type if named else Any
+    return hints
 
 
 def _var_positional(params: list[inspect.Parameter]) -> bool:

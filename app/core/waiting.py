@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -133,8 +133,17 @@ class Waiters:
     connection is opened by the first wait and closed after `idle` seconds
     without one."""
 
-    def __init__(self, listen: str, connection: Connect, *, idle: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        listen: str,
+        connection: Connect,
+        *,
+        idle: float | None = 10.0,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._listen_info = listen
+        #: Called when the LISTEN connection is closed for want of waits.
+        self._on_idle = on_idle
         #: Seconds without a wait after which the LISTEN connection is closed
         #: (None: kept open); the next wait opens it again.
         self._idle = idle
@@ -237,10 +246,14 @@ class Waiters:
                             for part in note.payload.split(","):
                                 with contextlib.suppress(ValueError):
                                     self._wake(kind, int(part))
-                    return
+                if self._on_idle is not None:
+                    await self._on_idle()
+                return
             except psycopg.Error as exc:
                 self._listening.clear()
                 if self._idle_stop():
+                    if self._on_idle is not None:
+                        await self._on_idle()
                     return
                 log.warning("waiters: the LISTEN connection failed (%s); reconnecting", exc)
                 await asyncio.sleep(backoff)
@@ -290,7 +303,9 @@ class _Thread:
         """The waiters of the server at `conninfo` (called in the loop's thread)."""
         hub = self._hubs.get(conninfo)
         if hub is None:
-            hub = self._hubs[conninfo] = Waiters(conninfo, _Reader(conninfo).connection)
+            reader = _Reader(conninfo)
+            hub = Waiters(conninfo, reader.connection, on_idle=reader.close)
+            self._hubs[conninfo] = hub
         return hub
 
 
@@ -312,6 +327,12 @@ class _Reader:
         except psycopg.OperationalError:
             await self._conn.close()
             raise
+
+    async def close(self) -> None:
+        """Close the connection (the hub went idle); the next read opens a new one."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
 
 
 _THREAD: _Thread | None = None
