@@ -285,3 +285,20 @@ async def test_start_run_of_a_stored_dag_with_params(database_url, db):
         " JOIN sluice.jobs j ON j.run_id = r.id WHERE r.id = %s",
         run.id,
     ) == [{"params": {"day": "2026-11-21"}, "payload": {"day": "2026-11-21"}}]
+
+
+async def test_the_three_sql_paths_give_a_job_the_same_defaults(db):
+    """A plain INSERT, sluice.enqueue and sluice.enqueue_many: the same row."""
+    plain = await scalar(db, "INSERT INTO sluice.jobs (task) VALUES ('noop') RETURNING id")
+    one = await scalar(db, "SELECT sluice.enqueue('noop')")
+    [many] = await scalar(db, """SELECT sluice.enqueue_many('[{"task": "noop"}]')""")
+    columns = (
+        "tenant, queue, payload, priority, state::text, max_attempts, backoff, backoff_base,"
+        " backoff_max, timeout, notify, run_at <= now() AS due"
+    )
+    found = await rows(
+        db,
+        f"SELECT {columns} FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
+        [plain, one, many],
+    )
+    assert found[0] == found[1] == found[2]
