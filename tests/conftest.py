@@ -81,6 +81,15 @@ def database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]
 
 
 @pytest.fixture
+def other_database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """A second migrated database on the same server: a stand-in for a replica
+    whose contents differ, so a test can tell which of the two answered."""
+    dbname = f"other_{os.getpid()}"
+    with _janitor(pg_server, dbname, template_dbname=template_db):
+        yield pg_server.url(dbname)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
     """An autocommit connection to the test's database."""
     async with await psycopg.AsyncConnection.connect(database_url, **connection_kwargs()) as conn:

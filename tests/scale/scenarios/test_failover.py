@@ -274,15 +274,6 @@ def test_write_gap_stays_within_bounds(outcome):
     assert gaps["crash"] < TTL + 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A worker whose fixed-host URL lands on the old primary, now a standby, "
-    "gets SQLSTATE 25006 (read-only transaction) from job_claim (and from "
-    "leader_acquire in maintenance); the claimer task dies with it and the worker "
-    "stops. It should treat 25006 like a lost connection ('reconnect and retry the "
-    "write') and carry on once its host is primary again (here after the second "
-    "failover).",
-)
 def test_a_worker_on_a_fixed_host_survives_a_switchover_and_resumes(outcome):
     assert outcome["alive"]["worker-fixed"]
     jobs = _jobs(outcome, outcome["fixed_ids"])
@@ -332,17 +323,18 @@ def test_metrics_queue_depths_are_read_from_the_replica(cluster, outcome, replay
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The dashboard's list endpoints (here GET /api/v1/queues) still read from "
-    "the primary pool: wiring state.read_pool / provide_read_connection into the "
-    "lag-tolerant routes is the next step.",
-)
 def test_dashboard_lists_are_read_from_the_replica(cluster, outcome, replay_paused):
     queue = _lagging_queue(cluster)
-    listed = httpx.get(
-        f"{outcome['base']}/api/v1/queues",
-        headers={"Authorization": f"Bearer {outcome['token']}"},
-    ).json()
-    names = {q["name"] for q in listed["items"]}
-    assert queue not in names
+
+    def listed(path: str) -> set[str]:
+        answer = httpx.get(
+            f"{outcome['base']}/api/v1/{path}",
+            headers={"Authorization": f"Bearer {outcome['token']}"},
+        )
+        assert answer.status_code == 200, answer.text
+        return {item.get("name") or item.get("queue") for item in answer.json()["items"]}
+
+    assert queue not in listed("queues")  # the replica has not applied it
+    assert queue not in listed("jobs?limit=1000")
+    sql(cluster.replica_url(), "SELECT pg_wal_replay_resume()")
+    wait_until(lambda: queue in listed("queues"), 30, "the replica to catch up")
