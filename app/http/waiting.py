@@ -12,15 +12,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.params import QueryParameter
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from sluice.core.durations import parse_duration
 from sluice.core.waiting import Waiters
 from sluice.http.errors import Refusal, invalid
+from sluice.http.pool import lend
 from sluice.http.settings import ApiSettings
 
 #: The longest `wait` a request may ask for, in seconds.
@@ -57,12 +60,19 @@ def wait_seconds(value: str | None) -> float | None:
 
 
 class Waiting:
-    """The app's hub and its bound on concurrent waits."""
+    """The app's hub, its bound on concurrent waits, and the short-lived connections
+    a long-poll reads through (lent as every request's are: sluice.http.pool.lend)."""
 
-    def __init__(self, hub: Waiters, limit: int) -> None:
-        self.hub = hub
-        self.limit = limit
+    def __init__(self, pool: AsyncConnectionPool, settings: ApiSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self.hub = Waiters(settings.listen_url or settings.database_url or "", self.connection)
+        self.limit = settings.max_waits
         self.count = 0
+
+    def connection(self) -> AbstractAsyncContextManager[AsyncConnection[Any]]:
+        """A pooled connection to the primary, for one read."""
+        return lend(self._pool, self._settings)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Waiters]:
@@ -88,13 +98,11 @@ def waiting_lifespan(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        listen = settings.listen_url or settings.database_url
-        hub = Waiters(listen, app.state.pool.connection)
-        app.state.waiting = Waiting(hub, settings.max_waits)
+        app.state.waiting = waits = Waiting(app.state.pool, settings)
         try:
             yield
         finally:
-            await hub.close()
+            await waits.hub.close()
 
     return lifespan
 

@@ -246,13 +246,14 @@ async def job_detail_waiting(
 ) -> JobDetail:
     """job_detail; with `seconds`, once the job has ended or that long has passed
     (holding a pooled connection only to read, never while waiting)."""
-    async with state.pool.connection() as conn:
+    waits = waiting(state)
+    async with waits.connection() as conn:
         detail = await job_detail(conn, principal, job_id)
     if not seconds or detail.state in ENDED:
         return detail
-    async with waiting(state).slot() as hub:
+    async with waits.slot() as hub:
         await hub.job(job_id, seconds)
-    async with state.pool.connection() as conn:
+    async with waits.connection() as conn:
         return await job_detail(conn, principal, job_id)
 
 

@@ -128,16 +128,17 @@ class RunsController(Controller):
         """The run, every node's state, and the edges between nodes (parent -> child).
         With `wait`, answered once the run has ended or the wait is over (a long-poll)."""
         seconds = wait_seconds(wait)
-        async with state.pool.connection() as conn:
+        waits = waiting(state)
+        async with waits.connection() as conn:
             run = await service.get_run(conn, principal, run_id)
             if seconds and run.state == "running":
                 nodes = None
             else:
                 nodes, edges = await service.graph(conn, run_id)
         if nodes is None:
-            async with waiting(state).slot() as hub:  # no pooled connection held meanwhile
+            async with waits.slot() as hub:  # no pooled connection held meanwhile
                 await hub.run(run_id, seconds)
-            async with state.pool.connection() as conn:
+            async with waits.connection() as conn:
                 run = await service.get_run(conn, principal, run_id)
                 nodes, edges = await service.graph(conn, run_id)
         return RunGraph(run=run, nodes=nodes, edges=edges)
