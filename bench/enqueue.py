@@ -62,97 +62,86 @@ async def _spread(total: int, clients: int, one: callable) -> float:
     return time.perf_counter() - began
 
 
-async def sql_single(bench: Bench, total: int, clients: int) -> float:
-    conns = [await bench.connect() for _ in range(clients)]
+async def _on_connections(bench: Bench, total: int, connections: int, one: callable) -> float:
+    """Run `one(conn, n)` on `connections` new connections at once, sharing `total`
+    jobs between them; answers the seconds."""
+    conns = [await bench.connect() for _ in range(connections)]
     try:
-
-        async def one(conn, n: int) -> None:
-            for _ in range(n):
-                await conn.execute("INSERT INTO sluice.jobs (task, payload) VALUES ('noop', '{}')")
-
         it = iter(conns)
-        return await _spread(total, clients, lambda n: one(next(it), n))
+        return await _spread(total, connections, lambda n: one(next(it), n))
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def _in_batches(n: int, insert: callable) -> None:
+    """`insert(size)` for batches of COPY_BATCH jobs (the last one smaller) making n."""
+    while n > 0:
+        size = min(n, COPY_BATCH)
+        await insert(size)
+        n -= size
+
+
+async def sql_single(bench: Bench, total: int, clients: int) -> float:
+    async def one(conn, n: int) -> None:
+        for _ in range(n):
+            await conn.execute("INSERT INTO sluice.jobs (task, payload) VALUES ('noop', '{}')")
+
+    return await _on_connections(bench, total, clients, one)
 
 
 async def copy_batches(bench: Bench, total: int, connections: int = 2) -> float:
     """COPY in transactions of COPY_BATCH rows, from `connections` connections at once."""
     rows = b"noop\t{}\n" * COPY_BATCH
-    conns = [await bench.connect() for _ in range(connections)]
-    try:
 
-        async def one(conn, n: int) -> None:
-            while n > 0:
-                size = min(n, COPY_BATCH)
-                async with (
-                    conn.transaction(),
-                    conn.cursor().copy("COPY sluice.jobs (task, payload) FROM STDIN") as copy,
-                ):
-                    await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
-                n -= size
+    async def one(conn, n: int) -> None:
+        async def insert(size: int) -> None:
+            async with (
+                conn.transaction(),
+                conn.cursor().copy("COPY sluice.jobs (task, payload) FROM STDIN") as copy,
+            ):
+                await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
 
-        it = iter(conns)
-        return await _spread(total, connections, lambda n: one(next(it), n))
-    finally:
-        for conn in conns:
-            await conn.close()
+        await _in_batches(n, insert)
+
+    return await _on_connections(bench, total, connections, one)
 
 
 async def submit_many(bench: Bench, total: int, connections: int = 2) -> float:
     """The API's SQL (job_submit_many), COPY_BATCH jobs per statement."""
-    conns = [await bench.connect() for _ in range(connections)]
-    try:
 
-        async def one(conn, n: int) -> None:
-            while n > 0:
-                size = min(n, COPY_BATCH)
-                jobs = json.dumps(
-                    [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
-                )
-                await Q.job_submit_many(conn, jobs=jobs, tenant="default")
-                n -= size
+    async def one(conn, n: int) -> None:
+        async def insert(size: int) -> None:
+            jobs = json.dumps(
+                [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
+            )
+            await Q.job_submit_many(conn, jobs=jobs, tenant="default")
 
-        it = iter(conns)
-        return await _spread(total, connections, lambda n: one(next(it), n))
-    finally:
-        for conn in conns:
-            await conn.close()
+        await _in_batches(n, insert)
+
+    return await _on_connections(bench, total, connections, one)
 
 
 async def python_single(bench: Bench, total: int, clients: int) -> float:
     """(e): NOOP.enqueue(conn), each in its own transaction (autocommit), as (a)."""
-    conns = [await bench.connect() for _ in range(clients)]
-    try:
 
-        async def one(conn, n: int) -> None:
-            for _ in range(n):
-                await NOOP.enqueue(conn)
+    async def one(conn, n: int) -> None:
+        for _ in range(n):
+            await NOOP.enqueue(conn)
 
-        it = iter(conns)
-        return await _spread(total, clients, lambda n: one(next(it), n))
-    finally:
-        for conn in conns:
-            await conn.close()
+    return await _on_connections(bench, total, clients, one)
 
 
 async def python_batches(bench: Bench, total: int, connections: int = 2) -> float:
     """(f): NOOP.enqueue_many(conn, ...), COPY_BATCH jobs per transaction, as (b)."""
-    conns = [await bench.connect() for _ in range(connections)]
-    try:
 
-        async def one(conn, n: int) -> None:
-            while n > 0:
-                size = min(n, COPY_BATCH)
-                await NOOP.enqueue_many(conn, [{}] * size)
-                n -= size
+    async def one(conn, n: int) -> None:
+        async def insert(size: int) -> None:
+            await NOOP.enqueue_many(conn, [{}] * size)
 
-        it = iter(conns)
-        return await _spread(total, connections, lambda n: one(next(it), n))
-    finally:
-        for conn in conns:
-            await conn.close()
+        await _in_batches(n, insert)
+
+    return await _on_connections(bench, total, connections, one)
 
 
 async def rest(bench: Bench, single: int, batched: int, clients: int) -> tuple[float, float]:

@@ -242,7 +242,9 @@ def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any
         "priority": JOB_DEFAULTS.priority if opts.priority is None else opts.priority,
         "run_at": opts.run_at,
         "delay": opts.delay,
-        "max_attempts": opts.max_attempts or JOB_DEFAULTS.max_attempts,
+        "max_attempts": JOB_DEFAULTS.max_attempts
+        if opts.max_attempts is None
+        else opts.max_attempts,
         "depends_on": list(opts.depends_on) if opts.depends_on else None,
         "idempotency_key": opts.idempotency_key,
         "timeout": JOB_DEFAULTS.timeout if opts.timeout is None else opts.timeout,

@@ -92,9 +92,16 @@ BEGIN
 END
 $$;
 
--- Notify the waiters of the jobs (or runs) a statement ended, and forget them.
--- Ids go out comma separated, at most 400 per notification (payloads are
--- limited to 8000 bytes).
+-- Tell the waiters of these jobs (or runs) that they ended: the ids go out comma
+-- separated, at most 400 per notification (payloads are limited to 8000 bytes).
+CREATE FUNCTION sluice.waiters_notify(p_channel text, p_ids bigint[]) RETURNS void
+    LANGUAGE sql AS $$
+    SELECT pg_notify(p_channel, string_agg(s.id::text, ','))
+      FROM unnest(p_ids) WITH ORDINALITY AS s(id, n)
+     GROUP BY (s.n - 1) / 400;
+$$;
+
+-- After any UPDATE of jobs: notify the waiters of the jobs it ended, and forget them.
 CREATE FUNCTION sluice.jobs_wake_waiters() RETURNS trigger
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -112,9 +119,7 @@ BEGIN
     )
     SELECT array_agg(w.job_id) INTO v_ids FROM woken w;
     IF v_ids IS NOT NULL THEN
-        PERFORM pg_notify('sluice_job_done', string_agg(s.id::text, ','))
-           FROM unnest(v_ids) WITH ORDINALITY AS s(id, n)
-          GROUP BY (s.n - 1) / 400;
+        PERFORM sluice.waiters_notify('sluice_job_done', v_ids);
     END IF;
     RETURN NULL;
 END
@@ -140,9 +145,7 @@ BEGIN
     )
     SELECT array_agg(w.run_id) INTO v_ids FROM woken w;
     IF v_ids IS NOT NULL THEN
-        PERFORM pg_notify('sluice_run_done', string_agg(s.id::text, ','))
-           FROM unnest(v_ids) WITH ORDINALITY AS s(id, n)
-          GROUP BY (s.n - 1) / 400;
+        PERFORM sluice.waiters_notify('sluice_run_done', v_ids);
     END IF;
     RETURN NULL;
 END

@@ -197,6 +197,16 @@ async def test_bad_options_are_refused_before_any_sql():
         sluice.enqueue(None, "no spaces allowed", {})
 
 
+async def test_zero_attempts_is_refused_not_replaced_by_the_default(database_url):
+    """max_attempts=0 reaches the database's check, one job or many (a falsy value
+    must not turn silently into the default of 5)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match="jobs_max_attempts_range"):
+            await add.configure(max_attempts=0).enqueue(conn, a=1)
+        with pytest.raises(psycopg.errors.CheckViolation, match="jobs_max_attempts_range"):
+            await add.enqueue_many(conn, [({"a": 1}, {"max_attempts": 0})])
+
+
 async def test_enqueue_many_is_one_statement_in_order_with_keys_and_parents(database_url, db):
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         parent = await add.enqueue(conn, a=0)

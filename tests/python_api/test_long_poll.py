@@ -48,7 +48,10 @@ async def make_client(api_settings) -> AsyncIterator[Callable]:
         await asyncio.wait_for(task, 20)
 
 
-VIEWER = bearer(Role.viewer)
+def viewer() -> dict[str, str]:
+    """A viewer's token, minted when asked (tokens live 5 minutes; a module-level
+    one would expire before a long test session reaches these tests)."""
+    return bearer(Role.viewer)
 
 
 async def _waiters(db) -> int:
@@ -60,7 +63,7 @@ async def test_a_job_long_poll_answers_at_the_end(make_client, db):
     job = await insert_job(db, "noop", queue="manual")
     await claim(db, job)
     asked = time.monotonic()
-    polling = asyncio.create_task(client.get(f"/api/v1/jobs/{job}?wait=30s", headers=VIEWER))
+    polling = asyncio.create_task(client.get(f"/api/v1/jobs/{job}?wait=30s", headers=viewer()))
     await wait_for(lambda: _waiters(db), what="the request's waiter")
     await complete(db, job, result={"n": 1})
     response = await asyncio.wait_for(polling, 10)
@@ -73,14 +76,14 @@ async def test_a_job_long_poll_answers_the_job_as_it_is_when_the_wait_is_over(ma
     client = await make_client()
     job = await insert_job(db, "noop", queue="manual")
     began = time.monotonic()
-    response = await client.get(f"/api/v1/jobs/{job}", params={"wait": "0.5"}, headers=VIEWER)
+    response = await client.get(f"/api/v1/jobs/{job}", params={"wait": "0.5"}, headers=viewer())
     assert response.status_code == 200 and response.json()["state"] == "ready"
     assert 0.5 <= time.monotonic() - began < 10
     # An ended job answers at once.
     await claim(db, job)
     await complete(db, job)
     began = time.monotonic()
-    response = await client.get(f"/api/v1/jobs/{job}?wait=60s", headers=VIEWER)
+    response = await client.get(f"/api/v1/jobs/{job}?wait=60s", headers=viewer())
     assert response.json()["state"] == "succeeded" and time.monotonic() - began < 5
 
 
@@ -88,7 +91,7 @@ async def test_bad_waits_and_other_tenants(make_client, db):
     client = await make_client()
     job = await insert_job(db, "noop", queue="manual")
     for wait in ("forever", "2m", "-1", "1e9"):
-        response = await client.get(f"/api/v1/jobs/{job}", params={"wait": wait}, headers=VIEWER)
+        response = await client.get(f"/api/v1/jobs/{job}", params={"wait": wait}, headers=viewer())
         assert response.status_code == 422, (wait, response.text)
         assert response.json()["errors"][0]["field"] == "wait"
     response = await client.get(
@@ -103,16 +106,16 @@ async def test_waits_are_bounded_and_hold_no_connection(make_client, db):
     job = await insert_job(db, "noop", queue="manual")
     await claim(db, job)
     polls = [
-        asyncio.create_task(client.get(f"/api/v1/jobs/{job}?wait=30s", headers=VIEWER))
+        asyncio.create_task(client.get(f"/api/v1/jobs/{job}?wait=30s", headers=viewer()))
         for _ in range(3)
     ]
     await wait_for(lambda: _waiters(db), what="the waiters")
     await asyncio.sleep(0.3)  # all three requests are waiting now
     # The one pooled connection is free for other requests meanwhile.
     began = time.monotonic()
-    listed = await client.get("/api/v1/jobs", headers=VIEWER)
+    listed = await client.get("/api/v1/jobs", headers=viewer())
     assert listed.status_code == 200 and time.monotonic() - began < 5
-    refused = await client.get(f"/api/v1/jobs/{job}?wait=30s", headers=VIEWER)
+    refused = await client.get(f"/api/v1/jobs/{job}?wait=30s", headers=viewer())
     assert refused.status_code == 503 and "SLUICE_API_MAX_WAITS" in refused.json()["message"]
     await complete(db, job)
     answers = await asyncio.wait_for(asyncio.gather(*polls), 10)
@@ -128,7 +131,7 @@ async def test_a_run_long_poll_answers_at_the_end(make_client, db):
     )
     job = await scalar(db, "SELECT id FROM sluice.jobs WHERE run_id = %s", run)
     await claim(db, job)
-    polling = asyncio.create_task(client.get(f"/api/v1/runs/{run}?wait=30s", headers=VIEWER))
+    polling = asyncio.create_task(client.get(f"/api/v1/runs/{run}?wait=30s", headers=viewer()))
     await wait_for(
         lambda: scalar(db, "SELECT count(*) FROM sluice.run_waiters"), what="the run's waiter"
     )
