@@ -34,6 +34,18 @@ TEST_SERVER_SETTINGS = {
     "log_min_messages": "fatal",
 }
 TEMPLATE = "sluice_template"
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the session runs on (CI runs the suite on two)."""
+    from sluice.core.embedded import EmbeddedError, find_bindir
+
+    try:
+        return f"postgresql: {find_bindir()}"
+    except EmbeddedError as exc:
+        return f"postgresql: none found ({exc})"
+
+
 _database_numbers = itertools.count(1)
 
 

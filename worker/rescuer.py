@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sluice.core.queries import Q
 from sluice.worker.isolation import SetAside, refused
+from sluice.worker.meters import count_rescued
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -37,6 +38,7 @@ class Rescuer:
                     return self._interval
                 if rows:
                     dead = sum(1 for r in rows if r["state"] == "failed")
+                    count_rescued(len(rows) - dead, dead)
                     log.warning(
                         "rescued %d job(s) whose worker stopped heartbeating "
                         "(%d retried, %d dead-lettered)",

@@ -157,8 +157,9 @@ async def follow_job(client: Client, job_id: int) -> None:
     job = await client.get(f"/jobs/{job_id}")
     while job["state"] not in TERMINAL_STATES:
         job = await _long_poll(client, f"/jobs/{job_id}", JOB_WAIT_SECONDS)
-    click.echo(
-        f"job {job_id} {job['state']}" + (f": {job['last_error']}" if job["last_error"] else "")
-    )
+    from sluice.cli.table import one_line
+
+    error = f": {one_line(job['last_error'])}" if job["last_error"] else ""
+    click.echo(f"job {job_id} {job['state']}{error}")
     if job["state"] != "succeeded":
         raise SystemExit(1)
