@@ -35,6 +35,13 @@ log = logging.getLogger("sluice.waiting")
 
 R = TypeVar("R")
 
+#: Job states a wait ends on: the terminal ones, and `skipped` (a DAG node that
+#: will not run) where the engine has it.
+JOB_ENDED = frozenset((*TERMINAL_STATES, "skipped"))
+#: Run states a wait ends on. Named rather than "not running": a run may also
+#: be waiting to start (`queued`).
+RUN_ENDED = frozenset(("succeeded", "failed", "cancelled"))
+
 JOB_CHANNEL = "sluice_job_done"
 RUN_CHANNEL = "sluice_run_done"
 # Reconnection backoff of the LISTEN connection, in seconds.
@@ -53,7 +60,7 @@ class JobEnd:
 
     @property
     def ended(self) -> bool:
-        return self.state in TERMINAL_STATES or self.state == "skipped"
+        return self.state in JOB_ENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +70,7 @@ class RunEnd:
 
     @property
     def ended(self) -> bool:
-        return self.state != "running"
+        return self.state in RUN_ENDED
 
 
 class JobError(Exception):
@@ -272,7 +279,7 @@ class Waiters:
 
 def _ended(kind: str, row: dict[str, Any]) -> bool:
     state = row["state"]
-    return state != "running" if kind == "run" else state in TERMINAL_STATES or state == "skipped"
+    return state in (RUN_ENDED if kind == "run" else JOB_ENDED)
 
 
 async def _until(awaitable: Any, deadline: float | None, loop: asyncio.AbstractEventLoop) -> bool:

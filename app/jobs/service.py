@@ -19,17 +19,15 @@ from psycopg import AsyncConnection
 from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.engine import Job, JobFilter, ThroughputMinute
-from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN, TERMINAL_STATES
+from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.problems import Problems
 from sluice.core.tasks import TaskCatalog
+from sluice.core.waiting import JOB_ENDED
 from sluice.http.errors import FieldError, Refusal, invalid
 from sluice.http.shapes import get_job, notify_json, shown_job, template_problems
 from sluice.http.waiting import waiting
 from sluice.jobs.schemas import JobDetail, JobSubmit, WaitTimes
-
-# States a long-poll does not wait on (`skipped`: DAG nodes that did not run).
-ENDED = frozenset((*TERMINAL_STATES, "skipped"))
 
 # Wait-time percentiles are computed over at most this many of the newest finished jobs.
 WAIT_SAMPLE = 10_000
@@ -249,7 +247,7 @@ async def job_detail_waiting(
     waits = waiting(state)
     async with waits.connection() as conn:
         detail = await job_detail(conn, principal, job_id)
-    if not seconds or detail.state in ENDED:
+    if not seconds or detail.state in JOB_ENDED:
         return detail
     async with waits.slot() as hub:
         await hub.job(job_id, seconds)

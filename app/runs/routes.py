@@ -15,6 +15,7 @@ from litestar.params import QueryParameter
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
 from sluice.core.engine import Run
 from sluice.core.jobs import DAG_NAME, RunState
+from sluice.core.waiting import RUN_ENDED
 from sluice.http.bodies import YamlRequest
 from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
@@ -131,7 +132,7 @@ class RunsController(Controller):
         waits = waiting(state)
         async with waits.connection() as conn:
             run = await service.get_run(conn, principal, run_id)
-            if seconds and run.state == "running":
+            if seconds and run.state not in RUN_ENDED:
                 nodes = None
             else:
                 nodes, edges = await service.graph(conn, run_id)

@@ -73,7 +73,7 @@ BEGIN
 END
 $$;
 
--- The run as it is now (no row: no such run); registers a waiter while it runs.
+-- The run as it is now (no row: no such run); registers a waiter until it has ended.
 CREATE FUNCTION sluice.run_await(p_id bigint)
     RETURNS TABLE (id bigint, state sluice.run_state)
     LANGUAGE plpgsql AS $$
@@ -85,7 +85,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    IF v_state = 'running' THEN
+    -- Named ends rather than "not running": a run may also wait to start.
+    IF v_state NOT IN ('succeeded', 'failed', 'cancelled') THEN
         INSERT INTO sluice.run_waiters AS w (run_id) VALUES (p_id) ON CONFLICT (run_id) DO NOTHING;
     END IF;
     RETURN QUERY SELECT r.id, r.state FROM sluice.dag_runs r WHERE r.id = p_id;
@@ -140,7 +141,7 @@ BEGIN
     WITH woken AS (
         DELETE FROM sluice.run_waiters w
          USING new_runs n
-         WHERE w.run_id = n.id AND n.state <> 'running'
+         WHERE w.run_id = n.id AND n.state IN ('succeeded', 'failed', 'cancelled')
         RETURNING w.run_id
     )
     SELECT array_agg(w.run_id) INTO v_ids FROM woken w;

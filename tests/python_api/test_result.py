@@ -252,3 +252,14 @@ async def test_a_long_job_is_awaited_without_polling(database_url, worker):
     async with await _conn(database_url) as conn:
         handle = await hold.enqueue(conn, seconds=0.5)
     assert await handle.result(timeout=30) == "held"
+
+
+def test_a_run_waiting_to_start_has_not_ended():
+    """Only a run's ends end a wait: a run in any other state (`queued`, while its
+    DAG's concurrency is used up) is waited for, not reported as ended."""
+    from sluice.core.waiting import RunEnd, run_outcome
+
+    assert not RunEnd(1, "queued").ended and not RunEnd(1, "running").ended
+    with pytest.raises(TimeoutError):
+        run_outcome(RunEnd(1, "queued"), 1, 0.5)
+    assert run_outcome(RunEnd(1, "succeeded"), 1, 0.5) == "succeeded"
