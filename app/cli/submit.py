@@ -10,10 +10,24 @@ import yaml
 
 from sluice.cli.options import api_call
 from sluice.cli.table import when
-from sluice.client import Client
+from sluice.client import ApiError, Client
 from sluice.core.jobs import TERMINAL_STATES
 
 POLL_SECONDS = 0.5
+# One long-poll of a job (GET /jobs/{id}?wait=), well inside the client's timeout.
+JOB_WAIT_SECONDS = 25
+
+
+async def _long_poll(client: Client, path: str, seconds: float) -> Any:
+    """GET `path` once it has ended or after `seconds`; when the API has too many
+    waits already (503), a plain GET after `seconds`."""
+    try:
+        return await client.get(path, wait=f"{seconds:g}s")
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+    await asyncio.sleep(seconds)
+    return await client.get(path)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -100,8 +114,6 @@ STATE_STYLES = {
     "skipped": "dim",
     "queued": "dim",
 }
-# A run still moving (a queued run waits for a concurrency slot).
-RUN_ACTIVE = ("queued", "running")
 
 
 def node_note(node: dict) -> str:
@@ -168,12 +180,15 @@ async def follow_run(client: Client, run_id: int) -> None:
     from rich.console import Console
     from rich.live import Live
 
+    from sluice.core.waiting import RUN_ENDED
+
     graph = await client.get(f"/runs/{run_id}")
     console = Console()
     with Live(render_run(graph), console=console, refresh_per_second=8) as live:
-        while graph["run"]["state"] in RUN_ACTIVE:
-            await asyncio.sleep(POLL_SECONDS)
-            graph = await client.get(f"/runs/{run_id}")
+        # A queued run has not started yet: it is followed too.
+        while graph["run"]["state"] not in RUN_ENDED:
+            # The long-poll answers at the run's end, else after POLL_SECONDS (progress).
+            graph = await _long_poll(client, f"/runs/{run_id}", POLL_SECONDS)
             live.update(render_run(graph))
     if not console.is_terminal:
         console.line()  # Live's last render ends without one when not on a terminal
@@ -202,8 +217,7 @@ def echo_results(graph: dict, console) -> None:
 async def follow_job(client: Client, job_id: int) -> None:
     job = await client.get(f"/jobs/{job_id}")
     while job["state"] not in TERMINAL_STATES:
-        await asyncio.sleep(POLL_SECONDS)
-        job = await client.get(f"/jobs/{job_id}")
+        job = await _long_poll(client, f"/jobs/{job_id}", JOB_WAIT_SECONDS)
     from sluice.cli.table import one_line
 
     error = f": {one_line(job['last_error'])}" if job["last_error"] else ""
