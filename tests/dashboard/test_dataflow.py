@@ -225,7 +225,7 @@ def test_rerun_from_a_finished_node(sign_in, api_server, sql):
 
 
 def test_queued_runs_show_their_place_and_start_when_a_slot_frees(sign_in, api_server, sql):
-    one_at_a_time = {"concurrency": 1, "nodes": [{"id": "only", "task": "noop"}]}
+    one_at_a_time = {"concurrency": 1, "timeout": "1h", "nodes": [{"id": "only", "task": "noop"}]}
     first = start_run(api_server, one_at_a_time)
     second = start_run(api_server, one_at_a_time)
     third = start_run(api_server, one_at_a_time)
@@ -242,7 +242,9 @@ def test_queued_runs_show_their_place_and_start_when_a_slot_frees(sign_in, api_s
         "waiting for a concurrency slot, 0 queued runs first"
     )
     expect(page.locator("svg.dag g.node")).to_have_count(0)  # no nodes until it starts
+    expect(page.locator("#facts")).not_to_contain_text("Deadline")  # counted from its start
     # The first run ends: the second starts, and the page follows it.
     finish_job(sql, node_job(sql, first["id"], "only"))
     expect(page.locator("#run-state")).to_have_text("running")
     expect(node(page, "only")).to_have_attribute("data-state", "ready")
+    expect(page.locator("#facts")).to_contain_text("Deadline")
