@@ -19,8 +19,8 @@ import time
 from bench import io
 from bench.api import api_process
 from bench.harness import Bench, Record
+from sluice.core import engine
 from sluice.core.jobs import JOB_DEFAULTS  # what the API fills in for a job's missing fields
-from sluice.core.queries import Q
 
 COPY_BATCH = 10_000
 REST_BATCH = 1_000
@@ -98,7 +98,7 @@ async def submit_many(bench: Bench, total: int, connections: int = 2) -> float:
                 jobs = json.dumps(
                     [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
                 )
-                await Q.job_submit_many(conn, jobs=jobs, tenant="default")
+                await engine.job_submit_many(conn, jobs=jobs, tenant="default")
                 n -= size
 
         it = iter(conns)

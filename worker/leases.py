@@ -36,15 +36,13 @@ from collections.abc import Callable, Iterable
 
 import psycopg
 
+from sluice.core import protocol
 from sluice.core.db import connect
-from sluice.core.logging import error_line
 from sluice.core.metrics import EVENT_LOOP_STALLS
-from sluice.core.queries import Q
+from sluice.core.protocol import Key
+from sluice.worker.retrying import TRANSIENT, describe
 
 log = logging.getLogger("sluice.worker")
-
-#: (job id, attempt)
-Key = tuple[int, int]
 
 # How often the keeper pings the worker's event loop, and how long the loop may
 # take to answer before it counts as blocked.
@@ -181,8 +179,8 @@ class LeaseKeeper:
             while not stopping.is_set():
                 try:
                     await self.beat()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    log.warning("could not renew leases (retrying): %s", error_line(exc))
+                except TRANSIENT as exc:
+                    log.warning("could not renew leases (retrying): %s", describe(exc))
                     await self._disconnect()
                 except Exception:
                     log.exception("could not renew leases (retrying)")
@@ -211,15 +209,10 @@ class LeaseKeeper:
             self._conn = await connect(
                 self._url, prepare=self._prepare, application_name="sluice-leases"
             )
-        rows = await Q.job_heartbeat(
-            self._conn,
-            worker_id=self._worker_id,
-            ids=[k[0] for k in keys],
-            attempts=[k[1] for k in keys],
-            lease=self._lease,
+        renewed = await protocol.job_heartbeat(
+            self._conn, worker_id=self._worker_id, held=keys, lease=self._lease
         )
         self.beats += 1
-        renewed = {(row["id"], row["attempt"]) for row in rows}
         lost = [k for k in keys if k not in renewed]
         if lost:
             self._leases.settle(lost)

@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from sluice.core.logging import error_line
-from sluice.core.queries import Q
+from sluice.core import protocol
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.cron import CronScheduler
 from sluice.worker.promoter import Promoter
 from sluice.worker.pruner import Pruner
 from sluice.worker.rescuer import Rescuer
+from sluice.worker.retrying import TRANSIENT, describe, pooled
 from sluice.worker.settings import WorkerSettings
 
 log = logging.getLogger("sluice.maintenance")
@@ -41,9 +41,9 @@ async def service_loop(name: str, tick: Callable[[], Awaitable[float]]) -> None:
         try:
             sleep = await tick()
             delay = 0.1
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except TRANSIENT as exc:
             log.warning(
-                "%s: database unavailable, retrying in %.1fs: %s", name, delay, error_line(exc)
+                "%s: database unavailable, retrying in %.1fs: %s", name, delay, describe(exc)
             )
             sleep, delay = delay, min(delay * 2, 5.0)
         except Exception:
@@ -83,13 +83,13 @@ class Maintenance:
         try:
             while True:
                 try:
-                    async with self._pool.connection() as conn:
-                        leader = await Q.leader_acquire(
+                    async with pooled(self._pool) as conn:
+                        leader = await protocol.leader_acquire(
                             conn, name=LEADER_NAME, holder=self._holder, ttl=self._ttl
                         )
                 except psycopg.Error as exc:
                     # Cannot renew: another worker may take over once the lease expires.
-                    log.warning("leader election failed: %s", error_line(exc))
+                    log.warning("leader election failed: %s", describe(exc))
                     leader = False
                 if leader and not self._tasks:
                     log.info("elected maintenance leader")
@@ -110,6 +110,6 @@ class Maintenance:
 
     async def resign(self) -> None:
         """Give the lease up so another worker need not wait for it to expire."""
-        with contextlib.suppress(psycopg.OperationalError, psycopg.InterfaceError):
-            async with self._pool.connection() as conn:
-                await Q.leader_release(conn, name=LEADER_NAME, holder=self._holder)
+        with contextlib.suppress(*TRANSIENT):
+            async with pooled(self._pool) as conn:
+                await protocol.leader_release(conn, name=LEADER_NAME, holder=self._holder)

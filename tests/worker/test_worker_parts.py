@@ -13,6 +13,7 @@ import pytest
 from sluice.core.config import SettingsError, load
 from sluice.core.durations import duration_setting
 from sluice.core.logging import ContextFilter, JsonFormatter, PlainFormatter, job_id_var, redact_url
+from sluice.core.protocol import Failed, Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.completer import Completer
 from sluice.worker.maintenance import Maintenance
@@ -24,7 +25,7 @@ from sluice.worker.rescuer import Rescuer
 from sluice.worker.settings import WorkerSettings
 from sluice.worker.writer import Writer
 from tests.factories import WORKER, claim, fetch_job, insert_job, make_job, scalar
-from tests.worker.helpers import wait_for, worker_settings
+from tests.worker.helpers import claimed, wait_for, worker_settings
 
 
 @pytest.fixture
@@ -42,8 +43,8 @@ async def test_completions_are_written_in_batches(db, completer):
     ids = [await make_job(db, "running") for _ in range(4)]
     failing = await make_job(db, "running", max_attempts=1)
     for job_id in ids:
-        completer.succeed(job_id, 1, json.dumps({"id": job_id}), None, "default", "noop")
-    completer.fail(failing, 1, "boom", True, "failed", "tail", "default", "noop")
+        completer.record(Succeeded(claimed(job_id), json.dumps({"id": job_id})))
+    completer.record(Failed(claimed(failing), "boom", True, "tail"))
     await completer.drain()
     for job_id in ids:
         job = await fetch_job(db, job_id)
@@ -67,9 +68,7 @@ async def test_a_zombie_completion_is_ignored(db, completer):
     await claim(db, job_id, worker="someone-else")
     ignored: list[int] = []
     completer.on_ignored = ignored.extend
-    completer.succeed(
-        job_id, 1, json.dumps("late"), None, "default", "noop"
-    )  # attempt 1, from the old owner
+    completer.record(Succeeded(claimed(job_id), json.dumps("late")))  # attempt 1, the old owner
     await completer.drain()
     job = await fetch_job(db, job_id)
     assert (job["state"], job["attempt"], job["worker_id"], job["result"]) == (
