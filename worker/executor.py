@@ -136,6 +136,19 @@ class Executor:
             if job.problem is not None:
                 self._refuse(job)
                 continue
+            if job.key in self.running:
+                # The very attempt this worker runs, handed to it again: the server
+                # lost the claim in a crash (a claim does not wait for its flush
+                # without synchronous replicas) and this worker claimed the job anew,
+                # with the same attempt number. The lease is this worker's again,
+                # and the execution already running is that attempt's.
+                log.warning(
+                    "job %s attempt %s was claimed again while it runs here (the "
+                    "database lost the first claim in a crash): it carries on",
+                    job.id,
+                    job.attempt,
+                )
+                continue
             execution = Execution(JobContext(resources, job))
             older = self._alive.get(job.id)
             if older is None:

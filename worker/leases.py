@@ -48,6 +48,8 @@ log = logging.getLogger("sluice.worker")
 # take to answer before it counts as blocked.
 PING = 0.1
 STALL = 1.0
+# The first retry after a failed renewal (doubling up to the heartbeat interval).
+RETRY_FIRST = 0.1
 
 
 class Leases:
@@ -175,17 +177,33 @@ class LeaseKeeper:
         self._stopping = stopping = asyncio.Event()
         self._started.set()
         watch = asyncio.create_task(self._watch())
+        # After a failure, the next try comes sooner than the next round: once the
+        # database is back (a restart, a failover), leases are renewed within a
+        # moment, long before the maintenance leader may rescue them.
+        retry = RETRY_FIRST
         try:
             while not stopping.is_set():
+                wait = self._interval
                 try:
-                    await self.beat()
-                except TRANSIENT as exc:
-                    log.warning("could not renew leases (retrying): %s", describe(exc))
+                    # A renewal that takes half a lease is worth nothing: give up on
+                    # that connection (a host gone silent) and make another.
+                    async with asyncio.timeout(max(self._lease.total_seconds() / 2, 1.0)):
+                        await self.beat()
+                    retry = RETRY_FIRST
+                except (*TRANSIENT, TimeoutError) as exc:
+                    log.warning(
+                        "could not renew leases (retrying in %.1fs): %s",
+                        min(retry, wait),
+                        describe(exc) if isinstance(exc, TRANSIENT) else "timed out",
+                    )
                     await self._disconnect()
+                    wait, retry = min(retry, wait), retry * 2
                 except Exception:
                     log.exception("could not renew leases (retrying)")
+                    await self._disconnect()
+                    wait, retry = min(retry, wait), retry * 2
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval):
+                    async with asyncio.timeout(wait):
                         await stopping.wait()
         finally:
             watch.cancel()

@@ -16,7 +16,7 @@ from sluice.core.logging import ContextFilter, JsonFormatter, PlainFormatter, jo
 from sluice.core.protocol import Failed, Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.completer import Completer
-from sluice.worker.maintenance import Maintenance
+from sluice.worker.maintenance import Contact, Maintenance
 from sluice.worker.meters import Meters
 from sluice.worker.promoter import Promoter
 from sluice.worker.pruner import Pruner
@@ -89,6 +89,42 @@ async def test_rescuer_retries_expired_leases(db, pool):
     assert await Rescuer(pool, interval=5).tick() == 5
     assert (await fetch_job(db, job_id))["state"] == "failed"
     assert (await fetch_job(db, fresh))["state"] == "running"
+
+
+async def test_the_rescuer_waits_a_lease_after_its_leader_regains_the_database(
+    db, pool, monkeypatch
+):
+    """A lease that ran out while the database was away is not rescued until the
+    leader has had the database for a whole lease (`grace`) without a break."""
+    clock = [1000.0]
+    monkeypatch.setattr("sluice.worker.maintenance.time.monotonic", lambda: clock[0])
+    job_id = await make_job(db, "running")
+    await db.execute(
+        "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1s' WHERE id = %s", (job_id,)
+    )
+    contact = Contact(gap=1.0)
+    rescuer = Rescuer(pool, interval=5, contact=contact, grace=2.0)
+
+    async def after(seconds: float) -> float:
+        """Statements succeed every 0.5 s for `seconds`, then one rescue pass."""
+        for _ in range(int(seconds / 0.5)):
+            clock[0] += 0.5
+            contact.ok()
+        return await rescuer.tick()
+
+    assert await rescuer.tick() == 2.0  # no contact yet: a whole lease to wait
+    contact.ok()  # elected, or the database is back
+    assert await after(1.5) == pytest.approx(0.5)
+    assert (await fetch_job(db, job_id))["state"] == "running"
+    contact.lost()  # a statement failed: the database went again
+    contact.ok()
+    assert await after(1.5) == pytest.approx(0.5)
+    clock[0] += 1.5  # a silence longer than `gap` counts as a loss too
+    contact.ok()
+    assert await after(1.5) == pytest.approx(0.5)
+    assert (await fetch_job(db, job_id))["state"] == "running"
+    assert await after(0.5) == 5  # a lease of contact: the rescue runs
+    assert (await fetch_job(db, job_id))["state"] in ("ready", "scheduled")
 
 
 async def test_promoter_promotes_due_jobs_and_sleeps_until_the_next(db, pool):

@@ -241,16 +241,6 @@ def test_no_job_was_retried_because_of_a_failover(outcome):
     assert retried == {}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="A claim commits with synchronous_commit=off (sql/queries/jobs.sql job_claim): "
-    "killed before its WAL reached the synchronous standby, the claim is lost while "
-    "its handler runs; the new primary hands the job out again with the same attempt "
-    "and it runs twice (the first completion is fenced). Whether a claim is in that "
-    "window when the primary dies is chance, hence not strict. Fix: claims that wait "
-    "for the standby (synchronous_commit on, or remote_write) when replicas are "
-    "synchronous.",
-)
 def test_no_job_ran_twice_through_a_killed_primary(outcome):
     twice = _ran_twice(outcome, "crash")
     FIGURES["failover: jobs executed twice, killed primary"] = len(twice)
@@ -274,15 +264,6 @@ def test_write_gap_stays_within_bounds(outcome):
     assert gaps["crash"] < TTL + 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A worker whose fixed-host URL lands on the old primary, now a standby, "
-    "gets SQLSTATE 25006 (read-only transaction) from job_claim (and from "
-    "leader_acquire in maintenance); the claimer task dies with it and the worker "
-    "stops. It should treat 25006 like a lost connection ('reconnect and retry the "
-    "write') and carry on once its host is primary again (here after the second "
-    "failover).",
-)
 def test_a_worker_on_a_fixed_host_survives_a_switchover_and_resumes(outcome):
     assert outcome["alive"]["worker-fixed"]
     jobs = _jobs(outcome, outcome["fixed_ids"])

@@ -5,8 +5,11 @@ The timeline is made deterministic: the maintenance leader is a worker process
 started the moment the database is back (fresh connections, no retry backoff),
 and the worker whose leases ran out during the outage is held (SIGSTOP) from
 just before the database returns until the new leader has had its first rescue
-pass, which is less than a lease. A worker with a lease longer than the outage
-shows the outcomes buffered during the outage being written after it.
+pass, which is less than a lease: the leader is back first, as it would be if
+the worker were slower to reconnect. It must not rescue that worker's jobs (it
+waits a whole lease of contact with the database first). A worker with a lease
+longer than the outage shows the outcomes buffered during the outage being
+written after it.
 """
 
 from __future__ import annotations
@@ -165,24 +168,16 @@ def test_outcomes_buffered_during_the_outage_are_written_after_it(outcome):
     assert _not_once(outcome, "short free") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Leases that ran out during an outage are rescued as soon as the maintenance "
-    "leader can write again, although their worker is alive and has not missed a lease "
-    "since the database came back: the buffered success is fenced off and the job runs "
-    "a second time. Rescue should only take jobs whose worker has stopped heartbeating "
-    "for a whole lease since the database came back.",
-)
 def test_outcomes_of_a_live_worker_are_not_rescued_away_after_an_outage(outcome):
+    """Jobs that ended during an outage longer than their lease, on a worker that
+    is alive: the leader, back first, waits a lease before it rescues anything;
+    the worker renews and writes its buffered outcomes well before."""
     assert _not_once(outcome, "short held") == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Same cause: a job still running on a live worker through an outage longer "
-    "than its lease is rescued when the database returns and runs twice.",
-)
 def test_jobs_running_through_an_outage_longer_than_the_lease_run_once(outcome):
+    """Jobs still running through the outage keep their leases: their worker renews
+    them once the database is back, before the leader may rescue them."""
     twice = {i: n for i, n in outcome["starts"].items() if i in outcome["ids"]["long"] and n > 1}
     FIGURES["outage: long jobs run twice after an outage longer than the lease"] = len(twice)
     assert _not_once(outcome, "long") == {}
