@@ -93,6 +93,7 @@ def outcome(procs: Processes) -> dict[str, Any]:
     procs.kill("worker-held", signal.SIGSTOP)
     pg.start_server()
     back = time.monotonic()
+    back_at = sql(url, "SELECT now()")[0][0]
     start_sluice(
         procs,
         "leader",
@@ -103,12 +104,23 @@ def outcome(procs: Processes) -> dict[str, Any]:
         leader_ttl=3,
         poll_interval=1,
     )
+    # A worker left alone through the outage claims again by itself.
+    later = enqueue(url, "free", 0, 2)
     try:
         wait_until(lambda: "elected maintenance leader" in procs.log("leader"), 20, "a leader")
         time.sleep(1.0)  # its first rescue passes
     finally:
         held_for = time.monotonic() - back
         procs.kill("worker-held", signal.SIGCONT)
+    wait_until(lambda: set(later) <= starts(exec_log).keys(), 30, "the jobs submitted after")
+    claimed_after = sql(
+        url,
+        "SELECT extract(epoch FROM max(started_at) - %s::timestamptz) FROM sluice.jobs "
+        "WHERE id = ANY(%s)",
+        back_at,
+        later,
+    )[0][0]
+    FIGURES["outage: first claims after the database is back (s)"] = round(float(claimed_after), 1)
     FIGURES["outage: seconds without a database / worker held after it"] = (
         round(back - outage_started, 1),
         round(held_for, 1),
@@ -141,6 +153,7 @@ def outcome(procs: Processes) -> dict[str, Any]:
         "held_for": held_for,
         "settle_error": settle_error,
         "alive": {n: procs.procs[n].poll() is None for n in ("worker-held", "worker-free")},
+        "claimed_after": float(claimed_after),
         "url": url,
     }
 
@@ -160,6 +173,12 @@ def test_the_hold_was_shorter_than_the_lease(outcome):
 
 def test_workers_ride_out_the_outage(outcome):
     assert outcome["alive"] == {"worker-held": True, "worker-free": True}
+
+
+def test_a_worker_claims_again_soon_after_the_outage(outcome):
+    """Its pool reconnects with backoff (1 s, doubling): a few seconds after an
+    outage of 11 s."""
+    assert outcome["claimed_after"] < 10
 
 
 def test_outcomes_buffered_during_the_outage_are_written_after_it(outcome):
