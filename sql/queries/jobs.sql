@@ -13,7 +13,7 @@
 -- the promoted standby hand the job out again, with the same attempt, while
 -- the first run goes on, and the job would run twice because of a failover.
 -- Measured locally with a synchronous standby: +3.4 ms per claim of one job
--- (0.34 -> 3.7 ms median), about 15-25 % fewer jobs/s in a drain; docs/scaling.md.
+-- (0.34 -> 3.7 ms median), a quarter fewer jobs/s in a drain (docs/scaling.md).
 -- name: job_claim :many
 SELECT c.*
   FROM set_config('synchronous_commit',
