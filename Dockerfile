@@ -40,9 +40,12 @@ RUN groupadd --system --gid 10001 sluice \
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels sluice
 
+# Metrics listen on every interface here (the default is loopback): Prometheus
+# scrapes a worker from another container or pod.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SLUICE_LOG_FORMAT=json \
+    SLUICE_METRICS_HOST=0.0.0.0 \
     HEALTHCHECK_URL=http://127.0.0.1:8000/health
 
 USER 10001:10001

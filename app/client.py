@@ -7,6 +7,8 @@ directory (`up.json`, `admin-token`), then http://127.0.0.1:8000.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -17,8 +19,11 @@ import httpx
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # What `sluice up` leaves in its data directory (app/stack.py writes them).
 DEFAULT_DATA_DIR = ".sluice"
+# Where the running `sluice up` is (API URL, database URL, pid), locked by it
+# while it runs: an unlocked file is what a stopped or crashed one left.
 STATE_FILE = "up.json"
 TOKEN_FILE = "admin-token"  # noqa: S105 - a file name
+SECRET_FILE = "jwt-secret"  # noqa: S105 - a file name
 
 
 class ApiError(Exception):
@@ -30,33 +35,67 @@ class ApiError(Exception):
         super().__init__(self.describe())
 
     def describe(self) -> str:
+        """One line per problem: the message (and status), then each field's problem
+        unless the message already is that one problem."""
         if not isinstance(self.body, dict):
-            return f"HTTP {self.status}: {self.body}"
-        lines = [
-            f"{self.status} {self.body.get('message') or self.body.get('error') or ''}".strip()
+            text = str(self.body).strip() or "(no body)"
+            return f"{text} ({self.status})"
+        message = self.body.get("message") or self.body.get("error") or "request refused"
+        problems = [
+            f"{p.get('field') or '-'}: {p.get('message')}" for p in self.body.get("errors") or []
         ]
-        for problem in self.body.get("errors") or []:
-            lines.append(f"  {problem.get('field') or '-'}: {problem.get('message')}")
-        return "\n".join(lines)
+        if problems == [message]:
+            problems = []
+        return "\n".join([f"{message} ({self.status})", *(f"  {p}" for p in problems)])
 
 
-def _data_dir() -> Path:
+class Unreachable(Exception):
+    """No answer from the API at all (nothing listens, wrong host); `str()` says so."""
+
+
+def data_dir() -> Path:
+    """The data directory of `sluice up` (SLUICE_DATA_DIR, default ./.sluice)."""
     return Path(os.environ.get("SLUICE_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def held(file: object) -> bool:
+    """Whether another process holds the lock of the open `file` (see app/stack.py)."""
+    try:
+        fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)  # type: ignore[arg-type]
+    except BlockingIOError:
+        return True
+    fcntl.flock(file, fcntl.LOCK_UN)  # type: ignore[arg-type]
+    return False
+
+
+def up_state(directory: Path | None = None) -> dict[str, Any] | None:
+    """What the `sluice up` running on `directory` wrote (`{}` while it starts),
+    or None when none runs there."""
+    try:
+        file = (directory or data_dir()).joinpath(STATE_FILE).open()
+    except OSError:
+        return None
+    with file:
+        if not held(file):
+            return None
+        with contextlib.suppress(ValueError):
+            return json.loads(file.read())
+        return {}
 
 
 def resolve_api_url(flag: str | None) -> str:
     if flag:
         return flag.rstrip("/")
-    state = _data_dir() / STATE_FILE
-    if state.is_file():
-        return json.loads(state.read_text())["api_url"]
+    state = up_state()
+    if state and state.get("api_url"):
+        return state["api_url"]
     return DEFAULT_API_URL
 
 
 def resolve_token(flag: str | None) -> str | None:
     if flag:
         return flag
-    token_file = _data_dir() / TOKEN_FILE
+    token_file = data_dir() / TOKEN_FILE
     return token_file.read_text().strip() if token_file.is_file() else None
 
 
@@ -78,8 +117,9 @@ class Client:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ApiError(
-                0, f"cannot reach the API at {self.api_url} ({exc}); is it running?"
+            raise Unreachable(
+                f"cannot reach the API at {self.api_url} ({exc or type(exc).__name__}); is it "
+                "running? (`sluice up`, or set SLUICE_API_URL)"
             ) from None
         try:
             body = response.json()

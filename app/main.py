@@ -27,7 +27,7 @@ from sluice.http.bodies import JsonRequest
 from sluice.http.errors import EXCEPTION_HANDLERS
 from sluice.http.limits import BodyLimitMiddleware
 from sluice.http.openapi import openapi_config
-from sluice.http.pool import pool_lifespan, provide_connection
+from sluice.http.pool import pool_lifespan, provide_connection, provide_read_connection
 from sluice.http.request_metrics import RequestMetricsMiddleware
 from sluice.http.settings import ApiSettings
 from sluice.jobs import routes as jobs
@@ -57,6 +57,7 @@ def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None
         lifespan=[pool_lifespan(settings, pool)],
         dependencies={
             "conn": Provide(provide_connection),
+            "read_conn": Provide(provide_read_connection),
             "principal": Provide(provide_principal, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "catalog": Provide(lambda: catalog, sync_to_thread=False),

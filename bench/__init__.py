@@ -1,4 +1,4 @@
-"""Sluice's load-test harness: `python -m bench SCENARIO` (or `sluice bench SCENARIO`).
+"""Sluice's load-test harness: `python -m bench SCENARIO`.
 
 Every scenario runs against a PostgreSQL the harness starts itself (the embedded
 cluster of `sluice up`, default durability) or against `SLUICE_DATABASE_URL`,

@@ -1,4 +1,4 @@
-"""The `python -m bench` / `sluice bench` command line."""
+"""The `python -m bench` command line."""
 
 from __future__ import annotations
 

@@ -34,6 +34,18 @@ TEST_SERVER_SETTINGS = {
     "log_min_messages": "fatal",
 }
 TEMPLATE = "sluice_template"
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL the session runs on (CI runs the suite on two)."""
+    from sluice.core.embedded import EmbeddedError, find_bindir
+
+    try:
+        return f"postgresql: {find_bindir()}"
+    except EmbeddedError as exc:
+        return f"postgresql: none found ({exc})"
+
+
 _database_numbers = itertools.count(1)
 
 
@@ -76,6 +88,15 @@ def template_db(pg_server: EmbeddedPostgres) -> Iterator[str]:
 def database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """URL of a fresh database cloned from the migrated template, dropped afterwards."""
     dbname = f"test_{os.getpid()}_{next(_database_numbers)}"
+    with _janitor(pg_server, dbname, template_dbname=template_db):
+        yield pg_server.url(dbname)
+
+
+@pytest.fixture
+def other_database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
+    """A second migrated database on the same server: a stand-in for a replica
+    whose contents differ, so a test can tell which of the two answered."""
+    dbname = f"other_{os.getpid()}"
     with _janitor(pg_server, dbname, template_dbname=template_db):
         yield pg_server.url(dbname)
 

@@ -25,9 +25,13 @@ def test_the_readme_opens_with_the_run_and_test_commands():
     assert "sluice up" in makefile
 
 
-def test_ci_runs_the_readmes_test_command():
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert ci.rstrip().splitlines()[-1] == "make test"
+def test_ci_runs_the_readmes_test_command_and_installs_nothing_it_needs():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    ci = [line.strip() for line in lines if not line.lstrip().startswith("#")]
+    assert "make test" in ci  # on the system's PostgreSQL
+    assert "SLUICE_PG_BINDIR=wheel make test" in ci  # and on the wheel's
+    for program in ("chromium", "prometheus", "pip install"):
+        assert not [line for line in ci if program in line], f".ci/run installs {program}"
 
 
 def test_every_setting_is_documented():

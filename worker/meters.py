@@ -11,6 +11,7 @@ from sluice.core.metrics import (
     JOB_WAIT_SECONDS,
     JOBS_COMPLETED,
     JOBS_DEAD_LETTERED,
+    JOBS_RESCUED,
     JOBS_RUNNING,
 )
 
@@ -51,3 +52,12 @@ class Meters:
         if child is None:
             child = self._waits[queue] = JOB_WAIT_SECONDS.labels(queue)
         return child
+
+
+_RESCUED = {result: JOBS_RESCUED.labels(result) for result in ("retried", "dead_lettered")}
+
+
+def count_rescued(retried: int, dead_lettered: int) -> None:
+    """Count the jobs a rescue pass of the maintenance leader took back."""
+    _RESCUED["retried"].inc(retried)
+    _RESCUED["dead_lettered"].inc(dead_lettered)

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import protocol
 from sluice.worker.isolation import SetAside, refused
+from sluice.worker.meters import count_rescued
 from sluice.worker.retrying import pooled
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Rescuer:
                     return self._interval
                 if rows:
                     dead = sum(1 for r in rows if r.state == "failed")
+                    count_rescued(len(rows) - dead, dead)
                     log.warning(
                         "rescued %d job(s) whose worker stopped heartbeating "
                         "(%d retried, %d dead-lettered)",

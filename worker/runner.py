@@ -136,7 +136,16 @@ class Worker:
             if s.metrics_port:
                 from prometheus_client import start_http_server
 
-                metrics_server, _ = start_http_server(s.metrics_port)
+                from sluice.core.metrics import WORKER_REGISTRY
+
+                try:
+                    metrics_server, _ = start_http_server(
+                        s.metrics_port, s.metrics_host, registry=WORKER_REGISTRY
+                    )
+                except OSError as exc:
+                    raise WorkerCrashedError(
+                        f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror}"
+                    ) from None
             self.completer = completer = Completer(
                 writer, self.id, self.meters, batch=s.complete_batch, interval=s.complete_interval
             )

@@ -103,8 +103,15 @@ class WorkerSettings:
     metrics_port: int | None = setting(
         "SLUICE_METRICS_PORT",
         None,
-        "Serve Prometheus metrics on this port (unset: no metrics endpoint).",
+        "Serve Prometheus metrics on this port (unset: no metrics endpoint). Under "
+        "`sluice up`: worker N serves on this port + N - 1.",
         parse_port,
+    )
+    metrics_host: str = setting(
+        "SLUICE_METRICS_HOST",
+        "127.0.0.1",
+        "Address the metrics endpoint listens on (0.0.0.0: every interface, as a "
+        "container needs for Prometheus to reach it).",
     )
     maintenance: bool = setting(
         "SLUICE_MAINTENANCE",

@@ -19,7 +19,6 @@ COMMANDS = {
     "queues": "sluice.cli.queues:queues",
     "runs": "sluice.cli.runs:runs",
     "worker": "sluice.cli.worker:worker",
-    "bench": "sluice.cli.bench:bench",
 }
 
 

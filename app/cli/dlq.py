@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sluice.cli.options import api_call
+from sluice.cli.table import echo_table, one_line, when
 from sluice.client import Client
 
 
@@ -20,13 +21,16 @@ def dlq() -> None:
 async def list_(client: Client, queue: str | None, limit: int) -> None:
     """Unresolved entries, newest first."""
     page = await client.get("/dlq", queue=queue, limit=limit)
-    if not page["items"]:
-        click.echo("the dead-letter queue is empty")
-    for entry in page["items"]:
-        click.echo(
-            f"job {entry['job_id']}  {entry['task']}  queue={entry['queue']}  "
-            f"attempts={entry['attempts']}  {entry['failed_at']}\n    {entry['last_error']}"
-        )
+    echo_table(
+        ["job", "task", "queue", "attempts", "failed at", "error"],
+        (
+            [e["job_id"], e["task"], e["queue"], e["attempts"], when(e["failed_at"]),
+             one_line(e["last_error"] or e.get("reason"))]
+            for e in page["items"]
+        ),
+        empty="The dead-letter queue is empty.",
+        numeric=(0, 3),
+    )  # fmt: skip
 
 
 @dlq.command()

@@ -42,7 +42,7 @@ def api_call(coroutine_function):
     import asyncio
     import functools
 
-    from sluice.client import ApiError, Client, resolve_api_url, resolve_token
+    from sluice.client import ApiError, Client, Unreachable, resolve_api_url, resolve_token
 
     @api_url
     @token
@@ -54,7 +54,7 @@ def api_call(coroutine_function):
 
         try:
             return asyncio.run(go())
-        except ApiError as exc:
+        except (ApiError, Unreachable) as exc:
             raise click.ClickException(str(exc)) from None
 
     return command

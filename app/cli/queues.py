@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sluice.cli.options import api_call
+from sluice.cli.table import echo_table
 from sluice.client import Client
 from sluice.core.jobs import JOB_STATES as STATES
 
@@ -19,11 +20,16 @@ def queues() -> None:
 async def list_(client: Client) -> None:
     """Every queue with its jobs per state."""
     page = await client.get("/queues")
-    click.echo(f"{'queue':<20}" + "".join(f"{s:>11}" for s in STATES) + "  paused  limit")
-    for q in page["items"]:
-        counts = "".join(f"{q[s]:>11}" for s in STATES)
-        paused = "yes" if q["paused"] else "no"
-        click.echo(f"{q['name']:<20}{counts}  {paused:>6}  {q['concurrency_limit'] or '-'}")
+    echo_table(
+        ["queue", *STATES, "paused", "limit"],
+        (
+            [q["name"], *(q[s] for s in STATES), "yes" if q["paused"] else "no",
+             q["concurrency_limit"] or "-"]
+            for q in page["items"]
+        ),
+        empty="No queues yet: a queue appears with its first job.",
+        numeric=range(1, len(STATES) + 1),
+    )  # fmt: skip
 
 
 @queues.command()

@@ -6,6 +6,7 @@ import click
 
 from sluice.cli.options import api_call
 from sluice.cli.submit import follow_run, render_run
+from sluice.cli.table import echo_table, when
 from sluice.client import Client
 from sluice.core.jobs import RUN_STATES
 
@@ -21,11 +22,17 @@ def runs() -> None:
 @api_call
 async def list_(client: Client, state: str | None, limit: int) -> None:
     """Recent runs, newest first."""
-    for run in (await client.get("/runs", state=state, limit=limit))["items"]:
-        click.echo(
-            f"run {run['id']}  {run['dag_name'] or '(inline)'}  {run['state']}  "
-            f"{run['percent_done']:.0f}% of {run['nodes']}  {run['created_at']}"
-        )
+    page = await client.get("/runs", state=state, limit=limit)
+    echo_table(
+        ["run", "dag", "state", "nodes", "succeeded", "failed", "cancelled", "created"],
+        (
+            [r["id"], r["dag_name"] or "(inline)", r["state"], r["nodes"], r["succeeded"],
+             r["failed"], r["cancelled"], when(r["created_at"])]
+            for r in page["items"]
+        ),
+        empty=f"No {state} runs." if state else "No runs yet.",
+        numeric=(0, 3, 4, 5, 6),
+    )  # fmt: skip
 
 
 @runs.command()

@@ -7,6 +7,7 @@ import json
 import click
 
 from sluice.cli.options import api_call
+from sluice.cli.table import echo_table, one_line, when
 from sluice.client import Client
 
 
@@ -25,9 +26,17 @@ async def status(client: Client, job_id: int) -> None:
     if job["result"] is not None:
         click.echo(f"result {json.dumps(job['result'])}")
     if job["last_error"]:
-        click.echo(f"last error: {job['last_error']}")
-    for attempt in job["attempts"]:
-        error = f"  {attempt['error']}" if attempt.get("error") else ""
-        click.echo(f"  #{attempt['attempt']} {attempt['outcome']} on {attempt['worker_id']}{error}")
+        click.echo(f"last error: {one_line(job['last_error'])}")
+    click.echo("")
+    echo_table(
+        ["attempt", "outcome", "worker", "started", "error"],
+        (
+            [a["attempt"], a["outcome"], a["worker_id"], when(a.get("started_at")),
+             one_line(a.get("error")) if a.get("error") else "-"]
+            for a in job["attempts"]
+        ),
+        empty="No attempt yet.",
+        numeric=(0,),
+    )  # fmt: skip
     if job["output"]:
         click.echo("output:\n" + job["output"])

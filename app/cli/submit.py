@@ -144,8 +144,9 @@ async def follow_job(client: Client, job_id: int) -> None:
     while job["state"] not in TERMINAL_STATES:
         await asyncio.sleep(POLL_SECONDS)
         job = await client.get(f"/jobs/{job_id}")
-    click.echo(
-        f"job {job_id} {job['state']}" + (f": {job['last_error']}" if job["last_error"] else "")
-    )
+    from sluice.cli.table import one_line
+
+    error = f": {one_line(job['last_error'])}" if job["last_error"] else ""
+    click.echo(f"job {job_id} {job['state']}{error}")
     if job["state"] != "succeeded":
         raise SystemExit(1)

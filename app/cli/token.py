@@ -51,15 +51,30 @@ def parse_ttl(value: str) -> timedelta:
 @click.option(
     "--secret",
     envvar="SLUICE_JWT_SECRET",
-    required=True,
-    help="HS256 secret the API verifies with [env: SLUICE_JWT_SECRET].",
+    help="HS256 secret the API verifies with [env: SLUICE_JWT_SECRET; default: the one "
+    "`sluice up` keeps in its data directory].",
 )
-def token(role: str, tenant: str, ttl: str, subject: str, secret: str) -> None:
-    """Print an HS256 bearer token for ROLE in TENANT, valid for TTL."""
+def token(role: str, tenant: str, ttl: str, subject: str, secret: str | None) -> None:
+    """Print an HS256 bearer token for ROLE in TENANT, valid for TTL.
+
+    The secret is found the way the other commands find the API and token:
+    --secret, then SLUICE_JWT_SECRET, then the secret of `sluice up` in
+    SLUICE_DATA_DIR (default ./.sluice).
+    """
     from sluice.auth.principal import Role
     from sluice.auth.tokens import mint
+    from sluice.client import SECRET_FILE, data_dir
     from sluice.core.jobs import TENANT_NAME
 
     if not TENANT_NAME.match(tenant):
         raise click.BadParameter(TENANT_NAME.rule, param_hint="--tenant")
+    if not secret:
+        path = data_dir() / SECRET_FILE
+        try:
+            secret = path.read_text().strip()
+        except OSError:
+            raise click.UsageError(
+                f"No secret: pass --secret or set SLUICE_JWT_SECRET (or run this beside "
+                f"`sluice up`, which keeps one in {path})."
+            ) from None
     click.echo(mint(secret, Role[role], tenant=tenant, ttl=parse_ttl(ttl), subject=subject))

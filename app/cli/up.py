@@ -35,25 +35,42 @@ from sluice.cli.options import database_url
     type=int,
     help="Worker processes [env: SLUICE_UP_WORKERS].",
 )
+@click.option(
+    "--pg-port",
+    envvar="SLUICE_PG_PORT",
+    type=click.IntRange(1, 65535),
+    help="TCP port of the embedded PostgreSQL [env: SLUICE_PG_PORT; default: the last "
+    "start's port while it is free].",
+)
 def up(
     database_url: str | None,
     data_dir: Path | None,
     host: str | None,
     port: int | None,
     workers: int | None,
+    pg_port: int | None,
 ) -> None:
     """Run Sluice: PostgreSQL, migrations, the API and dashboard, workers, maintenance.
 
     Without SLUICE_DATABASE_URL it creates (or reuses) a private PostgreSQL
-    cluster in the data directory; with it, it uses that database. Ctrl-C or
-    SIGTERM stops everything it started.
+    cluster in the data directory; with it, it uses that database. One `sluice
+    up` at a time per data directory. Ctrl-C or SIGTERM stops everything it
+    started, letting running jobs finish (SLUICE_UP_GRACE); a second Ctrl-C
+    stops at once.
     """
     from sluice import stack
     from sluice.core.config import SettingsError, load
     from sluice.core.embedded import EmbeddedError
 
     try:
-        settings = load(stack.UpSettings, data_dir=data_dir, host=host, port=port, workers=workers)
+        settings = load(
+            stack.UpSettings,
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            workers=workers,
+            pg_port=pg_port,
+        )
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
 
@@ -63,11 +80,16 @@ def up(
     def on_child_exit(name: str) -> None:
         click.echo(f"sluice up: {name} exited unexpectedly; stopping everything.", err=True)
 
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
     try:
         status = asyncio.run(
-            stack.run(settings, database_url, on_ready=on_ready, on_child_exit=on_child_exit)
+            stack.run(
+                settings, database_url, on_ready=on_ready, on_child_exit=on_child_exit, say=say
+            )
         )
-    except (EmbeddedError, stack.StackError) as exc:
+    except (EmbeddedError, stack.StackError, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("sluice up: stopped.")
     raise SystemExit(status)
@@ -77,7 +99,6 @@ def banner(running) -> str:
     """What `sluice up` prints once everything answers."""
     from sluice.stack import TOKEN_TTL
 
-    where = "embedded, data in the data directory" if running.embedded else "external"
     lines = [
         "",
         "Sluice is up.",
@@ -85,10 +106,28 @@ def banner(running) -> str:
         f"  Dashboard   {running.api_url}/login?token={running.token}",
         f"  API         {running.api_url}/api/v1   (OpenAPI: {running.api_url}/schema)",
         f"  Admin token {running.token_file}  (valid {TOKEN_TTL.days} days)",
-        f"  PostgreSQL  {running.database_display}  ({where})",
     ]
+    if running.embedded:
+        password = shlex.quote(str(running.password_file))
+        lines += [
+            f"  PostgreSQL  {running.database_display}  (embedded, PostgreSQL "
+            f"{running.postgres_version})",
+            f"              password in {running.password_file}; for your own app:",
+            '              export DATABASE_URL="'
+            + running.database_display.replace("********", f"$(cat {password})")
+            + '"',
+        ]
+    else:
+        lines.append(f"  PostgreSQL  {running.database_display}")
     if running.psql:
         lines.append(f"  psql        {running.psql}")
+    for url in running.metrics_urls:
+        lines.append(f"  Metrics     {url}")
+    for queue in running.unconsumed:
+        lines.append(
+            f"  Warning     queue {queue.queue} has {queue.ready + queue.scheduled} waiting "
+            "job(s) and no live worker takes it (SLUICE_QUEUES)"
+        )
     body = '{"task": "sleep", "payload": {"seconds": 1}}'
     # `make up` runs .venv/bin/sluice, which another terminal may not have on its PATH.
     sluice = "sluice" if shutil.which("sluice") else str(Path(sys.executable).with_name("sluice"))

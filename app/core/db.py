@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -181,8 +182,26 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
 # --- connections and pools ---------------------------------------------------------
 
 
-def connection_kwargs(*, prepare: bool = True, application_name: str = "sluice") -> dict[str, Any]:
-    """Keyword arguments for every Sluice connection.
+def network_bounds(timeout: float) -> dict[str, Any]:
+    """libpq parameters that fail a connection once the network has kept it waiting
+    about `timeout` seconds: connecting (per host; libpq's floor is 2 s), data sent
+    and not acknowledged (TCP_USER_TIMEOUT), silence on an open connection (keepalive
+    probes from half of it on). A slow statement is not cut short: the server's
+    kernel answers the probes while it runs. Ignored on Unix sockets."""
+    return {
+        "connect_timeout": max(2, math.ceil(timeout)),
+        "tcp_user_timeout": max(1, round(timeout * 1000)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(timeout // 2)),
+        "keepalives_interval": 1,
+    }
+
+
+def connection_kwargs(
+    *, prepare: bool = True, application_name: str = "sluice", db_timeout: float | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for every Sluice connection; with `db_timeout`, the network
+    bounds of `network_bounds(db_timeout)` instead of the default keepalives.
 
     Autocommit: each named query is its own transaction unless the caller opens
     one (`async with conn.transaction()`), so nothing holds a snapshot open by
@@ -192,7 +211,7 @@ def connection_kwargs(*, prepare: bool = True, application_name: str = "sluice")
         "autocommit": True,
         "prepare_threshold": PREPARE_THRESHOLD if prepare and PREPARED.enabled else None,
         "application_name": application_name,
-        **KEEPALIVES,
+        **(KEEPALIVES if db_timeout is None else network_bounds(db_timeout)),
     }
 
 
@@ -227,21 +246,33 @@ async def open_pool(
     max_size: int = 10,
     prepare: bool = True,
     application_name: str = "sluice",
+    db_timeout: float | None = None,
 ) -> AsyncConnectionPool:
-    """Open (and wait for) an async pool of autocommit connections to `url`."""
+    """Open (and wait for) an async pool of autocommit connections to `url`. With
+    `db_timeout`, a caller waits at most that long for a connection, the network
+    bounds of `network_bounds(db_timeout)` apply to every connection, and the pool
+    gives up reconnecting after twice that: the next caller then starts a new attempt
+    at once, instead of waiting out psycopg_pool's doubling delay (1, 2, 4... s up to
+    5 minutes), so the pool is back within seconds of the database."""
     prepare = await _prepare(url, prepare)
     pool = AsyncConnectionPool(
         normalize_url(url),
         min_size=min_size,
         max_size=max_size,
         kwargs={
-            **connection_kwargs(prepare=prepare, application_name=application_name),
+            **connection_kwargs(
+                prepare=prepare, application_name=application_name, db_timeout=db_timeout
+            ),
             "cursor_factory": PoolerSafeCursor,
         },
         open=False,
         name=application_name,
+        **({} if db_timeout is None else {"timeout": db_timeout}),
     )
     await pool.open(wait=True, timeout=30)
+    if db_timeout is not None:
+        # After opening: a database still starting up is waited for as long as before.
+        pool.reconnect_timeout = 2 * db_timeout
     return pool
 
 
@@ -252,6 +283,7 @@ async def open_read_pool(
     max_size: int = 10,
     prepare: bool = True,
     application_name: str = "sluice-read",
+    db_timeout: float | None = None,
 ) -> AsyncConnectionPool:
     """The pool for reads that tolerate replication lag (SLUICE_READ_DATABASE_URL),
     or `primary` itself when no read URL is set. See docs/scaling.md for what may
@@ -260,7 +292,12 @@ async def open_read_pool(
     if not read_url:
         return primary
     return await open_pool(
-        read_url, min_size=1, max_size=max_size, prepare=prepare, application_name=application_name
+        read_url,
+        min_size=1,
+        max_size=max_size,
+        prepare=prepare,
+        application_name=application_name,
+        db_timeout=db_timeout,
     )
 
 

@@ -625,9 +625,22 @@ class QueueRow(Struct, kw_only=True):
 
 
 class QueueDepth(StateCounts, kw_only=True):
-    """A queue's jobs per state, every tenant together."""
+    """A queue's jobs per state, every tenant together, its oldest ready job's wait,
+    whether it is paused, and the live, unpaused workers that take it."""
 
     queue: str
+    oldest_ready_seconds: float
+    paused: bool
+    consumers: int
+
+
+class UnconsumedQueue(Struct, kw_only=True):
+    """A queue with waiting jobs that no live, unpaused worker takes."""
+
+    queue: str
+    ready: int
+    scheduled: int
+    consumers: int
 
 
 @door("queue_list", QueueRow)
@@ -658,6 +671,11 @@ async def queue_set_concurrency(
 @door("queue_depths", QueueDepth)
 async def queue_depths(conn: AsyncConnection[Any]) -> list[QueueDepth]:
     return await _rows(conn, "queue_depths", QueueDepth)
+
+
+@door("queue_unconsumed", UnconsumedQueue)
+async def queue_unconsumed(conn: AsyncConnection[Any]) -> list[UnconsumedQueue]:
+    return await _rows(conn, "queue_unconsumed", UnconsumedQueue)
 
 
 # --- schedules ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sluice.core.engine import Dag
 from sluice.dags import service
 from sluice.dags.schemas import DagDefinitionIn
 from sluice.http.bodies import YamlRequest
-from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
@@ -89,11 +89,11 @@ class DagsController(Controller):
         responses=error_responses(),
     )
     async def list_dags(
-        self, conn: Conn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
+        self, read_conn: ReadConn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
     ) -> Page[Dag]:
         """The newest version of each of the tenant's DAGs, by name."""
         after = decode_cursor(cursor, tuple[str, str])
-        dags = await service.list_dags(conn, principal, after, limit + 1)
+        dags = await service.list_dags(read_conn, principal, after, limit + 1)
         return page(dags, limit, key=("name", "tenant"))
 
     @get(

@@ -12,7 +12,7 @@ from sluice.core.engine import DeadLetter, Job
 from sluice.core.jobs import QUEUE_NAME, TASK_NAME
 from sluice.dlq import service
 from sluice.dlq.schemas import DeadLetterSize
-from sluice.http.deps import Caller, Conn
+from sluice.http.deps import Caller, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
 from sluice.http.shapes import IdPath
@@ -31,7 +31,7 @@ class DeadLettersController(Controller):
     )
     async def list_dead(
         self,
-        conn: Conn,
+        read_conn: ReadConn,
         principal: Caller,
         queue: Annotated[str | None, QueryParameter(max_length=QUEUE_NAME.max_length)] = None,
         task: Annotated[str | None, QueryParameter(max_length=TASK_NAME.max_length)] = None,
@@ -40,7 +40,7 @@ class DeadLettersController(Controller):
     ) -> Page[DeadLetter]:
         """Unresolved dead letters of the caller's tenant, newest first."""
         entries = await service.list_dead(
-            conn,
+            read_conn,
             principal,
             queue=queue,
             task=task,
@@ -56,9 +56,9 @@ class DeadLettersController(Controller):
         guards=VIEWER,
         responses=error_responses(),
     )
-    async def size(self, conn: Conn, principal: Caller) -> DeadLetterSize:
+    async def size(self, read_conn: ReadConn, principal: Caller) -> DeadLetterSize:
         """How many unresolved dead letters the caller's tenant has (the DLQ's size)."""
-        return DeadLetterSize(size=await service.size(conn, principal))
+        return DeadLetterSize(size=await service.size(read_conn, principal))
 
     @post(
         "/{job_id:int}/retry",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 
-from prometheus_client import generate_latest
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import engine, metrics
@@ -39,17 +38,13 @@ async def readiness(pool: AsyncConnectionPool) -> Readiness:
 
 
 async def exposition(pool: AsyncConnectionPool) -> bytes:
-    """The `sluice_` metrics, with queue depth, dead letters and live workers read now."""
+    """The API's metrics, with the database-wide gauges (queue depth, oldest ready job,
+    consumers, dead letters, live workers) read now."""
     async with pool.connection() as conn:
-        depths = await engine.queue_depths(conn)
-        dead = await engine.dead_letter_size(conn, tenant=None)
-        alive = await engine.workers_alive(conn)
-    metrics.QUEUE_DEPTH.clear()
-    for row in depths:
-        for state_name in JOB_STATES:
-            metrics.QUEUE_DEPTH.labels(queue=row.queue, state=state_name).set(
-                getattr(row, state_name)
-            )
-    metrics.DEAD_LETTERS.set(dead)
-    metrics.WORKERS_ALIVE.set(alive)
-    return generate_latest()
+        snapshot = metrics.DatabaseSnapshot(
+            await engine.queue_depths(conn),
+            JOB_STATES,
+            dead_letters=await engine.dead_letter_size(conn, tenant=None),
+            workers_alive=await engine.workers_alive(conn),
+        )
+    return snapshot.exposition()

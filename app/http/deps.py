@@ -10,6 +10,9 @@ from sluice.core.tasks import TaskCatalog
 from sluice.http.settings import ApiSettings
 
 Conn = NamedDependency[AsyncConnection]  # `conn`: a pooled connection for this request
+# `read_conn`: from the read pool, for reads that tolerate replication lag (the rule:
+# sluice.http.pool.provide_read_connection)
+ReadConn = NamedDependency[AsyncConnection]
 Caller = NamedDependency[Principal]  # `principal`: who is calling
 Settings = NamedDependency[ApiSettings]  # `settings`
 Catalog = NamedDependency[TaskCatalog]  # `catalog`: the tasks this API accepts

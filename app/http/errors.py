@@ -22,7 +22,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from psycopg import errors as pg
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from sluice.core.problems import named_field
 
@@ -212,15 +212,53 @@ def handle_database(_: Request, exc: pg.Error) -> Response[ErrorBody]:
         # Check and foreign-key violations, and values PostgreSQL cannot store
         # (NUL characters, out-of-range numbers and dates): the client's input.
         return _respond(422, f"{field}: {detail}", [FieldError(field, detail)])
-    if isinstance(exc, pg.OperationalError):
-        log.warning("database unavailable: %s", exc)
-        return _respond(503, "The database is unavailable; try again.", [])
+    if (reason := unavailable_reason(exc)) is not None:
+        return _unavailable(reason, exc)
     return handle_unexpected(_, exc)
 
 
-def handle_unavailable(_: Request, exc: Exception) -> Response[ErrorBody]:
-    log.warning("database unavailable: %s", exc)
-    return _respond(503, "The database is unavailable; try again.", [])
+# How long a client should wait before it tries again after a 503 (Retry-After):
+# long enough not to hammer a database that is failing over, short enough that a
+# blip costs little.
+RETRY_AFTER_SECONDS = 2
+
+# SQLSTATEs (beyond every OperationalError) that mean "the database cannot serve
+# this now; the same request may succeed later".
+_SHUTTING_DOWN = {"57P01", "57P02", "57P03"}  # admin/crash shutdown, cannot connect now
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why `exc` means the database cannot serve the request now (a 503 the client
+    may retry), or None when it is something else."""
+    if isinstance(exc, PoolTimeout):
+        return "no connection to it within the API's wait (SLUICE_API_DB_TIMEOUT)"
+    if isinstance(exc, PoolClosed):
+        return "the API is shutting down"
+    if isinstance(exc, pg.ReadOnlySqlTransaction):
+        # 25006: the URL reached a standby, as after a failover (see docs/scaling.md).
+        return "it is read-only (a standby: a failover may be under way)"
+    if isinstance(exc, pg.QueryCanceled):
+        return "it did not finish in time (SLUICE_API_STATEMENT_TIMEOUT)"
+    if not isinstance(exc, pg.OperationalError):
+        return None
+    sqlstate = exc.sqlstate or ""
+    if not sqlstate or sqlstate.startswith("08"):
+        # No SQLSTATE: the client side saw the connection fail or break.
+        return "the connection to it failed"
+    if sqlstate in _SHUTTING_DOWN:
+        return "it is shutting down or starting up"
+    # Out of connections, memory or disk; a deadlock or serialization failure.
+    return "it cannot serve this request now"
+
+
+def _unavailable(reason: str, exc: BaseException) -> Response[ErrorBody]:
+    log.warning("database unavailable (%s): %s", reason, exc)
+    return _respond(
+        503,
+        f"The database is unavailable: {reason}. Retry in {RETRY_AFTER_SECONDS} s.",
+        [],
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorBody]:
@@ -232,8 +270,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Refusal: handle_refusal,
     ValidationException: handle_validation,
     HTTPException: handle_http,
-    pg.Error: handle_database,
-    PoolTimeout: handle_unavailable,
+    pg.Error: handle_database,  # also the pool's PoolTimeout and PoolClosed
     Exception: handle_unexpected,
 }
 
@@ -246,7 +283,8 @@ _DESCRIPTIONS = {
     409: "Conflict: the idempotency key was used with a different request, or the name exists.",
     413: "The request body is larger than the limit.",
     422: "A field is invalid; `errors` names each one.",
-    503: "The database is unavailable; try again.",
+    503: "The database is unavailable (unreachable, read-only during a failover, or too "
+    "slow); `Retry-After` says when to try again.",
 }
 
 

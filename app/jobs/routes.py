@@ -13,7 +13,7 @@ from litestar.params import HeaderParameter, QueryParameter
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
 from sluice.core.engine import Job, JobFilter
 from sluice.core.jobs import QUEUE_NAME, TASK_NAME, TENANT_NAME, JobState
-from sluice.http.deps import Caller, Catalog, Conn, Settings
+from sluice.http.deps import Caller, Catalog, Conn, ReadConn, Settings
 from sluice.http.errors import error_responses, invalid
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
@@ -133,7 +133,7 @@ class JobsController(Controller):
     )
     async def list_jobs(
         self,
-        conn: Conn,
+        read_conn: ReadConn,
         principal: Caller,
         states: Annotated[
             list[JobState] | None, QueryParameter(name="state", description="Any of these states.")
@@ -168,7 +168,7 @@ class JobsController(Controller):
             before_id=decode_cursor(cursor),
             limit=limit + 1,
         )
-        jobs = await service.list_jobs(conn, principal, where)
+        jobs = await service.list_jobs(read_conn, principal, where)
         return page(jobs, limit)
 
     @get(
@@ -232,12 +232,16 @@ class JobStatsController(Controller):
         responses=error_responses(),
     )
     async def throughput(
-        self, conn: Conn, principal: Caller, minutes: Minutes = 60, queue: QueueFilter = None
+        self,
+        read_conn: ReadConn,
+        principal: Caller,
+        minutes: Minutes = 60,
+        queue: QueueFilter = None,
     ) -> Throughput:
         """Jobs of the caller's tenant that finished in each of the last `minutes` minutes
         (the current one included), by outcome: succeeded, failed (dead-lettered; attempts
         that were retried are not counted), cancelled."""
-        return Throughput(items=await service.throughput(conn, principal, minutes, queue))
+        return Throughput(items=await service.throughput(read_conn, principal, minutes, queue))
 
     @get(
         "/wait-times",
@@ -247,13 +251,17 @@ class JobStatsController(Controller):
         responses=error_responses(),
     )
     async def wait_times(
-        self, conn: Conn, principal: Caller, minutes: Minutes = 60, queue: QueueFilter = None
+        self,
+        read_conn: ReadConn,
+        principal: Caller,
+        minutes: Minutes = 60,
+        queue: QueueFilter = None,
     ) -> WaitTimes:
         """Percentiles (50, 90, 99, max) of the seconds between a job becoming runnable
         (its run_at, or its last parent finishing) and a worker claiming it, for the
         caller's jobs that started in the last `minutes` minutes: still running, or among
         the newest 10,000 finished."""
-        return await service.wait_times(conn, principal, minutes, queue)
+        return await service.wait_times(read_conn, principal, minutes, queue)
 
 
 router = Router(path="/", route_handlers=[JobsController, JobStatsController])

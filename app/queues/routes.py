@@ -11,7 +11,7 @@ from typing import Annotated
 from litestar import Controller, Router, get, post, put
 
 from sluice.auth import OPERATOR, VIEWER
-from sluice.http.deps import Caller, Conn
+from sluice.http.deps import Caller, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.shapes import QueueNamePath
@@ -30,9 +30,9 @@ class QueuesController(Controller):
         guards=VIEWER,
         responses=error_responses(),
     )
-    async def list_queues(self, conn: Conn, principal: Caller) -> QueueList:
+    async def list_queues(self, read_conn: ReadConn, principal: Caller) -> QueueList:
         """Every queue with jobs or settings, by name (all of them: there are few)."""
-        return QueueList(items=await service.list_queues(conn, principal))
+        return QueueList(items=await service.list_queues(read_conn, principal))
 
     @get(
         "/{name:str}",

@@ -15,7 +15,7 @@ from sluice.auth import OPERATOR, SUBMITTER, VIEWER
 from sluice.core.engine import Run
 from sluice.core.jobs import DAG_NAME, RunState
 from sluice.http.bodies import YamlRequest
-from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
@@ -93,7 +93,7 @@ class RunsController(Controller):
     )
     async def list_runs(
         self,
-        conn: Conn,
+        read_conn: ReadConn,
         principal: Caller,
         run_state: Annotated[RunState | None, QueryParameter(name="state")] = None,
         dag: Annotated[
@@ -104,7 +104,7 @@ class RunsController(Controller):
     ) -> Page[Run]:
         """Runs of the caller's tenant, newest first."""
         runs = await service.list_runs(
-            conn,
+            read_conn,
             principal,
             state=run_state,
             dag_name=dag,

@@ -10,7 +10,7 @@ from litestar.params import QueryParameter
 
 from sluice.auth import OPERATOR, VIEWER
 from sluice.core.engine import Schedule
-from sluice.http.deps import Caller, Catalog, Conn
+from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
@@ -64,10 +64,12 @@ class SchedulesController(Controller):
         responses=error_responses(),
     )
     async def list_schedules(
-        self, conn: Conn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
+        self, read_conn: ReadConn, principal: Caller, limit: Limit = 100, cursor: Cursor = None
     ) -> Page[Schedule]:
         """The tenant's schedules, oldest first."""
-        schedules = await service.list_schedules(conn, principal, decode_cursor(cursor), limit + 1)
+        schedules = await service.list_schedules(
+            read_conn, principal, decode_cursor(cursor), limit + 1
+        )
         return page(schedules, limit)
 
     @get(

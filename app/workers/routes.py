@@ -9,7 +9,7 @@ from litestar.params import PathParameter
 
 from sluice.auth import ADMIN, VIEWER
 from sluice.core.engine import Worker
-from sluice.http.deps import Conn
+from sluice.http.deps import Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.workers import service
 from sluice.workers.schemas import WorkerList
@@ -28,9 +28,9 @@ class WorkersController(Controller):
         guards=VIEWER,
         responses=error_responses(),
     )
-    async def list_workers(self, conn: Conn) -> WorkerList:
+    async def list_workers(self, read_conn: ReadConn) -> WorkerList:
         """Live workers first. Workers serve every tenant, so every role sees them all."""
-        return WorkerList(items=await service.list_workers(conn))
+        return WorkerList(items=await service.list_workers(read_conn))
 
     @post(
         "/{worker_id:str}/pause",

@@ -39,5 +39,14 @@ SELECT sluice.queue_set_concurrency(%(name)s, %(limit)s);
 
 -- Every queue's depth per state, for the metrics scrape (all tenants).
 -- name: queue_depths :many
-SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.succeeded, s.failed, s.cancelled
+SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.succeeded, s.failed, s.cancelled,
+       coalesce(extract(epoch FROM s.oldest_ready_age), 0)::double precision AS oldest_ready_seconds,
+       s.consumers, s.paused
   FROM sluice.queue_stats s;
+
+-- Queues whose waiting jobs no live, unpaused worker takes (`sluice up` warns).
+-- name: queue_unconsumed :many
+SELECT s.queue, s.ready, s.scheduled, s.consumers
+  FROM sluice.queue_stats s
+ WHERE s.no_consumer
+ ORDER BY s.queue;

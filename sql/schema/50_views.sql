@@ -10,35 +10,6 @@ SELECT j.id AS job_id, j.worker_id, j.attempt, j.started_at AS claimed_at,
   FROM sluice.jobs j
  WHERE j.state = 'running';
 
--- Per queue: jobs in each state, how long the oldest ready job has waited, and settings.
-CREATE VIEW sluice.queue_stats AS
-WITH counts AS (
-    SELECT j.queue,
-           count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
-           count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
-           count(*) FILTER (WHERE j.state = 'ready')     AS ready,
-           count(*) FILTER (WHERE j.state = 'running')   AS running,
-           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE j.state = 'failed')    AS failed,
-           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
-           min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
-      FROM sluice.jobs j
-     GROUP BY j.queue
-)
-SELECT coalesce(c.queue, q.name) AS queue,
-       coalesce(c.blocked, 0) AS blocked,
-       coalesce(c.scheduled, 0) AS scheduled,
-       coalesce(c.ready, 0) AS ready,
-       coalesce(c.running, 0) AS running,
-       coalesce(c.succeeded, 0) AS succeeded,
-       coalesce(c.failed, 0) AS failed,
-       coalesce(c.cancelled, 0) AS cancelled,
-       greatest(now() - c.oldest_ready_at, '0') AS oldest_ready_age,
-       coalesce(q.paused, false) AS paused,
-       q.concurrency_limit
-  FROM counts c
-  FULL JOIN sluice.queues q ON q.name = c.queue;
-
 -- Running jobs with their worker and lease.
 CREATE VIEW sluice.running_jobs AS
 SELECT j.id AS job_id, j.tenant, j.queue, j.task, j.attempt, j.max_attempts, j.run_id,
@@ -112,3 +83,44 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
    AND j.finished_at >= now() - interval '1 hour'
  GROUP BY 1, 2
  ORDER BY 1 DESC, 2;
+
+-- Per queue: jobs in each state, how long the oldest ready job has waited,
+-- settings, and how many live workers take from it: `no_consumer` flags a queue
+-- whose waiting jobs no live, unpaused worker will ever claim (a typo in a queue
+-- name, workers started with the wrong --queue, all of them down).
+CREATE VIEW sluice.queue_stats AS
+WITH counts AS (
+    SELECT j.queue,
+           count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
+           count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
+           count(*) FILTER (WHERE j.state = 'ready')     AS ready,
+           count(*) FILTER (WHERE j.state = 'running')   AS running,
+           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE j.state = 'failed')    AS failed,
+           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+           min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
+      FROM sluice.jobs j
+     GROUP BY j.queue
+),
+consumers AS (
+    SELECT q.queue, count(*) AS consumers
+      FROM sluice.worker_status w, unnest(w.queues) AS q(queue)
+     WHERE w.alive AND NOT w.paused
+     GROUP BY q.queue
+)
+SELECT coalesce(c.queue, q.name) AS queue,
+       coalesce(c.blocked, 0) AS blocked,
+       coalesce(c.scheduled, 0) AS scheduled,
+       coalesce(c.ready, 0) AS ready,
+       coalesce(c.running, 0) AS running,
+       coalesce(c.succeeded, 0) AS succeeded,
+       coalesce(c.failed, 0) AS failed,
+       coalesce(c.cancelled, 0) AS cancelled,
+       greatest(now() - c.oldest_ready_at, '0') AS oldest_ready_age,
+       coalesce(q.paused, false) AS paused,
+       q.concurrency_limit,
+       coalesce(k.consumers, 0) AS consumers,
+       coalesce(c.ready + c.scheduled, 0) > 0 AND k.consumers IS NULL AS no_consumer
+  FROM counts c
+  FULL JOIN sluice.queues q ON q.name = c.queue
+  LEFT JOIN consumers k ON k.queue = coalesce(c.queue, q.name);

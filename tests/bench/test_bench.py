@@ -167,7 +167,7 @@ def test_server_settings_choice():
 
 def test_cli_prints_the_record_as_the_last_line(database_url, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sluice", "bench", "--json", "--out", str(tmp_path),
+        [sys.executable, "-m", "bench", "--json", "--out", str(tmp_path),
          "latency", "--samples", "5"],
         env={**os.environ, "SLUICE_DATABASE_URL": database_url},
         cwd=ROOT,

@@ -61,11 +61,13 @@ def token(role: Role, tenant: str = "default", subject: str = "dashboard-test") 
 
 @pytest.fixture
 def sign_in(browser: Browser, api_server: str) -> Iterator[Callable[..., Page]]:  # noqa: F811
-    """Open a browser signed in with a token for `role` (through the login link)."""
+    """Open a browser signed in with a token for `role` (through the login link);
+    keyword arguments set up its context (viewport, timezone_id, is_mobile...)."""
     contexts: list[BrowserContext] = []
 
-    def _sign_in(role: Role = Role.operator, tenant: str = "default") -> Page:
-        context = browser.new_context(base_url=api_server, viewport={"width": 1360, "height": 900})
+    def _sign_in(role: Role = Role.operator, tenant: str = "default", **options) -> Page:
+        options.setdefault("viewport", {"width": 1360, "height": 900})
+        context = browser.new_context(base_url=api_server, **options)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(EVENTUALLY_MS)

@@ -4,6 +4,7 @@ by its state, following the run as it progresses; retry and cancel."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from playwright.sync_api import Page, expect
 
 from sluice.auth.principal import Role
@@ -157,7 +158,7 @@ def test_runs_list_and_cancel(sign_in, api_server, sql, screenshots):
     page.goto("/runs")
     expect(page.locator("#runs tbody tr")).to_have_count(2)
     progress = page.locator(f'#runs tr[data-run="{first["id"]}"] [role=progressbar]')
-    expect(progress).to_have_attribute("aria-valuenow", "20")  # 1 node of 5 done
+    expect(progress).to_have_attribute("aria-valuenow", "20")  # 1 node of 5 succeeded
     shoot(page, screenshots, "runs")
 
     page.click(f'#runs tr[data-run="{second["id"]}"] a')
@@ -181,3 +182,46 @@ def test_a_run_too_large_to_draw_is_summarised_by_depth(sign_in, api_server, sql
     expect(page.locator('tr[data-depth="1"] .badge')).to_have_text(["600 ready"])
     expect(page.locator("#nodes tbody tr")).to_have_count(601)
     shoot(page, screenshots, "run-large", full_page=False)
+
+
+def test_a_failed_run_is_shown_failed_not_done(sign_in, api_server, sql, screenshots):
+    """1 failed, 2 cancelled: a red and grey bar and 0% succeeded, never "Done 100%"."""
+    run = start_run(
+        api_server,
+        {
+            "nodes": [
+                {"id": "extract", "task": "noop"},
+                {"id": "clean", "task": "noop", "depends_on": ["extract"]},
+                {"id": "load", "task": "noop", "depends_on": ["extract"]},
+            ]
+        },
+    )
+    run_node(sql, "extract", outcome="failed")
+    page = sign_in(Role.viewer)
+    page.goto(f"/runs/{run['id']}")
+    expect(page.locator("#run-state")).to_have_text("failed")
+    facts = page.locator("#facts")
+    expect(facts).to_contain_text("0 of 3 succeeded (0%), 1 failed, 2 cancelled")
+    expect(facts).not_to_contain_text("100%")
+    bar = page.locator("#progress [role=progressbar]")
+    expect(bar).to_have_attribute("aria-valuenow", "0")
+    expect(bar.locator(".segment")).to_have_count(2)
+    expect(bar.locator('.segment[data-state="succeeded"]')).to_have_count(0)
+    widths = bar.evaluate(
+        """bar => Object.fromEntries([...bar.children].map(s => [s.dataset.state,
+            s.getBoundingClientRect().width / bar.getBoundingClientRect().width]))"""
+    )
+    assert widths == {
+        "failed": pytest.approx(1 / 3, abs=0.02),
+        "cancelled": pytest.approx(2 / 3, abs=0.02),
+    }
+    red = bar.locator('.segment[data-state="failed"]').evaluate(
+        "s => getComputedStyle(s).backgroundColor"
+    )
+    assert red == colour(page, "extract")  # the failed node's colour
+    shoot(page, screenshots, "run-failed")
+
+    page.goto("/runs")
+    listed = page.locator(f'#runs tr[data-run="{run["id"]}"] [role=progressbar]')
+    expect(listed).to_have_attribute("aria-valuenow", "0")
+    expect(listed.locator('.segment[data-state="failed"]')).to_have_count(1)

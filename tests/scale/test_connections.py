@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from sluice.core import db as sluice_db
 from sluice.core.db import (
@@ -21,7 +20,6 @@ from sluice.core.db import (
     open_read_pool,
     prepared_statements_problem,
 )
-from sluice.core.embedded import SUPERUSER
 from sluice.core.protocol import connection_probe
 from tests.factories import insert_job, scalar
 from tests.worker.helpers import wait_for
@@ -34,23 +32,6 @@ def fresh_switches() -> Iterator[None]:
     yield
     PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved
     NOTIFICATIONS.state, NOTIFICATIONS.detail, NOTIFICATIONS.latency = "unchecked", None, None
-
-
-@pytest.fixture
-def other_database_url(pg_server, template_db) -> Iterator[str]:
-    """A second migrated database on the same server (a stand-in for a replica
-    whose contents differ, so a test can tell which one answered)."""
-    name = "scale_other_db"
-    janitor = DatabaseJanitor(
-        user=SUPERUSER,
-        host=str(pg_server.socket_dir),
-        port=pg_server.port,
-        dbname=name,
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    with janitor:
-        yield pg_server.url(name)
 
 
 async def deallocate_behind_psycopgs_back(conn) -> None:

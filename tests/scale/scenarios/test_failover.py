@@ -313,17 +313,18 @@ def test_metrics_queue_depths_are_read_from_the_replica(cluster, outcome, replay
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The dashboard's list endpoints (here GET /api/v1/queues) still read from "
-    "the primary pool: wiring state.read_pool / provide_read_connection into the "
-    "lag-tolerant routes is the next step.",
-)
 def test_dashboard_lists_are_read_from_the_replica(cluster, outcome, replay_paused):
     queue = _lagging_queue(cluster)
-    listed = httpx.get(
-        f"{outcome['base']}/api/v1/queues",
-        headers={"Authorization": f"Bearer {outcome['token']}"},
-    ).json()
-    names = {q["name"] for q in listed["items"]}
-    assert queue not in names
+
+    def listed(path: str) -> set[str]:
+        answer = httpx.get(
+            f"{outcome['base']}/api/v1/{path}",
+            headers={"Authorization": f"Bearer {outcome['token']}"},
+        )
+        assert answer.status_code == 200, answer.text
+        return {item.get("name") or item.get("queue") for item in answer.json()["items"]}
+
+    assert queue not in listed("queues")  # the replica has not applied it
+    assert queue not in listed("jobs?limit=1000")
+    sql(cluster.replica_url(), "SELECT pg_wal_replay_resume()")
+    wait_until(lambda: queue in listed("queues"), 30, "the replica to catch up")

@@ -280,14 +280,6 @@ def test_nothing_acknowledged_is_lost_or_doubled_when_the_api_is_cut_off(api_cut
     assert {r["idempotency_key"]: r["id"] for r in found} == acks.ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="While the API cannot reach the database its requests hang on dead "
-    "connections (TCP keepalive takes about 40 s) and clients time out, instead of "
-    "a prompt 503 with a JSON body: the API needs a bound on waiting for the "
-    "database (pool timeout, connect_timeout, tcp_user_timeout or a statement "
-    "deadline) that it turns into 503.",
-)
 def test_clients_get_a_prompt_clear_error_while_the_api_is_cut_off(api_cut):
     during = api_cut["during"]
     assert during, "no request failed while the API was cut off"

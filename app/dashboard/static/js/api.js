@@ -7,7 +7,7 @@ const ROLES = ["none", "viewer", "submitter", "operator", "admin"];
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super(body?.message ?? `HTTP ${status}`);
+    super(body?.message ?? `The API answered ${status}${body?.statusText ? ` ${body.statusText}` : ""}.`);
     this.status = status;
     this.body = body;
   }
@@ -19,19 +19,25 @@ export async function api(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRF-Token"] = CSRF;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(`/api/v1${path}`, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, {
+      method,
+      headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    // No answer at all (the server stopped, the network dropped): no status to show.
+    throw new ApiError(0, { message: "Cannot reach the Sluice API: is it running?" });
+  }
   if (response.status === 401) {
     const here = location.pathname + location.search;
     location.assign(`/login?next=${encodeURIComponent(here)}`);
     throw new ApiError(401, { message: "Your session has ended; sign in again." });
   }
   const data = response.status === 204 ? null : await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(response.status, data);
+  if (!response.ok) throw new ApiError(response.status, data ?? { statusText: response.statusText });
   return data;
 }
 
@@ -85,6 +91,26 @@ export function time(value) {
   else if (abs < 86400) text = relative.format(Math.round(seconds / 3600), "hour");
   else text = date.toLocaleString();
   return el("time", { datetime: date.toISOString(), title: date.toLocaleString() }, text);
+}
+
+// A time as the clock of `timeZone` shows it ("Mon, Dec 2, 09:00 Europe/Paris"),
+// with how far away it is; the tooltip gives it in the viewer's own zone. For
+// schedules: "0 9 * * *" in Europe/Paris fires at 09:00 there, wherever you are.
+export function zonedTime(value, timeZone) {
+  if (!value) return el("span", { class: "muted" }, "–");
+  const date = new Date(value);
+  let clock;
+  try {
+    clock = new Intl.DateTimeFormat(undefined, { timeZone, weekday: "short", month: "short",
+      day: "numeric", hour: "2-digit", minute: "2-digit" }).format(date);
+  } catch {
+    return time(value); // a zone this browser does not know
+  }
+  // Within a day, how far away it is ("in 3 hours"); beyond, the date says enough.
+  const near = Math.abs(date.getTime() - Date.now()) < 86_400_000;
+  return el("time", { datetime: date.toISOString(), title: `${date.toLocaleString()} (your time)`,
+    "data-zone": timeZone }, `${clock} ${timeZone}`,
+  near ? el("span", { class: "muted" }, ` (${time(value).textContent})`) : null);
 }
 
 export function duration(seconds) {
@@ -180,3 +206,33 @@ document.getElementById("logout")?.addEventListener("click", async () => {
   await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": CSRF }, credentials: "same-origin" });
   location.assign("/login");
 });
+
+// A run's progress bar: one segment per finished state, so a failed run shows
+// red (and grey for what its failure cancelled), never a full green bar.
+const FINISHED = ["succeeded", "failed", "cancelled"];
+
+export function runProgress(run) {
+  const total = run.nodes || 0;
+  const share = (n) => (total ? (100 * n) / total : 0);
+  const segments = FINISHED.filter((state) => run[state] > 0).map((state) => {
+    const segment = el("div", { class: `segment state-${state}`, "data-state": state });
+    segment.style.width = `${share(run[state])}%`;
+    return segment;
+  });
+  const succeeded = Math.round(share(run.succeeded));
+  return el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+    "aria-valuenow": succeeded, "aria-valuetext": runSummary(run),
+    "aria-label": `Run ${run.id} progress`, "data-run-state": run.state }, ...segments);
+}
+
+// "2 of 3 succeeded (67%), 1 failed": what the bar shows, in words.
+export function runSummary(run) {
+  const total = run.nodes || 0;
+  const pct = total ? Math.round((100 * run.succeeded) / total) : 0;
+  const parts = [`${number(run.succeeded)} of ${number(total)} succeeded (${pct}%)`];
+  if (run.failed) parts.push(`${number(run.failed)} failed`);
+  if (run.cancelled) parts.push(`${number(run.cancelled)} cancelled`);
+  const pending = total - run.succeeded - run.failed - run.cancelled;
+  if (pending > 0) parts.push(`${number(pending)} to go`);
+  return parts.join(", ");
+}

@@ -14,17 +14,37 @@ function limitForm(queue) {
   } }, input, el("button", { type: "submit", class: "small" }, "Set"));
 }
 
-function row(queue) {
+// Live, unpaused workers per queue (the rule of sluice.queue_stats.consumers).
+function consumers(workers) {
+  const count = new Map();
+  for (const worker of workers) {
+    if (!worker.alive || worker.paused) continue;
+    for (const queue of worker.queues) count.set(queue, (count.get(queue) ?? 0) + 1);
+  }
+  return count;
+}
+
+function status(queue, takers) {
+  const badges = [queue.paused ? el("span", { class: "badge paused" }, "paused") : el("span", { class: "muted" }, "active")];
+  if (queue.ready + queue.scheduled > 0 && !takers) {
+    badges.push(" ", el("span", { class: "badge state state-failed no-consumer", title:
+      "Jobs wait here and no live worker takes this queue: start one with --queue " + queue.name },
+    "no live worker"));
+  }
+  return badges;
+}
+
+function row(queue, takers) {
   const name = encodeURIComponent(queue.name);
   const toggle = queue.paused
     ? actionButton("Resume", `/queues/${name}/resume`, { kind: "small", done: `${queue.name} resumed.`, after: refresh })
     : actionButton("Pause", `/queues/${name}/pause`, { kind: "small danger", done: `${queue.name} paused.`, after: refresh });
-  return el("tr", { "data-queue": queue.name },
+  return el("tr", { "data-queue": queue.name, "data-consumers": takers },
     el("th", { scope: "row" }, el("a", { href: `/jobs?queue=${name}` }, queue.name)),
     ["ready", "running", "scheduled", "blocked", "failed"].map((state) =>
       el("td", { class: "num", "data-state": state }, number(queue[state]))),
     el("td", { class: "num" }, queue.ready ? duration(queue.oldest_ready_seconds) : "–"),
-    el("td", {}, queue.paused ? el("span", { class: "badge paused" }, "paused") : el("span", { class: "muted" }, "active")),
+    el("td", {}, ...status(queue, takers)),
     el("td", {}, operator ? limitForm(queue) : (queue.concurrency_limit ?? "none")),
     operator ? el("td", {}, toggle) : null,
   );
@@ -33,8 +53,10 @@ function row(queue) {
 async function refresh() {
   // Not while someone is typing a limit: a refresh would replace the field.
   if (document.activeElement?.name === "limit") return true;
-  const queues = await api("/queues");
-  document.querySelector("#queues tbody").replaceChildren(...queues.items.map(row));
+  const [queues, workers] = await Promise.all([api("/queues"), api("/workers")]);
+  const takers = consumers(workers.items);
+  document.querySelector("#queues tbody").replaceChildren(
+    ...queues.items.map((queue) => row(queue, takers.get(queue.name) ?? 0)));
   document.getElementById("queues-empty").hidden = queues.items.length > 0;
   updated();
   return true;

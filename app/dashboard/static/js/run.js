@@ -1,7 +1,7 @@
 // One DAG run drawn as a graph. The layout (where each node goes, by
 // dependency depth) is fetched once: a run's shape never changes. The states
 // are polled while the run is running, and each node's colour follows its state.
-import { actionButton, api, can, el, found, live, number, stateBadge, time } from "./api.js";
+import { actionButton, api, can, el, found, live, number, runProgress, runSummary, stateBadge, time } from "./api.js";
 
 const id = document.getElementById("main").dataset.runId;
 const graph = document.getElementById("graph");
@@ -122,7 +122,7 @@ function facts(run) {
     ["DAG", run.dag_name ? `${run.dag_name} v${run.dag_version}` : "inline definition"],
     ["Nodes", `${number(run.nodes)}: ${run.succeeded} succeeded, ${run.running} running, ${run.ready} ready, `
       + `${run.blocked} blocked, ${run.failed} failed, ${run.cancelled} cancelled`],
-    ["Done", `${run.percent_done}%`],
+    ["Progress", runSummary(run)],
     ["Created", time(run.created_at)],
     ["Finished", time(run.finished_at)],
   ];
@@ -143,7 +143,7 @@ async function refresh() {
   document.getElementById("run-state").replaceChildren(stateBadge(run.state));
   document.getElementById("actions").replaceChildren(...buttons(run));
   document.getElementById("facts").replaceChildren(...facts(run));
-  document.getElementById("progress-bar").style.width = `${run.percent_done}%`;
+  document.getElementById("progress").replaceChildren(runProgress(run));
   document.querySelector("#nodes tbody").replaceChildren(...nodeRows(nodes));
   return run.state === "running";
 }

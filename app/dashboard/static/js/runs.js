@@ -1,6 +1,6 @@
 // The runs list, newest first, with each run's progress; refreshed while any
 // run shown is still running.
-import { api, el, live, number, query, stateBadge, time } from "./api.js";
+import { api, el, live, number, query, runProgress, stateBadge, time } from "./api.js";
 
 const params = new URLSearchParams(location.search);
 const form = document.getElementById("filters");
@@ -9,20 +9,13 @@ for (const field of form.elements) {
 }
 const filters = { state: params.get("state") || undefined, dag: params.get("dag") || undefined };
 
-function progress(run) {
-  const bar = el("div", { class: "bar" });
-  bar.style.width = `${run.percent_done}%`;
-  return el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
-    "aria-valuenow": run.percent_done, "aria-label": `Run ${run.id} progress` }, bar);
-}
-
 function row(run) {
   return el("tr", { "data-run": run.id },
     el("td", { class: "num" }, el("a", { href: `/runs/${run.id}` }, String(run.id))),
     el("td", {}, run.dag_name ? `${run.dag_name} v${run.dag_version}` : el("span", { class: "muted" }, "inline")),
     el("td", {}, stateBadge(run.state)),
-    el("td", {}, progress(run), el("span", { class: "muted small" },
-      ` ${run.succeeded} ok · ${run.running} running · ${run.failed} failed`)),
+    el("td", {}, runProgress(run), el("span", { class: "muted small" },
+      ` ${run.succeeded} ok · ${run.running} running · ${run.failed} failed · ${run.cancelled} cancelled`)),
     el("td", { class: "num" }, number(run.nodes)),
     el("td", {}, time(run.created_at)),
     el("td", {}, time(run.finished_at)),

@@ -1,12 +1,12 @@
 // Schedules: what each starts, when it fires next; enable and disable.
-import { act, api, can, el, time } from "./api.js";
+import { act, api, can, el, zonedTime } from "./api.js";
 
 const operator = can("operator");
 
 async function upcoming(schedule) {
   try {
     const next = await api(`/schedules/${schedule.id}/upcoming?count=3`);
-    return el("ol", { class: "plain" }, next.times.map((t) => el("li", {}, time(t))));
+    return el("ol", { class: "plain" }, next.times.map((t) => el("li", {}, zonedTime(t, schedule.timezone))));
   } catch (error) {
     return el("span", { class: "error-text" }, error.message);
   }
@@ -32,8 +32,8 @@ async function row(schedule, index) {
     el("td", {}, schedule.enabled ? el("span", { class: "badge ok" }, "enabled") : el("span", { class: "badge paused" }, "disabled"),
       schedule.last_error ? el("div", { class: "error-text small" }, schedule.last_error) : null),
     el("td", {}, !schedule.enabled ? el("span", { class: "muted" }, "not while disabled")
-      : index < UPCOMING_LIMIT ? await upcoming(schedule) : time(schedule.next_fire_at)),
-    el("td", {}, time(schedule.last_fired_at)),
+      : index < UPCOMING_LIMIT ? await upcoming(schedule) : zonedTime(schedule.next_fire_at, schedule.timezone)),
+    el("td", {}, zonedTime(schedule.last_fired_at, schedule.timezone)),
     operator ? el("td", {}, toggle) : null,
   );
 }
