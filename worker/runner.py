@@ -50,6 +50,10 @@ except PackageNotFoundError:  # pragma: no cover - a source tree without metadat
     VERSION = None
 
 
+# Seconds the claimer and maintenance wait for a pooled connection (see open_pool).
+POOL_TIMEOUT = 5.0
+
+
 class WorkerCrashedError(RuntimeError):
     """A part of the worker failed unexpectedly; the worker shut down."""
 
@@ -125,6 +129,12 @@ class Worker:
                 max_size=s.pool_size,
                 prepare=self._prepare,
                 application_name="sluice-worker",
+                # A caller waits at most this long for a connection, and a pool that
+                # lost the database starts a fresh attempt after twice that instead
+                # of waiting out psycopg_pool's doubling delay: the claimer and the
+                # leader are back within seconds of the database, however long it
+                # was away.
+                db_timeout=POOL_TIMEOUT,
             )
         except BaseException:
             await writer.close()
