@@ -75,6 +75,17 @@ class JobContext:
         return self.job.node
 
     @property
+    def parents(self) -> dict[str, Any]:
+        """The results of this node's parents, by node id (empty outside a run),
+        delivered with the claim."""
+        return self.job.parents or {}
+
+    @property
+    def index(self) -> int | None:
+        """A map element's place in its list (None for any other job)."""
+        return self.job.map_index
+
+    @property
     def cancelled(self) -> threading.Event:
         """Set when the job must stop (cancelled, timed out, lease lost, worker
         stopping). Async handlers are cancelled anyway; sync ones should check it."""

@@ -99,6 +99,11 @@ class ClaimedJob(Struct):
     run_at: dt.datetime
     created_at: dt.datetime
     started_at: dt.datetime
+    #: A DAG node's parents' results, {node id: result} (DAG data flow; None
+    #: outside a run, or while the engine does not answer it).
+    parents: Any = None
+    #: A map element's place in its list (None for any other job).
+    map_index: int | None = None
     #: Not a column: the values that could not be decoded (`run_at: ...`), or
     #: None. Such a job cannot run; the worker fails it without retry.
     problem: str | None = None

@@ -16,12 +16,14 @@ from sluice.core.logging import ContextFilter, JsonFormatter, PlainFormatter, jo
 from sluice.core.protocol import Failed, Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.completer import Completer
+from sluice.worker.context import JobContext
 from sluice.worker.maintenance import Contact, Maintenance
 from sluice.worker.meters import Meters
 from sluice.worker.promoter import Promoter
 from sluice.worker.pruner import Pruner
 from sluice.worker.registry import Registry
 from sluice.worker.rescuer import Rescuer
+from sluice.worker.resources import Resources
 from sluice.worker.settings import WorkerSettings
 from sluice.worker.writer import Writer
 from tests.factories import WORKER, claim, fetch_job, insert_job, make_job, scalar
@@ -169,6 +171,25 @@ async def test_one_maintenance_leader_at_a_time_and_a_clean_hand_over(db, pool):
     await wait_for(lambda: second.leading, 5.0, "the second to lead")
     assert await scalar(db, "SELECT holder FROM sluice.leaders") == "second"
     await cancel_and_wait([two])
+
+
+def test_the_context_is_a_view_of_the_claimed_job():
+    """One shape per job: the handler's context wraps the claimed job, never a copy."""
+    resources = Resources(worker_settings(), None)
+    job = claimed(42, attempt=2, run_id=7, node="merge", parents={"parse": [1, 2]})
+    ctx = JobContext(resources, job)
+    assert ctx.job is job
+    assert (ctx.job_id, ctx.attempt, ctx.max_attempts, ctx.queue, ctx.task, ctx.tenant) == (
+        42,
+        2,
+        3,
+        "default",
+        "t",
+        "default",
+    )
+    assert (ctx.run_id, ctx.node, ctx.parents, ctx.index) == (7, "merge", {"parse": [1, 2]}, None)
+    assert JobContext(resources, claimed(map_index=3)).parents == {}
+    assert JobContext(resources, claimed(map_index=3)).index == 3
 
 
 def test_settings_from_the_environment():
