@@ -34,7 +34,7 @@ from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.cron import CronScheduler
 from sluice.worker.promoter import Promoter
 from sluice.worker.pruner import Pruner
-from sluice.worker.rescuer import Rescuer
+from sluice.worker.rescuer import Rescuer, Untouched
 from sluice.worker.retrying import TRANSIENT, describe, pooled
 from sluice.worker.settings import WorkerSettings
 
@@ -75,13 +75,16 @@ class Contact:
 async def service_loop(
     name: str, tick: Callable[[], Awaitable[float]], contact: Contact | None = None
 ) -> None:
-    """Run `tick` forever, sleeping as long as it asks; errors are logged and retried."""
+    """Run `tick` forever, sleeping as long as it asks; errors are logged and retried.
+    A tick that returns reports contact with the database, unless it says it did
+    not reach the database (`Untouched`): the rescuer waiting out its grace during
+    an outage must not count as the database being back."""
     delay = 0.1
     while True:
         try:
             sleep = await tick()
             delay = 0.1
-            if contact is not None:
+            if contact is not None and not isinstance(sleep, Untouched):
                 contact.ok()
         except TRANSIENT as exc:
             if contact is not None:

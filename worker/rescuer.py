@@ -30,6 +30,11 @@ log = logging.getLogger("sluice.maintenance")
 BATCH = 1000
 
 
+class Untouched(float):
+    """A tick's sleep when the tick did not reach the database (the rescuer waiting
+    out its grace): the service loop does not count it as contact."""
+
+
 class Rescuer:
     def __init__(
         self,
@@ -58,7 +63,7 @@ class Rescuer:
                         "reachable for less than a lease, and live workers renew theirs first",
                         left,
                     )
-                return min(left, self._interval)
+                return Untouched(min(left, self._interval))
             self._waiting = False
         async with pooled(self._pool) as conn:
             while True:

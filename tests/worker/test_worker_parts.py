@@ -17,12 +17,12 @@ from sluice.core.protocol import Failed, Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.completer import Completer
 from sluice.worker.context import JobContext
-from sluice.worker.maintenance import Contact, Maintenance
+from sluice.worker.maintenance import Contact, Maintenance, service_loop
 from sluice.worker.meters import Meters
 from sluice.worker.promoter import Promoter
 from sluice.worker.pruner import Pruner
 from sluice.worker.registry import Registry
-from sluice.worker.rescuer import Rescuer
+from sluice.worker.rescuer import Rescuer, Untouched
 from sluice.worker.resources import Resources
 from sluice.worker.settings import WorkerSettings
 from sluice.worker.writer import Writer
@@ -127,6 +127,40 @@ async def test_the_rescuer_waits_a_lease_after_its_leader_regains_the_database(
     assert (await fetch_job(db, job_id))["state"] == "running"
     assert await after(0.5) == 5  # a lease of contact: the rescue runs
     assert (await fetch_job(db, job_id))["state"] in ("ready", "scheduled")
+
+
+async def test_a_rescuer_waiting_out_its_grace_is_no_sign_of_contact(pool):
+    """During an outage the rescuer's waiting ticks return without reaching the
+    database; were they counted as contact, the grace would start before the
+    database is back, and live workers' leases could be rescued too early."""
+    contact = Contact(gap=60.0)
+    rescuer = Rescuer(pool, interval=0.001, contact=contact, grace=60.0)
+    assert isinstance(await rescuer.tick(), Untouched)
+    ticks = 0
+    third = asyncio.Event()
+
+    async def tick() -> float:
+        nonlocal ticks
+        ticks += 1
+        if ticks == 3:
+            third.set()
+        return await rescuer.tick()
+
+    loop = asyncio.create_task(service_loop("rescuer", tick, contact))
+    try:
+        await asyncio.wait_for(third.wait(), 30)
+        assert contact.held_for() == 0.0
+    finally:
+        await cancel_and_wait([loop])
+
+    async def reached() -> float:
+        return 0.001  # any other tick that returns did reach the database
+
+    loop = asyncio.create_task(service_loop("promoter", reached, contact))
+    try:
+        await wait_for(lambda: contact.held_for() > 0, within=30, what="contact")
+    finally:
+        await cancel_and_wait([loop])
 
 
 async def test_promoter_promotes_due_jobs_and_sleeps_until_the_next(db, pool):
