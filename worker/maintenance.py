@@ -68,8 +68,12 @@ class Contact:
         self._since = self._last = None
 
     def held_for(self) -> float:
-        """Seconds since contact was (re)gained; 0 without contact."""
-        return 0.0 if self._since is None else time.monotonic() - self._since
+        """Seconds since contact was (re)gained; 0 without contact, and 0 after a
+        silence longer than `gap` (until the next statement, contact is unknown)."""
+        now = time.monotonic()
+        if self._since is None or self._last is None or now - self._last > self._gap:
+            return 0.0
+        return now - self._since
 
 
 async def service_loop(
@@ -106,11 +110,13 @@ class Maintenance:
         self._pool = pool
         self._holder = settings.id
         self._ttl = dt.timedelta(seconds=settings.leader_ttl)
-        self._renew_every = settings.leader_ttl / 3
         # A silence of half a lease counts as a loss of contact: an outage that
         # short cannot cost a live worker its lease (it renews several times per
-        # lease), one longer could.
+        # lease), one longer could. The election's own statement comes at least
+        # every quarter lease, so contact lasts even when every service sleeps
+        # longer than that (short leases, long intervals).
         self.contact = Contact(gap=settings.lease_ttl / 2)
+        self._renew_every = min(settings.leader_ttl / 3, settings.lease_ttl / 4)
         self._services: dict[str, Callable[[], Awaitable[float]]] = {
             "promoter": Promoter(pool, max_sleep=settings.promote_interval).tick,
             "rescuer": Rescuer(

@@ -129,6 +129,25 @@ async def test_the_rescuer_waits_a_lease_after_its_leader_regains_the_database(
     assert (await fetch_job(db, job_id))["state"] in ("ready", "scheduled")
 
 
+def test_contact_is_unknown_after_a_silence(monkeypatch):
+    """A silence longer than `gap` (an event loop held up by a handler) may have
+    hidden an outage: contact counts as lost until the next statement, which
+    starts it afresh."""
+    clock = [1000.0]
+    monkeypatch.setattr("sluice.worker.maintenance.time.monotonic", lambda: clock[0])
+    contact = Contact(gap=1.0)
+    contact.ok()
+    clock[0] += 0.5
+    contact.ok()
+    clock[0] += 0.5
+    assert contact.held_for() == 1.0
+    clock[0] += 1.0  # 1.5 s since the last statement
+    assert contact.held_for() == 0.0
+    contact.ok()
+    clock[0] += 0.5
+    assert contact.held_for() == 0.5
+
+
 async def test_a_rescuer_waiting_out_its_grace_is_no_sign_of_contact(pool):
     """During an outage the rescuer's waiting ticks return without reaching the
     database; were they counted as contact, the grace would start before the
@@ -190,6 +209,33 @@ async def test_pruner_deletes_old_finished_jobs_and_workers(db, pool):
     ids = {r[0] for r in await (await db.execute("SELECT id FROM sluice.jobs")).fetchall()}
     assert ids == {recent, dead}
     assert await scalar(db, "SELECT count(*) FROM sluice.workers") == 0
+
+
+async def test_a_short_lease_is_rescued_though_every_service_sleeps_longer(db, pool):
+    """Contact is lost after a silence of half a lease; the leader's own election
+    statements come often enough that it lasts while every service sleeps."""
+    job_id = await make_job(db, "running")
+    await db.execute(
+        "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1s' WHERE id = %s", (job_id,)
+    )
+    settings = worker_settings(
+        lease_ttl=1.0,
+        heartbeat_interval=0.5,
+        leader_ttl=15,
+        promote_interval=30,
+        cron_interval=30,
+        rescue_interval=0.2,
+    )
+    leader = Maintenance(pool, settings)
+    task = asyncio.create_task(leader.run())
+    try:
+        await wait_for(lambda: _state_is(db, job_id, ("ready", "scheduled")), 20.0, "the rescue")
+    finally:
+        await cancel_and_wait([task])
+
+
+async def _state_is(db, job_id: int, states: tuple[str, ...]) -> bool:
+    return (await fetch_job(db, job_id))["state"] in states
 
 
 async def test_one_maintenance_leader_at_a_time_and_a_clean_hand_over(db, pool):
