@@ -187,6 +187,50 @@ async def test_a_redirect_to_a_private_address_is_refused(resources, inside):
     assert result == {"status": 200, "body": {"hello": "from inside"}}
 
 
+class Recorder(BaseHTTPRequestHandler):
+    """Answers 200 to anything, and records what it was asked (server.asked)."""
+
+    def do_POST(self) -> None:
+        self.server.asked.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[ThreadingHTTPServer]:
+    """Another internal service on 127.0.0.1, recording the requests it gets."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_webhook_follows_no_redirect_to_a_private_address_or_any(
+    resources, inside, recorder
+):
+    """A notify URL on an allowed host that redirects elsewhere: the delivery is
+    not followed there (a private address, or even another allowed service); it
+    gives up on the 3xx at once, saying so."""
+    elsewhere = f"127.0.0.1:{recorder.server_address[1]}"
+    ctx = resources(f"127.0.0.1:{inside}, {elsewhere}")
+    for to in ("http://10.0.0.1/admin", "http://169.254.169.254/latest/", f"http://{elsewhere}/"):
+        url = f"http://127.0.0.1:{inside}/redirect?to={to}"
+        error = await refusal("webhook", url, ctx)
+        assert error.startswith(f"webhook: POST http://127.0.0.1:{inside}/redirect answered 302")
+    assert recorder.asked == []
+    # The allowed service is reached when the delivery goes to it directly.
+    assert await REGISTRY.get("webhook").call(payload_for("webhook", f"http://{elsewhere}/"), ctx)
+    assert recorder.asked == ["POST /"]
+
+
 @pytest.mark.parametrize("allow", ["127.0.0.1", "127.0.0.0/8", "localhost", "PORT"])
 @pytest.mark.parametrize("task", ["http", "webhook"])
 async def test_an_allowed_host_works(resources, inside, task, allow):
