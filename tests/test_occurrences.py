@@ -35,8 +35,10 @@ def test_an_expression_with_no_next_date_ends_its_occurrences():
     ]
     assert upcoming(one_shot, "UTC", at("2026-01-01T10:00:00+00:00"), 5) == []
     assert upcoming("0 0 31 2 *", "Europe/Paris", at("2026-01-01T00:00:00+00:00"), 5) == []
-    # Past datetime's year 9999: none either.
+    # Past datetime's year 9999: none either; nor from a start no clock can show.
     assert len(upcoming("* * * * *", "UTC", at("9999-12-31T23:58:00+00:00"), 5)) == 1
+    assert upcoming("* * * * *", "UTC", at("9999-12-31T23:59:59-14:00"), 5) == []
+    assert upcoming("* * * * *", "UTC", at("0001-01-01T00:00:00+14:00"), 5) == []
 
 
 def test_inclusive_starts_with_the_known_occurrence():

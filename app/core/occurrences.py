@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+_READ_AT = dt.datetime(2000, 1, 1)
+
 
 class UnusableSchedule(ValueError):
     """A cron expression or time zone no occurrence can be computed from;
@@ -55,13 +57,20 @@ def occurrences(
     date. UnusableSchedule, at once rather than while iterating, for an
     expression or a time zone that cannot be read."""
     zone = _zone(timezone)
-    local = start.astimezone(zone)
     try:
-        times = croniter(expression, local)
+        # Read at a fixed time first, so what the expression says never depends on `start`.
+        times = croniter(expression, _READ_AT.replace(tzinfo=zone))
     # croniter's CroniterBadCronError is a ValueError.
     except (ValueError, KeyError, TypeError, OverflowError) as exc:
         reason = f"invalid cron expression {expression!r}"
         raise UnusableSchedule("cron", reason, f"croniter: {exc}") from None
+    try:
+        local = start.astimezone(zone)
+        times.set_current(local, force=True)
+    # A `start` the zone's clock cannot show (at the edges of datetime's range):
+    # no occurrence to tell.
+    except OverflowError:
+        return iter(())
     return _wall_clock(times, local if inclusive else None)
 
 

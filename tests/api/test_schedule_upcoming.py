@@ -79,6 +79,9 @@ async def test_a_one_shot_schedule_lists_its_one_time_then_none(client, operator
     ]
     after = await client.get(url, params={"after": f"{year + 1}-01-02T00:00:00Z"}, headers=operator)
     assert after.status_code == 200 and after.json()["times"] == []
+    for edge in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        answer = await client.get(url, params={"after": edge}, headers=operator)
+        assert answer.status_code == 200 and answer.json()["times"] == [], edge
 
     # Once its date has passed (as time goes by: set by SQL), the list is empty.
     await db.execute("UPDATE sluice.schedules SET cron = %s", (f"0 0 1 1 * 0 {year - 1}",))
