@@ -23,24 +23,28 @@ from sluice.http.shapes import template_problems
 from sluice.schedules.schemas import ScheduleCreate, ScheduleUpdate, Upcoming
 
 
-def cron_problem(expression: str, timezone: str) -> Problems:
-    """Why a new schedule's cron expression or time zone cannot be used ([] when both
-    can): one croniter cannot read, or one that never fires again (a one-shot date
-    that has passed, February 31st)."""
+def cron_problem(expression: str, timezone: str, *, must_fire: bool = True) -> Problems:
+    """Why a schedule's cron expression or time zone cannot be used ([] when both
+    can): one croniter cannot read, or, when it `must_fire`, one that never fires
+    again (a one-shot date that has passed, February 31st)."""
     now = datetime.now(UTC)
     try:
         times = occurrences(expression, timezone, now)
     except UnusableSchedule as exc:
         return [(exc.field, f"{exc.reason} ({exc.detail})")]
-    if next(times, None) is None:
+    if must_fire and next(times, None) is None:
         return [("cron", f"{expression!r} has no occurrence after {now.isoformat()}")]
     return []
 
 
 async def _check(
-    conn: AsyncConnection, schedule: ScheduleCreate, principal: Principal, catalog: TaskCatalog
+    conn: AsyncConnection,
+    schedule: ScheduleCreate,
+    principal: Principal,
+    catalog: TaskCatalog,
+    must_fire: bool = True,
 ) -> None:
-    problems: Problems = cron_problem(schedule.cron, schedule.timezone)
+    problems: Problems = cron_problem(schedule.cron, schedule.timezone, must_fire=must_fire)
     if (schedule.job is None) == (schedule.dag is None):
         problems.append(("job", "give either job or dag (the DAG to run), not both"))
     if schedule.job is not None:
@@ -147,7 +151,10 @@ async def update(
         merged = msgspec.convert({**current, **changes}, ScheduleCreate)
     except msgspec.ValidationError as exc:
         raise invalid([("body", str(exc))]) from None
-    await _check(conn, merged, principal, catalog)
+    # A schedule that has fired its last (a one-shot date) can still be renamed or
+    # disabled; a new expression or zone, or enabling it, needs an occurrence to come.
+    must_fire = "cron" in changes or "timezone" in changes or changes.get("enabled") is True
+    await _check(conn, merged, principal, catalog, must_fire)
     updated = await engine.schedule_update(
         conn, id=schedule_id, tenant=principal.scope, columns=_columns(merged)
     )

@@ -88,6 +88,13 @@ async def test_a_one_shot_schedule_lists_its_one_time_then_none(client, operator
     past = await client.get(url, headers=operator)
     assert past.status_code == 200, past.text
     assert past.json()["times"] == []
+    # It can still be renamed or disabled; enabling it again is refused, naming cron.
+    schedule = f"{SCHEDULES}/{created.json()['id']}"
+    renamed = await client.patch(schedule, json={"name": "was-once"}, headers=operator)
+    assert renamed.status_code == 200, renamed.text
+    assert (await client.patch(schedule, json={"enabled": False}, headers=operator)).is_success
+    enabled = await client.patch(schedule, json={"enabled": True}, headers=operator)
+    assert enabled.status_code == 422 and enabled.json()["errors"][0]["field"] == "cron"
 
     # A new schedule that would never fire is refused, naming the field.
     refused = await client.post(
