@@ -23,9 +23,9 @@ import time
 from bench import io
 from bench.api import api_process
 from bench.harness import Bench, Record
+from sluice.core import engine
 from sluice.core.enqueueing import declare
 from sluice.core.jobs import JOB_DEFAULTS  # what the API fills in for a job's missing fields
-from sluice.core.queries import Q
 
 
 def _noop() -> None:
@@ -115,7 +115,7 @@ async def submit_many(bench: Bench, total: int, connections: int = 2) -> float:
             jobs = json.dumps(
                 [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
             )
-            await Q.job_submit_many(conn, jobs=jobs, tenant="default")
+            await engine.job_submit_many(conn, jobs=jobs, tenant="default")
 
         await _in_batches(n, insert)
 

@@ -6,9 +6,6 @@ load them with:
 
 from __future__ import annotations
 
-import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
 from sluice import JobContext, NonRetryableError, task
@@ -16,24 +13,45 @@ from sluice import JobContext, NonRetryableError, task
 
 @task(name="pipeline.transform")
 async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Read the orders `extract` wrote, total them, and write the totals for `load`.
-
-    An async handler runs on the worker's event loop, so its file I/O goes to a
-    thread; a plain `def` handler would run in the worker's thread pool instead."""
-    source = Path(payload["input"])
-    if not await asyncio.to_thread(source.exists):
-        # The upstream step succeeded but left nothing: retrying will not help.
-        raise NonRetryableError(f"{source} is missing")
-    orders = json.loads(await asyncio.to_thread(source.read_text))
+    """Total the orders `extract` printed. The payload's `orders` is the template
+    `{{ nodes.extract.result.orders }}`, rendered by the database when this node
+    became ready; the result goes on to `load` the same way."""
+    orders = payload["orders"]
+    if not isinstance(orders, list):
+        # The upstream step succeeded but returned no list: retrying will not help.
+        raise NonRetryableError(f"orders must be a list, got {type(orders).__name__}")
     await ctx.progress({"orders": len(orders)})
-    totals = {
+    return {
         "day": payload["day"],
         "orders": len(orders),
         "total": sum(order["amount"] for order in orders),
         "currency": payload.get("currency", "EUR"),
     }
-    await asyncio.to_thread(Path(payload["output"]).write_text, json.dumps(totals))
-    return totals  # stored as the job's result
+
+
+@task(name="examples.split")
+def split(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The words to measure (examples/map_join.yaml maps `measure` over them)."""
+    return {"words": list(payload["words"])}
+
+
+@task(name="examples.measure")
+def measure(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """One element of the map: `{{ item }}` and `{{ index }}` in its payload."""
+    return {"word": payload["word"], "index": payload["index"], "length": len(payload["word"])}
+
+
+@task(name="examples.join")
+def join(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The mapped node's result: its elements' results, in element order."""
+    measured = payload["measured"]
+    return {"words": [m["word"] for m in measured], "letters": sum(m["length"] for m in measured)}
+
+
+@task(name="examples.count")
+def count(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+    """How many rows there are (examples/branch_when.yaml branches on it)."""
+    return {"rows": int(payload["rows"])}
 
 
 @task(name="examples.flaky")

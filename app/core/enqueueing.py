@@ -42,7 +42,7 @@ from psycopg.conninfo import make_conninfo
 
 from sluice.core.durations import parse_duration
 from sluice.core.jobs import BACKOFFS, DEFAULT_TENANT, JOB_DEFAULTS, TASK_NAME
-from sluice.core.queries import Q
+from sluice.core.queries import door, sql
 from sluice.core.typed import Signature
 from sluice.core.waiting import AsyncJobHandle, AsyncRunHandle, JobHandle, RunHandle
 
@@ -52,9 +52,79 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-_ENQUEUE = Q.job_enqueue.sql
-_ENQUEUE_MANY = Q.job_enqueue_many.sql
-_RUN_START = Q.dag_run_start_named.sql
+
+# --- the Python API's door: one function per named query, on the caller's driver ---
+
+
+def _scalar(driver: Any, query: str, params: dict[str, Any]) -> Any:
+    """The one value `query` answers, on the caller's own connection: the value on a
+    sync one, an awaitable of it on an async one (the caller's driver decides)."""
+    if isinstance(driver, psycopg.AsyncConnection):
+        return _scalar_async(driver, query, params)
+    row = driver.execute(sql(query), params).fetchone()
+    return None if row is None else row[0]
+
+
+async def _scalar_async(driver: psycopg.AsyncConnection[Any], query: str, params: dict) -> Any:
+    cur = await driver.execute(sql(query), params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+@door("job_enqueue")
+def job_enqueue(
+    conn: Any,
+    *,
+    task: str,
+    payload: str,
+    queue: str,
+    priority: int,
+    run_at: Any,
+    delay: float | None,
+    max_attempts: int,
+    depends_on: list[int] | None,
+    idempotency_key: str | None,
+    timeout: float,
+    tenant: str,
+    backoff: str,
+    backoff_base: float,
+    backoff_max: float,
+    notify: str | None,
+) -> Any:
+    """sluice.enqueue with every argument given: the new job's id."""
+    params = dict(locals())  # the keyword arguments, which are the query's parameters
+    del params["conn"]
+    return _scalar(conn, "job_enqueue", params)
+
+
+@door("job_enqueue_many")
+def job_enqueue_many(conn: Any, *, jobs: str, tenant: str) -> Any:
+    """sluice.enqueue_many: the new jobs' ids, in the list's order."""
+    return _scalar(conn, "job_enqueue_many", {"jobs": jobs, "tenant": tenant})
+
+
+@door("dag_run_start_named")
+def dag_run_start_named(
+    conn: Any,
+    *,
+    tenant: str,
+    dag: str,
+    params: str,
+    notify: str | None,
+    idempotency_key: str | None,
+) -> Any:
+    """A run of the newest version of the stored DAG `dag`: the run's id."""
+    return _scalar(
+        conn,
+        "dag_run_start_named",
+        {
+            "tenant": tenant,
+            "dag": dag,
+            "params": params,
+            "notify": notify,
+            "idempotency_key": idempotency_key,
+        },
+    )
 
 
 # --- options -----------------------------------------------------------------------
@@ -295,16 +365,12 @@ class _Call(Generic[R]):
         driver = _driver(conn)
         if driver is None:
             return self._enqueue_async(conn, params)
-        row = driver.execute(_ENQUEUE, params).fetchone()
-        assert row is not None
-        return JobHandle(row[0], _conninfo(driver), self._read)
+        return JobHandle(job_enqueue(driver, **params), _conninfo(driver), self._read)
 
     async def _enqueue_async(self, conn: Any, params: dict[str, Any]) -> AsyncJobHandle[R]:
         driver = await _async_driver(conn)
-        cur = await driver.execute(_ENQUEUE, params)
-        row = await cur.fetchone()
-        assert row is not None
-        return AsyncJobHandle(row[0], _conninfo(driver), self._read)
+        job_id = await job_enqueue(driver, **params)
+        return AsyncJobHandle(job_id, _conninfo(driver), self._read)
 
     def enqueue_many(self, conn: Any, items: Iterable[Any]) -> Any:
         jobs, tenant = self._batch(items)
@@ -313,10 +379,11 @@ class _Call(Generic[R]):
             return self._enqueue_many_async(conn, jobs, tenant)
         if not jobs:
             return []
-        row = driver.execute(_ENQUEUE_MANY, {"jobs": jobs, "tenant": tenant}).fetchone()
-        assert row is not None
         info = _conninfo(driver)
-        return [JobHandle(i, info, self._read) for i in row[0]]
+        return [
+            JobHandle(i, info, self._read)
+            for i in job_enqueue_many(driver, jobs=jobs, tenant=tenant)
+        ]
 
     async def _enqueue_many_async(
         self, conn: Any, jobs: str, tenant: str
@@ -324,11 +391,9 @@ class _Call(Generic[R]):
         driver = await _async_driver(conn)
         if not jobs:
             return []
-        cur = await driver.execute(_ENQUEUE_MANY, {"jobs": jobs, "tenant": tenant})
-        row = await cur.fetchone()
-        assert row is not None
+        ids = await job_enqueue_many(driver, jobs=jobs, tenant=tenant)
         info = _conninfo(driver)
-        return [AsyncJobHandle(i, info, self._read) for i in row[0]]
+        return [AsyncJobHandle(i, info, self._read) for i in ids]
 
     def _batch(self, items: Iterable[Any]) -> tuple[str, str]:
         """The JSON list for sluice.enqueue_many ("" for no item) and its tenant.
@@ -442,17 +507,12 @@ def start_run(
     driver = _driver(conn)
     if driver is None:
         return _start_run_async(conn, args)
-    row = driver.execute(_RUN_START, args).fetchone()
-    assert row is not None
-    return RunHandle(row[0], _conninfo(driver))
+    return RunHandle(dag_run_start_named(driver, **args), _conninfo(driver))
 
 
 async def _start_run_async(conn: Any, args: dict[str, Any]) -> AsyncRunHandle:
     driver = await _async_driver(conn)
-    cur = await driver.execute(_RUN_START, args)
-    row = await cur.fetchone()
-    assert row is not None
-    return AsyncRunHandle(row[0], _conninfo(driver))
+    return AsyncRunHandle(await dag_run_start_named(driver, **args), _conninfo(driver))
 
 
 # --- tasks -------------------------------------------------------------------------

@@ -23,13 +23,14 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psycopg
+from msgspec import Struct
 
 from sluice.core.jobs import TERMINAL_STATES
-from sluice.core.queries import Q
+from sluice.core.queries import door, sql
+from sluice.core.rows import struct_row
 
 log = logging.getLogger("sluice.waiting")
 
@@ -48,8 +49,7 @@ RUN_CHANNEL = "sluice_run_done"
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class JobEnd:
+class JobEnd(Struct, frozen=True):
     """A job as a wait left it: ended (`ended`), or not yet when the wait timed out."""
 
     id: int
@@ -63,14 +63,29 @@ class JobEnd:
         return self.state in JOB_ENDED
 
 
-@dataclass(frozen=True, slots=True)
-class RunEnd:
+class RunEnd(Struct, frozen=True):
     id: int
     state: str
 
     @property
     def ended(self) -> bool:
         return self.state in RUN_ENDED
+
+
+@door("job_await", JobEnd)
+async def job_await(conn: psycopg.AsyncConnection[Any], *, id: int) -> JobEnd | None:
+    """The job as it is now, its waiter row registered (None: no such job)."""
+    async with conn.cursor(row_factory=struct_row(JobEnd)) as cur:
+        await cur.execute(sql("job_await"), {"id": id})
+        return await cur.fetchone()
+
+
+@door("run_await", RunEnd)
+async def run_await(conn: psycopg.AsyncConnection[Any], *, id: int) -> RunEnd | None:
+    """The run as it is now, its waiter row registered (None: no such run)."""
+    async with conn.cursor(row_factory=struct_row(RunEnd)) as cur:
+        await cur.execute(sql("run_await"), {"id": id})
+        return await cur.fetchone()
 
 
 class JobError(Exception):
@@ -176,19 +191,19 @@ class Waiters:
         """The job once it has ended, or as it is when `timeout` seconds have passed
         (None: no such job)."""
         row = await self._wait("job", job_id, timeout)
-        return None if row is None else JobEnd(**row)
+        return row
 
     async def run(self, run_id: int, timeout: float | None) -> RunEnd | None:  # noqa: ASYNC109
         """The run once it has ended, or as it is after `timeout` seconds (None: no such run)."""
         row = await self._wait("run", run_id, timeout)
-        return None if row is None else RunEnd(**row)
+        return row
 
     async def _wait(
         self,
         kind: str,
         key: int,
         timeout: float | None,  # noqa: ASYNC109 - one deadline for the whole wait
-    ) -> dict[str, Any] | None:
+    ) -> Any:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         self._start()
@@ -212,8 +227,8 @@ class Waiters:
             if not waiting:
                 self._waiting.pop((kind, key), None)
 
-    async def _read(self, kind: str, key: int) -> dict[str, Any] | None:
-        query = Q.job_await if kind == "job" else Q.run_await
+    async def _read(self, kind: str, key: int) -> JobEnd | RunEnd | None:
+        query = job_await if kind == "job" else run_await
         async with self._connection() as conn:
             return await query(conn, id=key)
 
@@ -277,9 +292,8 @@ class Waiters:
         return True
 
 
-def _ended(kind: str, row: dict[str, Any]) -> bool:
-    state = row["state"]
-    return state in (RUN_ENDED if kind == "run" else JOB_ENDED)
+def _ended(kind: str, row: JobEnd | RunEnd) -> bool:
+    return row.ended
 
 
 async def _until(awaitable: Any, deadline: float | None, loop: asyncio.AbstractEventLoop) -> bool:

@@ -51,6 +51,15 @@ MATRIX = [
     ),
     ("POST", "/api/v1/runs/1/cancel", None, Role.submitter),
     ("POST", "/api/v1/runs/1/retry", None, Role.operator),
+    ("POST", "/api/v1/runs/1/rerun", {"from": "etl"}, Role.operator),
+    ("GET", "/api/v1/runs/1/nodes/etl/result", None, Role.viewer),
+    ("POST", "/api/v1/runs/1/nodes/etl/signal", None, Role.operator),
+    (
+        "POST",
+        "/api/v1/dags/etl/backfill",
+        {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+        Role.operator,
+    ),
     ("GET", "/api/v1/dlq", None, Role.viewer),
     ("GET", "/api/v1/dlq/size", None, Role.viewer),
     ("POST", "/api/v1/dlq/1/retry", None, Role.operator),
@@ -146,7 +155,8 @@ def _claims(**overrides) -> dict:
     return {
         "sub": "alice",
         "iat": now,
-        "exp": now + timedelta(minutes=5),
+        # Tokens of REFUSALS are made at collection: they must outlive a slow session.
+        "exp": now + timedelta(hours=6),
         "roles": ["admin"],
         **overrides,
     }
