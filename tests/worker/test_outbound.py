@@ -4,6 +4,7 @@ request forgery), checked on the address actually connected to."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
@@ -27,9 +28,11 @@ REGISTRY.import_modules(())
 
 
 class Hello(BaseHTTPRequestHandler):
-    """200 with a small JSON body; /redirect?to=URL answers 302 to URL."""
+    """200 with a small JSON body; /redirect?to=URL answers 302 to URL. Each
+    request is recorded in the server's `asked`."""
 
     def do_GET(self) -> None:
+        self.server.asked.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
         if self.path.startswith("/redirect?to="):
             self.send_response(302)
             self.send_header("Location", self.path.split("=", 1)[1])
@@ -49,14 +52,24 @@ class Hello(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serving() -> Iterator[ThreadingHTTPServer]:
+    """An internal service on 127.0.0.1 (Hello), for the length of the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def inside() -> Iterator[int]:
     """An internal service on 127.0.0.1: its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server.server_address[1]
 
 
 @pytest.fixture
@@ -187,30 +200,11 @@ async def test_a_redirect_to_a_private_address_is_refused(resources, inside):
     assert result == {"status": 200, "body": {"hello": "from inside"}}
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """Answers 200 to anything, and records what it was asked (server.asked)."""
-
-    def do_POST(self) -> None:
-        self.server.asked.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_GET = do_POST
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def recorder() -> Iterator[ThreadingHTTPServer]:
-    """Another internal service on 127.0.0.1, recording the requests it gets."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    server.asked = []  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    """Another internal service on 127.0.0.1; `asked` holds the requests it got."""
+    with serving() as server:
+        yield server
 
 
 async def test_a_webhook_follows_no_redirect_to_a_private_address_or_any(
