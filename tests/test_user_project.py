@@ -89,7 +89,12 @@ def test_sluice_worker_runs_the_projects_own_app_tasks(database_url, tmp_path, h
                 time.sleep(0.05)
         finally:
             worker.terminate()
-            status = worker.wait(30)
+            try:
+                status = worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+                raise
     assert state == "succeeded", f"{state}: {error}\n{log.read_text(errors='replace')}"
     check_result(result, project, "worker")
     assert status == 0, log.read_text(errors="replace")
