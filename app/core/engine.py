@@ -951,6 +951,23 @@ async def workers_alive(conn: AsyncConnection[Any]) -> int:
     return await _value(conn, "workers_alive")
 
 
+class NodesWaiting(Struct):
+    """How many DAG nodes wait for one kind of thing (signal, duration, map)."""
+
+    kind: str
+    nodes: int
+
+
+@door("dag_nodes_waiting", NodesWaiting)
+async def dag_nodes_waiting(conn: AsyncConnection[Any]) -> list[NodesWaiting]:
+    return await _rows(conn, "dag_nodes_waiting", NodesWaiting)
+
+
+@door("dag_runs_queued")
+async def dag_runs_queued(conn: AsyncConnection[Any]) -> int:
+    return await _value(conn, "dag_runs_queued")
+
+
 # --- the schema ---------------------------------------------------------------------
 
 

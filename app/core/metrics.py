@@ -160,6 +160,11 @@ QUEUE_GAUGES = {
 }
 
 
+# What a waiting DAG node waits for (sluice.waiting_nodes.kind): each is reported,
+# 0 included, so an alert can compare it with nothing.
+WAIT_KINDS = ("signal", "duration", "map")
+
+
 class DatabaseSnapshot:
     """A collector over rows read from the database for one scrape.
 
@@ -175,11 +180,15 @@ class DatabaseSnapshot:
         *,
         dead_letters: int,
         workers_alive: int,
+        nodes_waiting: dict[str, int] | None = None,
+        runs_queued: int = 0,
     ) -> None:
         self._queues = list(queues)
         self._states = tuple(states)
         self._dead_letters = dead_letters
         self._workers_alive = workers_alive
+        self._nodes_waiting = nodes_waiting or {}
+        self._runs_queued = runs_queued
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -205,6 +214,20 @@ class DatabaseSnapshot:
             "sluice_workers_alive",
             "Workers heartbeating on time, read from the database at scrape time.",
             value=self._workers_alive,
+        )
+        waiting = GaugeMetricFamily(
+            "sluice_dag_nodes_waiting",
+            "DAG nodes waiting for a signal, a duration or their map's elements, "
+            "read from the database at scrape time.",
+            labels=["kind"],
+        )
+        for kind in WAIT_KINDS:
+            waiting.add_metric([kind], self._nodes_waiting.get(kind, 0))
+        yield waiting
+        yield GaugeMetricFamily(
+            "sluice_dag_runs_queued",
+            "DAG runs waiting for a concurrency slot, read from the database at scrape time.",
+            value=self._runs_queued,
         )
 
     def exposition(self) -> bytes:

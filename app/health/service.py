@@ -39,12 +39,14 @@ async def readiness(pool: AsyncConnectionPool) -> Readiness:
 
 async def exposition(pool: AsyncConnectionPool) -> bytes:
     """The API's metrics, with the database-wide gauges (queue depth, oldest ready job,
-    consumers, dead letters, live workers) read now."""
+    consumers, dead letters, live workers, waiting DAG nodes, queued runs) read now."""
     async with pool.connection() as conn:
         snapshot = metrics.DatabaseSnapshot(
             await engine.queue_depths(conn),
             JOB_STATES,
             dead_letters=await engine.dead_letter_size(conn, tenant=None),
             workers_alive=await engine.workers_alive(conn),
+            nodes_waiting={w.kind: w.nodes for w in await engine.dag_nodes_waiting(conn)},
+            runs_queued=await engine.dag_runs_queued(conn),
         )
     return snapshot.exposition()

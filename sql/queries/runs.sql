@@ -71,3 +71,11 @@ SELECT sluice.dag_run_cancel(%(id)s);
 
 -- name: dag_run_retry :scalar
 SELECT sluice.dag_run_retry(%(id)s);
+
+-- DAG nodes waiting, by what they wait for (signal, duration, map), for /metrics.
+-- name: dag_nodes_waiting :many
+SELECT w.kind, count(*)::integer AS nodes FROM sluice.waiting_nodes w GROUP BY w.kind;
+
+-- Runs waiting for a concurrency slot, for /metrics.
+-- name: dag_runs_queued :scalar
+SELECT count(*)::integer FROM sluice.dag_runs r WHERE r.state = 'queued';

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.api.conftest import bearer
 from tests.factories import make_job
 
@@ -179,3 +181,23 @@ async def test_health_ready_and_metrics(client, submitter, db):
     await db.execute("UPDATE sluice.alembic_version SET version_num = 'old'")
     stale = await client.get("/ready")
     assert stale.status_code == 503 and "sluice migrate" in stale.json()["problem"]
+
+
+async def test_metrics_count_waiting_nodes_and_queued_runs(client, db):
+    """A signal node waits and a second run of a concurrency-1 DAG queues: /metrics
+    says so, read from the database at scrape time."""
+    definition = {
+        "name": "approval",
+        "concurrency": 1,
+        "nodes": [{"id": "approve", "wait": {"signal": True}}],
+    }
+    for _ in range(2):
+        await db.execute(
+            "SELECT sluice.dag_run_create('default', %s,"
+            " p_dag_name => 'approval', p_dag_version => 1)",
+            (json.dumps(definition),),
+        )
+    text = (await client.get("/metrics")).text
+    assert 'sluice_dag_nodes_waiting{kind="signal"} 1.0' in text
+    assert 'sluice_dag_nodes_waiting{kind="duration"} 0.0' in text
+    assert "sluice_dag_runs_queued 1.0" in text
