@@ -48,7 +48,8 @@ async def test_name_domains_accept_the_same_language(db, kind):
         ("dags", "INSERT INTO sluice.dags (name, version, definition) VALUES (%s, 1, '{}')"),
         (
             "schedules",
-            "INSERT INTO sluice.schedules (name, cron, job) VALUES (%s, '* * * * *', '{\"task\": \"noop\"}')",
+            "INSERT INTO sluice.schedules (name, cron, job)"
+            " VALUES (%s, '* * * * *', '{\"task\": \"noop\"}')",
         ),
     ],
 )
