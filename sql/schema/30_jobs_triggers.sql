@@ -120,12 +120,12 @@ CREATE TRIGGER jobs_after_update AFTER UPDATE ON sluice.jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_update();
 
--- A deleted job takes its attempt log with it (job_attempts has no foreign key:
--- see 15_job_attempts.sql). One statement per DELETE, not one per row.
+-- A deleted job takes its attempt log with it (job_attempt_log has no foreign
+-- key: see 15_job_attempts.sql). One statement per DELETE, not one per row.
 CREATE FUNCTION sluice.jobs_after_delete() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM sluice.job_attempts a USING old_jobs o WHERE a.job_id = o.id;
+    DELETE FROM sluice.job_attempt_log a USING old_jobs o WHERE a.job_id = o.id;
     RETURN NULL;
 END
 $$;

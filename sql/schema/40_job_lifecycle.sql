@@ -174,8 +174,10 @@ CREATE FUNCTION sluice.job_progress(p_worker_id text, p_id bigint, p_attempt int
 $$;
 
 -- Finish a batch of successful attempts (the arrays are parallel: job, attempt,
--- result, output tail). One statement for the whole batch: the jobs, their
--- attempt log rows, and (through jobs_after_update) their children and runs.
+-- result, output tail). One statement for the whole batch: the jobs, the
+-- attempt log rows of those that left output, and (through jobs_after_update)
+-- their children and runs. A success without output is logged by the job row
+-- alone (sluice.job_attempts shows it from there: 15_job_attempts.sql).
 -- Returns the ids that were still this worker's to complete. PL/pgSQL, not SQL:
 -- it keeps the statement's plan across calls, where a SQL function would plan
 -- this CTE again for every batch.
@@ -195,8 +197,10 @@ BEGIN
          WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at, d.output
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, output)
-        SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output FROM completed c
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, output)
+        SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output
+          FROM completed c
+         WHERE c.output IS NOT NULL
     )
     SELECT c.id FROM completed c;
 END
@@ -242,7 +246,7 @@ CREATE FUNCTION sluice.job_fail_rows(
         RETURNING j.id, j.state, j.run_at, j.attempt, j.started_at, j.reason,
                   d.worker_id, d.error, d.outcome, d.output
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error, output)
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error, output)
         SELECT x.id, x.attempt, x.worker_id, x.started_at, x.outcome, x.error, x.output FROM failed x
     ), dead AS (
         -- This statement's own attempt rows are not visible to it yet: add them by hand.
@@ -251,7 +255,7 @@ CREATE FUNCTION sluice.job_fail_rows(
                coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', a.attempt, 'outcome', a.outcome,
                                                              'error', a.error, 'finished_at', a.finished_at)
                                           ORDER BY a.attempt)
-                           FROM sluice.job_attempts a WHERE a.job_id = x.id), '[]')
+                           FROM sluice.job_attempt_log a WHERE a.job_id = x.id), '[]')
                || jsonb_build_array(jsonb_build_object('attempt', x.attempt, 'outcome', x.outcome,
                                                        'error', x.error, 'finished_at', now()))
           FROM failed x
@@ -284,7 +288,7 @@ CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_atte
          WHERE j.id = r.id AND j.attempt = r.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
         SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', 'worker shut down'
           FROM released r
     )

@@ -86,7 +86,7 @@ BEGIN
          WHERE j.id = t.id
         RETURNING j.id
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
         SELECT t.id, t.attempt, t.worker_id, t.started_at, 'cancelled', p_reason
           FROM targets t
          WHERE t.was = 'running'
@@ -114,7 +114,7 @@ CREATE FUNCTION sluice.job_retry_round(p_id bigint, p_attempt integer, p_max_att
          WHERE d.job_id = p_id AND d.resolution = 'retried' AND d.attempts <= p_attempt
     )
     SELECT least(greatest(p_max_attempts - r.start - (
-               SELECT count(*)::integer FROM sluice.job_attempts a
+               SELECT count(*)::integer FROM sluice.job_attempt_log a
                 WHERE a.job_id = p_id AND a.outcome = 'released' AND a.attempt > r.start), 1), 1000)
       FROM round r;
 $$;

@@ -91,6 +91,73 @@ async def test_a_second_completion_is_a_no_op(db):
     assert len(await attempts(db, job_id)) == 1
 
 
+# -- the attempt history -------------------------------------------------------
+# sluice.job_attempts is a view: failed, rescued, released and cancelled
+# attempts and successes with output are rows of job_attempt_log; a success
+# without output is read from its job row.
+
+
+async def log_rows(conn, job_id):
+    return await rows(
+        conn, "SELECT * FROM sluice.job_attempt_log WHERE job_id = %s ORDER BY attempt", job_id
+    )
+
+
+async def test_a_success_without_output_is_read_from_the_job_row(db):
+    job_id = await make_job(db, "succeeded")
+    assert await log_rows(db, job_id) == []
+    job = await fetch_job(db, job_id)
+    [attempt] = await attempts(db, job_id)
+    assert attempt == {
+        "job_id": job_id,
+        "attempt": 1,
+        "worker_id": WORKER,
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "outcome": "succeeded",
+        "error": None,
+        "output": None,
+    }
+
+
+async def test_a_success_with_output_is_logged_once(db):
+    job_id = await make_job(db, "running")
+    await db.execute(
+        "SELECT sluice.job_complete_many(%s, %s, %s, %s::jsonb[], %s::text[])",
+        (WORKER, [job_id], [1], [Jsonb(None)], ["the tail"]),
+    )
+    [logged] = await log_rows(db, job_id)
+    assert (logged["outcome"], logged["output"]) == ("succeeded", "the tail")
+    [attempt] = await attempts(db, job_id)
+    assert attempt == logged
+
+
+async def test_two_failures_then_a_success_read_three_attempts(db):
+    job_id = await insert_job(db, max_attempts=3, backoff_base="0 seconds")
+    for _ in range(2):
+        await claim(db, job_id)
+        await fail(db, job_id, error="flaky")
+    await claim(db, job_id)
+    assert await complete(db, job_id)
+    history = await attempts(db, job_id)
+    assert [(a["attempt"], a["outcome"], a["error"]) for a in history] == [
+        (1, "failed", "flaky"),
+        (2, "failed", "flaky"),
+        (3, "succeeded", None),
+    ]
+    assert [a["attempt"] for a in await log_rows(db, job_id)] == [1, 2]
+
+
+async def test_keeping_a_succeeded_jobs_attempt_writes_it_to_the_log(db):
+    """What a revival of a succeeded job does before it resets the row."""
+    job_id = await make_job(db, "succeeded")
+    before = await attempts(db, job_id)
+    await db.execute("SELECT sluice.job_attempts_keep(%s)", ([job_id],))
+    await db.execute("SELECT sluice.job_attempts_keep(%s)", ([job_id],))  # idempotent
+    assert await log_rows(db, job_id) == before
+    assert await attempts(db, job_id) == before
+
+
 # -- failure, backoff, DLQ --------------------------------------------------------
 
 
