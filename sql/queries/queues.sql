@@ -39,7 +39,8 @@ SELECT sluice.queue_set_concurrency(%(name)s, %(limit)s);
 
 -- Every queue's depth per state, for the metrics scrape (all tenants).
 -- name: queue_depths :many
-SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.succeeded, s.failed, s.cancelled,
+SELECT s.queue, s.blocked, s.scheduled, s.ready, s.running, s.waiting, s.succeeded, s.failed,
+       s.cancelled, s.skipped,
        coalesce(extract(epoch FROM s.oldest_ready_age), 0)::double precision AS oldest_ready_seconds,
        s.consumers, s.paused
   FROM sluice.queue_stats s;

@@ -10,12 +10,18 @@ CREATE TYPE sluice.job_state AS ENUM (
     'scheduled',  -- run_at is in the future (a delay, or a retry backoff)
     'ready',      -- claimable now
     'running',    -- leased by a worker
+    'waiting',    -- a DAG node holding no worker: a `wait` node until its run_at
+                  -- or its signal, or a mapped node while its elements run
     'succeeded',  -- terminal
     'failed',     -- terminal, and in the dead-letter queue
-    'cancelled'   -- terminal: by a user, or because an upstream job failed
+    'cancelled',  -- terminal: by a user, or because an upstream job failed
+    'skipped'     -- terminal: a DAG node that will not run (its `when` was false,
+                  -- its trigger rule can no longer be met, or its wait timed out)
 );
 
-CREATE TYPE sluice.run_state AS ENUM ('running', 'succeeded', 'failed', 'cancelled');
+-- A run is `queued` while its DAG's `concurrency` is used up: its jobs are
+-- created when it starts.
+CREATE TYPE sluice.run_state AS ENUM ('queued', 'running', 'succeeded', 'failed', 'cancelled');
 
 -- Names and specs checked once, when a value is written. A domain's CHECK runs
 -- when a value is assigned to the column; a table CHECK runs on every UPDATE of
@@ -72,4 +78,43 @@ CREATE DOMAIN sluice.job_payload AS jsonb
 -- Terminal states, in one place so SQL and views agree.
 CREATE FUNCTION sluice.state_is_terminal(state sluice.job_state) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN state IN ('succeeded', 'failed', 'cancelled');
+    RETURN state IN ('succeeded', 'failed', 'cancelled', 'skipped');
+
+-- The data-flow spec of a DAG node (jobs.flow), written once when its run is
+-- created (sluice.dag_run_create) and only read afterwards, by the engine:
+--   {"trigger": "all_done", "when": "$.nodes.a.result.n > 0",
+--    "refs": [node ids its templates and condition read],
+--    "template": <the payload before rendering>, "sites": <template_compile(template)>,
+--    "map": {"expr": <a list, or one template giving one>, "sites": ...},
+--    "wait": {"for": seconds} | {"signal": true, "timeout": seconds | null, "on_timeout": "fail" | "skip"}}
+-- Every key is optional (an absent trigger is all_success); a node without any
+-- is a plain node and its column is null. docs/dags.md describes the format.
+-- Checked when written, so that a hand-written value cannot make a release fail.
+CREATE FUNCTION sluice.flow_valid(flow jsonb) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN flow IS NULL OR (
+        jsonb_typeof(flow) = 'object'
+        AND coalesce(flow ->> 'trigger', 'all_success')
+            IN ('all_success', 'all_done', 'one_success', 'one_failed', 'none_failed')
+        AND coalesce(jsonb_typeof(flow -> 'trigger'), 'string') = 'string'
+        AND coalesce(jsonb_typeof(flow -> 'refs'), 'array') = 'array'
+        AND coalesce(jsonb_typeof(flow -> 'sites'), 'array') = 'array'
+        AND (NOT flow ? 'when' OR (jsonb_typeof(flow -> 'when') = 'string'
+                                   AND sluice.when_problem(flow ->> 'when') IS NULL))
+        AND (NOT flow ? 'map' OR (jsonb_typeof(flow -> 'map') = 'object'
+                                  AND jsonb_typeof(flow #> '{map,expr}') IN ('array', 'string')))
+        AND (NOT flow ? 'wait' OR (
+            jsonb_typeof(flow -> 'wait') = 'object'
+            AND CASE WHEN flow #> '{wait,signal}' = 'true'
+                     THEN coalesce(jsonb_typeof(flow #> '{wait,timeout}'), 'null') IN ('number', 'null')
+                          AND coalesce((flow #>> '{wait,timeout}')::numeric, 1) BETWEEN 0.001 AND 315360000
+                          AND coalesce(flow #>> '{wait,on_timeout}', 'fail') IN ('fail', 'skip')
+                     ELSE jsonb_typeof(flow #> '{wait,for}') = 'number'
+                          AND (flow #>> '{wait,for}')::numeric BETWEEN 0 AND 315360000
+                END)));
+END
+$$;
+
+CREATE DOMAIN sluice.flow_spec AS jsonb
+    CONSTRAINT flow_spec_valid CHECK (sluice.flow_valid(VALUE));

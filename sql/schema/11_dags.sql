@@ -27,12 +27,30 @@ CREATE TABLE sluice.dag_runs (
     notify          sluice.notify_spec,
     idempotency_key text,
     schedule_id     bigint,        -- the cron schedule that started it, if any
+    occurrence      timestamptz,   -- the cron occurrence it runs for (schedule or backfill)
+    -- The definition's `concurrency`: at most that many runs of this DAG (and
+    -- concurrency_key, rendered from the params) run at once; others wait `queued`.
+    concurrency     integer CONSTRAINT dag_runs_concurrency_positive CHECK (concurrency > 0),
+    concurrency_key text,
+    definition      jsonb,         -- a queued run's definition: its jobs are created when it starts
+    timeout         interval CONSTRAINT dag_runs_timeout_positive CHECK (timeout > '0'),
+    deadline        timestamptz,   -- started_at + timeout: unfinished nodes are then cancelled
+    reason          text,          -- why it ended, when not by its nodes alone (timeout)
     created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,   -- queued -> running
     finished_at     timestamptz,
     CONSTRAINT dag_runs_version_with_name CHECK ((dag_name IS NULL) = (dag_version IS NULL)),
-    CONSTRAINT dag_runs_finished_when_done CHECK ((state = 'running') = (finished_at IS NULL))
+    CONSTRAINT dag_runs_finished_when_done CHECK ((state IN ('queued', 'running')) = (finished_at IS NULL)),
+    CONSTRAINT dag_runs_queued_has_definition CHECK (state <> 'queued' OR definition IS NOT NULL)
 );
 
 CREATE UNIQUE INDEX dag_runs_idempotency_key ON sluice.dag_runs (tenant, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX dag_runs_finished ON sluice.dag_runs (finished_at) WHERE state <> 'running';
+CREATE INDEX dag_runs_finished ON sluice.dag_runs (finished_at) WHERE state NOT IN ('queued', 'running');
+-- Concurrency: the runs holding a slot, and the queue behind them, in order.
+CREATE INDEX dag_runs_active ON sluice.dag_runs (tenant, dag_name, concurrency_key)
+    WHERE state = 'running' AND concurrency IS NOT NULL;
+CREATE INDEX dag_runs_queued ON sluice.dag_runs (tenant, dag_name, concurrency_key, id)
+    WHERE state = 'queued';
+-- Runs past their deadline (sluice.dag_run_expire).
+CREATE INDEX dag_runs_deadline ON sluice.dag_runs (deadline) WHERE state = 'running' AND deadline IS NOT NULL;

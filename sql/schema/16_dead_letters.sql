@@ -4,13 +4,13 @@ CREATE TABLE sluice.dead_letters (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id      bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
     attempts    integer NOT NULL,   -- the job's attempt counter when it died
-    reason      text NOT NULL,      -- attempts_exhausted | non_retryable
+    reason      text NOT NULL,      -- attempts_exhausted | non_retryable | a data-flow reason (docs/dags.md)
     last_error  text,
     errors      jsonb NOT NULL DEFAULT '[]',  -- [{attempt, outcome, error, finished_at}]
     failed_at   timestamptz NOT NULL DEFAULT now(),
     resolved_at timestamptz,
     resolution  text,
-    CONSTRAINT dead_letters_resolution_valid CHECK (resolution IN ('retried', 'discarded')),
+    CONSTRAINT dead_letters_resolution_valid CHECK (resolution IN ('retried', 'discarded', 'rerun')),
     CONSTRAINT dead_letters_resolved_together CHECK ((resolved_at IS NULL) = (resolution IS NULL))
 );
 -- At most one open entry per job; also the lookup used by retry and discard.

@@ -4,6 +4,9 @@
 
 -- A new job is `ready`, or `scheduled` when its run_at is in the future. The WHEN
 -- clause keeps the common case (ready now, no state given) free of a function call.
+-- sluice.dag_run_create inserts its nodes with their parents already counted
+-- (`blocked`, pending_parents set) under the transaction-local setting
+-- sluice.engine_insert, which the clause reads only after its cheap test.
 CREATE FUNCTION sluice.jobs_before_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
 BEGIN
@@ -19,7 +22,8 @@ END
 $$;
 
 CREATE TRIGGER jobs_before_insert BEFORE INSERT ON sluice.jobs
-    FOR EACH ROW WHEN (NEW.state <> 'ready' OR NEW.run_at > now())
+    FOR EACH ROW WHEN ((NEW.state <> 'ready' OR NEW.run_at > now())
+                       AND current_setting('sluice.engine_insert', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION sluice.jobs_before_insert();
 
 -- Wake idle workers: one NOTIFY per statement and queue, never one per row, so a
@@ -38,22 +42,27 @@ CREATE TRIGGER jobs_after_insert AFTER INSERT ON sluice.jobs
     FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_insert();
 
 -- After any UPDATE statement, act on the state changes it made, set-based:
---   * parents that succeeded release their children (job_release_children);
---   * jobs that failed or were cancelled cancel their descendants;
+--   * jobs that finished move their DAG forward: children of succeeded jobs
+--     are released, descendants of failed or cancelled ones cancelled (the
+--     fast paths of plain DAGs), or, where trigger rules, skips or map
+--     elements are involved, sluice.job_propagate decides every child by its
+--     rule (docs/state-machine.md);
 --   * queues that got ready jobs are notified once each;
 --   * the workers of cancelled running jobs are told to stop them;
---   * runs whose nodes finished (or came back) are settled;
+--   * runs whose nodes finished (or came back) are settled, once, after every
+--     job lock (jobs before runs);
 --   * terminal jobs with `notify` get their notification jobs (the outbox).
--- This trigger updates sluice.jobs itself, so it fires again for those rows. The
--- recursion is bounded: released children only become ready (notify, no further
--- updates), and cancelled descendants were all cancelled by one recursive
--- statement, which sets sluice.cascading so the nested call does not walk the
--- same subtree again.
+-- The engine's own cascades (the functions above) update sluice.jobs with
+-- sluice.cascading on: this trigger then only notifies, stops and writes the
+-- outbox for those rows; the function that cascades decides what follows and
+-- settles the runs it touched.
 CREATE FUNCTION sluice.jobs_after_update() RETURNS trigger
     LANGUAGE plpgsql AS $$
 DECLARE
     v_succeeded bigint[];
     v_doomed    bigint[];
+    v_skipped   bigint[];
+    v_general   boolean;
     v_queues    text[];
     v_stopped   bigint[];
     v_runs      bigint[];
@@ -72,29 +81,41 @@ BEGIN
     -- one hash or sort pass whatever the size.
     SELECT array_agg(c.id) FILTER (WHERE c.state = 'succeeded'),
            array_agg(c.id) FILTER (WHERE c.state IN ('failed', 'cancelled')),
+           array_agg(c.id) FILTER (WHERE c.state = 'skipped'),
+           bool_or(c.element AND sluice.state_is_terminal(c.state)),
            array_agg(DISTINCT c.queue) FILTER (WHERE c.state = 'ready'),
            array_agg(c.id) FILTER (WHERE c.state = 'cancelled' AND c.old_state = 'running'),
            array_agg(DISTINCT c.run_id) FILTER (
                WHERE c.run_id IS NOT NULL
                  AND sluice.state_is_terminal(c.state) <> sluice.state_is_terminal(c.old_state)),
            array_agg(c.id) FILTER (WHERE c.has_notify AND sluice.state_is_terminal(c.state))
-      INTO v_succeeded, v_doomed, v_queues, v_stopped, v_runs, v_notified
+      INTO v_succeeded, v_doomed, v_skipped, v_general, v_queues, v_stopped, v_runs, v_notified
       FROM (SELECT u.id, max(u.state) AS state, max(u.old_state) AS old_state,
-                   max(u.queue) AS queue, max(u.run_id) AS run_id, bool_or(u.has_notify) AS has_notify
+                   max(u.queue) AS queue, max(u.run_id) AS run_id, bool_or(u.has_notify) AS has_notify,
+                   bool_or(u.element) AS element
               FROM (SELECT n.id, n.state, NULL::sluice.job_state AS old_state, n.queue::text AS queue,
-                           n.run_id, n.notify IS NOT NULL AS has_notify
+                           n.run_id, n.notify IS NOT NULL AS has_notify, n.group_id IS NOT NULL AS element
                       FROM new_jobs n
                     UNION ALL
-                    SELECT o.id, NULL, o.state, NULL, NULL, NULL
+                    SELECT o.id, NULL, o.state, NULL, NULL, NULL, NULL
                       FROM old_jobs o) u
              GROUP BY u.id) c
      WHERE c.state <> c.old_state;
 
-    IF v_succeeded IS NOT NULL THEN
-        PERFORM sluice.job_release_children(v_succeeded);
-    END IF;
-    IF v_doomed IS NOT NULL AND current_setting('sluice.cascading', true) IS DISTINCT FROM 'on' THEN
-        PERFORM sluice.job_cancel_descendants(v_doomed);
+    IF current_setting('sluice.cascading', true) IS DISTINCT FROM 'on' THEN
+        IF v_general OR v_skipped IS NOT NULL THEN
+            -- Map elements release their mapped node; a skip is decided by each
+            -- child's rule: neither has a fast path.
+            v_runs := v_runs || sluice.job_propagate(
+                coalesce(v_succeeded, '{}') || coalesce(v_doomed, '{}') || coalesce(v_skipped, '{}'));
+        ELSE
+            IF v_succeeded IS NOT NULL THEN
+                v_runs := v_runs || sluice.job_release_children(v_succeeded);
+            END IF;
+            IF v_doomed IS NOT NULL THEN
+                v_runs := v_runs || sluice.job_cancel_descendants(v_doomed);
+            END IF;
+        END IF;
     END IF;
     IF v_queues IS NOT NULL THEN
         PERFORM pg_notify('sluice_jobs', q) FROM unnest(v_queues) q;
@@ -106,7 +127,7 @@ BEGIN
                    FROM unnest(v_stopped) WITH ORDINALITY AS s(id, n)
                   GROUP BY (n - 1) / 400) c;
     END IF;
-    IF v_runs IS NOT NULL THEN
+    IF cardinality(v_runs) > 0 AND current_setting('sluice.cascading', true) IS DISTINCT FROM 'on' THEN
         PERFORM sluice.dag_run_settle(v_runs);
     END IF;
     IF v_notified IS NOT NULL THEN

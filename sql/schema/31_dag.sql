@@ -31,7 +31,7 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
 BEGIN
     PERFORM 1
        FROM sluice.jobs j
-      WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed')
+      WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
       ORDER BY j.id
         FOR NO KEY UPDATE;
 
@@ -50,21 +50,34 @@ BEGIN
 END
 $$;
 
--- Parents that just succeeded release their children. PL/pgSQL rather than SQL:
--- it runs after every completion batch, mostly finding no edges, and PL/pgSQL
--- keeps the lookup's plan where a SQL function would plan it again on each call.
-CREATE FUNCTION sluice.job_release_children(p_parents bigint[]) RETURNS void
+-- Parents that just succeeded release their children, and answer the runs
+-- whose jobs finished on the way (none on this path; job_propagate's answer
+-- otherwise). PL/pgSQL rather than SQL: it runs after every completion batch,
+-- mostly finding no edges, and PL/pgSQL keeps the lookup's plan where a SQL
+-- function would plan it again on each call.
+--
+-- A child with a data-flow spec (flow: a trigger rule, a condition,
+-- templates, a map, a wait) is decided by sluice.job_propagate; when no child
+-- has one, every child follows the default rule (all parents succeeded) and
+-- job_unblock is all it takes. flow is written once when the node is
+-- created, so it is read here without a lock.
+CREATE FUNCTION sluice.job_release_children(p_parents bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql AS $$
 DECLARE
     v_children bigint[];
+    v_flow     boolean;
 BEGIN
     -- One entry per edge: job_unblock sums a child's entries and locks in id order.
-    SELECT array_agg(e.child_id) INTO v_children
-      FROM sluice.job_edges e
+    SELECT array_agg(e.child_id), bool_or(c.flow IS NOT NULL) INTO v_children, v_flow
+      FROM sluice.job_edges e JOIN sluice.jobs c ON c.id = e.child_id
      WHERE e.parent_id = ANY(p_parents);
+    IF v_flow THEN
+        RETURN sluice.job_propagate(p_parents);
+    END IF;
     IF v_children IS NOT NULL THEN
         PERFORM sluice.job_unblock(v_children, array_fill(1, ARRAY[cardinality(v_children)]));
     END IF;
+    RETURN '{}';
 END
 $$;
 
@@ -87,6 +100,7 @@ $$;
 
 -- Jobs that failed or were cancelled take every pending descendant with them, in
 -- one recursive walk rather than a cascade of trigger calls one level at a time.
+-- Answers the runs of the jobs it cancelled (the caller settles them).
 --
 -- Descendants are locked before they are read, like children in job_unblock:
 -- not only the pending ones but also the cancelled and failed ones, which
@@ -95,28 +109,42 @@ $$;
 -- statement and sees the revived state. Running and succeeded descendants are
 -- left alone (neither can exist below a job that had not succeeded).
 --
+-- That walk is right while every descendant follows the default rule (all
+-- parents succeeded): a failure below any ancestor dooms it. A descendant
+-- with another trigger rule may run anyway (all_done), or may have started
+-- already (one_success): then sluice.job_propagate decides each one by its rule.
+--
 -- The jobs_after_update call this UPDATE causes must not walk the same subtree
 -- again: sluice.cascading tells it so.
-CREATE FUNCTION sluice.job_cancel_descendants(p_roots bigint[]) RETURNS void
+CREATE FUNCTION sluice.job_cancel_descendants(p_roots bigint[]) RETURNS bigint[]
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_ids bigint[] := sluice.job_descendants(p_roots);
+    v_ids  bigint[] := sluice.job_descendants(p_roots);
+    v_runs bigint[];
 BEGIN
     IF v_ids IS NULL THEN
-        RETURN;
+        RETURN '{}';
+    END IF;
+    IF EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = ANY(v_ids) AND j.flow ? 'trigger') THEN
+        RETURN sluice.job_propagate(p_roots);
     END IF;
 
     PERFORM 1
        FROM sluice.jobs j
-      WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed')
+      WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed', 'skipped')
       ORDER BY j.id
         FOR NO KEY UPDATE;
 
     PERFORM set_config('sluice.cascading', 'on', true);
-    UPDATE sluice.jobs j
-       SET state = 'cancelled', reason = 'upstream_failed', finished_at = now()
-     WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready');
+    WITH cancelled AS (
+        UPDATE sluice.jobs j
+           SET state = 'cancelled', reason = 'upstream_failed', finished_at = now()
+         WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready')
+        RETURNING j.run_id
+    )
+    SELECT array_agg(DISTINCT c.run_id) INTO v_runs FROM cancelled c WHERE c.run_id IS NOT NULL;
     PERFORM set_config('sluice.cascading', 'off', true);
+    RETURN coalesce(v_runs, '{}');
 END
 $$;
 
@@ -290,7 +318,7 @@ BEGIN
       JOIN sluice.jobs c ON c.id = e.child_id
      WHERE p.tenant <> c.tenant
         OR c.state NOT IN ('blocked', 'scheduled', 'ready')
-        OR p.state IN ('failed', 'cancelled')
+        OR p.state IN ('failed', 'cancelled', 'skipped')
      ORDER BY 7, e.child_id, e.parent_id
      LIMIT 1;
     IF FOUND THEN
@@ -325,7 +353,12 @@ BEGIN
                   SCHEMA = 'sluice', TABLE = 'job_edges';
     END IF;
 
-    -- Count the parents each child must now wait for (not those already succeeded).
+    -- Count the parents each child must now wait for (not those already
+    -- succeeded), unless the inserting function counted them already
+    -- (sluice.dag_run_create inserts its nodes blocked with their counts).
+    IF current_setting('sluice.edges_counted', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     UPDATE sluice.jobs c
        SET pending_parents = c.pending_parents + w.n, state = 'blocked'
       FROM (SELECT e.child_id, count(*)::integer AS n
@@ -372,10 +405,15 @@ CREATE TRIGGER job_edges_before_update BEFORE UPDATE ON sluice.job_edges
     FOR EACH STATEMENT EXECUTE FUNCTION sluice.job_edges_before_update();
 
 -- A run's state follows its nodes: it ends when no node is left to run (failed
--- if any node failed, else cancelled if any was cancelled, else succeeded), and
--- runs again when a retry brings a node back.
+-- if any node failed or was cancelled by the run's timeout, else cancelled if
+-- any was cancelled, else succeeded: skipped nodes count as done), and runs
+-- again when a retry or a rerun brings a node back. A run of a DAG with
+-- `concurrency` that ends lets the next queued run of its DAG start.
 CREATE FUNCTION sluice.dag_run_settle(p_runs bigint[]) RETURNS void
     LANGUAGE plpgsql AS $$
+DECLARE
+    v_freed record;
+    v_more  bigint[] := '{}';
 BEGIN
     -- Lock the runs first: of two transactions finishing a run's last two nodes,
     -- the second waits here until the first commits, and its next statement (a
@@ -383,31 +421,49 @@ BEGIN
     PERFORM 1 FROM sluice.dag_runs r WHERE r.id = ANY(p_runs) ORDER BY r.id FOR NO KEY UPDATE;
 
     UPDATE sluice.dag_runs r
-       SET state = 'running', finished_at = NULL
+       SET state = 'running', finished_at = NULL, reason = NULL, deadline = now() + r.timeout
      WHERE r.id = ANY(p_runs)
-       AND r.state <> 'running'
+       AND r.state NOT IN ('queued', 'running')
        AND EXISTS (SELECT 1 FROM sluice.jobs j
-                    WHERE j.run_id = r.id AND j.state IN ('blocked', 'scheduled', 'ready', 'running'));
+                    WHERE j.run_id = r.id AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'));
 
-    WITH finished AS (
-        UPDATE sluice.dag_runs r
-           SET state = CASE
-                   WHEN EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.run_id = r.id AND j.state = 'failed')
-                       THEN 'failed'::sluice.run_state
-                   WHEN EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.run_id = r.id AND j.state = 'cancelled')
-                       THEN 'cancelled'
-                   ELSE 'succeeded' END,
-               finished_at = now()
-         WHERE r.id = ANY(p_runs)
-           AND r.state = 'running'
-           AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
-                            WHERE j.run_id = r.id AND j.state IN ('blocked', 'scheduled', 'ready', 'running'))
-        RETURNING r.*
-    )
-    INSERT INTO sluice.jobs (tenant, queue, task, payload, max_attempts, backoff_base)
-    SELECT f.tenant, 'default', n.task, n.payload, 10, '5 seconds'
-      FROM finished f
-     CROSS JOIN LATERAL sluice.notification_jobs(f.notify, sluice.dag_run_event(f)) n
-     WHERE f.notify IS NOT NULL;
+    FOR v_freed IN
+        WITH finished AS (
+            UPDATE sluice.dag_runs r
+               SET state = CASE
+                       WHEN EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.run_id = r.id AND j.state = 'failed')
+                         OR EXISTS (SELECT 1 FROM sluice.jobs j
+                                     WHERE j.run_id = r.id AND j.state = 'cancelled' AND j.reason = 'run_timeout')
+                           THEN 'failed'::sluice.run_state
+                       WHEN EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.run_id = r.id AND j.state = 'cancelled')
+                           THEN 'cancelled'
+                       ELSE 'succeeded' END,
+                   reason = CASE WHEN EXISTS (SELECT 1 FROM sluice.jobs j
+                                               WHERE j.run_id = r.id AND j.state = 'cancelled'
+                                                 AND j.reason = 'run_timeout')
+                                 THEN 'timeout' END,
+                   finished_at = now()
+             WHERE r.id = ANY(p_runs)
+               AND r.state = 'running'
+               AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
+                                WHERE j.run_id = r.id
+                                  AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'))
+            RETURNING r.*
+        ), notified AS (
+            INSERT INTO sluice.jobs (tenant, queue, task, payload, max_attempts, backoff_base)
+            SELECT f.tenant, 'default', n.task, n.payload, 10, '5 seconds'
+              FROM finished f
+             CROSS JOIN LATERAL sluice.notification_jobs(f.notify, sluice.dag_run_event(f)) n
+             WHERE f.notify IS NOT NULL
+        )
+        SELECT DISTINCT f.tenant, f.dag_name, f.concurrency_key
+          FROM finished f
+         WHERE f.concurrency IS NOT NULL
+    LOOP
+        v_more := v_more || sluice.dag_run_promote(v_freed.tenant, v_freed.dag_name, v_freed.concurrency_key);
+    END LOOP;
+    IF cardinality(v_more) > 0 THEN
+        PERFORM sluice.dag_run_settle(v_more);
+    END IF;
 END
 $$;

@@ -26,6 +26,13 @@
 -- the jobs processed since. A job that becomes ready behind the bound (a
 -- released DAG child, a lower priority value) always comes with a NOTIFY, on
 -- which the worker drops its bound; so does its fallback poll.
+--
+-- `parents` is a DAG node's parents' results, {node id: result} (null for a
+-- job outside a run, a map element, or a node without parents); computed only
+-- for jobs of a run, so a plain claim pays one null test. Above
+-- sluice.inline_parents_bytes() it is {"_omitted": true}: read them with
+-- sluice.job_parent_results(id). `map_index` is a map element's place in its
+-- list (ctx.index), null for any other job.
 CREATE FUNCTION sluice.job_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
     p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
@@ -34,7 +41,8 @@ CREATE FUNCTION sluice.job_claim(
     id bigint, tenant sluice.tenant_name, queue sluice.queue_name, task sluice.task_name,
     payload jsonb, priority integer,
     attempt integer, max_attempts integer, timeout interval, run_id bigint, node text,
-    run_at timestamptz, created_at timestamptz, started_at timestamptz
+    run_at timestamptz, created_at timestamptz, started_at timestamptz, parents jsonb,
+    map_index integer
 )
     LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -74,7 +82,10 @@ BEGIN
          WHERE j.id = picked.id
         RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
                   j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
-                  j.created_at, j.started_at;
+                  j.created_at, j.started_at,
+                  CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
+                       THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
+                  j.map_index;
         RETURN;
     END IF;
     -- A limited queue's running count must not be read by two claimers at once,
@@ -124,7 +135,10 @@ BEGIN
      WHERE j.id = picked.id
     RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
               j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
-              j.created_at, j.started_at;
+              j.created_at, j.started_at,
+              CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
+                   THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
+              j.map_index;
 END
 $$;
 
@@ -181,12 +195,55 @@ $$;
 -- Returns the ids that were still this worker's to complete. PL/pgSQL, not SQL:
 -- it keeps the statement's plan across calls, where a SQL function would plan
 -- this CTE again for every batch.
+--
+-- A result larger than sluice.max_result_bytes() (its stored size) is not
+-- kept: that attempt fails the job at once (a retry cannot shrink it), with
+-- an error naming both sizes, and its id is not in the answer.
 CREATE FUNCTION sluice.job_complete_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
     p_outputs text[] DEFAULT NULL
 ) RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
+DECLARE
+    v_limit bigint;
 BEGIN
+    -- Sizes are read from the values' headers: nothing is serialised.
+    IF EXISTS (SELECT 1 FROM unnest(p_results) r WHERE pg_column_size(r) > 1024) THEN
+        v_limit := sluice.max_result_bytes();
+        IF EXISTS (SELECT 1 FROM unnest(p_results) r WHERE pg_column_size(r) > v_limit) THEN
+            PERFORM 1
+               FROM sluice.job_fail_rows(
+                   ARRAY(SELECT d.id FROM unnest(p_ids, p_results) WITH ORDINALITY AS d(id, result, n)
+                          WHERE pg_column_size(d.result) > v_limit ORDER BY d.n),
+                   ARRAY(SELECT d.attempt FROM unnest(p_attempts, p_results) WITH ORDINALITY AS d(attempt, result, n)
+                          WHERE pg_column_size(d.result) > v_limit ORDER BY d.n),
+                   ARRAY(SELECT p_worker_id FROM unnest(p_results) r WHERE pg_column_size(r) > v_limit),
+                   ARRAY(SELECT format('result of %s bytes exceeds the limit of %s bytes (sluice.max_result_bytes)',
+                                       pg_column_size(r), v_limit)
+                           FROM unnest(p_results) WITH ORDINALITY AS x(r, n)
+                          WHERE pg_column_size(r) > v_limit ORDER BY n),
+                   ARRAY(SELECT false FROM unnest(p_results) r WHERE pg_column_size(r) > v_limit),
+                   ARRAY(SELECT 'failed'::text FROM unnest(p_results) r WHERE pg_column_size(r) > v_limit),
+                   ARRAY(SELECT d.output FROM unnest(p_results, p_outputs) WITH ORDINALITY AS d(result, output, n)
+                          WHERE pg_column_size(d.result) > v_limit ORDER BY d.n));
+            UPDATE sluice.jobs j SET reason = 'result_too_large'
+              FROM unnest(p_ids, p_results) AS d(id, result)
+             WHERE j.id = d.id AND pg_column_size(d.result) > v_limit AND j.state = 'failed'
+               AND j.reason = 'non_retryable' AND j.worker_id = p_worker_id;
+            UPDATE sluice.dead_letters l SET reason = 'result_too_large'
+              FROM unnest(p_ids, p_results) AS d(id, result)
+             WHERE l.job_id = d.id AND pg_column_size(d.result) > v_limit AND l.resolved_at IS NULL
+               AND l.reason = 'non_retryable';
+            SELECT array_agg(d.id ORDER BY d.n), array_agg(d.attempt ORDER BY d.n),
+                   array_agg(d.result ORDER BY d.n), array_agg(d.output ORDER BY d.n)
+              INTO p_ids, p_attempts, p_results, p_outputs
+              FROM unnest(p_ids, p_attempts, p_results, p_outputs) WITH ORDINALITY AS d(id, attempt, result, output, n)
+             WHERE pg_column_size(d.result) <= v_limit OR d.result IS NULL;
+            IF p_ids IS NULL THEN
+                RETURN;
+            END IF;
+        END IF;
+    END IF;
     RETURN QUERY
     WITH done AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_results, p_outputs) AS d(id, attempt, result, output)
@@ -387,11 +444,17 @@ BEGIN
 END
 $$;
 
--- Make due scheduled jobs ready (their queues are notified by jobs_after_update).
--- Returns how many were promoted; call again while it returns p_limit.
+-- Make due scheduled jobs ready (their queues are notified by jobs_after_update),
+-- then wake due waits of DAG nodes (sluice.job_wake_waiting) and cancel what
+-- is left of runs past their deadline (sluice.dag_run_expire): everything that
+-- falls due at a time job_next_due answers. Returns how many jobs were
+-- promoted or woken; call again while it returns p_limit or more.
 CREATE FUNCTION sluice.job_promote_scheduled(p_limit integer DEFAULT 10000)
     RETURNS integer
-    LANGUAGE sql AS $$
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_promoted integer;
+BEGIN
     WITH due AS (
         SELECT j.id
           FROM sluice.jobs j
@@ -402,14 +465,20 @@ CREATE FUNCTION sluice.job_promote_scheduled(p_limit integer DEFAULT 10000)
     ), promoted AS (
         UPDATE sluice.jobs j SET state = 'ready' FROM due WHERE j.id = due.id RETURNING 1
     )
-    SELECT count(*)::integer FROM promoted;
+    SELECT count(*)::integer INTO v_promoted FROM promoted;
+    v_promoted := v_promoted + sluice.job_wake_waiting(p_limit);
+    PERFORM sluice.dag_run_expire(greatest(p_limit / 100, 1));
+    RETURN v_promoted;
+END
 $$;
 
--- When the next scheduled job falls due (null when none is scheduled): the
--- maintenance loop sleeps until then instead of polling.
+-- When the next scheduled job, wait or run deadline falls due (null when there
+-- is none): the maintenance loop sleeps until then instead of polling.
 CREATE FUNCTION sluice.job_next_due() RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
-    SELECT min(run_at) FROM sluice.jobs WHERE state = 'scheduled';
+    SELECT least((SELECT min(run_at) FROM sluice.jobs WHERE state = 'scheduled'),
+                 (SELECT min(run_at) FROM sluice.jobs WHERE state = 'waiting' AND pending_parents = 0),
+                 (SELECT min(deadline) FROM sluice.dag_runs WHERE state = 'running' AND deadline IS NOT NULL));
 $$;
 
 -- Delete finished jobs older than p_retention, at most p_limit jobs and
@@ -426,7 +495,7 @@ BEGIN
     WITH doomed AS (
         SELECT j.id
           FROM sluice.jobs j
-         WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+         WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
            AND j.finished_at < now() - p_retention
            AND j.run_id IS NULL
            AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d
@@ -441,7 +510,7 @@ BEGIN
     WITH doomed AS (
         SELECT r.id
           FROM sluice.dag_runs r
-         WHERE r.state <> 'running'
+         WHERE r.state NOT IN ('queued', 'running')
            AND r.finished_at < now() - p_retention
            AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
                              JOIN sluice.dead_letters d ON d.job_id = j.id AND d.resolved_at IS NULL

@@ -52,25 +52,32 @@ $$;
 
 -- Cancel jobs that have not finished. Pending ones simply end; a running one
 -- loses its lease at once (its worker's late completion is ignored) and its
--- worker is told to stop it (jobs_after_update sends the NOTIFY). Descendants
--- are cancelled as upstream_failed. Returns the ids cancelled.
+-- worker is told to stop it (jobs_after_update sends the NOTIFY). A mapped
+-- node takes its unfinished elements with it. Descendants are cancelled as
+-- upstream_failed, or decided by their trigger rules. Returns the ids of
+-- p_ids it cancelled.
 --
 -- The targets and the descendants the cancellation will reach are locked in
--- one sweep, running rows first, then the others, each in id order: the order
--- every engine call takes job rows in (docs/state-machine.md), so a cancel
--- cannot deadlock with a completion or failure releasing or cancelling the
--- same jobs. The cascade (jobs_after_update) then finds its rows already held.
+-- one sweep, running rows first, then the others in rank order (a map element
+-- just below its node): the order every engine call takes job rows in
+-- (docs/state-machine.md), so a cancel cannot deadlock with a completion or
+-- failure releasing or cancelling the same jobs. The cascade
+-- (jobs_after_update) then finds its rows already held.
 CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
 DECLARE
+    v_ids   bigint[] := p_ids || ARRAY(SELECT j.id FROM sluice.jobs j
+                                        WHERE j.group_id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state));
     v_below bigint[] := sluice.job_descendants(p_ids);
 BEGIN
     PERFORM 1
        FROM sluice.jobs j
-      WHERE (j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state))
-         OR (j.id = ANY(v_below) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed'))
-      ORDER BY j.state <> 'running', j.id
+      WHERE (j.id = ANY(v_ids) AND NOT sluice.state_is_terminal(j.state))
+         OR (j.id = ANY(v_below)
+             AND (j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed', 'skipped')
+                  OR (j.state = 'waiting' AND j.pending_parents > 0)))
+      ORDER BY j.state <> 'running', coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
         FOR NO KEY UPDATE;
 
     -- A new statement: each target's state as its lock found it.
@@ -78,7 +85,7 @@ BEGIN
     WITH targets AS (
         SELECT j.id, j.state AS was, j.attempt, j.worker_id, j.started_at
           FROM sluice.jobs j
-         WHERE j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state)
+         WHERE j.id = ANY(v_ids) AND NOT sluice.state_is_terminal(j.state)
     ), cancelled AS (
         UPDATE sluice.jobs j
            SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL
@@ -91,7 +98,7 @@ BEGIN
           FROM targets t
          WHERE t.was = 'running'
     )
-    SELECT c.id FROM cancelled c;
+    SELECT c.id FROM cancelled c WHERE c.id = ANY(p_ids);
 END
 $$;
 
@@ -121,115 +128,166 @@ $$;
 
 -- Retry failed or cancelled jobs. Each gets a fresh round of attempts (as many
 -- as its last round had, hand-backs not counted) and runs again as soon as its
--- parents allow; descendants that were cancelled because of it come back to
--- `blocked`; open dead-letter entries are resolved as retried. A job with a
--- parent that is failed or cancelled (and not retried here) cannot run: it ends
--- (or stays) cancelled as upstream_failed, and comes back when that parent is
--- retried. Returns the ids retried.
+-- parents allow; descendants that were cancelled because of it (as
+-- upstream_failed or no_upstream_success, through edges or from a map
+-- element to its node) come back with it, and a retried mapped node's failed
+-- or cancelled elements too; open dead-letter entries are resolved as
+-- retried. Each job brought back is decided again by its trigger rule from
+-- its parents, as when it first became ready: with the default rule, a job
+-- with a parent that is failed or cancelled (and not retried here) cannot run
+-- and ends (or stays) cancelled as upstream_failed, and comes back when that
+-- parent is retried. Returns the ids retried.
 --
 -- Concurrency (docs/state-machine.md): the candidates are read from a snapshot,
--- then locked in id order; everything is decided afterwards, by statements
--- whose snapshots see what every earlier holder of those locks committed. A
--- parent that fails or succeeds while this runs either committed before our
--- lock on its child was granted (read here in its new state) or locks that
--- child after us and corrects it (job_cancel_descendants, job_unblock), so the
--- child never stays blocked under a parent that will not succeed, nor counts a
--- parent that already did.
+-- then locked in rank order, together with the children still waiting for
+-- them (they counted them as finished); everything is decided afterwards, by
+-- statements whose snapshots see what every earlier holder of those locks
+-- committed. A parent that fails or succeeds while this runs either committed
+-- before our lock on its child was granted (read here in its new state) or
+-- locks that child after us and counts itself then (job_propagate,
+-- job_cancel_descendants, job_unblock lock cancelled and failed children too),
+-- so the child never stays blocked under a parent that will not succeed, nor
+-- counts a parent twice.
 CREATE FUNCTION sluice.job_retry(p_ids bigint[]) RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
 DECLARE
     v_roots   bigint[];
     v_revived bigint[];
+    v_kids    bigint[];
     v_locked  bigint[];
+    v_live    bigint[];
+    v_waiting bigint[];
+    v_ready   bigint[];
+    v_cand    bigint[];
+    v_s       integer[];
+    v_f       integer[];
+    v_k       integer[];
+    v_events  bigint[];
+    v_runs    bigint[];
 BEGIN
     SELECT array_agg(j.id) INTO v_roots
       FROM sluice.jobs j
-     WHERE j.id = ANY(p_ids) AND j.state IN ('failed', 'cancelled');
+     WHERE (j.id = ANY(p_ids) OR j.group_id = ANY(p_ids)) AND j.state IN ('failed', 'cancelled');
     IF v_roots IS NULL THEN
         RETURN;
     END IF;
 
     WITH RECURSIVE revived(id) AS (
-        SELECT e.child_id
-          FROM sluice.job_edges e JOIN sluice.jobs c ON c.id = e.child_id
-         WHERE e.parent_id = ANY(v_roots) AND c.state = 'cancelled' AND c.reason = 'upstream_failed'
+        SELECT l.child_id
+          FROM sluice.job_links l JOIN sluice.jobs c ON c.id = l.child_id
+         WHERE l.parent_id = ANY(v_roots) AND c.state = 'cancelled'
+           AND c.reason IN ('upstream_failed', 'no_upstream_success')
         UNION
-        SELECT e.child_id
+        SELECT l.child_id
           FROM revived r
-          JOIN sluice.job_edges e ON e.parent_id = r.id
-          JOIN sluice.jobs c ON c.id = e.child_id
-         WHERE c.state = 'cancelled' AND c.reason = 'upstream_failed'
+          JOIN sluice.job_links l ON l.parent_id = r.id
+          JOIN sluice.jobs c ON c.id = l.child_id
+         WHERE c.state = 'cancelled' AND c.reason IN ('upstream_failed', 'no_upstream_success')
     )
     SELECT array_agg(id) INTO v_revived FROM revived WHERE id <> ALL (v_roots);
+
+    -- Children still waiting for parents that come back: they counted them as finished.
+    SELECT array_agg(DISTINCT l.child_id) INTO v_kids
+      FROM sluice.job_links l JOIN sluice.jobs c ON c.id = l.child_id
+     WHERE l.parent_id = ANY(v_roots || coalesce(v_revived, '{}'))
+       AND (c.state = 'blocked' OR (c.state = 'waiting' AND c.pending_parents > 0));
 
     -- A candidate another transaction changed meanwhile (retried it, say) no
     -- longer matches once its lock is granted and is left out.
     SELECT array_agg(j.id) INTO v_locked
       FROM (SELECT j.id FROM sluice.jobs j
-             WHERE j.id = ANY(v_roots || coalesce(v_revived, '{}'))
-               AND j.state IN ('failed', 'cancelled')
-             ORDER BY j.id
+             WHERE (j.id = ANY(v_roots || coalesce(v_revived, '{}')) AND j.state IN ('failed', 'cancelled'))
+                OR (j.id = ANY(v_kids) AND (j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0)))
+             ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
                FOR NO KEY UPDATE) j;
-    IF v_locked IS NULL THEN
+
+    -- From here on, what every earlier holder of those locks committed.
+    SELECT array_agg(j.id) INTO v_live
+      FROM sluice.jobs j
+     WHERE j.id = ANY(v_locked) AND j.state IN ('failed', 'cancelled')
+       AND (j.id = ANY(v_roots) OR j.reason IN ('upstream_failed', 'no_upstream_success'));
+    IF v_live IS NULL THEN
         RETURN;
     END IF;
 
-    -- Decide every locked job at once, from what is committed now. `live` are
-    -- the jobs to bring back; a live job is `doomed` when one of its parents is
-    -- failed or cancelled and not live, or is itself doomed. The others count
-    -- their parents that have not succeeded (live parents among them).
-    -- Doomed roots end cancelled (with their fresh round, for when their parent
-    -- is retried and revives them); doomed descendants stay as they are. Their
-    -- own descendants are all doomed descendants here already, so the update
-    -- need not cascade (sluice.cascading), and takes no lock beyond these.
     PERFORM set_config('sluice.cascading', 'on', true);
-    WITH RECURSIVE live AS (
-        SELECT j.id, j.id = ANY(v_roots) AS root
-          FROM sluice.jobs j
-         WHERE j.id = ANY(v_locked)
-           AND j.state IN ('failed', 'cancelled')
-           AND (j.id = ANY(v_roots) OR j.reason = 'upstream_failed')
-    ), doomed(id) AS (
-        SELECT e.child_id
-          FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-         WHERE e.child_id IN (SELECT l.id FROM live l)
-           AND p.state IN ('failed', 'cancelled')
-           AND p.id NOT IN (SELECT l.id FROM live l)
-        UNION
-        SELECT e.child_id
-          FROM doomed d JOIN sluice.job_edges e ON e.parent_id = d.id
-         WHERE e.child_id IN (SELECT l.id FROM live l)
-    ), decided AS (
-        SELECT l.id, l.root, l.id IN (SELECT d.id FROM doomed d) AS doomed,
-               (SELECT count(*)::integer
-                  FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-                 WHERE e.child_id = l.id AND p.state <> 'succeeded') AS pending
-          FROM live l
+    -- The children that counted them as finished wait for them again.
+    UPDATE sluice.jobs c
+       SET pending_parents = c.pending_parents + x.n,
+           parents_failed = nullif(greatest(coalesce(c.parents_failed, 0) - x.n, 0), 0)
+      FROM (SELECT l.child_id, count(*)::integer AS n
+              FROM sluice.job_links l
+             WHERE l.parent_id = ANY(v_live) AND l.child_id <> ALL (v_live)
+             GROUP BY l.child_id) x
+     WHERE c.id = x.child_id AND c.id = ANY(v_locked)
+       AND (c.state = 'blocked' OR (c.state = 'waiting' AND c.pending_parents > 0));
+
+    -- Every job brought back waits for all its parents (a mapped node with
+    -- elements: for its elements), then hears below from those that finished.
+    WITH parents AS (
+        SELECT e.child_id AS id, count(*)::integer AS n
+          FROM sluice.job_edges e WHERE e.child_id = ANY(v_live) GROUP BY e.child_id
+    ), elements AS (
+        SELECT j.group_id AS id, count(*)::integer AS n
+          FROM sluice.jobs j WHERE j.group_id = ANY(v_live) GROUP BY j.group_id
+    ), reset AS (
+        UPDATE sluice.jobs j
+           SET state = CASE WHEN el.n > 0 THEN 'waiting'::sluice.job_state
+                            WHEN p.n > 0 THEN 'blocked'
+                            ELSE 'ready' END,
+               pending_parents = coalesce(el.n, p.n, 0),
+               parents_failed = NULL, reason = NULL, finished_at = NULL,
+               max_attempts = CASE WHEN j.id = ANY(v_roots)
+                                   THEN j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts)
+                                   ELSE j.max_attempts END,
+               payload = coalesce(j.flow -> 'template', j.payload),
+               run_at = now(), result = NULL, worker_id = NULL, lease_expires_at = NULL
+          FROM sluice.jobs x
+          LEFT JOIN parents p ON p.id = x.id
+          LEFT JOIN elements el ON el.id = x.id
+         WHERE j.id = x.id AND x.id = ANY(v_live)
+        RETURNING j.id, j.state, j.flow, j.run_id
     )
-    UPDATE sluice.jobs j
-       SET state = CASE WHEN x.doomed THEN 'cancelled'::sluice.job_state
-                        WHEN x.pending > 0 THEN 'blocked'
-                        ELSE 'ready' END,
-           pending_parents = CASE WHEN x.doomed THEN 0 ELSE x.pending END,
-           reason = CASE WHEN x.doomed THEN 'upstream_failed' END,
-           finished_at = CASE WHEN x.doomed THEN now() END,
-           max_attempts = CASE WHEN x.root
-                               THEN j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts)
-                               ELSE j.max_attempts END,
-           run_at = CASE WHEN x.doomed THEN j.run_at ELSE now() END,
-           result = NULL, worker_id = NULL, lease_expires_at = NULL
-      FROM decided x
-     WHERE j.id = x.id
-       AND (x.root OR NOT x.doomed);
+    SELECT array_agg(r.id) FILTER (WHERE r.state = 'waiting'),
+           array_agg(r.id) FILTER (WHERE r.state = 'ready' AND r.flow IS NOT NULL),
+           array_agg(DISTINCT r.run_id) FILTER (WHERE r.run_id IS NOT NULL)
+      INTO v_waiting, v_ready, v_runs
+      FROM reset r;
+
+    -- What their parents (elements) that stay finished tell them.
+    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.s ORDER BY c.id),
+           array_agg(c.f ORDER BY c.id), array_agg(c.k ORDER BY c.id)
+      INTO v_cand, v_s, v_f, v_k
+      FROM (SELECT x.id, count(*) FILTER (WHERE x.state = 'succeeded')::integer AS s,
+                   count(*) FILTER (WHERE x.state IN ('failed', 'cancelled'))::integer AS f,
+                   count(*) FILTER (WHERE x.state = 'skipped')::integer AS k
+              FROM (SELECT e.child_id AS id, p.state
+                      FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
+                     WHERE e.child_id = ANY(v_live) AND e.child_id <> ALL (coalesce(v_waiting, '{}'))
+                       AND e.parent_id <> ALL (v_live)
+                    UNION ALL
+                    SELECT j.group_id, j.state
+                      FROM sluice.jobs j
+                     WHERE j.group_id = ANY(v_waiting) AND j.id <> ALL (v_live)) x
+             WHERE sluice.state_is_terminal(x.state)
+             GROUP BY x.id) c;
+    IF v_ready IS NOT NULL THEN
+        SELECT array_agg(p.id) FILTER (WHERE sluice.state_is_terminal(p.state)) INTO v_events
+          FROM sluice.node_prepare(v_ready) p;
+    END IF;
+    v_runs := coalesce(v_runs, '{}') || sluice.job_propagate(v_events, v_cand, v_s, v_f, v_k);
     PERFORM set_config('sluice.cascading', 'off', true);
 
     UPDATE sluice.dead_letters d
        SET resolved_at = now(), resolution = 'retried'
-     WHERE d.job_id = ANY(v_roots) AND d.job_id = ANY(v_locked) AND d.resolved_at IS NULL;
+     WHERE d.job_id = ANY(v_roots) AND d.job_id = ANY(v_live) AND d.resolved_at IS NULL;
+    IF cardinality(v_runs) > 0 THEN
+        PERFORM sluice.dag_run_settle(v_runs);
+    END IF;
 
     RETURN QUERY
     SELECT j.id FROM sluice.jobs j
-     WHERE j.id = ANY(v_roots) AND NOT sluice.state_is_terminal(j.state)
+     WHERE j.id = ANY(v_roots) AND j.id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state)
      ORDER BY j.id;
 END
 $$;
@@ -255,23 +313,36 @@ CREATE FUNCTION sluice.dead_letter_discard(job_id bigint) RETURNS boolean
     SELECT EXISTS (SELECT 1 FROM resolved);
 $$;
 
--- Cancel every unfinished node of a run; the run then ends `cancelled`.
+-- Cancel every unfinished node of a run; the run then ends `cancelled`. A
+-- queued run has no nodes yet: it simply ends. Returns how many nodes (and
+-- map elements) were cancelled.
 CREATE FUNCTION sluice.dag_run_cancel(p_run_id bigint) RETURNS integer
-    LANGUAGE sql AS $$
-    SELECT count(*)::integer
-      FROM sluice.job_cancel(ARRAY(
-          SELECT j.id FROM sluice.jobs j
-           WHERE j.run_id = p_run_id AND j.state IN ('blocked', 'scheduled', 'ready', 'running')),
-          'run cancelled');
+    LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE sluice.dag_runs r
+       SET state = 'cancelled', reason = 'run cancelled', finished_at = now()
+     WHERE r.id = p_run_id AND r.state = 'queued';
+    IF FOUND THEN
+        RETURN 0;
+    END IF;
+    RETURN (SELECT count(*)::integer
+              FROM sluice.job_cancel(ARRAY(
+                  SELECT j.id FROM sluice.jobs j
+                   WHERE j.run_id = p_run_id AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting')),
+                  'run cancelled'));
+END
 $$;
 
--- Retry a run's failed nodes and the ones cancelled by hand; the nodes cancelled
--- because of them come back with them. Returns how many nodes were retried.
+-- Retry a run's failed nodes and the ones cancelled by hand (or by the run's
+-- timeout); the nodes cancelled because of them come back with them. Returns
+-- how many nodes were retried.
 CREATE FUNCTION sluice.dag_run_retry(p_run_id bigint) RETURNS integer
     LANGUAGE sql AS $$
     SELECT count(*)::integer
       FROM sluice.job_retry(ARRAY(
           SELECT j.id FROM sluice.jobs j
            WHERE j.run_id = p_run_id
-             AND (j.state = 'failed' OR (j.state = 'cancelled' AND j.reason IS DISTINCT FROM 'upstream_failed'))));
+             AND (j.state = 'failed'
+                  OR (j.state = 'cancelled'
+                      AND coalesce(j.reason, '') NOT IN ('upstream_failed', 'no_upstream_success')))));
 $$;

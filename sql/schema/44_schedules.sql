@@ -82,7 +82,7 @@ BEGIN
             FOREACH v_at IN ARRAY p_occurrences LOOP
                 v_key := sluice.schedule_occurrence_key(v_s.id, v_s.timezone, v_at);
                 IF v_s.dag_name IS NOT NULL THEN
-                    PERFORM sluice.dag_run_start(v_s.tenant, v_s.dag_name, v_s.dag_params, NULL, v_key, v_s.id);
+                    PERFORM sluice.dag_run_start(v_s.tenant, v_s.dag_name, v_s.dag_params, NULL, v_key, v_s.id, v_at);
                 ELSE
                     PERFORM sluice.enqueue(
                         task            => v_s.job ->> 'task',

@@ -33,7 +33,9 @@ SELECT d.id AS dead_letter_id, d.job_id, j.tenant, j.queue, j.task, j.payload, j
  WHERE d.resolved_at IS NULL
  ORDER BY d.failed_at DESC, d.id DESC;
 
--- Per DAG run: nodes in each state and how much is done.
+-- Per DAG run: nodes in each state and how much is done. A mapped node counts
+-- once, as a node (waiting while its elements run); its elements are counted
+-- apart. Done: succeeded, failed, cancelled or skipped.
 CREATE VIEW sluice.dag_run_progress AS
 SELECT r.id AS run_id, r.tenant, r.dag_name, r.dag_version, r.state, r.created_at, r.finished_at,
        coalesce(n.total, 0) AS nodes,
@@ -41,23 +43,44 @@ SELECT r.id AS run_id, r.tenant, r.dag_name, r.dag_version, r.state, r.created_a
        coalesce(n.scheduled, 0) AS scheduled,
        coalesce(n.ready, 0) AS ready,
        coalesce(n.running, 0) AS running,
+       coalesce(n.waiting, 0) AS waiting,
        coalesce(n.succeeded, 0) AS succeeded,
        coalesce(n.failed, 0) AS failed,
        coalesce(n.cancelled, 0) AS cancelled,
+       coalesce(n.skipped, 0) AS skipped,
        CASE WHEN coalesce(n.total, 0) = 0 THEN 0
-            ELSE round(100.0 * (n.succeeded + n.failed + n.cancelled) / n.total, 1) END AS percent_done
+            ELSE round(100.0 * (n.succeeded + n.failed + n.cancelled + n.skipped) / n.total, 1) END AS percent_done,
+       coalesce(n.elements, 0) AS elements,
+       coalesce(n.elements_done, 0) AS elements_done
   FROM sluice.dag_runs r
   LEFT JOIN LATERAL (
-      SELECT count(*) AS total,
-             count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
-             count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
-             count(*) FILTER (WHERE j.state = 'ready')     AS ready,
-             count(*) FILTER (WHERE j.state = 'running')   AS running,
-             count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-             count(*) FILTER (WHERE j.state = 'failed')    AS failed,
-             count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+      SELECT count(*) FILTER (WHERE j.map_index IS NULL) AS total,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'blocked')   AS blocked,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'scheduled') AS scheduled,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'ready')     AS ready,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'running')   AS running,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'waiting')   AS waiting,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'succeeded') AS succeeded,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'failed')    AS failed,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'cancelled') AS cancelled,
+             count(*) FILTER (WHERE j.map_index IS NULL AND j.state = 'skipped')   AS skipped,
+             count(*) FILTER (WHERE j.map_index IS NOT NULL) AS elements,
+             count(*) FILTER (WHERE j.map_index IS NOT NULL AND sluice.state_is_terminal(j.state)) AS elements_done
         FROM sluice.jobs j
        WHERE j.run_id = r.id) n ON true;
+
+-- DAG nodes holding no worker while they wait: for a duration, for a signal
+-- (wakes_at: its timeout, null without one), or for their map elements.
+CREATE VIEW sluice.waiting_nodes AS
+SELECT j.run_id, j.node, j.id AS job_id, j.tenant,
+       CASE WHEN j.pending_parents > 0 THEN 'map'
+            WHEN j.flow #> '{wait,signal}' = 'true' THEN 'signal'
+            ELSE 'duration' END AS kind,
+       coalesce(j.started_at, j.created_at) AS since,
+       CASE WHEN j.pending_parents > 0 OR j.run_at >= sluice.never() THEN NULL ELSE j.run_at END AS wakes_at,
+       CASE WHEN j.pending_parents > 0 THEN j.pending_parents END AS elements_left
+  FROM sluice.jobs j
+ WHERE j.state = 'waiting';
 
 -- Workers, their last heartbeat, how many jobs each runs, and whether it is
 -- alive (stopped cleanly: no; silent for three heartbeat intervals: no).
@@ -77,9 +100,10 @@ CREATE VIEW sluice.throughput AS
 SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
        count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
        count(*) FILTER (WHERE j.state = 'failed')    AS failed,
-       count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+       count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE j.state = 'skipped')   AS skipped
   FROM sluice.jobs j
- WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+ WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
    AND j.finished_at >= now() - interval '1 hour'
  GROUP BY 1, 2
  ORDER BY 1 DESC, 2;
@@ -95,9 +119,11 @@ WITH counts AS (
            count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
            count(*) FILTER (WHERE j.state = 'ready')     AS ready,
            count(*) FILTER (WHERE j.state = 'running')   AS running,
+           count(*) FILTER (WHERE j.state = 'waiting')   AS waiting,
            count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
            count(*) FILTER (WHERE j.state = 'failed')    AS failed,
            count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE j.state = 'skipped')   AS skipped,
            min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
       FROM sluice.jobs j
      GROUP BY j.queue
@@ -113,9 +139,11 @@ SELECT coalesce(c.queue, q.name) AS queue,
        coalesce(c.scheduled, 0) AS scheduled,
        coalesce(c.ready, 0) AS ready,
        coalesce(c.running, 0) AS running,
+       coalesce(c.waiting, 0) AS waiting,
        coalesce(c.succeeded, 0) AS succeeded,
        coalesce(c.failed, 0) AS failed,
        coalesce(c.cancelled, 0) AS cancelled,
+       coalesce(c.skipped, 0) AS skipped,
        greatest(now() - c.oldest_ready_at, '0') AS oldest_ready_age,
        coalesce(q.paused, false) AS paused,
        q.concurrency_limit,

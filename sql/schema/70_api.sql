@@ -26,8 +26,14 @@ SELECT j.id, j.tenant, j.queue, j.task, j.state, j.payload, j.priority,
 CREATE VIEW sluice.api_runs AS
 SELECT p.run_id AS id, p.tenant, p.dag_name, p.dag_version, p.state, r.params, r.notify,
        r.idempotency_key, r.schedule_id, p.created_at, p.finished_at, p.nodes,
-       p.blocked, p.scheduled, p.ready, p.running, p.succeeded, p.failed, p.cancelled,
-       p.percent_done::double precision AS percent_done
+       p.blocked, p.scheduled, p.ready, p.running, p.waiting, p.succeeded, p.failed, p.cancelled,
+       p.skipped, p.percent_done::double precision AS percent_done, p.elements, p.elements_done,
+       r.reason, r.occurrence, r.started_at, r.deadline, r.concurrency_key,
+       CASE WHEN r.state = 'queued'
+            THEN (SELECT count(*) FROM sluice.dag_runs q
+                   WHERE q.state = 'queued' AND q.tenant = r.tenant
+                     AND coalesce(q.dag_name, '') = coalesce(r.dag_name, '')
+                     AND q.concurrency_key = r.concurrency_key AND q.id < r.id)::integer END AS queue_position
   FROM sluice.dag_run_progress p
   JOIN sluice.dag_runs r ON r.id = p.run_id;
 

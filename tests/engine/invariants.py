@@ -23,34 +23,70 @@ INVARIANTS = {
         )
         SELECT start, path FROM walk WHERE id = start LIMIT 5
     """,
-    # A blocked job waits for exactly its parents that have not succeeded.
-    "pending_parents counts the parents not succeeded": """
+    # A blocked job waits for exactly its parents that have not finished (with
+    # the default rule: that have not succeeded, since a failed or skipped
+    # parent decides the child at once).
+    "pending_parents counts the parents not finished": """
         SELECT j.id, j.pending_parents,
                (SELECT count(*) FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-                 WHERE e.child_id = j.id AND p.state <> 'succeeded') AS not_succeeded
+                 WHERE e.child_id = j.id AND NOT sluice.state_is_terminal(p.state)) AS unfinished
           FROM sluice.jobs j
          WHERE j.state = 'blocked'
            AND j.pending_parents <> (
                SELECT count(*) FROM sluice.job_edges e JOIN sluice.jobs p ON p.id = e.parent_id
-                WHERE e.child_id = j.id AND p.state <> 'succeeded')
+                WHERE e.child_id = j.id AND NOT sluice.state_is_terminal(p.state))
     """,
-    # A job that may still run has no parent that will never succeed.
-    "no pending job under a failed or cancelled parent": """
-        SELECT c.id, c.state::text, p.id AS parent, p.state::text AS parent_state
+    # A blocked job is one its trigger rule has not decided yet.
+    "a blocked job is undecided by its rule": """
+        SELECT c.id, coalesce(c.flow ->> 'trigger', 'all_success') AS rule,
+               array_agg(p.state::text ORDER BY p.id) AS parents
           FROM sluice.jobs c
           JOIN sluice.job_edges e ON e.child_id = c.id
           JOIN sluice.jobs p ON p.id = e.parent_id
-         WHERE c.state IN ('blocked', 'scheduled', 'ready', 'running')
-           AND p.state IN ('failed', 'cancelled')
+         WHERE c.state = 'blocked'
+         GROUP BY c.id
+        HAVING CASE coalesce(c.flow ->> 'trigger', 'all_success')
+                   WHEN 'all_success' THEN bool_or(p.state IN ('failed', 'cancelled', 'skipped'))
+                   WHEN 'none_failed' THEN bool_or(p.state IN ('failed', 'cancelled'))
+                   WHEN 'one_success' THEN bool_or(p.state = 'succeeded')
+                   WHEN 'one_failed' THEN bool_or(p.state IN ('failed', 'cancelled'))
+                   ELSE false END
+            OR bool_and(sluice.state_is_terminal(p.state))
     """,
-    # Only a blocked job has parents left to wait for.
-    "a job that is not blocked has every parent succeeded": """
-        SELECT c.id, c.state::text, p.id AS parent, p.state::text AS parent_state
+    # A job about to run, or that ran, under the default rule (or none_failed)
+    # had its parents all succeeded (or skipped): a parent that fails or is
+    # skipped afterwards is impossible, since it had finished. (Under the
+    # other rules a decision stays made: a job started by one_success keeps
+    # running when a co-parent fails.)
+    "a job that is not blocked satisfies all_success and none_failed": """
+        SELECT c.id, c.state::text, coalesce(c.flow ->> 'trigger', 'all_success') AS rule,
+               p.id AS parent, p.state::text AS parent_state
           FROM sluice.jobs c
           JOIN sluice.job_edges e ON e.child_id = c.id
           JOIN sluice.jobs p ON p.id = e.parent_id
-         WHERE c.state IN ('scheduled', 'ready', 'running', 'succeeded')
-           AND p.state <> 'succeeded'
+         WHERE c.state IN ('scheduled', 'ready', 'running', 'waiting', 'succeeded')
+           AND CASE coalesce(c.flow ->> 'trigger', 'all_success')
+                   WHEN 'all_success' THEN p.state <> 'succeeded'
+                   WHEN 'none_failed' THEN p.state NOT IN ('succeeded', 'skipped')
+                   ELSE false END
+    """,
+    # A mapped node waiting for its elements counts the unfinished ones, and
+    # the failed or cancelled ones; one that succeeded has every element's result.
+    "a mapped node counts its elements": """
+        SELECT g.id, g.state::text, g.pending_parents, g.parents_failed,
+               count(*) FILTER (WHERE NOT sluice.state_is_terminal(e.state)) AS unfinished,
+               count(*) FILTER (WHERE e.state IN ('failed', 'cancelled')) AS failed
+          FROM sluice.jobs g
+          JOIN sluice.jobs e ON e.group_id = g.id
+         GROUP BY g.id
+        HAVING (g.state = 'waiting'
+                AND (g.pending_parents
+                         <> count(*) FILTER (WHERE NOT sluice.state_is_terminal(e.state))
+                     OR coalesce(g.parents_failed, 0)
+                         <> count(*) FILTER (WHERE e.state IN ('failed', 'cancelled'))))
+            OR (g.state = 'succeeded'
+                AND (bool_or(e.state <> 'succeeded') OR jsonb_array_length(g.result) <> count(*)))
+            OR g.state IN ('blocked', 'scheduled', 'ready', 'running')
     """,
     # The running attempt is the job's newest and has not been logged as ended.
     "at most one live attempt per job": """
