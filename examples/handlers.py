@@ -6,34 +6,38 @@ load them with:
 
 from __future__ import annotations
 
-import asyncio
-import json
-from pathlib import Path
+import random
 from typing import Any
 
 from sluice import JobContext, NonRetryableError, task
 
 
+@task(name="pipeline.extract")
+def extract(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """A day's orders (made up, the same for the same day), returned as the result:
+    the database hands them to `transform` (examples/pipeline.yaml), on whichever
+    worker and host it runs, so no file is shared."""
+    rng = random.Random(payload["day"])  # noqa: S311 - made-up data, not secrets
+    orders = [{"order": n, "amount": rng.randint(5, 120)} for n in range(payload.get("count", 25))]
+    return {"day": payload["day"], "orders": orders}
+
+
 @task(name="pipeline.transform")
 async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Read the orders `extract` wrote, total them, and write the totals for `load`.
-
-    An async handler runs on the worker's event loop, so its file I/O goes to a
-    thread; a plain `def` handler would run in the worker's thread pool instead."""
-    source = Path(payload["input"])
-    if not await asyncio.to_thread(source.exists):
-        # The upstream step succeeded but left nothing: retrying will not help.
-        raise NonRetryableError(f"{source} is missing")
-    orders = json.loads(await asyncio.to_thread(source.read_text))
+    """Total the orders `extract` returned. The payload's `orders` is the template
+    `{{ nodes.extract.result.orders }}`, rendered by the database when this node
+    became ready; the result goes on to `load` the same way."""
+    orders = payload["orders"]
+    if not isinstance(orders, list):
+        # The upstream step succeeded but returned no list: retrying will not help.
+        raise NonRetryableError(f"orders must be a list, got {type(orders).__name__}")
     await ctx.progress({"orders": len(orders)})
-    totals = {
+    return {
         "day": payload["day"],
         "orders": len(orders),
         "total": sum(order["amount"] for order in orders),
         "currency": payload.get("currency", "EUR"),
     }
-    await asyncio.to_thread(Path(payload["output"]).write_text, json.dumps(totals))
-    return totals  # stored as the job's result
 
 
 @task(name="examples.flaky")

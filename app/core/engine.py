@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -195,6 +195,10 @@ class Job(Struct, kw_only=True):
     progress: Any
     worker_id: str | None
     lease_expires_at: datetime | None
+    map_index: Annotated[
+        int | None,
+        Meta(description="A map element: its place in the list (`node` names its mapped node)."),
+    ] = None
 
 
 class Attempt(Struct):
@@ -436,13 +440,16 @@ class StateCounts(Struct, kw_only=True):
     scheduled: int
     ready: int
     running: int
+    waiting: int
     succeeded: int
     failed: int
     cancelled: int
+    skipped: int
 
 
 class Run(StateCounts, kw_only=True):
-    """A DAG run and how far along its nodes are (nodes per state)."""
+    """A DAG run and how far along its nodes are (nodes per state; a mapped node
+    counts once, its elements apart)."""
 
     id: int
     tenant: str
@@ -457,6 +464,24 @@ class Run(StateCounts, kw_only=True):
     finished_at: datetime | None
     nodes: int
     percent_done: float
+    elements: Annotated[int, Meta(description="Map elements created so far.")] = 0
+    elements_done: int = 0
+    reason: Annotated[
+        str | None, Meta(description="Why it ended, beside its nodes: `timeout`.")
+    ] = None
+    occurrence: Annotated[
+        datetime | None, Meta(description="The cron occurrence it runs for (schedule, backfill).")
+    ] = None
+    started_at: Annotated[
+        datetime | None, Meta(description="When it started running (queued runs: null).")
+    ] = None
+    deadline: Annotated[
+        datetime | None, Meta(description="Its timeout: what is left then is cancelled.")
+    ] = None
+    concurrency_key: str | None = None
+    queue_position: Annotated[
+        int | None, Meta(description="A queued run: how many queued runs go first.")
+    ] = None
 
 
 class RunSubmitted(Struct):
@@ -465,8 +490,24 @@ class RunSubmitted(Struct):
     request_fingerprint: str | None
 
 
+class MapCounts(Struct, kw_only=True):
+    """A mapped node's elements per state."""
+
+    total: int
+    scheduled: int
+    ready: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+WaitingFor = Literal["signal", "duration", "map"]
+
+
 class RunNode(Struct, kw_only=True):
-    """One node of a run and the job that runs it."""
+    """One node of a run and the job that runs it (a mapped node: the node, with
+    its elements counted in `map`)."""
 
     id: str
     job_id: int
@@ -479,6 +520,46 @@ class RunNode(Struct, kw_only=True):
     finished_at: datetime | None
     last_error: str | None
     reason: str | None
+    trigger: str = "all_success"
+    when: str | None = None
+    waiting_for: Annotated[
+        WaitingFor | None,
+        Meta(description="While `waiting`: a signal, the end of a duration, or its map elements."),
+    ] = None
+    wakes_at: Annotated[
+        datetime | None,
+        Meta(description="While waiting for a duration or a signal: when it ends (times out)."),
+    ] = None
+    result_preview: Annotated[
+        str | None,
+        Meta(description="The start of its result's JSON text (GET .../result has it all)."),
+    ] = None
+    result_truncated: bool = False
+    map: MapCounts | None = None
+
+
+class NodeResult(Struct, kw_only=True):
+    """A node's whole result (a mapped node's: its elements' results in element order)."""
+
+    id: str
+    job_id: int
+    state: JobState
+    result: Any
+
+
+class DataflowProblem(Struct):
+    """A problem of a definition's data flow, at its place in the document."""
+
+    at: str
+    problem: str
+
+
+class BackfilledRun(Struct):
+    """The run of one occurrence of a backfill, and whether the backfill started it."""
+
+    occurrence: datetime
+    run_id: int
+    created: bool
 
 
 class RunEdge(Struct):
@@ -555,6 +636,68 @@ async def dag_run_nodes(conn: AsyncConnection[Any], *, id: int) -> list[RunNode]
 @door("dag_run_edges", RunEdge)
 async def dag_run_edges(conn: AsyncConnection[Any], *, id: int) -> list[RunEdge]:
     return await _rows(conn, "dag_run_edges", RunEdge, id=id)
+
+
+@door("dag_run_node", RunNode)
+async def dag_run_node(conn: AsyncConnection[Any], *, id: int, node: str) -> RunNode | None:
+    return await _row(conn, "dag_run_node", RunNode, id=id, node=node)
+
+
+@door("dag_run_node_result", NodeResult)
+async def dag_run_node_result(
+    conn: AsyncConnection[Any], *, id: int, node: str
+) -> NodeResult | None:
+    return await _row(conn, "dag_run_node_result", NodeResult, id=id, node=node)
+
+
+@door("dag_dataflow_problems", DataflowProblem)
+async def dag_dataflow_problems(
+    conn: AsyncConnection[Any],
+    *,
+    nodes: list[dict[str, Any]],
+    concurrency_key: str | None,
+    key_at: str,
+) -> list[DataflowProblem]:
+    """Every data-flow problem of normalised nodes (each with its `at`), and of
+    the concurrency key template (at `key_at`), in document order."""
+    return await _rows(
+        conn,
+        "dag_dataflow_problems",
+        DataflowProblem,
+        nodes=Jsonb(nodes),
+        concurrency_key=None if concurrency_key is None else Jsonb(concurrency_key),
+        key_at=key_at,
+    )
+
+
+@door("dag_run_signal")
+async def dag_run_signal(conn: AsyncConnection[Any], *, id: int, node: str, payload: Any) -> bool:
+    """True when the node was waiting for a signal and now succeeded with `payload`."""
+    return bool(await _value(conn, "dag_run_signal", id=id, node=node, payload=Jsonb(payload)))
+
+
+@door("dag_run_rerun")
+async def dag_run_rerun(conn: AsyncConnection[Any], *, id: int, node: str) -> int:
+    """How many nodes were reset (node `node` and everything below it)."""
+    return await _value(conn, "dag_run_rerun", id=id, node=node)
+
+
+@door("dag_run_backfill", BackfilledRun)
+async def dag_run_backfill(
+    conn: AsyncConnection[Any],
+    *,
+    schedule_id: int,
+    occurrences: list[datetime],
+    params: dict[str, Any] | None,
+) -> list[BackfilledRun]:
+    return await _rows(
+        conn,
+        "dag_run_backfill",
+        BackfilledRun,
+        schedule_id=schedule_id,
+        occurrences=occurrences,
+        params=None if params is None else Jsonb(params),
+    )
 
 
 @door("dag_run_cancel")

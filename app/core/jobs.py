@@ -17,15 +17,42 @@ from typing import Literal, get_args
 
 # --- States (the enum types sluice.job_state and sluice.run_state) -------------
 
-JobState = Literal["blocked", "scheduled", "ready", "running", "succeeded", "failed", "cancelled"]
+JobState = Literal[
+    "blocked",
+    "scheduled",
+    "ready",
+    "running",
+    "waiting",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "skipped",
+]
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 
-# How a job or a run ends (sluice.state_is_terminal); also the outcomes `notify` can name.
-Outcome = Literal["succeeded", "failed", "cancelled"]
-TERMINAL_STATES: tuple[Outcome, ...] = get_args(Outcome)
+# How a job ends (sluice.state_is_terminal). `skipped` is a DAG node's only.
+TerminalState = Literal["succeeded", "failed", "cancelled", "skipped"]
+TERMINAL_STATES: tuple[TerminalState, ...] = get_args(TerminalState)
 
-RunState = Literal["running", "succeeded", "failed", "cancelled"]
+# The outcomes `notify` can name (notify_valid): how a job or a run ended.
+Outcome = Literal["succeeded", "failed", "cancelled"]
+
+RunState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 RUN_STATES: tuple[RunState, ...] = get_args(RunState)
+
+# --- DAG data flow (docs/dags.md) ---------------------------------------------------
+
+# When a node runs, given how its parents ended (sluice.job_propagate).
+TriggerRule = Literal["all_success", "all_done", "one_success", "one_failed", "none_failed"]
+TRIGGER_RULES: tuple[TriggerRule, ...] = get_args(TriggerRule)
+DEFAULT_TRIGGER: TriggerRule = "all_success"
+# The pseudo-task of a `wait` node: no worker ever claims it.
+WAIT_TASK = "sluice.wait"
+# Longest `wait: {for: ...}` or signal timeout, and run timeout, in seconds
+# (domain sluice.flow_spec; now plus this stays inside the run_at range).
+WAIT_SECONDS_MAX = 10 * 365 * 86400
+# Most runs of one DAG (and concurrency key) running at once, as a definition may ask.
+RUN_CONCURRENCY_MAX = 1_000_000
 
 # --- What a job gets when a field is left out ----------------------------------
 

@@ -8,7 +8,7 @@ from psycopg import AsyncConnection
 
 from sluice.auth import Principal
 from sluice.core import engine
-from sluice.core.definitions import DefinitionError, check
+from sluice.core.definitions import DefinitionError, check_all
 from sluice.core.engine import Dag
 from sluice.core.tasks import TaskCatalog
 from sluice.dags.schemas import DagDefinitionIn
@@ -37,18 +37,14 @@ async def save(
     data: DagDefinitionIn,
     catalog: TaskCatalog,
 ) -> tuple[Dag, bool]:
-    """Check the definition (every problem at once), then store it as the DAG's next
-    version unless it equals the newest: (the version stored, whether it is new)."""
-    raw = msgspec.to_builtins(data)
-    if raw.get("description") is None:
-        raw.pop("description", None)
+    """Check the definition (every problem at once: its structure, then its templates,
+    conditions and maps), then store it as the DAG's next version unless it equals the
+    newest: (the version stored, whether it is new)."""
+    raw = {k: v for k, v in msgspec.to_builtins(data).items() if v is not None}
     try:
-        nodes = check(raw, catalog)
+        definition = await check_all(conn, raw, catalog)
     except DefinitionError as exc:
         raise invalid(exc.problems) from None
-    definition = {"nodes": nodes}
-    if data.description:
-        definition["description"] = data.description
     async with conn.transaction():
         saved = await engine.dag_save(
             conn,

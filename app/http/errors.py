@@ -196,6 +196,13 @@ CONSTRAINT_FIELDS = {
     "schedules_job_has_task": "job.task",
     "schedules_misfire_valid": "misfire",
     "schedules_tenant_name_key": "name",
+    # DAG data flow (sql/schema/33_dag_runs.sql, 34_dataflow.sql).
+    "template_renders": "params",
+    "dag_runs_params_object": "params",
+    "flow_spec_valid": "definition",
+    "dag_runs_concurrency_positive": "concurrency",
+    "dag_runs_timeout_positive": "timeout",
+    "result_size": "payload",
 }
 
 
@@ -208,6 +215,11 @@ def handle_database(_: Request, exc: pg.Error) -> Response[ErrorBody]:
         return _respond(409, f"{field}: already exists", [FieldError(field, "already exists")])
     if isinstance(exc, pg.NoDataFound):
         return _respond(404, detail, [])
+    if isinstance(exc, pg.ProgramLimitExceeded) and constraint in CONSTRAINT_FIELDS:
+        return _respond(413, f"{field}: {detail}", [FieldError(field, detail)])
+    if isinstance(exc, pg.ObjectInUse):
+        # The engine refuses to act on rows in use (a rerun of running nodes).
+        return _respond(409, detail, [])
     if isinstance(exc, pg.IntegrityError | pg.DataError):
         # Check and foreign-key violations, and values PostgreSQL cannot store
         # (NUL characters, out-of-range numbers and dates): the client's input.

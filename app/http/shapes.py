@@ -23,6 +23,7 @@ from sluice.core.jobs import (
     JOB_STATES,
     MAX_ATTEMPTS_MAX,
     MAX_ATTEMPTS_MIN,
+    NODE_ID,
     PRIORITY_MAX,
     PRIORITY_MIN,
     QUEUE_NAME,
@@ -47,6 +48,7 @@ IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^
 # Path parameters: ids a bigint can hold, so a huge number is a 404, not a database error.
 IdPath = Annotated[int, PathParameter(ge=1, le=BIGINT_MAX)]
 DagNamePath = Annotated[str, PathParameter(pattern=DAG_NAME.pattern)]
+NodePath = Annotated[str, PathParameter(pattern=NODE_ID.pattern, description="A node's id.")]
 QueueNamePath = Annotated[str, PathParameter(pattern=QUEUE_NAME.pattern)]
 
 Seconds = Annotated[float, Meta(ge=0, le=BACKOFF_SECONDS_MAX)]

@@ -1,6 +1,7 @@
 """/api/v1/runs: start a run of an inline definition, list, get (nodes and graph),
-its layout for drawing, cancel, retry failed nodes; and POST /api/v1/dags/{name}/runs,
-a run of a stored DAG."""
+its layout for drawing, a node's result, cancel, retry failed nodes, rerun from a
+node, signal a waiting node; and POST /api/v1/dags/{name}/runs (a run of a stored
+DAG) and /backfill (the runs its cron schedule would have started)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,26 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
-from sluice.core.engine import Run
+from sluice.core.engine import NodeResult, Run, RunNode
 from sluice.core.jobs import DAG_NAME, RunState
 from sluice.http.bodies import YamlRequest
 from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
-from sluice.http.shapes import DagNamePath, IdPath
+from sluice.http.shapes import DagNamePath, IdPath, NodePath
 from sluice.runs import service
 from sluice.runs.layout import layout
-from sluice.runs.schemas import RunGraph, RunLayout, RunStart, RunSubmit
+from sluice.runs.schemas import (
+    BackfillIn,
+    BackfillOut,
+    RerunIn,
+    RunGraph,
+    RunLayout,
+    RunStart,
+    RunSubmit,
+    SignalIn,
+)
 
 INLINE_RUN = {
     "definition": {
@@ -121,7 +131,8 @@ class RunsController(Controller):
         responses=error_responses(404),
     )
     async def show(self, run_id: IdPath, conn: Conn, principal: Caller) -> RunGraph:
-        """The run, every node's state, and the edges between nodes (parent -> child)."""
+        """The run, every node's state (what a waiting node waits for, the start of its
+        result, a mapped node's elements per state), and the edges between nodes."""
         run = await service.get_run(conn, principal, run_id)
         nodes, edges = await service.graph(conn, run_id)
         return RunGraph(run=run, nodes=nodes, edges=edges)
@@ -152,7 +163,7 @@ class RunsController(Controller):
         responses=error_responses(403, 404, 409),
     )
     async def cancel(self, run_id: IdPath, conn: Conn, principal: Caller) -> Run:
-        """Cancel every unfinished node; the run ends `cancelled`."""
+        """Cancel every unfinished node; the run ends `cancelled` (a queued run at once)."""
         return await service.cancel(conn, principal, run_id)
 
     @post(
@@ -167,6 +178,65 @@ class RunsController(Controller):
         """Retry the failed (and hand-cancelled) nodes; the nodes cancelled because of them
         come back, and the run is running again."""
         return await service.retry(conn, principal, run_id)
+
+    @post(
+        "/{run_id:int}/rerun",
+        operation_id="run_rerun",
+        summary="Rerun a run from a node",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403, 404, 409),
+    )
+    async def rerun(
+        self,
+        run_id: IdPath,
+        data: Annotated[RerunIn, example_body("from a node", {"from": "transform"})],
+        conn: Conn,
+        principal: Caller,
+    ) -> Run:
+        """Run the node and every node below it again, with fresh attempts; the others
+        keep their results. Each is decided by its trigger rule as when it first became
+        ready; templated payloads are rendered anew and a mapped node maps again. 409
+        (naming them) while any of those nodes runs."""
+        return await service.rerun(conn, principal, run_id, data.from_)
+
+    @get(
+        "/{run_id:int}/nodes/{node:str}/result",
+        operation_id="run_node_result",
+        summary="Get a node's whole result",
+        guards=VIEWER,
+        responses=error_responses(404),
+    )
+    async def result(
+        self, run_id: IdPath, node: NodePath, conn: Conn, principal: Caller
+    ) -> NodeResult:
+        """The node's result in full (GET /runs/{run_id} shows its start); a mapped
+        node's is the list of its elements' results, in element order."""
+        return await service.node_result(conn, principal, run_id, node)
+
+    @post(
+        "/{run_id:int}/nodes/{node:str}/signal",
+        operation_id="run_node_signal",
+        summary="Signal a waiting node",
+        status_code=200,
+        guards=OPERATOR,
+        responses=error_responses(403, 404, 409, 413),
+    )
+    async def signal(
+        self,
+        run_id: IdPath,
+        node: NodePath,
+        conn: Conn,
+        principal: Caller,
+        data: Annotated[
+            SignalIn | None,
+            example_body("an approval", {"payload": {"approved_by": "ann"}}),
+        ] = None,
+    ) -> RunNode:
+        """A node waiting for a signal (`wait: {signal: true}`) succeeds, with `payload`
+        as its result, and its children move on. 409 when it is not waiting for one
+        (saying what it does instead, or when it timed out)."""
+        return await service.signal(conn, principal, run_id, node, (data or SignalIn()).payload)
 
 
 class DagRunsController(Controller):
@@ -196,6 +266,30 @@ class DagRunsController(Controller):
         """Run the newest version of the DAG with `params` filled into its payloads."""
         run, created = await service.start_dag(conn, principal, name, data or RunStart())
         return Response(run, status_code=201 if created else 200)
+
+    @post(
+        "/{name:str}/backfill",
+        operation_id="dag_backfill",
+        summary="Backfill a DAG's cron schedule",
+        status_code=201,
+        guards=OPERATOR,
+        responses=error_responses(403, 404),
+    )
+    async def backfill(
+        self,
+        name: DagNamePath,
+        conn: Conn,
+        principal: Caller,
+        data: Annotated[
+            BackfillIn,
+            example_body("a week", {"from": "2026-11-01T00:00:00Z", "to": "2026-11-07T23:59:59Z"}),
+        ],
+    ) -> BackfillOut:
+        """Start a run for each occurrence of the DAG's cron schedule from `from` to `to`
+        (at most 1,000), oldest first, with `{{ run.occurrence }}` set; an occurrence the
+        scheduler (or an earlier backfill) started already is listed under `existing`, not
+        started twice. The DAG's `concurrency` applies: extra runs queue."""
+        return await service.backfill(conn, principal, name, data)
 
 
 router = Router(

@@ -3,8 +3,10 @@ sluice.core.engine's Run, RunNode and RunEdge)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
+import msgspec
 from msgspec import Meta, Struct
 
 from sluice.core.engine import Run, RunEdge, RunNode
@@ -67,3 +69,41 @@ class RunLayout(Struct, kw_only=True):
     node_height: float
     nodes: list[NodePlace]
     edges: list[EdgePath]
+
+
+class SignalIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A signal to a node waiting for one (`wait: {signal: true}`)."""
+
+    payload: Annotated[
+        Any, Meta(description="Any JSON: the node's result (at most sluice.max_result_bytes).")
+    ] = msgspec.field(default_factory=dict)
+
+
+class RerunIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Run a node and everything below it again."""
+
+    from_: Annotated[str, Meta(description="The node to rerun from.", min_length=1)] = (
+        msgspec.field(name="from")
+    )
+
+
+class BackfillIn(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Start the runs a cron schedule of the DAG would have started from `from` to `to`."""
+
+    from_: Annotated[datetime, Meta(description="The first occurrence may be this time.")] = (
+        msgspec.field(name="from")
+    )
+    to: Annotated[datetime, Meta(description="The last occurrence may be this time.")]
+    schedule: Annotated[
+        str | None,
+        Meta(description="The schedule's name, when several schedules start this DAG."),
+    ] = None
+    params: Params | None = None
+
+
+class BackfillOut(Struct, kw_only=True):
+    """The runs of a backfill, oldest occurrence first: those it started, and those
+    that existed already (started by the scheduler or an earlier backfill)."""
+
+    runs: list[int]
+    existing: list[int]

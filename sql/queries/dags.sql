@@ -31,3 +31,14 @@ SELECT d.tenant, d.name, d.version, d.definition, d.created_at, d.created_by,
 -- Every version goes; runs keep the name and version they ran.
 -- name: dag_delete :rows
 DELETE FROM sluice.dags WHERE tenant = %(tenant)s AND name = %(name)s;
+
+-- Every data-flow problem of a definition's normalised nodes (templates,
+-- conditions, maps: sluice.dag_dataflow_problems) and of its concurrency key,
+-- which may read only params and run. Each problem at its place.
+-- name: dag_dataflow_problems :many
+SELECT p.at, p.problem FROM sluice.dag_dataflow_problems(%(nodes)s) p
+UNION ALL
+SELECT r.at, coalesce('template ' || r.template || ': ', '')
+             || coalesce(r.problem, 'a concurrency key may only use params and run')
+  FROM sluice.template_refs(%(concurrency_key)s, %(key_at)s) r
+ WHERE r.problem IS NOT NULL OR r.root NOT IN ('params', 'run');

@@ -24,13 +24,38 @@ SELECT *
  ORDER BY r.id DESC
  LIMIT %(limit)s;
 
--- Every node of a run, in creation (topological) order.
+-- Every node of a run, in creation (topological) order, with what it waits for,
+-- the start of its result, and a mapped node's elements per state (its
+-- elements are not nodes of their own).
 -- name: dag_run_nodes :many
-SELECT j.node AS id, j.id AS job_id, j.task, j.queue, j.state, j.attempt, j.max_attempts,
-       j.started_at, j.finished_at, j.last_error, j.reason
-  FROM sluice.jobs j
- WHERE j.run_id = %(id)s
- ORDER BY j.id;
+SELECT n.id, n.job_id, n.task, n.queue, n.state, n.attempt, n.max_attempts, n.started_at,
+       n.finished_at, n.last_error, n.reason, n.trigger, n."when", n.waiting_for, n.wakes_at,
+       n.result_preview, n.result_truncated, n.map
+  FROM sluice.api_run_nodes n
+ WHERE n.run_id = %(id)s
+ ORDER BY n.job_id;
+
+-- name: dag_run_node :one
+SELECT n.id, n.job_id, n.task, n.queue, n.state, n.attempt, n.max_attempts, n.started_at,
+       n.finished_at, n.last_error, n.reason, n.trigger, n."when", n.waiting_for, n.wakes_at,
+       n.result_preview, n.result_truncated, n.map
+  FROM sluice.api_run_nodes n
+ WHERE n.run_id = %(id)s AND n.id = %(node)s;
+
+-- A node's whole result, through the one view results are read from.
+-- name: dag_run_node_result :one
+SELECT r.node AS id, r.job_id, r.state, r.result
+  FROM sluice.node_results r
+ WHERE r.run_id = %(id)s AND r.node = %(node)s AND r.map_index IS NULL;
+
+-- name: dag_run_signal :scalar
+SELECT sluice.signal(%(id)s, %(node)s, %(payload)s);
+
+-- name: dag_run_rerun :scalar
+SELECT sluice.dag_run_rerun(%(id)s, %(node)s);
+
+-- name: dag_run_backfill :many
+SELECT * FROM sluice.dag_run_backfill(%(schedule_id)s, %(occurrences)s::timestamptz[], %(params)s);
 
 -- The run's edges as node ids (parent -> child), ready for drawing.
 -- name: dag_run_edges :many

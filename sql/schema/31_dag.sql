@@ -112,7 +112,10 @@ $$;
 -- That walk is right while every descendant follows the default rule (all
 -- parents succeeded): a failure below any ancestor dooms it. A descendant
 -- with another trigger rule may run anyway (all_done), or may have started
--- already (one_success): then sluice.job_propagate decides each one by its rule.
+-- already (one_success): then sluice.job_propagate decides each one by its
+-- rule. So it does when a map element is among them (its mapped node must
+-- hear of it; only an edge inserted before job_edges_after_insert refused
+-- edges into elements could put one there).
 --
 -- The jobs_after_update call this UPDATE causes must not walk the same subtree
 -- again: sluice.cascading tells it so.
@@ -125,7 +128,8 @@ BEGIN
     IF v_ids IS NULL THEN
         RETURN '{}';
     END IF;
-    IF EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = ANY(v_ids) AND j.flow ? 'trigger') THEN
+    IF EXISTS (SELECT 1 FROM sluice.jobs j
+                WHERE j.id = ANY(v_ids) AND (j.flow ? 'trigger' OR j.group_id IS NOT NULL)) THEN
         RETURN sluice.job_propagate(p_roots);
     END IF;
 
@@ -310,6 +314,7 @@ BEGIN
     SELECT e.parent_id, e.child_id, p.state AS parent_state, c.state AS child_state,
            p.tenant AS parent_tenant, c.tenant AS child_tenant,
            CASE WHEN p.tenant <> c.tenant THEN 1
+                WHEN c.group_id IS NOT NULL THEN 4
                 WHEN c.state NOT IN ('blocked', 'scheduled', 'ready') THEN 2
                 ELSE 3 END AS problem
       INTO v_bad
@@ -317,6 +322,7 @@ BEGIN
       JOIN sluice.jobs p ON p.id = e.parent_id
       JOIN sluice.jobs c ON c.id = e.child_id
      WHERE p.tenant <> c.tenant
+        OR c.group_id IS NOT NULL
         OR c.state NOT IN ('blocked', 'scheduled', 'ready')
         OR p.state IN ('failed', 'cancelled', 'skipped')
      ORDER BY 7, e.child_id, e.parent_id
@@ -327,6 +333,12 @@ BEGIN
             RAISE EXCEPTION 'job % (tenant %) cannot depend on job % (tenant %): edges stay within one tenant',
                             v_bad.child_id, v_bad.child_tenant, v_bad.parent_id, v_bad.parent_tenant
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_same_tenant',
+                      SCHEMA = 'sluice', TABLE = 'job_edges';
+        WHEN 4 THEN
+            -- Its mapped node waits for it, and only the engine's map decides it.
+            RAISE EXCEPTION 'job % cannot depend on job %: it is an element of a map (make its mapped node depend on it instead)',
+                            v_bad.child_id, v_bad.parent_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'job_edges_child_pending',
                       SCHEMA = 'sluice', TABLE = 'job_edges';
         WHEN 2 THEN
             RAISE EXCEPTION 'job % cannot depend on job %: it is already %',

@@ -19,7 +19,7 @@ SELECT j.id, j.tenant, j.queue, j.task, j.state, j.payload, j.priority,
        extract(epoch FROM j.timeout)::double precision AS timeout,
        j.run_at, j.created_at, j.started_at, j.finished_at,
        j.result, j.last_error, j.reason, j.run_id, j.node, j.idempotency_key,
-       j.notify, j.progress, j.worker_id, j.lease_expires_at
+       j.notify, j.progress, j.worker_id, j.lease_expires_at, j.map_index
   FROM sluice.jobs j;
 
 -- A DAG run as the REST API returns it: the run and its node counts per state.
@@ -36,6 +36,36 @@ SELECT p.run_id AS id, p.tenant, p.dag_name, p.dag_version, p.state, r.params, r
                      AND q.concurrency_key = r.concurrency_key AND q.id < r.id)::integer END AS queue_position
   FROM sluice.dag_run_progress p
   JOIN sluice.dag_runs r ON r.id = p.run_id;
+
+-- A run's nodes as the REST API shows them: what each waits for, the start of
+-- its result (the whole one is at GET .../nodes/{node}/result), a mapped node's
+-- elements per state. Map elements are not nodes of their own.
+CREATE VIEW sluice.api_run_nodes AS
+SELECT j.run_id, j.node AS id, j.id AS job_id, j.task, j.queue, j.state, j.attempt, j.max_attempts,
+       j.started_at, j.finished_at, j.last_error, j.reason,
+       coalesce(j.flow ->> 'trigger', 'all_success') AS trigger, j.flow ->> 'when' AS "when",
+       CASE WHEN j.state <> 'waiting' THEN NULL
+            WHEN j.pending_parents > 0 THEN 'map'
+            WHEN j.flow #> '{wait,signal}' = 'true' THEN 'signal'
+            ELSE 'duration' END AS waiting_for,
+       CASE WHEN j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at < sluice.never()
+            THEN j.run_at END AS wakes_at,
+       left(j.result::text, 200) AS result_preview,
+       coalesce(length(j.result::text) > 200, false) AS result_truncated,
+       m.counts AS map
+  FROM sluice.jobs j
+  LEFT JOIN LATERAL (
+      SELECT jsonb_build_object(
+                 'total', count(*),
+                 'scheduled', count(*) FILTER (WHERE e.state = 'scheduled'),
+                 'ready', count(*) FILTER (WHERE e.state = 'ready'),
+                 'running', count(*) FILTER (WHERE e.state = 'running'),
+                 'succeeded', count(*) FILTER (WHERE e.state = 'succeeded'),
+                 'failed', count(*) FILTER (WHERE e.state = 'failed'),
+                 'cancelled', count(*) FILTER (WHERE e.state = 'cancelled')) AS counts
+        FROM sluice.jobs e
+       WHERE e.group_id = j.id) m ON j.flow ? 'map'
+ WHERE j.run_id IS NOT NULL AND j.map_index IS NULL;
 
 -- Save a DAG definition as its next version, unless it equals the newest
 -- version (saving the same file twice is not a change). Saves of one DAG take

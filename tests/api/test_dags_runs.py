@@ -189,7 +189,7 @@ async def test_inline_run_graph_cancel_and_retry(client, submitter, operator, db
 
 
 async def test_run_idempotency(client, submitter):
-    body = {"definition": CHAIN, "idempotency_key": "nightly-2024-01-31"}
+    body = {"definition": CHAIN, "params": {"day": "d"}, "idempotency_key": "nightly-2024-01-31"}
     first = await client.post(RUNS, json=body, headers=submitter)
     again = await client.post(RUNS, json=body, headers=submitter)
     assert (first.status_code, again.status_code) == (201, 200)
@@ -226,7 +226,8 @@ async def test_delete_a_dag(client, submitter, operator):
 
 async def test_dags_and_runs_are_per_tenant(client, submitter):
     await client.put(f"{DAGS}/etl", json=CHAIN, headers=submitter)
-    run = (await client.post(f"{DAGS}/etl/runs", headers=submitter)).json()
+    start = {"params": {"day": "d"}}
+    run = (await client.post(f"{DAGS}/etl/runs", json=start, headers=submitter)).json()
     other = bearer("operator", tenant="other")
     assert (await client.get(f"{DAGS}/etl", headers=other)).status_code == 404
     assert (await client.get(f"{RUNS}/{run['id']}", headers=other)).status_code == 404

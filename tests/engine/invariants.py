@@ -88,6 +88,16 @@ INVARIANTS = {
                 AND (bool_or(e.state <> 'succeeded') OR jsonb_array_length(g.result) <> count(*)))
             OR g.state IN ('blocked', 'scheduled', 'ready', 'running')
     """,
+    # A run is running exactly while it has a node left to run.
+    "a run follows its nodes": """
+        SELECT r.id, r.state::text
+          FROM sluice.dag_runs r
+         WHERE r.state <> 'queued'
+           AND (r.state = 'running') <> EXISTS (
+               SELECT 1 FROM sluice.jobs j
+                WHERE j.run_id = r.id
+                  AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'))
+    """,
     # The running attempt is the job's newest and has not been logged as ended.
     "at most one live attempt per job": """
         SELECT j.id, j.attempt, a.attempt AS logged
