@@ -6,25 +6,14 @@ load them with:
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from sluice import JobContext, NonRetryableError, task
 
 
-@task(name="pipeline.extract")
-def extract(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """A day's orders (made up, the same for the same day), returned as the result:
-    the database hands them to `transform` (examples/pipeline.yaml), on whichever
-    worker and host it runs, so no file is shared."""
-    rng = random.Random(payload["day"])  # noqa: S311 - made-up data, not secrets
-    orders = [{"order": n, "amount": rng.randint(5, 120)} for n in range(payload.get("count", 25))]
-    return {"day": payload["day"], "orders": orders}
-
-
 @task(name="pipeline.transform")
 async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Total the orders `extract` returned. The payload's `orders` is the template
+    """Total the orders `extract` printed. The payload's `orders` is the template
     `{{ nodes.extract.result.orders }}`, rendered by the database when this node
     became ready; the result goes on to `load` the same way."""
     orders = payload["orders"]
@@ -38,6 +27,31 @@ async def transform(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "total": sum(order["amount"] for order in orders),
         "currency": payload.get("currency", "EUR"),
     }
+
+
+@task(name="examples.split")
+def split(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The words to measure (examples/map_join.yaml maps `measure` over them)."""
+    return {"words": list(payload["words"])}
+
+
+@task(name="examples.measure")
+def measure(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """One element of the map: `{{ item }}` and `{{ index }}` in its payload."""
+    return {"word": payload["word"], "index": payload["index"], "length": len(payload["word"])}
+
+
+@task(name="examples.join")
+def join(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The mapped node's result: its elements' results, in element order."""
+    measured = payload["measured"]
+    return {"words": [m["word"] for m in measured], "letters": sum(m["length"] for m in measured)}
+
+
+@task(name="examples.count")
+def count(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+    """How many rows there are (examples/branch_when.yaml branches on it)."""
+    return {"rows": int(payload["rows"])}
 
 
 @task(name="examples.flaky")

@@ -155,7 +155,8 @@ def _claims(**overrides) -> dict:
     return {
         "sub": "alice",
         "iat": now,
-        "exp": now + timedelta(minutes=5),
+        # Tokens of REFUSALS are made at collection: they must outlive a slow session.
+        "exp": now + timedelta(hours=6),
         "roles": ["admin"],
         **overrides,
     }
