@@ -3,7 +3,8 @@
 -- Enqueue a job; any client that can call a function can use it. With an
 -- idempotency key already used by the tenant, returns the existing job's id and
 -- changes nothing. depends_on lists parent job ids (the job stays blocked until
--- they all succeed). The defaults are the column defaults of sluice.jobs.
+-- they all succeed). The defaults are the column defaults of sluice.jobs (a null
+-- retry policy is the default one: sluice.backoff_delay).
 CREATE FUNCTION sluice.enqueue(
     task            text,
     payload         jsonb DEFAULT '{}',
@@ -15,9 +16,9 @@ CREATE FUNCTION sluice.enqueue(
     idempotency_key text DEFAULT NULL,
     timeout         interval DEFAULT NULL,
     tenant          text DEFAULT 'default',
-    backoff         text DEFAULT 'exponential',
-    backoff_base    interval DEFAULT '1 second',
-    backoff_max     interval DEFAULT '1 hour',
+    backoff         text DEFAULT NULL,       -- null: exponential, 1 second, 1 hour
+    backoff_base    interval DEFAULT NULL,
+    backoff_max     interval DEFAULT NULL,
     notify          jsonb DEFAULT NULL
 ) RETURNS bigint
     LANGUAGE plpgsql AS $$

@@ -71,12 +71,10 @@ async def test_states_are_the_enum_labels(db):
     assert terminal == list(TERMINAL_STATES)
 
 
+# As the API shows them: a row stores null for the default retry policy.
 SHOWN_DEFAULTS = """
-    SELECT tenant, queue, priority, max_attempts, backoff,
-           extract(epoch FROM backoff_base)::float8 AS backoff_base,
-           extract(epoch FROM backoff_max)::float8 AS backoff_max,
-           extract(epoch FROM timeout)::float8 AS timeout
-      FROM sluice.jobs WHERE id = %s
+    SELECT tenant, queue, priority, max_attempts, backoff, backoff_base, backoff_max, timeout
+      FROM sluice.api_jobs WHERE id = %s
 """
 
 

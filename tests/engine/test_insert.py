@@ -25,6 +25,21 @@ async def test_minimal_insert_gets_defaults_and_is_ready(db):
     assert job["run_at"] == job["created_at"]
 
 
+async def test_a_plain_job_row_stays_narrow(db):
+    """Every byte of a row is written to the WAL three times in a job's life (insert,
+    claim, completion): the default retry policy is stored as null, and the
+    columns are ordered so that no padding falls between them (13_jobs.sql)."""
+    job_id = await insert_job(db)
+    cur = await db.execute(
+        "SELECT backoff, backoff_base, backoff_max, pg_column_size(j.*) FROM sluice.jobs j"
+        " WHERE id = %s",
+        (job_id,),
+    )
+    backoff, base, cap, size = await cur.fetchone()
+    assert (backoff, base, cap) == (None, None, None)
+    assert size <= 104, size  # 152 bytes before (issue 15)
+
+
 async def test_future_run_at_is_scheduled_and_past_is_ready(db):
     future = await insert_job(db, run_at="2999-01-01")
     past = await insert_job(db, run_at="2000-01-01")

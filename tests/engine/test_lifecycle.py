@@ -182,6 +182,26 @@ async def test_backoff_delay(db, kind, attempt, jitter, seconds):
     assert (await cur.fetchone())[0].total_seconds() == pytest.approx(seconds)
 
 
+@pytest.mark.parametrize("attempt", [1, 3, 40])
+async def test_a_null_retry_policy_is_the_default_one(db, attempt):
+    """A row stores null for the default policy (13_jobs.sql): the delay is the same."""
+    cur = await db.execute(
+        "SELECT sluice.backoff_delay(NULL, NULL, NULL, %s, 0.5),"
+        " sluice.backoff_delay('exponential', '1 second', '1 hour', %s, 0.5)",
+        (attempt, attempt),
+    )
+    by_null, by_value = await cur.fetchone()
+    assert by_null == by_value
+
+
+async def test_a_job_with_the_default_policy_retries_after_it(db):
+    job_id = await make_job(db, "running", max_attempts=3)
+    before = await fetch_job(db, job_id)
+    await fail(db, job_id, error="flaky")
+    delay = (await fetch_job(db, job_id))["run_at"] - before["started_at"]
+    assert timedelta(seconds=0.8) <= delay <= timedelta(seconds=3)  # 1 s ± 20 %
+
+
 async def test_failure_with_attempts_left_is_scheduled_after_its_backoff(db):
     job_id = await make_job(db, "running", max_attempts=3, backoff_base="10 seconds")
     before = await fetch_job(db, job_id)
