@@ -66,6 +66,7 @@ async def claim_complete(bench: Bench, jobs: int) -> tuple[float, float]:
                     after_priority=None,
                     after_run_at=None,
                     after_id=None,
+                    tasks=None,
                 )
                 claim_time[0] += time.perf_counter() - t
                 if not rows:

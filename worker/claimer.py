@@ -48,6 +48,7 @@ class Claimer:
         lease_ttl: float,
         poll_interval: float,
         backlog_limit: int,
+        tasks: tuple[str, ...] | None = None,
     ) -> None:
         self._pool = pool
         self._executor = executor
@@ -55,6 +56,8 @@ class Claimer:
         self._worker_id = worker_id
         self._queues = list(queues)
         self._queue_set = frozenset(queues)
+        # The tasks this worker has handlers for: it claims no other (None: any).
+        self._tasks = list(tasks) if tasks is not None else None
         self._concurrency = concurrency
         self._lease = dt.timedelta(seconds=lease_ttl)
         self._poll_interval = poll_interval
@@ -179,6 +182,7 @@ class Claimer:
                 after_priority=after[0] if after else None,
                 after_run_at=after[1] if after else None,
                 after_id=after[2] if after else None,
+                tasks=self._tasks,
             )
         if resets == self._resets:
             # A full batch from one queue: the next claim may start past it. A short

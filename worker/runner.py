@@ -107,6 +107,7 @@ class Worker:
             concurrency=s.concurrency,
             heartbeat_interval=dt.timedelta(seconds=s.heartbeat_interval),
             version=VERSION,
+            tasks=self.registry.names(),
         )
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
@@ -169,6 +170,7 @@ class Worker:
                 lease_ttl=s.lease_ttl,
                 poll_interval=s.poll_interval,
                 backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
+                tasks=tuple(self.registry.names()),
             )
             executor.on_finished = claimer.slot_freed
             completer.more_expected = lambda: bool(executor.running)

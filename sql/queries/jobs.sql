@@ -11,7 +11,7 @@
 SELECT c.*
   FROM set_config('synchronous_commit', 'off', true) AS s,
        sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
-                        %(after_priority)s, %(after_run_at)s, %(after_id)s) AS c;
+                        %(after_priority)s, %(after_run_at)s, %(after_id)s, %(tasks)s) AS c;
 
 -- name: job_heartbeat :many
 SELECT h.id, h.attempt

@@ -2,7 +2,8 @@
 
 -- name: worker_register :exec
 SELECT sluice.worker_register(
-    %(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(heartbeat_interval)s, %(version)s);
+    %(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(heartbeat_interval)s, %(version)s,
+    %(tasks)s);
 
 -- name: worker_heartbeat :scalar
 SELECT sluice.worker_heartbeat(%(id)s);

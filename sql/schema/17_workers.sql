@@ -5,6 +5,9 @@ CREATE TABLE sluice.workers (
     hostname           text NOT NULL,
     pid                integer NOT NULL,
     queues             text[] NOT NULL,
+    -- The task names it has handlers for: it claims only those (job_claim's
+    -- p_tasks). Null: any task (a client claiming through SQL without naming them).
+    tasks              text[],
     concurrency        integer NOT NULL,
     paused             boolean NOT NULL DEFAULT false,
     heartbeat_interval interval NOT NULL DEFAULT '5 seconds',

@@ -33,10 +33,19 @@
 -- sluice.inline_parents_bytes() it is {"_omitted": true}: read them with
 -- sluice.job_parent_results(id). `map_index` is a map element's place in its
 -- list (ctx.index), null for any other job.
+--
+-- p_tasks, optional, names the tasks the caller has handlers for: it claims
+-- only those, and a job whose task it cannot run stays ready for a worker that
+-- can (queue_stats counts those no live consumer can run as `unrunnable`),
+-- instead of being claimed and failed. The test is a filter on the same
+-- ordered range scan of jobs_ready: each claim steps over the ready jobs of
+-- other tasks ahead of the ones it takes (in a mixed fleet they are taken by
+-- the other workers as fast; jobs no worker can run stay at the head of their
+-- queue and are stepped over by every claim until a worker for them starts).
 CREATE FUNCTION sluice.job_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
     p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
-    p_after_id bigint DEFAULT NULL
+    p_after_id bigint DEFAULT NULL, p_tasks text[] DEFAULT NULL
 ) RETURNS TABLE (
     id bigint, tenant sluice.tenant_name, queue sluice.queue_name, task sluice.task_name,
     payload jsonb, priority integer,
@@ -63,6 +72,7 @@ BEGIN
             SELECT j.id
               FROM sluice.jobs j
              WHERE j.state = 'ready' AND j.queue = p_queues[1]
+               AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                -- An index bound: without p_after it is below every job.
                AND (j.priority, j.run_at, j.id)
                    > (coalesce(p_after_priority, -2147483648),
@@ -118,6 +128,7 @@ BEGIN
                 SELECT j.id, j.priority, j.run_at
                   FROM sluice.jobs j
                  WHERE j.state = 'ready' AND j.queue = lanes.name
+                   AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                  ORDER BY j.priority, j.run_at, j.id
                  LIMIT greatest(lanes.slots, 0)
                    FOR UPDATE SKIP LOCKED) c

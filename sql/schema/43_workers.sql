@@ -2,15 +2,15 @@
 
 CREATE FUNCTION sluice.worker_register(
     p_id text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer,
-    p_heartbeat_interval interval, p_version text
+    p_heartbeat_interval interval, p_version text, p_tasks text[] DEFAULT NULL
 ) RETURNS void
     LANGUAGE sql AS $$
-    INSERT INTO sluice.workers AS w (id, hostname, pid, queues, concurrency, heartbeat_interval, version)
-    VALUES (p_id, p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_version)
+    INSERT INTO sluice.workers AS w (id, hostname, pid, queues, concurrency, heartbeat_interval, version, tasks)
+    VALUES (p_id, p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_version, p_tasks)
     ON CONFLICT (id) DO UPDATE
        SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
            concurrency = EXCLUDED.concurrency, heartbeat_interval = EXCLUDED.heartbeat_interval,
-           version = EXCLUDED.version, heartbeat_at = now(), stopped_at = NULL;
+           version = EXCLUDED.version, tasks = EXCLUDED.tasks, heartbeat_at = now(), stopped_at = NULL;
 $$;
 
 -- The worker is alive; answers whether it is paused (the fallback when a

@@ -268,6 +268,7 @@ async def test_the_extreme_run_ats_admitted_decode_in_any_time_zone(db, zone):
         after_priority=None,
         after_run_at=None,
         after_id=None,
+        tasks=None,
     )
     assert row["id"] == early
     assert (await fetch_job(db, late))["state"] == "scheduled"

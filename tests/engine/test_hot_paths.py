@@ -27,6 +27,7 @@ async def claim_after(db, after=None, limit=10, queues=("default",)):
         after_priority=after[0] if after else None,
         after_run_at=after[1] if after else None,
         after_id=after[2] if after else None,
+        tasks=None,
     )
 
 
