@@ -109,6 +109,9 @@ class Worker:
             version=VERSION,
             tasks=self.registry.names(),
         )
+        if self.claimer is not None:
+            # Registered anew (the row was pruned): its waiter rows went with it.
+            self.claimer.forget_waiting()
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""

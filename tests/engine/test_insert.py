@@ -5,7 +5,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.engine.notifications import drain, listen
+from tests.engine.notifications import drain, listen, wait_on
 from tests.factories import fetch_job, insert_job
 
 
@@ -106,6 +106,7 @@ async def test_a_valid_notify_is_accepted(db):
 async def test_one_notify_per_statement_and_queue(db, connect):
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "default", "reports")
     # 10,000 rows over two queues in one statement: two notifications, not 10,000.
     await db.execute(
         "INSERT INTO sluice.jobs (task, queue) "
@@ -118,6 +119,7 @@ async def test_one_notify_per_statement_and_queue(db, connect):
 async def test_statements_in_one_transaction_notify_once_per_queue(db, connect):
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "default")
     async with db.transaction():
         for _ in range(5):
             await insert_job(db)
@@ -128,6 +130,7 @@ async def test_statements_in_one_transaction_notify_once_per_queue(db, connect):
 async def test_scheduled_jobs_do_not_wake_workers(db, connect):
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "default")
     await insert_job(db, run_at="2999-01-01")
     assert await drain(listener, db, "sluice_jobs") == []
 
@@ -135,6 +138,7 @@ async def test_scheduled_jobs_do_not_wake_workers(db, connect):
 async def test_a_rolled_back_insert_notifies_no_one(db, connect):
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "default")
     with pytest.raises(psycopg.errors.CheckViolation):
         async with db.transaction():
             await insert_job(db)

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.engine.notifications import drain, listen
+from tests.engine.notifications import drain, listen, wait_on
 from tests.factories import (
     WORKER,
     claim,
@@ -383,6 +383,7 @@ async def test_promotion_makes_due_jobs_ready_and_wakes_their_queue(db, connect)
     await db.execute("UPDATE sluice.jobs SET run_at = now() - interval '1 s' WHERE id = %s", (due,))
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "later")
     cur = await db.execute("SELECT sluice.job_promote_scheduled(100)")
     assert (await cur.fetchone())[0] == 1
     assert (await fetch_job(db, due))["state"] == "ready"
