@@ -30,6 +30,7 @@ from sluice.http.openapi import openapi_config
 from sluice.http.pool import pool_lifespan, provide_connection, provide_read_connection
 from sluice.http.request_metrics import RequestMetricsMiddleware
 from sluice.http.settings import ApiSettings
+from sluice.http.waiting import waiting_lifespan
 from sluice.jobs import routes as jobs
 from sluice.queues import routes as queues
 from sluice.runs import routes as runs
@@ -54,7 +55,7 @@ def create_app(settings: ApiSettings, *, pool: AsyncConnectionPool | None = None
     return Litestar(
         route_handlers=[api, health.router, dashboard.router],
         on_app_init=[auth.on_app_init],
-        lifespan=[pool_lifespan(settings, pool)],
+        lifespan=[pool_lifespan(settings, pool), waiting_lifespan(settings)],
         dependencies={
             "conn": Provide(provide_connection),
             "read_conn": Provide(provide_read_connection),

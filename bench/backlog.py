@@ -23,7 +23,7 @@ import time
 from bench.database import scalar
 from bench.harness import Bench, Record
 from bench.load import queue_jobs
-from sluice.core.queries import Q
+from sluice.core import protocol
 
 FULL = {"levels": "10000,100000,1000000", "scheduled": 1_000_000, "sample": 30_000}
 QUICK = {"levels": "10000,100000,300000", "scheduled": 300_000, "sample": 20_000}
@@ -57,29 +57,16 @@ async def claim_complete(bench: Bench, jobs: int) -> tuple[float, float]:
             worker = f"bench-backlog-{id(conn)}"
             while n > 0:
                 t = time.perf_counter()
-                rows = await Q.job_claim(
-                    conn,
-                    worker_id=worker,
-                    queues=["default"],
-                    limit=min(BATCH, n),
-                    lease=lease,
-                    after_priority=None,
-                    after_run_at=None,
-                    after_id=None,
-                    tasks=None,
+                jobs = await protocol.job_claim(
+                    conn, worker_id=worker, queues=["default"], limit=min(BATCH, n), lease=lease
                 )
                 claim_time[0] += time.perf_counter() - t
-                if not rows:
+                if not jobs:
                     raise RuntimeError("the backlog ran dry")
-                await Q.job_complete_many(
-                    conn,
-                    worker_id=worker,
-                    ids=[r["id"] for r in rows],
-                    attempts=[r["attempt"] for r in rows],
-                    results=[None] * len(rows),
-                    outputs=[None] * len(rows),
+                await protocol.job_complete_many(
+                    conn, worker_id=worker, outcomes=[protocol.Succeeded(j, None) for j in jobs]
                 )
-                n -= len(rows)
+                n -= len(jobs)
 
     began = time.perf_counter()
     await asyncio.gather(*(client(jobs // CLIENTS) for _ in range(CLIENTS)))

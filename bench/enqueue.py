@@ -5,8 +5,12 @@
 (b) the batch path: COPY into sluice.jobs, 10,000 rows per transaction; and the
     API's own set-based insert (job_submit_many, one JSON parameter) beside it;
 (c) REST: POST /api/v1/jobs, one job per request, from concurrent clients;
-(d) REST: POST /api/v1/jobs/batch, 1,000 jobs per request.
-Every job is a no-op in queue `default`; nothing consumes them.
+(d) REST: POST /api/v1/jobs/batch, 1,000 jobs per request;
+(e) the Python API, `task.enqueue(conn)`, one job per transaction, as (a);
+(f) the Python API, `task.enqueue_many(conn, [...])`, 10,000 per transaction, as (b).
+Every job is a no-op in queue `default`; nothing consumes them. (e) and (f) go
+through a task declared with `@sluice.task`'s machinery (typed: its payload is
+checked at the door) and the engine's functions (sluice.enqueue, enqueue_many).
 """
 
 from __future__ import annotations
@@ -19,8 +23,17 @@ import time
 from bench import io
 from bench.api import api_process
 from bench.harness import Bench, Record
+from sluice.core import engine
+from sluice.core.enqueueing import declare
 from sluice.core.jobs import JOB_DEFAULTS  # what the API fills in for a job's missing fields
-from sluice.core.queries import Q
+
+
+def _noop() -> None:
+    """The no-op task as the Python API sees it: no fields (its payload is `{}`)."""
+
+
+# Declared, not registered with a worker: the enqueue side of `@sluice.task`.
+NOOP = declare(_noop, name="noop")
 
 COPY_BATCH = 10_000
 REST_BATCH = 1_000
@@ -49,63 +62,86 @@ async def _spread(total: int, clients: int, one: callable) -> float:
     return time.perf_counter() - began
 
 
-async def sql_single(bench: Bench, total: int, clients: int) -> float:
-    conns = [await bench.connect() for _ in range(clients)]
+async def _on_connections(bench: Bench, total: int, connections: int, one: callable) -> float:
+    """Run `one(conn, n)` on `connections` new connections at once, sharing `total`
+    jobs between them; answers the seconds."""
+    conns = [await bench.connect() for _ in range(connections)]
     try:
-
-        async def one(conn, n: int) -> None:
-            for _ in range(n):
-                await conn.execute("INSERT INTO sluice.jobs (task, payload) VALUES ('noop', '{}')")
-
         it = iter(conns)
-        return await _spread(total, clients, lambda n: one(next(it), n))
+        return await _spread(total, connections, lambda n: one(next(it), n))
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def _in_batches(n: int, insert: callable) -> None:
+    """`insert(size)` for batches of COPY_BATCH jobs (the last one smaller) making n."""
+    while n > 0:
+        size = min(n, COPY_BATCH)
+        await insert(size)
+        n -= size
+
+
+async def sql_single(bench: Bench, total: int, clients: int) -> float:
+    async def one(conn, n: int) -> None:
+        for _ in range(n):
+            await conn.execute("INSERT INTO sluice.jobs (task, payload) VALUES ('noop', '{}')")
+
+    return await _on_connections(bench, total, clients, one)
 
 
 async def copy_batches(bench: Bench, total: int, connections: int = 2) -> float:
     """COPY in transactions of COPY_BATCH rows, from `connections` connections at once."""
     rows = b"noop\t{}\n" * COPY_BATCH
-    conns = [await bench.connect() for _ in range(connections)]
-    try:
 
-        async def one(conn, n: int) -> None:
-            while n > 0:
-                size = min(n, COPY_BATCH)
-                async with (
-                    conn.transaction(),
-                    conn.cursor().copy("COPY sluice.jobs (task, payload) FROM STDIN") as copy,
-                ):
-                    await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
-                n -= size
+    async def one(conn, n: int) -> None:
+        async def insert(size: int) -> None:
+            async with (
+                conn.transaction(),
+                conn.cursor().copy("COPY sluice.jobs (task, payload) FROM STDIN") as copy,
+            ):
+                await copy.write(rows if size == COPY_BATCH else rows[: size * 8])
 
-        it = iter(conns)
-        return await _spread(total, connections, lambda n: one(next(it), n))
-    finally:
-        for conn in conns:
-            await conn.close()
+        await _in_batches(n, insert)
+
+    return await _on_connections(bench, total, connections, one)
 
 
 async def submit_many(bench: Bench, total: int, connections: int = 2) -> float:
     """The API's SQL (job_submit_many), COPY_BATCH jobs per statement."""
-    conns = [await bench.connect() for _ in range(connections)]
-    try:
 
-        async def one(conn, n: int) -> None:
-            while n > 0:
-                size = min(n, COPY_BATCH)
-                jobs = json.dumps(
-                    [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
-                )
-                await Q.job_submit_many(conn, jobs=jobs, tenant="default")
-                n -= size
+    async def one(conn, n: int) -> None:
+        async def insert(size: int) -> None:
+            jobs = json.dumps(
+                [{"task": "noop", "payload": {}} | dataclasses.asdict(JOB_DEFAULTS)] * size
+            )
+            await engine.job_submit_many(conn, jobs=jobs, tenant="default")
 
-        it = iter(conns)
-        return await _spread(total, connections, lambda n: one(next(it), n))
-    finally:
-        for conn in conns:
-            await conn.close()
+        await _in_batches(n, insert)
+
+    return await _on_connections(bench, total, connections, one)
+
+
+async def python_single(bench: Bench, total: int, clients: int) -> float:
+    """(e): NOOP.enqueue(conn), each in its own transaction (autocommit), as (a)."""
+
+    async def one(conn, n: int) -> None:
+        for _ in range(n):
+            await NOOP.enqueue(conn)
+
+    return await _on_connections(bench, total, clients, one)
+
+
+async def python_batches(bench: Bench, total: int, connections: int = 2) -> float:
+    """(f): NOOP.enqueue_many(conn, ...), COPY_BATCH jobs per transaction, as (b)."""
+
+    async def one(conn, n: int) -> None:
+        async def insert(size: int) -> None:
+            await NOOP.enqueue_many(conn, [{}] * size)
+
+        await _in_batches(n, insert)
+
+    return await _on_connections(bench, total, connections, one)
 
 
 async def rest(bench: Bench, single: int, batched: int, clients: int) -> tuple[float, float]:
@@ -165,19 +201,32 @@ async def run(
         async def rest_batches() -> float:
             return measured["d"]
 
-        # (figure, label, jobs, how long they took to insert)
+        # (figure, label, jobs, how long they took to insert). Each Python path runs
+        # right after the SQL it is compared with: on a shared machine the load
+        # drifts over a run, and the ratio should see the same load on both sides.
         ways = [
             ("a_sql_single", f"(a) plain SQL, 1 job per transaction, {clients} clients",
              single_jobs, lambda: sql_single(bench, single_jobs, clients)),
+            ("e_python_single", f"(e) Python task.enqueue, 1 per transaction, {clients} clients",
+             single_jobs, lambda: python_single(bench, single_jobs, clients)),
             ("b_copy", f"(b) COPY, {COPY_BATCH:,} per transaction",
              batched_jobs, lambda: copy_batches(bench, batched_jobs)),
             ("b_submit_many", f"(b') the API's SQL (job_submit_many), {COPY_BATCH:,} per statement",
              batched_jobs, lambda: submit_many(bench, batched_jobs)),
+            ("f_python_many", f"(f) Python task.enqueue_many, {COPY_BATCH:,} per transaction",
+             batched_jobs, lambda: python_batches(bench, batched_jobs)),
             ("c_rest_single", f"(c) REST, 1 job per request, {clients} clients",
              rest_jobs, rest_both),
             ("d_rest_batch", f"(d) REST batch, {REST_BATCH:,} jobs per request, 4 clients",
              rest_total, rest_batches),
         ]  # fmt: skip
+        metered_ways = (
+            "a_sql_single",
+            "b_copy",
+            "b_submit_many",
+            "e_python_single",
+            "f_python_many",
+        )
         io_meter = io.IoMeter(conn)
         cpu_meter = await bench.cpu_meter()
         with bench.progress("enqueue", len(ways)) as step:
@@ -185,20 +234,30 @@ async def run(
                 if name != "d_rest_batch":  # (c) and (d) share one API process
                     await settle()
                 # (c) and (d) share one timing: their WAL is not told apart.
-                metered = name in ("a_sql_single", "b_copy", "b_submit_many")
+                metered = name in metered_ways
                 if metered:
                     cpu_meter.start()
                     await io_meter.start()
+                    client_cpu = time.process_time()
                 record.figure(name, jobs / await timed(), f"{label} (jobs/s)")
                 if metered:
+                    record.figure(f"{name}_client_cpu_us_per_job",
+                                  (time.process_time() - client_cpu) / jobs * 1e6,
+                                  f"{label}: the client's CPU per job (µs)")  # fmt: skip
                     io.record_figures(record, await io_meter.stop(), jobs, label, prefix=f"{name}_")
                     server = cpu_meter.stop([])["postgres_s"]
                     if server is not None:
                         record.figure(f"{name}_postgres_cpu_us_per_job", server / jobs * 1e6,
                                       f"{label}: PostgreSQL's CPU per job (µs)")  # fmt: skip
                 step.update(i + 1)
+    figures = record.figures
+    for python, sql in (("e_python_single", "a_sql_single"), ("f_python_many", "b_copy"),
+                        ("f_python_many", "b_submit_many")):  # fmt: skip
+        if figures.get(python) and figures.get(sql):
+            record.figure(f"{python}_vs_{sql}", figures[python] / figures[sql],
+                          f"{python} as a fraction of {sql} (jobs/s)")  # fmt: skip
     record.notes.append(
-        "COPY and job_submit_many run on 2 connections at once; the API is one `sluice api` "
-        "process on the same machine as the clients and PostgreSQL"
+        "COPY, job_submit_many and enqueue_many run on 2 connections at once; the API is one "
+        "`sluice api` process on the same machine as the clients and PostgreSQL"
     )
     return record

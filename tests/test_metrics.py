@@ -69,6 +69,10 @@ def worker(database_url: str, tmp_path: Path):
         SLUICE_CONCURRENCY="4",
         SLUICE_RESCUE_INTERVAL="200ms",
         SLUICE_PROMOTE_INTERVAL="100ms",
+        # The rescuer waits a lease after its leader's election (docs/state-machine.md,
+        # "Rescue after an outage"): a short one, so the dead worker's job is rescued soon.
+        SLUICE_LEASE_TTL="3s",
+        SLUICE_HEARTBEAT_INTERVAL="500ms",
         SLUICE_SHUTDOWN_GRACE="1s",  # the 600 s sleep is handed back at once
     )
     log = (tmp_path / "worker.log").open("wb")

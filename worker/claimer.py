@@ -22,15 +22,15 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from sluice.core import protocol
 from sluice.core.logging import error_line
-from sluice.core.queries import Q
+from sluice.core.protocol import ClaimedJob
 from sluice.worker.completer import Completer
-from sluice.worker.decoding import Undecodable, fetch_tolerant
 from sluice.worker.executor import Executor
+from sluice.worker.retrying import TRANSIENT, describe, pooled
 
 log = logging.getLogger("sluice.worker")
 
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
 # While an inserter that has not seen this worker's waiter rows is still open, the
 # barrier fails: claim again after this delay, doubling up to the last.
 _BARRIER_FIRST, _BARRIER_LAST = 0.001, 0.05
@@ -67,9 +67,10 @@ class Claimer:
         # Outcomes waiting to be written past which claiming waits (the database is slow).
         self._backlog_limit = backlog_limit
         self._wake = asyncio.Event()
-        # Where the last full claim ended, (priority, run_at, id), or None; and a
-        # counter of resets, so a claim in flight during a reset sets no bound.
-        self._after: tuple | None = None
+        # The job where the last full claim ended (by priority, run_at, id), or
+        # None; and a counter of resets, so a claim in flight during a reset sets
+        # no bound.
+        self._after: ClaimedJob | None = None
         self._resets = 0
         # There may be ready jobs: claim when slots allow. True at start (catch up).
         self._pending = True
@@ -142,16 +143,18 @@ class Claimer:
                 try:
                     rows = await self._claim(free)
                 except psycopg.Error as exc:
-                    # A lost connection, or a claim the database refused (a row no
-                    # CHECK kept out): nothing was claimed. Never the end of the worker.
+                    # A lost connection, a read-only server (a failover), or a claim
+                    # the database refused (a row no CHECK kept out): nothing was
+                    # claimed. Never the end of the worker.
                     self.claiming = False
                     self._pending = True
                     self._reset_bound()
+                    transient = isinstance(exc, TRANSIENT)
                     log.log(
-                        logging.WARNING if isinstance(exc, _TRANSIENT) else logging.ERROR,
+                        logging.WARNING if transient else logging.ERROR,
                         "claim failed, retrying in %.1fs: %s",
                         error_delay,
-                        error_line(exc),
+                        describe(exc) if transient else error_line(exc),
                     )
                     await asyncio.sleep(error_delay)
                     error_delay = min(error_delay * 2, 5.0)
@@ -186,12 +189,12 @@ class Claimer:
         rows, pass the barrier, then claim once more."""
         try:
             if not self._waiting:
-                async with self._pool.connection() as conn:
-                    await Q.worker_waiting(conn, id=self._worker_id, queues=self._queues)
+                async with pooled(self._pool) as conn:
+                    await protocol.worker_waiting(conn, id=self._worker_id, queues=self._queues)
                 self._waiting = True
                 self._barrier_delay = _BARRIER_FIRST
-            async with self._pool.connection() as conn:
-                passed = await Q.worker_wait_barrier(conn, queues=self._queues)
+            async with pooled(self._pool) as conn:
+                passed = await protocol.worker_wait_barrier(conn, queues=self._queues)
         except psycopg.Error as exc:
             # The fallback poll still finds the jobs; try again at the next short claim.
             log.warning("could not register for wake-ups: %s", error_line(exc))
@@ -208,8 +211,8 @@ class Claimer:
         """A full claim: the next one follows without a NOTIFY, so inserters need
         not notify this worker."""
         try:
-            async with self._pool.connection() as conn:
-                await Q.worker_busy(conn, id=self._worker_id)
+            async with pooled(self._pool) as conn:
+                await protocol.worker_busy(conn, id=self._worker_id)
         except psycopg.Error as exc:
             log.warning("could not unregister from wake-ups: %s", error_line(exc))
             return
@@ -220,29 +223,31 @@ class Claimer:
         self._waiting = self._armed = False
         self.catch_up()
 
-    async def _claim(self, limit: int) -> list[dict]:
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
         after, resets = self._after, self._resets
-        async with self._pool.connection() as conn:
-            # Tolerant decoding: a row holding a value Python cannot represent
-            # fails its own job (Executor), not the claim of the whole batch.
-            rows = await fetch_tolerant(
+        async with pooled(self._pool) as conn:
+            jobs = await protocol.job_claim(
                 conn,
-                Q.job_claim,
                 worker_id=self._worker_id,
                 queues=self._queues,
                 limit=limit,
                 lease=self._lease,
-                after_priority=after[0] if after else None,
-                after_run_at=after[1] if after else None,
-                after_id=after[2] if after else None,
+                after_priority=None if after is None else after.priority,
+                after_run_at=None if after is None else after.run_at,
+                after_id=None if after is None else after.id,
                 tasks=self._tasks,
             )
         if resets == self._resets:
             # A full batch from one queue: the next claim may start past it. A short
             # one may have passed over jobs another claimer held: start at the head.
-            full = len(rows) >= limit and len(self._queues) == 1
-            if full and not any(isinstance(r["run_at"], Undecodable) for r in rows):
-                self._after = max((r["priority"], r["run_at"], r["id"]) for r in rows)
+            full = len(jobs) >= limit and len(self._queues) == 1
+            if full and not any(j.problem is not None for j in jobs):
+                self._after = max(jobs, key=_position)
             else:
                 self._after = None
-        return rows
+        return jobs
+
+
+def _position(job: ClaimedJob) -> tuple:
+    """Where a job stands in the claim's order (the ready index's)."""
+    return (job.priority, job.run_at, job.id)

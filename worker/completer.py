@@ -1,11 +1,16 @@
 """Outcomes of finished attempts, buffered and written in batches.
 
-Handlers finish one by one; their outcomes wait here until `batch` are waiting
-or the oldest has waited `interval`, then go to the database in one
+Handlers finish one by one; their outcomes (`Succeeded` and `Failed` values of
+sluice.core.protocol, each holding its claimed job) wait here until `batch` are
+waiting or the oldest has waited `interval`, then go to the database in one
 `job_complete_many` and/or one `job_fail_many`, so throughput is not bounded by
 one commit per job. Both only touch jobs still running under this worker's lease
 and attempt, so a batch can be sent again after a connection error, and a late
 completion for a rescued or cancelled job changes nothing.
+
+While the database is away or read-only (a failover), a batch is retried until
+it goes through, and outcomes that arrive meanwhile wait behind it: an outage
+delays outcomes, it never turns one into a failure.
 """
 
 from __future__ import annotations
@@ -15,20 +20,25 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from operator import attrgetter
 
 import psycopg
 
+from sluice.core import protocol
 from sluice.core.logging import error_line
-from sluice.core.queries import Q
+from sluice.core.protocol import Failed, Key, Succeeded
 from sluice.worker.meters import Meters
-from sluice.worker.writer import TRANSIENT, Writer, retry_transient
+from sluice.worker.retrying import TRANSIENT, retry_transient
+from sluice.worker.writer import Writer
 
 log = logging.getLogger("sluice.worker")
 
 # The most outcomes sent in one statement: big enough to amortise the round trip,
 # small enough to keep row locks brief.
 MAX_STATEMENT = 1000
+
+# Rows are locked in id order, as the engine's own functions lock them.
+_BY_ID = attrgetter("job.id")
 
 
 class Completer:
@@ -48,11 +58,9 @@ class Completer:
         self._meters = meters
         self._batch = batch
         self._interval = interval
-        # Successes: (id, attempt, result as JSON text or None, output, queue, task).
-        # Failures: (id, attempt, error, retryable, outcome, output, queue, task).
-        self._done: list[tuple[int, int, str | None, str | None, str, str]] = []
-        self._failed: list[tuple[int, int, str, bool, str, str | None, str, str]] = []
-        self._flushing: list[int] = []
+        self._done: list[Succeeded] = []
+        self._failed: list[Failed] = []
+        self._flushing = 0
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._idle = asyncio.Event()
@@ -63,7 +71,7 @@ class Completer:
         self.on_ignored: Callable[[list[int]], None] | None = None
         #: Called with the (id, attempt) of outcomes no longer held here: written,
         #: ignored, or given up (their leases are then left to expire).
-        self.on_settled: Callable[[list[tuple[int, int]]], None] = lambda keys: None
+        self.on_settled: Callable[[list[Key]], None] = lambda keys: None
         #: Whether more outcomes may come soon (jobs still run here). When none
         #: can, waiting out `interval` would only delay the write: a DAG child
         #: released by this completion would start `interval` later.
@@ -71,35 +79,12 @@ class Completer:
 
     # -- buffering (called by the executor) ----------------------------------
 
-    def succeed(
-        self,
-        job_id: int,
-        attempt: int,
-        result: str | None,
-        output: str | None,
-        queue: str,
-        task: str,
-    ) -> None:
-        self._done.append((job_id, attempt, result, _text(output), queue, task))
-        self._added()
-
-    def fail(
-        self,
-        job_id: int,
-        attempt: int,
-        error: str,
-        retryable: bool,
-        outcome: str,
-        output: str | None,
-        queue: str,
-        task: str,
-    ) -> None:
-        self._failed.append(
-            (job_id, attempt, _text(error), retryable, outcome, _text(output), queue, task)
-        )
-        self._added()
-
-    def _added(self) -> None:
+    def record(self, outcome: Succeeded | Failed) -> None:
+        """Buffer one attempt's outcome for the next batch."""
+        if type(outcome) is Succeeded:
+            self._done.append(outcome)
+        else:
+            self._failed.append(outcome)  # type: ignore[arg-type]
         self._idle.clear()
         if not self._wake.is_set():
             self._wake.set()
@@ -108,7 +93,7 @@ class Completer:
 
     def pending(self) -> int:
         """Outcomes not yet written (buffered or being flushed)."""
-        return len(self._done) + len(self._failed) + len(self._flushing)
+        return len(self._done) + len(self._failed) + self._flushing
 
     # -- flushing -----------------------------------------------------------
 
@@ -146,11 +131,10 @@ class Completer:
         while self._done or self._failed:
             done, self._done = self._done[:MAX_STATEMENT], self._done[MAX_STATEMENT:]
             failed, self._failed = self._failed[:MAX_STATEMENT], self._failed[MAX_STATEMENT:]
-            # Lock rows in id order, as the engine's own functions do.
-            done.sort()
-            failed.sort()
-            self._flushing = [o[0] for o in done] + [o[0] for o in failed]
-            taken = [(o[0], o[1]) for o in done] + [(o[0], o[1]) for o in failed]
+            done.sort(key=_BY_ID)
+            failed.sort(key=_BY_ID)
+            self._flushing = len(done) + len(failed)
+            taken = [o.job.key for o in done] + [o.job.key for o in failed]
             try:
                 # Each statement retried on its own: a retry never repeats one that committed.
                 if done:
@@ -168,78 +152,71 @@ class Completer:
                 )
                 await self._write_apart(done, failed)
             finally:
-                self._flushing = []
+                self._flushing = 0
                 self.on_settled(taken)
 
-    async def _write_apart(self, done: list[tuple], failed: list[tuple]) -> None:
-        for item in done:
+    async def _write_apart(self, done: list[Succeeded], failed: list[Failed]) -> None:
+        for outcome in done:
             try:
-                await self._write_retrying([item], [])
+                await self._write_retrying([outcome], [])
             except TRANSIENT:
                 raise
             except psycopg.DatabaseError as exc:
-                job_id, attempt, _, output, queue, task = item
                 error = f"the result could not be stored: {error_line(exc)}"
-                failed.append((job_id, attempt, error, False, "failed", output, queue, task))
-        for item in failed:
+                failed.append(Failed(outcome.job, error, False, outcome.output))
+        for failure in failed:
             try:
-                await self._write_retrying([], [item])
+                await self._write_retrying([], [failure])
             except TRANSIENT:
                 raise
             except psycopg.DatabaseError as exc:
-                log.error("could not record the outcome of job %s: %s", item[0], error_line(exc))
+                log.error(
+                    "could not record the outcome of job %s: %s", failure.job.id, error_line(exc)
+                )
 
-    async def _write_retrying(self, done: list[tuple], failed: list[tuple]) -> None:
+    async def _write_retrying(self, done: list[Succeeded], failed: list[Failed]) -> None:
         await retry_transient(
             "writing job outcomes",
             functools.partial(self._write, done, failed),
             deadline=self.deadline,
         )
 
-    async def _write(self, done: list[tuple], failed: list[tuple]) -> None:
+    async def _write(self, done: list[Succeeded], failed: list[Failed]) -> None:
+        worker = self._worker_id
         async with self._writer.connection() as conn:
-            completed = await self._complete(conn, done) if done else []
-            decided = await self._fail(conn, failed) if failed else []
+            completed = (
+                await protocol.job_complete_many(conn, worker_id=worker, outcomes=done)
+                if done
+                else []
+            )
+            decided = (
+                await protocol.job_fail_many(conn, worker_id=worker, outcomes=failed)
+                if failed
+                else []
+            )
         self._account(done, failed, completed, decided)
 
-    async def _complete(self, conn: Any, done: list[tuple]) -> list[dict[str, Any]]:
-        return await Q.job_complete_many(
-            conn,
-            worker_id=self._worker_id,
-            ids=[o[0] for o in done],
-            attempts=[o[1] for o in done],
-            results=[o[2] for o in done],
-            outputs=[o[3] for o in done],
-        )
-
-    async def _fail(self, conn: Any, failed: list[tuple]) -> list[dict[str, Any]]:
-        return await Q.job_fail_many(
-            conn,
-            worker_id=self._worker_id,
-            ids=[o[0] for o in failed],
-            attempts=[o[1] for o in failed],
-            errors=[o[2] for o in failed],
-            retryable=[o[3] for o in failed],
-            outcomes=[o[4] for o in failed],
-            outputs=[o[5] for o in failed],
-        )
-
     def _account(
-        self, done: list[tuple], failed: list[tuple], completed: list[dict], decided: list[dict]
+        self,
+        done: list[Succeeded],
+        failed: list[Failed],
+        completed: list[int],
+        decided: list[protocol.Decision],
     ) -> None:
         ignored: list[int] = []
         if len(completed) != len(done):
-            kept = {row["id"] for row in completed}
-            ignored += [o[0] for o in done if o[0] not in kept]
-        states = {row["id"]: row["state"] for row in decided}
-        for job_id, *_, queue, task in failed:
-            state = states.get(job_id)
+            kept = set(completed)
+            ignored += [o.job.id for o in done if o.job.id not in kept]
+        states = {d.id: d.state for d in decided}
+        for failure in failed:
+            job = failure.job
+            state = states.get(job.id)
             if state is None:
-                ignored.append(job_id)
+                ignored.append(job.id)
             elif state == "failed":
-                self._meters.task(queue, task).dead_lettered.inc()
+                self._meters.task(job.queue, job.task).dead_lettered.inc()
             else:
-                self._meters.task(queue, task).retries.inc()
+                self._meters.task(job.queue, job.task).retries.inc()
         if ignored:
             log.info(
                 "ignored %d late outcome(s): the jobs are no longer this worker's "
@@ -256,10 +233,3 @@ class Completer:
         self._wake.set()
         self._full.set()
         await self._idle.wait()
-
-
-def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL characters (binary output, odd error messages)."""
-    if value is not None and "\x00" in value:
-        return value.replace("\x00", "\\0")
-    return value

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
+    from sluice.core.protocol import ClaimedJob
     from sluice.worker.resources import Resources
     from sluice.worker.settings import WorkerSettings
 
@@ -25,46 +26,64 @@ class TaskError(Exception):
 
 
 class JobContext:
-    """The running job, as its handler sees it."""
+    """The running job, as its handler sees it: a view of the claimed job (never a
+    copy), plus what the worker lends it."""
 
-    __slots__ = (
-        "_cancelled",
-        "_resources",
-        "attempt",
-        "job_id",
-        "max_attempts",
-        "node",
-        "output",
-        "queue",
-        "run_id",
-        "task",
-        "tenant",
-    )
+    __slots__ = ("_cancelled", "_resources", "job", "output")
 
-    def __init__(
-        self,
-        resources: Resources,
-        job_id: int,
-        attempt: int,
-        max_attempts: int,
-        queue: str,
-        task: str,
-        tenant: str,
-        run_id: int | None,
-        node: str | None,
-    ) -> None:
+    def __init__(self, resources: Resources, job: ClaimedJob) -> None:
         self._resources = resources
         self._cancelled: threading.Event | None = None
-        self.job_id = job_id
-        self.attempt = attempt
-        self.max_attempts = max_attempts
-        self.queue = queue
-        self.task = task
-        self.tenant = tenant
-        self.run_id = run_id
-        self.node = node
+        #: The claimed job itself (sluice.core.protocol.ClaimedJob).
+        self.job = job
         #: Text kept in the attempt log (the shell task puts its output tails here).
         self.output: str | None = None
+
+    @property
+    def job_id(self) -> int:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, from 1."""
+        return self.job.attempt
+
+    @property
+    def max_attempts(self) -> int:
+        return self.job.max_attempts
+
+    @property
+    def queue(self) -> str:
+        return self.job.queue
+
+    @property
+    def task(self) -> str:
+        return self.job.task
+
+    @property
+    def tenant(self) -> str:
+        return self.job.tenant
+
+    @property
+    def run_id(self) -> int | None:
+        """The DAG run this job is a node of (None outside a run)."""
+        return self.job.run_id
+
+    @property
+    def node(self) -> str | None:
+        """The node's id in its DAG run (None outside a run)."""
+        return self.job.node
+
+    @property
+    def parents(self) -> dict[str, Any]:
+        """The results of this node's parents, by node id (empty outside a run),
+        delivered with the claim."""
+        return self.job.parents or {}
+
+    @property
+    def index(self) -> int | None:
+        """A map element's place in its list (None for any other job)."""
+        return self.job.map_index
 
     @property
     def cancelled(self) -> threading.Event:
@@ -93,5 +112,5 @@ class JobContext:
     async def progress(self, value: Any) -> bool:
         """Record the job's progress (any JSON: a number, {"done": 3, "of": 10}...).
         False when the job is no longer this worker's (cancelled or rescued)."""
-        report: Callable[[int, int, Any], Awaitable[bool]] = self._resources.report_progress
-        return await report(self.job_id, self.attempt, value)
+        report: Callable[[ClaimedJob, Any], Awaitable[bool]] = self._resources.report_progress
+        return await report(self.job, value)

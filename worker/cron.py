@@ -40,10 +40,11 @@ import psycopg
 from croniter import croniter
 from psycopg_pool import AsyncConnectionPool
 
+from sluice.core import protocol
 from sluice.core.logging import error_line
-from sluice.core.queries import Q
-from sluice.worker.decoding import fetch_tolerant, problems
+from sluice.core.protocol import DueSchedule
 from sluice.worker.isolation import SetAside, refused
+from sluice.worker.retrying import pooled
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -140,42 +141,43 @@ class CronScheduler:
     async def tick(self, now: dt.datetime | None = None) -> float:
         """Fire what is due at `now` (default: the database's clock); returns how
         long to sleep before the next pass."""
-        async with self._pool.connection() as conn:
-            # Tolerant decoding: one schedule holding a time Python cannot
+        async with pooled(self._pool) as conn:
+            # Read tolerantly: one schedule holding a time Python cannot
             # represent is disabled, not the end of cron for every schedule.
-            rows = await fetch_tolerant(conn, Q.schedule_due, limit=BATCH, now=now)
-            for row in rows:
-                await self._fire(conn, row)
-            if len(rows) >= BATCH:
+            due = await protocol.schedule_due(conn, limit=BATCH, now=now)
+            for schedule in due:
+                await self._fire(conn, schedule)
+            if len(due) >= BATCH:
                 return 0.0
-            wait = await Q.schedule_next_due_in(conn, now=now)
+            wait = await protocol.schedule_next_due_in(conn, now=now)
         if wait is None:
             return self._max_sleep
         return min(self._max_sleep, max(MIN_SLEEP, wait))
 
-    async def _fire(self, conn: Any, row: dict[str, Any]) -> None:
-        unreadable = problems(row)
-        if unreadable is not None:
-            await self._disable(conn, row, f"the scheduler cannot read this schedule: {unreadable}")
+    async def _fire(self, conn: Any, row: DueSchedule) -> None:
+        if row.problem is not None:
+            await self._disable(
+                conn, row, f"the scheduler cannot read this schedule: {row.problem}"
+            )
             return
-        base = max(row["last_fired_at"] or row["updated_at"], row["updated_at"])
+        base = max(row.last_fired_at or row.updated_at, row.updated_at)
         try:
             firing = plan(
-                row["cron"],
-                row["timezone"],
-                row["misfire"],
-                next_fire_at=row["next_fire_at"],
+                row.cron,
+                row.timezone,
+                row.misfire,
+                next_fire_at=row.next_fire_at,
                 base=base,
-                now=row["now"],
+                now=row.now,
                 grace=self._grace,
             )
         except Exception as exc:  # an expression croniter chokes on in a way not foreseen
             firing = Firing([], None, f"cannot compute the next occurrence: {exc!r}")
         try:
-            fired = await Q.schedule_fire(
+            fired = await protocol.schedule_fire(
                 conn,
-                id=row["id"],
-                seen=row["updated_at"],
+                id=row.id,
+                seen=row.updated_at,
                 occurrences=firing.occurrences,
                 next_fire_at=firing.next_fire_at,
                 error=firing.error,
@@ -186,32 +188,32 @@ class CronScheduler:
             await self._disable(conn, row, f"the scheduler could not fire it: {error_line(exc)}")
             return
         if fired:
-            log.info("schedule %s (%s) fired %d occurrence(s)", row["id"], row["name"], fired)
+            log.info("schedule %s (%s) fired %d occurrence(s)", row.id, row.name, fired)
         if firing.next_fire_at is None and fired is not None:
             log.warning(
                 "schedule %s (%s) disabled: %s",
-                row["id"],
-                row["name"],
+                row.id,
+                row.name,
                 firing.error or "no next occurrence",
             )
         elif fired == 0 and firing.occurrences:
             log.warning(
                 "schedule %s (%s) could not start its occurrence(s); see its "
                 "last_error in sluice.schedules",
-                row["id"],
-                row["name"],
+                row.id,
+                row.name,
             )
 
-    async def _disable(self, conn: Any, row: dict[str, Any], reason: str) -> None:
+    async def _disable(self, conn: Any, row: DueSchedule, reason: str) -> None:
         """Take a schedule that cannot fire out of the rotation, saying why."""
         try:
-            await Q.schedule_disable(conn, id=row["id"], error=reason)
+            await protocol.schedule_disable(conn, id=row.id, error=reason)
         except psycopg.DatabaseError as exc:
             if not refused(exc):
                 raise
             # Not even that: it is due again at every pass, and skipped each time.
             fate = f"nor disable it ({error_line(exc)}): it is skipped until its row is fixed"
-            self._aside.report("schedule", row["id"], "fire", reason, fate)
+            self._aside.report("schedule", row.id, "fire", reason, fate)
             return
         self._aside.count()
-        log.error("schedule %s (%s) disabled: %s", row["id"], row["name"], reason)
+        log.error("schedule %s (%s) disabled: %s", row.id, row.name, reason)

@@ -27,10 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sluice.core.logging import attempt_var, job_id_var, run_id_var
+from sluice.core.protocol import Cancelled, ClaimedJob, Failed, Key, Outcome, Released, Succeeded
 from sluice.worker.completer import Completer
 from sluice.worker.context import JobContext, NonRetryableError, TaskError
-from sluice.worker.decoding import problems
-from sluice.worker.leases import Key, Leases
+from sluice.worker.leases import Leases
 from sluice.worker.meters import Meters
 from sluice.worker.registry import Registry
 from sluice.worker.resources import Resources
@@ -41,51 +41,13 @@ log = logging.getLogger("sluice.worker")
 ERROR_LIMIT = 2000
 
 
-class Job:
-    """A claimed job (a row of sluice.job_claim, read with worker.decoding)."""
-
-    __slots__ = (
-        "attempt",
-        "id",
-        "key",
-        "max_attempts",
-        "node",
-        "payload",
-        "problem",
-        "queue",
-        "run_at",
-        "run_id",
-        "started_at",
-        "task",
-        "tenant",
-        "timeout",
-    )
-
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.id: int = row["id"]
-        self.tenant: str = row["tenant"]
-        self.queue: str = row["queue"]
-        self.task: str = row["task"]
-        self.payload: Any = row["payload"]
-        self.attempt: int = row["attempt"]
-        self.max_attempts: int = row["max_attempts"]
-        self.timeout = row["timeout"]
-        self.run_id: int | None = row["run_id"]
-        self.node: str | None = row["node"]
-        self.run_at = row["run_at"]
-        self.started_at = row["started_at"]
-        self.key: Key = (self.id, self.attempt)
-        #: The values that could not be decoded, or None: such a job cannot run.
-        self.problem: str | None = problems(row)
-
-
 class Execution:
     """An attempt being run here, and why it was stopped (None while it runs freely)."""
 
     __slots__ = ("_waiter", "ctx", "ended", "job", "stop_reason", "task", "thread")
 
-    def __init__(self, job: Job, ctx: JobContext) -> None:
-        self.job = job
+    def __init__(self, ctx: JobContext) -> None:
+        self.job = ctx.job
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
         #: A sync handler's call in the thread pool (it may outlive the task).
@@ -159,11 +121,10 @@ class Executor:
         #: Called whenever a job ends here (a slot is free).
         self.on_finished: Callable[[], None] = lambda: None
 
-    def start(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Run each claimed row as a job; returns how many were started."""
+    def start(self, jobs: list[ClaimedJob]) -> int:
+        """Run each claimed job; returns how many were started."""
         loop = asyncio.get_running_loop()
         resources = self._resources
-        jobs = [Job(row) for row in rows]
         # Held until the outcome is written, and renewed meanwhile by the lease
         # keeper; while the event loop is blocked, only up to the job's timeout.
         now = time.monotonic()
@@ -175,18 +136,20 @@ class Executor:
             if job.problem is not None:
                 self._refuse(job)
                 continue
-            ctx = JobContext(
-                resources,
-                job.id,
-                job.attempt,
-                job.max_attempts,
-                job.queue,
-                job.task,
-                job.tenant,
-                job.run_id,
-                job.node,
-            )
-            execution = Execution(job, ctx)
+            if job.key in self.running:
+                # The very attempt this worker runs, handed to it again: the server
+                # lost the claim in a crash (a claim does not wait for its flush
+                # without synchronous replicas) and this worker claimed the job anew,
+                # with the same attempt number. The lease is this worker's again,
+                # and the execution already running is that attempt's.
+                log.warning(
+                    "job %s attempt %s was claimed again while it runs here (the "
+                    "database lost the first claim in a crash): it carries on",
+                    job.id,
+                    job.attempt,
+                )
+                continue
+            execution = Execution(JobContext(resources, job))
             older = self._alive.get(job.id)
             if older is None:
                 self._alive[job.id] = [execution]
@@ -213,10 +176,10 @@ class Executor:
             self._meters.running.inc(started)
         return started
 
-    def _timeout(self, job: Job) -> float:
+    def _timeout(self, job: ClaimedJob) -> float:
         return job.timeout.total_seconds() if job.timeout is not None else self._default_timeout
 
-    def _refuse(self, job: Job) -> None:
+    def _refuse(self, job: ClaimedJob) -> None:
         """Fail, without retry, a claimed job whose row could not be decoded."""
         error = (
             f"this job cannot be run: its row holds a value the worker cannot read "
@@ -224,7 +187,7 @@ class Executor:
         )
         log.error("job %s attempt %s failed without running: %s", job.id, job.attempt, error)
         self._meters.task(job.queue, job.task).completed["failed"].inc()
-        self._completer.fail(job.id, job.attempt, error, False, "failed", None, job.queue, job.task)
+        self._completer.record(Failed(job, error, False))
 
     def stop_jobs(self, ids: Iterable[int], reason: str) -> list[int]:
         """Stop every attempt of these jobs that runs here: `cancelled` (by a
@@ -277,14 +240,17 @@ class Executor:
             max(0.0, (job.started_at - job.run_at).total_seconds())
         )
         began = time.perf_counter()
-        outcome = "failed"
+        label = "failed"
         written = False
         try:
             outcome = await self._attempt(execution, previous)
-            written = outcome not in ("cancelled", "released")
+            label = _label(outcome)
+            if type(outcome) is Succeeded or type(outcome) is Failed:
+                self._completer.record(outcome)
+                written = True
         finally:
             meters.run_seconds.observe(time.perf_counter() - began)
-            meters.completed[outcome].inc()
+            meters.completed[label].inc()
             del self.running[job.key]
             if execution.stop_reason == "shutdown":
                 self.handed_back.append(job.key)
@@ -319,8 +285,8 @@ class Executor:
             if not alive:
                 del self._alive[execution.job.id]
 
-    async def _attempt(self, execution: Execution, previous: list[Execution]) -> str:
-        """Run the handler and hand its outcome to the completer; returns the outcome."""
+    async def _attempt(self, execution: Execution, previous: list[Execution]) -> Outcome:
+        """Run the handler; returns how the attempt ended."""
         job, ctx = execution.job, execution.ctx
         handler = self._registry.get(job.task)
         timeout = self._timeout(job)
@@ -349,7 +315,9 @@ class Executor:
                 raise
             # Cancelled or rescued: the database already ended this attempt. Shutdown:
             # the runner hands the job back. Either way there is nothing to write.
-            return "released" if execution.stop_reason == "shutdown" else "cancelled"
+            if execution.stop_reason == "shutdown":
+                return Released(job)
+            return Cancelled(job, execution.stop_reason)
         except TimeoutError as exc:
             if not deadline.expired():
                 return self._failed(execution, describe_error(exc), retryable=True)
@@ -362,13 +330,11 @@ class Executor:
             return self._failed(execution, describe_error(exc), retryable=False)
         except Exception as exc:
             return self._failed(execution, describe_error(exc), retryable=True)
-        self._completer.succeed(job.id, job.attempt, encoded, ctx.output, job.queue, job.task)
-        return "succeeded"
+        return Succeeded(job, encoded, ctx.output)
 
     def _failed(
         self, execution: Execution, error: str, *, retryable: bool, outcome: str = "failed"
-    ) -> str:
-        """Hand a failed attempt to the completer; returns its outcome."""
+    ) -> Failed:
         job = execution.job
         last = job.attempt >= job.max_attempts or not retryable
         log.log(
@@ -381,18 +347,17 @@ class Executor:
             job.max_attempts,
             error,
         )
-        self._completer.fail(
-            job.id,
-            job.attempt,
-            error,
-            retryable,
-            outcome,
-            execution.ctx.output,
-            job.queue,
-            job.task,
-        )
-        return outcome
+        return Failed(job, error, retryable, execution.ctx.output, outcome)
 
     def close(self) -> None:
         # Threads of sync handlers that ignore their cancel signal cannot be killed.
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _label(outcome: Outcome) -> str:
+    """The outcome's label in sluice_jobs_completed_total."""
+    if type(outcome) is Succeeded:
+        return "succeeded"
+    if type(outcome) is Failed:
+        return outcome.outcome
+    return "released" if type(outcome) is Released else "cancelled"

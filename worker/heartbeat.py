@@ -14,10 +14,11 @@ from typing import Any
 
 import psycopg
 
+from sluice.core import protocol
 from sluice.core.logging import error_line
-from sluice.core.queries import Q
 from sluice.worker.claimer import Claimer
-from sluice.worker.writer import TRANSIENT, Writer
+from sluice.worker.retrying import TRANSIENT, describe
+from sluice.worker.writer import Writer
 
 log = logging.getLogger("sluice.worker")
 
@@ -46,14 +47,14 @@ class Heartbeat:
             try:
                 await self.beat()
             except TRANSIENT as exc:
-                log.warning("heartbeat failed: %s", error_line(exc))
+                log.warning("heartbeat failed: %s", describe(exc))
             except psycopg.Error as exc:  # refused by the database: log, never stop
                 log.error("heartbeat failed: %s", error_line(exc))
 
     async def beat(self) -> None:
         """Mark the worker alive once; follow its pause flag."""
         async with self._writer.connection() as conn:
-            paused = await Q.worker_heartbeat(conn, id=self._worker_id)
+            paused = await protocol.worker_heartbeat(conn, id=self._worker_id)
             if paused is None:
                 log.warning("this worker's row was gone from sluice.workers: registering again")
                 await self._register(conn)

@@ -19,6 +19,8 @@ import psycopg
 
 from sluice.core.logging import error_line
 from sluice.core.metrics import MAINTENANCE_ERRORS
+from sluice.core.protocol import IsolatedJob, IsolatedPrune
+from sluice.worker.retrying import TRANSIENT
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -29,10 +31,8 @@ REMEMBER = 10000
 
 def refused(exc: BaseException) -> bool:
     """The database refused the statement (an error a row caused), rather than
-    the connection failing (retried as it is)."""
-    return isinstance(exc, psycopg.DatabaseError) and not isinstance(
-        exc, psycopg.OperationalError | psycopg.InterfaceError
-    )
+    the connection failing or the server being read-only (retried as it is)."""
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, TRANSIENT)
 
 
 class SetAside:
@@ -55,21 +55,30 @@ class SetAside:
             error_line(exc),
         )
 
-    def rows(self, rows: Iterable[dict[str, Any]], verb: str) -> int:
-        """Report the jobs or runs of an isolated pass that failed; returns how
-        many were processed."""
+    def jobs(self, rows: Iterable[IsolatedJob], verb: str) -> int:
+        """Report the jobs of an isolated pass that failed; returns how many were
+        processed."""
         done = 0
         for row in rows:
-            if row["error"] is None:
+            if row.error is None:
                 done += 1
-            elif "quarantined" not in row:
-                self.report(row.get("kind", "job"), row["id"], verb, row["error"], "left in place")
-            elif row["quarantined"]:
+            elif row.quarantined:
                 fate = "failed without retry: it waits in the dead-letter queue"
-                self.report("job", row["id"], verb, row["error"], fate)
+                self.report("job", row.id, verb, row.error, fate)
             else:
                 fate = "it could not be failed either, and stays as it is until its row is fixed"
-                self.report("job", row["id"], verb, row["error"], fate)
+                self.report("job", row.id, verb, row.error, fate)
+        return done
+
+    def pruned(self, rows: Iterable[IsolatedPrune], verb: str) -> int:
+        """Report the finished jobs or runs an isolated prune left in place; returns
+        how many were deleted."""
+        done = 0
+        for row in rows:
+            if row.error is None:
+                done += 1
+            else:
+                self.report(row.kind, row.id, verb, row.error, "left in place")
         return done
 
     def report(self, kind: str, key: Any, verb: str, error: str, fate: str) -> None:

@@ -36,20 +36,20 @@ from collections.abc import Callable, Iterable
 
 import psycopg
 
+from sluice.core import protocol
 from sluice.core.db import connect
-from sluice.core.logging import error_line
 from sluice.core.metrics import EVENT_LOOP_STALLS
-from sluice.core.queries import Q
+from sluice.core.protocol import Key
+from sluice.worker.retrying import TRANSIENT, describe
 
 log = logging.getLogger("sluice.worker")
-
-#: (job id, attempt)
-Key = tuple[int, int]
 
 # How often the keeper pings the worker's event loop, and how long the loop may
 # take to answer before it counts as blocked.
 PING = 0.1
 STALL = 1.0
+# The first retry after a failed renewal (doubling up to the heartbeat interval).
+RETRY_FIRST = 0.1
 
 
 class Leases:
@@ -177,17 +177,33 @@ class LeaseKeeper:
         self._stopping = stopping = asyncio.Event()
         self._started.set()
         watch = asyncio.create_task(self._watch())
+        # After a failure, the next try comes sooner than the next round: once the
+        # database is back (a restart, a failover), leases are renewed within a
+        # moment, long before the maintenance leader may rescue them.
+        retry = RETRY_FIRST
         try:
             while not stopping.is_set():
+                wait = self._interval
                 try:
-                    await self.beat()
-                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                    log.warning("could not renew leases (retrying): %s", error_line(exc))
+                    # A renewal that takes half a lease is worth nothing: give up on
+                    # that connection (a host gone silent) and make another.
+                    async with asyncio.timeout(max(self._lease.total_seconds() / 2, 1.0)):
+                        await self.beat()
+                    retry = RETRY_FIRST
+                except (*TRANSIENT, TimeoutError) as exc:
+                    log.warning(
+                        "could not renew leases (retrying in %.1fs): %s",
+                        min(retry, wait),
+                        describe(exc) if isinstance(exc, TRANSIENT) else "timed out",
+                    )
                     await self._disconnect()
+                    wait, retry = min(retry, wait), retry * 2
                 except Exception:
                     log.exception("could not renew leases (retrying)")
+                    await self._disconnect()
+                    wait, retry = min(retry, wait), retry * 2
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval):
+                    async with asyncio.timeout(wait):
                         await stopping.wait()
         finally:
             watch.cancel()
@@ -211,15 +227,10 @@ class LeaseKeeper:
             self._conn = await connect(
                 self._url, prepare=self._prepare, application_name="sluice-leases"
             )
-        rows = await Q.job_heartbeat(
-            self._conn,
-            worker_id=self._worker_id,
-            ids=[k[0] for k in keys],
-            attempts=[k[1] for k in keys],
-            lease=self._lease,
+        renewed = await protocol.job_heartbeat(
+            self._conn, worker_id=self._worker_id, held=keys, lease=self._lease
         )
         self.beats += 1
-        renewed = {(row["id"], row["attempt"]) for row in rows}
         lost = [k for k in keys if k not in renewed]
         if lost:
             self._leases.settle(lost)

@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from sluice.core import protocol
 from sluice.core.db import NotificationCheck, connect, notification_self_test, self_test_token
 from sluice.core.logging import error_line
-from sluice.core.queries import Q
 
 log = logging.getLogger("sluice.worker")
 
@@ -71,7 +71,7 @@ class Listener:
             try:
                 # One statement per connection: nothing to gain from preparing it.
                 conn = await connect(self._url, prepare=False, application_name="sluice-listener")
-                await Q.worker_listen(conn)
+                await protocol.worker_listen(conn)
                 self.connections += 1
                 if self.connections > 1:
                     log.info("listener reconnected")

@@ -8,8 +8,9 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from sluice.core.queries import Q
+from sluice.core import protocol
 from sluice.worker.isolation import SetAside, refused
+from sluice.worker.retrying import pooled
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -29,21 +30,23 @@ class Promoter:
 
     async def tick(self) -> float:
         """Promote due jobs; returns how long to sleep before the next pass."""
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             total = 0
             try:
-                while (promoted := await Q.job_promote_scheduled(conn, limit=BATCH)) >= BATCH:
+                while (
+                    promoted := await protocol.job_promote_scheduled(conn, limit=BATCH)
+                ) >= BATCH:
                     total += promoted
                 total += promoted
             except psycopg.DatabaseError as exc:
                 if not refused(exc):
                     raise
                 self._aside.batch_failed(exc)
-                rows = await Q.job_promote_scheduled_isolated(conn, limit=BATCH)
-                total += self._aside.rows(rows, "promote")
+                rows = await protocol.job_promote_scheduled_isolated(conn, limit=BATCH)
+                total += self._aside.jobs(rows, "promote")
                 if len(rows) >= BATCH:
                     return MIN_SLEEP
-            wait = await Q.job_next_due_in(conn)
+            wait = await protocol.job_next_due_in(conn)
         if total:
             log.debug("promoted %d scheduled job(s)", total)
         if wait is None:

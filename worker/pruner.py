@@ -11,8 +11,9 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from sluice.core.queries import Q
+from sluice.core import protocol
 from sluice.worker.isolation import SetAside, refused
+from sluice.worker.retrying import pooled
 
 log = logging.getLogger("sluice.maintenance")
 
@@ -40,23 +41,25 @@ class Pruner:
         """Prune until nothing is left past retention; returns how long to sleep."""
         total = 0
         while True:
-            async with self._pool.connection() as conn:
+            async with pooled(self._pool) as conn:
                 try:
-                    deleted = await Q.job_prune(conn, retention=self._retention, limit=BATCH)
+                    deleted = await protocol.job_prune(conn, retention=self._retention, limit=BATCH)
                 except psycopg.DatabaseError as exc:
                     if not refused(exc):
                         raise
                     self._aside.batch_failed(exc)
-                    rows = await Q.job_prune_isolated(conn, retention=self._retention, limit=BATCH)
-                    total += self._aside.rows(rows, "delete")
+                    rows = await protocol.job_prune_isolated(
+                        conn, retention=self._retention, limit=BATCH
+                    )
+                    total += self._aside.pruned(rows, "delete")
                     # What is left waits for the next pass (the rows set aside stay first).
                     break
             total += deleted
             if deleted < BATCH:
                 break
             await asyncio.sleep(PAUSE)
-        async with self._pool.connection() as conn:
-            workers = await Q.worker_prune(conn, age=self._worker_retention)
+        async with pooled(self._pool) as conn:
+            workers = await protocol.worker_prune(conn, age=self._worker_retention)
         if total or workers:
             log.info("pruned %d finished job(s)/run(s) and %d worker(s)", total, workers)
         return self._interval

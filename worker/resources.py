@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from psycopg.types.json import Jsonb
-
-from sluice.core.queries import Q
+from sluice.core import protocol
+from sluice.worker.retrying import pooled
 
 if TYPE_CHECKING:
     import httpx
     from psycopg_pool import AsyncConnectionPool
 
+    from sluice.core.protocol import ClaimedJob
     from sluice.worker.settings import WorkerSettings
 
 
@@ -33,18 +33,12 @@ class Resources:
             self._http = outbound_client(self.settings.outbound_allow)
         return self._http
 
-    async def report_progress(self, job_id: int, attempt: int, value: Any) -> bool:
+    async def report_progress(self, job: ClaimedJob, value: Any) -> bool:
         if self._pool is None:
             raise RuntimeError("progress needs a database")
-        async with self._pool.connection() as conn:
-            return bool(
-                await Q.job_progress(
-                    conn,
-                    worker_id=self.settings.id,
-                    id=job_id,
-                    attempt=attempt,
-                    progress=Jsonb(value),
-                )
+        async with pooled(self._pool) as conn:
+            return await protocol.job_progress(
+                conn, worker_id=self.settings.id, job=job.key, progress=value
             )
 
     async def close(self) -> None:

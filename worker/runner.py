@@ -23,24 +23,24 @@ import socket
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import psycopg
-
+from sluice.core import protocol
 from sluice.core.db import open_pool
-from sluice.core.logging import error_line, redact_url
-from sluice.core.queries import Q
+from sluice.core.logging import redact_url
+from sluice.core.protocol import Key
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.claimer import Claimer
 from sluice.worker.completer import Completer
 from sluice.worker.executor import Executor
 from sluice.worker.heartbeat import Heartbeat
-from sluice.worker.leases import Key, LeaseKeeper, Leases
+from sluice.worker.leases import LeaseKeeper, Leases
 from sluice.worker.listener import Listener
 from sluice.worker.maintenance import Maintenance
 from sluice.worker.meters import Meters
 from sluice.worker.registry import REGISTRY, Registry
 from sluice.worker.resources import Resources
+from sluice.worker.retrying import TRANSIENT, describe, retry_transient
 from sluice.worker.settings import WorkerSettings
-from sluice.worker.writer import Writer, retry_transient
+from sluice.worker.writer import Writer
 
 log = logging.getLogger("sluice.worker")
 
@@ -48,6 +48,10 @@ try:
     VERSION: str | None = version("sluice")
 except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
     VERSION = None
+
+
+# Seconds the claimer and maintenance wait for a pooled connection (see open_pool).
+POOL_TIMEOUT = 5.0
 
 
 class WorkerCrashedError(RuntimeError):
@@ -98,7 +102,7 @@ class Worker:
 
     async def _register(self, conn: Any) -> None:
         s = self.settings
-        await Q.worker_register(
+        await protocol.worker_register(
             conn,
             id=self.id,
             hostname=socket.gethostname(),
@@ -129,6 +133,12 @@ class Worker:
                 max_size=s.pool_size,
                 prepare=self._prepare,
                 application_name="sluice-worker",
+                # A caller waits at most this long for a connection, and a pool that
+                # lost the database starts a fresh attempt after twice that instead
+                # of waiting out psycopg_pool's doubling delay: the claimer and the
+                # leader are back within seconds of the database, however long it
+                # was away.
+                db_timeout=POOL_TIMEOUT,
             )
         except BaseException:
             await writer.close()
@@ -298,9 +308,9 @@ class Worker:
             await self.maintenance.resign()
         try:
             async with writer.connection() as conn:
-                await Q.worker_stop(conn, id=self.id)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("could not mark the worker stopped: %s", error_line(exc))
+                await protocol.worker_stop(conn, id=self.id)
+        except TRANSIENT as exc:
+            log.warning("could not mark the worker stopped: %s", describe(exc))
         log.info("worker %s stopped", self.id)
 
     async def _until_hurried(self, aws: list[asyncio.Task[None]], deadline: float) -> None:
@@ -321,25 +331,20 @@ class Worker:
             hurried.cancel()
 
     async def _release(self, writer: Writer, leftover: list[Key]) -> None:
-        async def release() -> list[dict]:
+        async def release() -> list[int]:
             async with writer.connection() as conn:
-                return await Q.job_release_many(
-                    conn,
-                    worker_id=self.id,
-                    ids=[i for i, _ in leftover],
-                    attempts=[a for _, a in leftover],
-                )
+                return await protocol.job_release_many(conn, worker_id=self.id, attempts=leftover)
 
         try:
             rows = await retry_transient(
                 "handing jobs back", release, deadline=asyncio.get_running_loop().time() + 10.0
             )
             log.info("handed %d unfinished job(s) back to their queues", len(rows))
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except TRANSIENT as exc:
             log.warning(
                 "could not hand %d job(s) back (they are rescued when their leases expire): %s",
                 len(leftover),
-                error_line(exc),
+                describe(exc),
             )
 
     def _lost(self, keys: list[Key]) -> None:

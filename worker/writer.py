@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 import psycopg
 
 from sluice.core.db import connect
-from sluice.core.logging import error_line
-
-log = logging.getLogger("sluice.worker")
-
-# Errors after which the same statement may simply be sent again: the
-# connection dropped (server restart, network), or the server chose this
-# transaction as a deadlock or serialization victim. Every worker write is
-# lease-checked, so repeating one that did commit changes nothing.
-TRANSIENT = (psycopg.OperationalError,)
+from sluice.worker.retrying import TRANSIENT, read_only
 
 
 class Writer:
@@ -41,7 +32,7 @@ class Writer:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
         """The connection, for this caller alone; dropped after a connection error
-        so the next caller reconnects."""
+        (or a read-only server) so the next caller reconnects."""
         async with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = await connect(
@@ -49,8 +40,8 @@ class Writer:
                 )
             try:
                 yield self._conn
-            except TRANSIENT:
-                if self._conn.broken or self._conn.closed:
+            except TRANSIENT as exc:
+                if self._conn.broken or self._conn.closed or read_only(exc):
                     await self._discard()
                 raise
 
@@ -63,21 +54,3 @@ class Writer:
     async def close(self) -> None:
         async with self._lock:
             await self._discard()
-
-
-async def retry_transient(
-    what: str, attempt_fn, *, deadline: float | None = None, max_delay: float = 2.0
-):
-    """Run `attempt_fn()` until it does not raise a transient error, backing off
-    between tries; past `deadline` (loop time) the error is raised."""
-    loop = asyncio.get_running_loop()
-    delay = 0.05
-    while True:
-        try:
-            return await attempt_fn()
-        except TRANSIENT as exc:
-            if deadline is not None and loop.time() + delay > deadline:
-                raise
-            log.warning("%s failed, retrying in %.2fs: %s", what, delay, error_line(exc))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)

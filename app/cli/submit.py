@@ -9,10 +9,24 @@ import click
 import yaml
 
 from sluice.cli.options import api_call
-from sluice.client import Client
+from sluice.client import ApiError, Client
 from sluice.core.jobs import TERMINAL_STATES
 
 POLL_SECONDS = 0.5
+# One long-poll of a job (GET /jobs/{id}?wait=), well inside the client's timeout.
+JOB_WAIT_SECONDS = 25
+
+
+async def _long_poll(client: Client, path: str, seconds: float) -> Any:
+    """GET `path` once it has ended or after `seconds`; when the API has too many
+    waits already (503), a plain GET after `seconds`."""
+    try:
+        return await client.get(path, wait=f"{seconds:g}s")
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+    await asyncio.sleep(seconds)
+    return await client.get(path)
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -132,8 +146,8 @@ async def follow_run(client: Client, run_id: int) -> None:
     graph = await client.get(f"/runs/{run_id}")
     with Live(render_run(graph), console=Console(), refresh_per_second=8) as live:
         while graph["run"]["state"] == "running":
-            await asyncio.sleep(POLL_SECONDS)
-            graph = await client.get(f"/runs/{run_id}")
+            # The long-poll answers at the run's end, else after POLL_SECONDS (progress).
+            graph = await _long_poll(client, f"/runs/{run_id}", POLL_SECONDS)
             live.update(render_run(graph))
     if graph["run"]["state"] != "succeeded":
         raise SystemExit(1)
@@ -142,8 +156,7 @@ async def follow_run(client: Client, run_id: int) -> None:
 async def follow_job(client: Client, job_id: int) -> None:
     job = await client.get(f"/jobs/{job_id}")
     while job["state"] not in TERMINAL_STATES:
-        await asyncio.sleep(POLL_SECONDS)
-        job = await client.get(f"/jobs/{job_id}")
+        job = await _long_poll(client, f"/jobs/{job_id}", JOB_WAIT_SECONDS)
     from sluice.cli.table import one_line
 
     error = f": {one_line(job['last_error'])}" if job["last_error"] else ""

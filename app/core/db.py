@@ -34,7 +34,7 @@ from psycopg import errors
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-from sluice.core.queries import Q
+from sluice.core import protocol
 
 log = logging.getLogger("sluice.db")
 
@@ -150,12 +150,12 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
     try:
         b = await connect(url, prepare=False, application_name="sluice-probe")
         try:
-            first = await Q.connection_probe(a, token=token)
+            first = await protocol.connection_probe(a, token=token)
             async with b.transaction():
-                await Q.connection_probe(b, token=token)
+                await protocol.connection_probe(b, token=token)
                 try:
                     async with asyncio.timeout(within):
-                        again = await Q.connection_probe(a, token=token)
+                        again = await protocol.connection_probe(a, token=token)
                 except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
                     # Another client's statement under our name, with other parameters.
                     return "a pooler ran another client's prepared statement"
@@ -171,10 +171,10 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
     finally:
         with contextlib.suppress(Exception):
             await a.close()
-    if again is None or again.get("token") != token:
+    if first is None or again is None or again.token != token:
         # Another client's statement ran under our name.
         return "a pooler ran another client's prepared statement"
-    if again["pid"] != first["pid"]:
+    if again.pid != first.pid:
         log.info("a pooler in transaction mode keeps prepared statements: they stay on")
     return None
 
@@ -303,7 +303,7 @@ async def open_read_pool(
 
 # --- notifications through a pooler ------------------------------------------------
 
-# Self-test tokens travel on the control channel (Q.notify_control) under this key.
+# Self-test tokens travel on the control channel (protocol.notify_control) under this key.
 SELF_TEST_KEY = "self_test"
 
 
@@ -357,7 +357,7 @@ async def notification_self_test(
         async with await connect(
             notify_url, prepare=False, application_name="sluice-self-test"
         ) as sender:
-            await Q.notify_control(sender, payload=json.dumps({SELF_TEST_KEY: token}))
+            await protocol.notify_control(sender, payload=json.dumps({SELF_TEST_KEY: token}))
         deadline = started + within
         while (left := deadline - time.monotonic()) > 0:
             # Closed on leaving: an open notifies() generator holds the connection's lock.
@@ -392,7 +392,7 @@ async def check_notifications(listen_url: str, notify_url: str, *, within: float
         async with await connect(
             listen_url, prepare=False, application_name="sluice-self-test"
         ) as conn:
-            await Q.worker_listen(conn)
+            await protocol.worker_listen(conn)
             await notification_self_test(conn, notify_url, within=within)
     except psycopg.Error as exc:
         NOTIFICATIONS.state = "failed"

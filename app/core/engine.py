@@ -11,14 +11,13 @@ Reads survive any value the database holds: a time outside Python's range
 nearest time Python has, and JSON nested too deeply to decode reads as
 TOO_DEEP, instead of failing the request.
 
-The worker's protocol queries (claim, complete, fail, heartbeat, release,
-rescue, promote, prune) still go through sluice.core.queries.Q for now.
+The worker protocol's queries (claim to completion, maintenance, the worker
+registry, LISTEN) have their own door, sluice.core.protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -31,10 +30,9 @@ from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
 from sluice.core.jobs import JobState, RunState
-from sluice.core.queries import Q
+from sluice.core.queries import door, sql
 
 S = TypeVar("S", bound=Struct)
-F = TypeVar("F", bound=Callable[..., Any])
 
 TOO_DEEP = "(JSON nested too deeply to show; read it with SQL)"
 # The ends of Python's datetime, in UTC: what out-of-range times read as.
@@ -80,29 +78,6 @@ def _lenient(cursor: AsyncCursor[Any]) -> None:
 # --- running a query -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Door:
-    """A typed function, the named query it runs, and the Struct its rows become
-    (None: it answers one value per row, or none)."""
-
-    function: Callable[..., Any]
-    query: str
-    row: type[Struct] | None
-
-
-DOORS: dict[str, Door] = {}
-
-
-def door(query: str, row: type[Struct] | None = None) -> Callable[[F], F]:
-    """Mark a function as the door of `query` (tests/api/test_engine_door.py pairs them)."""
-
-    def mark(fn: F) -> F:
-        DOORS[query] = Door(fn, query, row)
-        return fn
-
-    return mark
-
-
 def column_of(cls: type[Struct], field: str) -> str:
     """The column a Struct's field is read from: its name, unless the Struct's
     `columns` says otherwise."""
@@ -132,7 +107,7 @@ def _struct_row(cls: type[S]) -> Callable[[AsyncCursor[Any]], Callable[[Sequence
 async def _rows(conn: AsyncConnection[Any], query: str, cls: type[S], **params: Any) -> list[S]:
     async with conn.cursor(row_factory=_struct_row(cls)) as cur:
         _lenient(cur)
-        await cur.execute(getattr(Q, query).sql, params or None)
+        await cur.execute(sql(query), params or None)
         return await cur.fetchall()
 
 
@@ -145,7 +120,7 @@ async def _column(conn: AsyncConnection[Any], query: str, **params: Any) -> list
     """The first column of every row."""
     async with conn.cursor() as cur:
         _lenient(cur)
-        await cur.execute(getattr(Q, query).sql, params or None)
+        await cur.execute(sql(query), params or None)
         return [row[0] for row in await cur.fetchall()]
 
 
@@ -158,7 +133,7 @@ async def _value(conn: AsyncConnection[Any], query: str, **params: Any) -> Any:
 async def _count(conn: AsyncConnection[Any], query: str, **params: Any) -> int:
     """How many rows the statement changed."""
     async with conn.cursor() as cur:
-        await cur.execute(getattr(Q, query).sql, params or None)
+        await cur.execute(sql(query), params or None)
         return cur.rowcount
 
 

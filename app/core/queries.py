@@ -1,57 +1,47 @@
-"""Named runtime queries, loaded from `sql/queries/*.sql`.
+"""Named runtime queries, loaded from `sql/queries/*.sql`, and the registry of the
+typed functions that run them.
 
 Each query is a block headed by `-- name: <name> <kind>`, where kind says what
-calling it returns (after sqlc's conventions):
+its typed function answers (after sqlc's conventions):
 
-    :many     a list of dict rows          :one     one dict row, or None
-    :scalar   the first column of the first row, or None
-    :exec     nothing                      :rows    the number of rows affected
+    :many     rows                 :one     one row, or None
+    :scalar   one value, or None   :exec    nothing         :rows   rows affected
 
-Parameters are psycopg named placeholders, `%(name)s`. Python code calls a
-query by name and never holds SQL text of its own:
-
-    from sluice.core.queries import Q
-    jobs = await Q.job_claim(conn, worker_id=..., queues=[...], limit=10, lease=...)
+Parameters are psycopg named placeholders, `%(name)s`. Nothing outside the two
+typed doors runs a query by name: the API's is `sluice.core.engine`, the worker
+protocol's (claim to completion, maintenance, the worker registry, LISTEN and the
+connection checks) is `sluice.core.protocol`. Each function there is marked with
+`@door(name)`; tests/api/test_engine_door.py pairs every query here with its
+function, its parameters and its result columns.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, TypeVar
 
-from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from msgspec import Struct
 
 # Package data, so the same code reads it from a checkout and from an installed wheel.
 SQL_DIR = Path(str(resources.files("sluice.sql")))
 _HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(many|one|scalar|exec|rows)\s*$", re.MULTILINE)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @dataclass(frozen=True)
 class Query:
-    """One named query; call it with a connection and keyword parameters."""
+    """One named query: its text and what kind of answer it gives."""
 
     name: str
     kind: str
     sql: str
     source: str
-
-    async def __call__(self, conn: AsyncConnection[Any], /, **params: Any) -> Any:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(self.sql, params or None)
-            if self.kind == "many":
-                return await cur.fetchall()
-            if self.kind == "one":
-                return await cur.fetchone()
-            if self.kind == "scalar":
-                row = await cur.fetchone()
-                return None if row is None else next(iter(row.values()))
-            if self.kind == "rows":
-                return cur.rowcount
-            return None
 
 
 def parse(text: str, source: str) -> dict[str, Query]:
@@ -70,28 +60,59 @@ def parse(text: str, source: str) -> dict[str, Query]:
     return queries
 
 
-class Queries:
-    """All named queries, as attributes: `Q.job_claim(conn, ...)`."""
-
-    def __init__(self, directory: Path) -> None:
-        self._queries: dict[str, Query] = {}
-        for path in sorted(directory.glob("*.sql")):
-            for name, query in parse(path.read_text(), path.name).items():
-                if name in self._queries:
-                    raise ValueError(
-                        f"query {name} is defined in both {self._queries[name].source} "
-                        f"and {path.name}"
-                    )
-                self._queries[name] = query
-
-    def __getattr__(self, name: str) -> Query:
-        try:
-            return self._queries[name]
-        except KeyError:
-            raise AttributeError(f"no query named {name} in sql/queries/") from None
-
-    def __iter__(self):
-        return iter(self._queries.values())
+def _load(directory: Path) -> dict[str, Query]:
+    found: dict[str, Query] = {}
+    for path in sorted(directory.glob("*.sql")):
+        for name, query in parse(path.read_text(), path.name).items():
+            if name in found:
+                raise ValueError(
+                    f"query {name} is defined in both {found[name].source} and {path.name}"
+                )
+            found[name] = query
+    return found
 
 
-Q = Queries(SQL_DIR / "queries")
+QUERIES: Mapping[str, Query] = MappingProxyType(_load(SQL_DIR / "queries"))
+"""Every named query, by name (read-only)."""
+
+
+def sql(name: str) -> str:
+    """The text of the named query `name`."""
+    try:
+        return QUERIES[name].sql
+    except KeyError:
+        raise KeyError(f"no query named {name} in sql/queries/") from None
+
+
+# --- the typed functions --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Door:
+    """A typed function, the named query it runs, and the Struct its rows become
+    (None: it answers one value per row, or none). `params` names the query's
+    parameters when the function builds them from values (arrays from outcomes)
+    rather than taking each as a keyword argument."""
+
+    function: Callable[..., Any]
+    query: str
+    row: type[Struct] | None
+    params: frozenset[str] | None = None
+
+
+DOORS: dict[str, Door] = {}
+"""Every typed function, by the query it runs (filled as engine and protocol load)."""
+
+
+def door(
+    query: str, row: type[Struct] | None = None, *, params: tuple[str, ...] | None = None
+) -> Callable[[F], F]:
+    """Mark a function as the door of `query` (tests/api/test_engine_door.py pairs them)."""
+    if query not in QUERIES:
+        raise KeyError(f"no query named {query} in sql/queries/")
+
+    def mark(fn: F) -> F:
+        DOORS[query] = Door(fn, query, row, None if params is None else frozenset(params))
+        return fn
+
+    return mark

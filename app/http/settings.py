@@ -57,6 +57,14 @@ class ApiSettings(AuthSettings):
     max_batch_jobs: int = setting(
         "SLUICE_MAX_BATCH_JOBS", 50_000, "Most jobs in one batch submission.", int
     )
+    max_waits: int = setting(
+        "SLUICE_API_MAX_WAITS",
+        1000,
+        "Most requests of this process waiting at once for a job or run to end "
+        "(`GET /api/v1/jobs/{id}?wait=30s`); past it they are refused with a 503. A wait "
+        "holds no database connection.",
+        int,
+    )
     allow_shell: bool = setting(
         "SLUICE_ALLOW_SHELL",
         False,

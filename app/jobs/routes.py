@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Response, Router, get, post
+from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import HeaderParameter, QueryParameter
 
@@ -18,6 +19,7 @@ from sluice.http.errors import error_responses, invalid
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
 from sluice.http.shapes import BIGINT_MAX, IdPath
+from sluice.http.waiting import WaitParam, wait_seconds
 from sluice.jobs import service
 from sluice.jobs.schemas import (
     BatchResult,
@@ -178,9 +180,12 @@ class JobsController(Controller):
         guards=VIEWER,
         responses=error_responses(404),
     )
-    async def get_job(self, job_id: IdPath, conn: Conn, principal: Caller) -> JobDetail:
-        """The job, its parents, every attempt (worker, times, outcome, error, output tail)."""
-        return await service.job_detail(conn, principal, job_id)
+    async def get_job(
+        self, job_id: IdPath, state: State, principal: Caller, wait: WaitParam = None
+    ) -> JobDetail:
+        """The job, its parents, every attempt (worker, times, outcome, error, output tail).
+        With `wait`, answered once the job has ended or the wait is over (a long-poll)."""
+        return await service.job_detail_waiting(state, principal, job_id, wait_seconds(wait))
 
     @post(
         "/{job_id:int}/cancel",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
+from litestar.datastructures import State
 from psycopg import AsyncConnection
 
 from sluice.auth import Principal, require_shell_permission
@@ -22,8 +23,10 @@ from sluice.core.jobs import RUN_AT_END, RUN_AT_MIN
 from sluice.core.metrics import JOBS_ENQUEUED
 from sluice.core.problems import Problems
 from sluice.core.tasks import TaskCatalog
+from sluice.core.waiting import JOB_ENDED
 from sluice.http.errors import FieldError, Refusal, invalid
 from sluice.http.shapes import get_job, notify_json, shown_job, template_problems
+from sluice.http.waiting import waiting
 from sluice.jobs.schemas import JobDetail, JobSubmit, WaitTimes
 
 # Wait-time percentiles are computed over at most this many of the newest finished jobs.
@@ -234,6 +237,22 @@ async def job_detail(conn: AsyncConnection, principal: Principal, job_id: int) -
         attempts=attempts,
         output=attempts[-1].output if attempts else None,
     )
+
+
+async def job_detail_waiting(
+    state: State, principal: Principal, job_id: int, seconds: float | None
+) -> JobDetail:
+    """job_detail; with `seconds`, once the job has ended or that long has passed
+    (holding a pooled connection only to read, never while waiting)."""
+    waits = waiting(state)
+    async with waits.connection() as conn:
+        detail = await job_detail(conn, principal, job_id)
+    if not seconds or detail.state in JOB_ENDED:
+        return detail
+    async with waits.slot() as hub:
+        await hub.job(job_id, seconds)
+    async with waits.connection() as conn:
+        return await job_detail(conn, principal, job_id)
 
 
 async def list_jobs(conn: AsyncConnection, principal: Principal, where: JobFilter) -> list[Job]:

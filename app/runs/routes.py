@@ -9,18 +9,21 @@ import asyncio
 from typing import Annotated
 
 from litestar import Controller, Response, Router, get, post
+from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 
 from sluice.auth import OPERATOR, SUBMITTER, VIEWER
 from sluice.core.engine import NodeResult, Run, RunNode
 from sluice.core.jobs import DAG_NAME, RunState
+from sluice.core.waiting import RUN_ENDED
 from sluice.http.bodies import YamlRequest
 from sluice.http.deps import Caller, Catalog, Conn, ReadConn
 from sluice.http.errors import error_responses
 from sluice.http.openapi import example_body
 from sluice.http.pagination import Cursor, Limit, Page, decode_cursor, page
 from sluice.http.shapes import DagNamePath, IdPath, NodePath
+from sluice.http.waiting import WaitParam, wait_seconds, waiting
 from sluice.runs import service
 from sluice.runs.layout import layout
 from sluice.runs.schemas import (
@@ -130,11 +133,27 @@ class RunsController(Controller):
         guards=VIEWER,
         responses=error_responses(404),
     )
-    async def show(self, run_id: IdPath, conn: Conn, principal: Caller) -> RunGraph:
+    async def show(
+        self, run_id: IdPath, state: State, principal: Caller, wait: WaitParam = None
+    ) -> RunGraph:
         """The run, every node's state (what a waiting node waits for, the start of its
-        result, a mapped node's elements per state), and the edges between nodes."""
-        run = await service.get_run(conn, principal, run_id)
-        nodes, edges = await service.graph(conn, run_id)
+        result, a mapped node's elements per state), and the edges between nodes (parent
+        -> child). With `wait`, answered once the run has ended or the wait is over (a
+        long-poll)."""
+        seconds = wait_seconds(wait)
+        waits = waiting(state)
+        async with waits.connection() as conn:
+            run = await service.get_run(conn, principal, run_id)
+            if seconds and run.state not in RUN_ENDED:
+                nodes = None
+            else:
+                nodes, edges = await service.graph(conn, run_id)
+        if nodes is None:
+            async with waits.slot() as hub:  # no pooled connection held meanwhile
+                await hub.run(run_id, seconds)
+            async with waits.connection() as conn:
+                run = await service.get_run(conn, principal, run_id)
+                nodes, edges = await service.graph(conn, run_id)
         return RunGraph(run=run, nodes=nodes, edges=edges)
 
     @get(

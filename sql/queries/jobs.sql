@@ -1,15 +1,25 @@
 -- Runtime queries on jobs. Each calls an engine function from sql/schema/; the
 -- logic lives there, this file only names the calls for app/ and worker/.
 
--- A claim commits without waiting for its WAL to reach disk (synchronous_commit
--- off for its own transaction only; the worker runs it in autocommit). Should the
--- server crash before the flush, the claim is undone and the job is simply ready
--- again, to be claimed anew: delivery is at-least-once either way. The
--- completion does wait for its flush, which makes the claim durable with it.
--- This takes a disk flush off the path from NOTIFY to the handler starting.
+-- Without synchronous replicas a claim does not wait for its WAL to reach the
+-- disk: should the server crash before the flush, the claim is undone and the
+-- job is ready again, to be claimed anew (delivery is at-least-once); the
+-- completion, which does wait, makes the claim durable with it. This takes a
+-- disk flush off the path from NOTIFY to the handler starting.
+--
+-- With synchronous replicas (synchronous_standby_names set, as Patroni's
+-- synchronous_mode and pg_auto_failover do it) a claim waits until a standby
+-- has written it (remote_write): a claim lost with a killed primary would let
+-- the promoted standby hand the job out again, with the same attempt, while
+-- the first run goes on, and the job would run twice because of a failover.
+-- Measured locally with a synchronous standby: +3.4 ms per claim of one job
+-- (0.34 -> 3.7 ms median), a quarter fewer jobs/s in a drain (docs/scaling.md).
 -- name: job_claim :many
 SELECT c.*
-  FROM set_config('synchronous_commit', 'off', true) AS s,
+  FROM set_config('synchronous_commit',
+                  CASE current_setting('synchronous_standby_names')
+                       WHEN '' THEN 'off' ELSE 'remote_write' END,
+                  true) AS s,
        sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
                         %(after_priority)s, %(after_run_at)s, %(after_id)s, %(tasks)s) AS c;
 

@@ -1,26 +1,36 @@
-"""The API's typed door (sluice.core.engine) against sql/queries/*.sql: each typed
-function runs one named query, passes exactly the query's parameters, and its
-Struct has a field for every column the query answers."""
+"""The typed doors (sluice.core.engine for the API, sluice.core.protocol for the
+worker protocol, sluice.core.enqueueing and sluice.core.waiting for the Python
+API) against sql/queries/*.sql: every named query has one typed function, which
+passes exactly the query's parameters, and its Struct has a field for every
+column the query answers."""
 
 from __future__ import annotations
 
 import inspect
 import re
+import sys
 import typing
 
 import msgspec
 import pytest
 
-from sluice.core import engine
-from sluice.core.engine import DOORS, Door, column_of
-from sluice.core.queries import Q
+from sluice.core import engine, enqueueing, protocol, waiting
+from sluice.core.engine import column_of
+from sluice.core.queries import DOORS, QUERIES, Door
+
+# The typed doors: the API's, the worker protocol's, and the Python API's (which
+# runs on the caller's own connection).
+DOOR_MODULES = (engine, protocol, enqueueing, waiting)
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def _arguments(door: Door) -> set[str]:
     """The query parameters a typed function passes: its keyword arguments, a Struct
-    argument standing for its fields."""
+    argument standing for its fields; or what it declares when it builds them from
+    values (arrays from a batch of outcomes)."""
+    if door.params is not None:
+        return set(door.params)
     hints = typing.get_type_hints(door.function)
     names: set[str] = set()
     for name in inspect.signature(door.function).parameters:
@@ -48,15 +58,21 @@ async def _columns(db, sql: str) -> list[str]:
     return [result.fname(i).decode() for i in range(result.nfields)]
 
 
+def test_every_named_query_has_a_door():
+    assert set(QUERIES) - set(DOORS) == set()
+
+
 def test_every_door_is_a_module_function_named_after_its_query():
     for name, door in DOORS.items():
-        assert getattr(engine, door.function.__name__) is door.function
+        module = sys.modules[door.function.__module__]
+        assert module in DOOR_MODULES, door.function.__module__
+        assert getattr(module, door.function.__name__) is door.function
         assert door.function.__name__ == name
 
 
 @pytest.mark.parametrize("door", list(DOORS.values()), ids=list(DOORS))
 async def test_each_door_pairs_with_its_query(db, door):
-    query = getattr(Q, door.query)
+    query = QUERIES[door.query]
     assert _arguments(door) == set(PLACEHOLDER.findall(query.sql)), door.query
     columns = await _columns(db, query.sql)
     if door.row is None:

@@ -24,7 +24,9 @@ def test_the_contracts_hold():
         ("sluice/newroom.py", '"""A room on no floor."""\n', "Floors point down"),
         ("sluice/http/probe.py", "import sluice.worker.registry\n", "never imports the worker"),
         ("sluice/worker/probe.py", "import sluice.http.errors\n", "never the API's plumbing"),
-        ("sluice/queues/probe.py", "from sluice.core.queries import Q\n", "typed door"),
+        ("sluice/queues/probe.py", "from sluice.core.queries import sql\n", "typed doors"),
+        ("sluice/worker/probe.py", "from sluice.core.queries import sql\n", "typed doors"),
+        ("sluice/jobs/probe.py", "import sluice.core.protocol\n", "never claims"),
         ("sluice/core/probe.py", "import bench.harness\n", "load test or the tests"),
     ],
     ids=[
@@ -34,7 +36,9 @@ def test_the_contracts_hold():
         "a module on no floor",
         "the API imports the worker",
         "the worker imports the API's plumbing",
-        "an area runs Q itself",
+        "an area runs a named query itself",
+        "the worker runs a named query itself",
+        "an area runs the worker protocol",
         "the product imports the bench",
     ],
 )

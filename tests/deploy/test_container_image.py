@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sluice.core.queries import Q
+from sluice.core.queries import QUERIES
 
 Instruction = dockerfile.Command
 
@@ -206,7 +206,7 @@ for name in ("app", "worker", "sql", "migrations"):
 import sluice, sluice.core.queries as queries
 assert sluice.__file__.startswith(target), sluice.__file__
 assert sluice.task and sluice.JobContext and sluice.NonRetryableError
-print(",".join(sorted(q.name for q in queries.Q)))
+print(",".join(sorted(queries.QUERIES)))
 from sluice.cli import main
 main(["migrate"], standalone_mode=False)
 """
@@ -258,7 +258,7 @@ def test_installed_wheel_migrates_an_empty_database(wheel, empty_database, tmp_p
     )
     assert result.returncode == 0, result.stderr
     installed_queries = result.stdout.splitlines()[0].split(",")
-    assert installed_queries == sorted(q.name for q in Q)
+    assert installed_queries == sorted(QUERIES)
     with psycopg.connect(empty_database) as conn:
         ready = conn.execute("SELECT sluice.enqueue('noop', '{}')").fetchone()[0]
         assert conn.execute("SELECT state FROM sluice.jobs WHERE id = %s", [ready]).fetchone() == (

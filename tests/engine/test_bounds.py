@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from sluice.core.queries import Q
+from sluice.core import engine, protocol
 from tests.engine.invariants import assert_invariants
 from tests.factories import WORKER, claim, complete, fail, fetch_job, insert_job, rows, scalar
 
@@ -102,7 +102,7 @@ async def test_the_api_batch_insert_meets_the_same_bounds(db):
     job = {"task": "noop", "payload": json.loads(nested(150)), "queue": "default", "priority": 0}
     job |= {"max_attempts": 5, "backoff": "exponential", "backoff_base": 1, "backoff_max": 60}
     with pytest.raises(psycopg.errors.CheckViolation) as error:
-        await Q.job_submit_many(db, jobs=json.dumps([job]), tenant="default")
+        await engine.job_submit_many(db, jobs=json.dumps([job]), tenant="default")
     assert error.value.diag.constraint_name == "jobs_payload_depth"
 
 
@@ -259,18 +259,10 @@ async def test_the_extreme_run_ats_admitted_decode_in_any_time_zone(db, zone):
     due = await scalar(db, "SELECT sluice.job_next_due()")
     assert due.year == 8999 or (due.year == 9000 and zone == "Pacific/Kiritimati")
     assert await scalar(db, "SELECT sluice.job_promote_scheduled(10)") == 0
-    [row] = await Q.job_claim(
-        db,
-        worker_id=WORKER,
-        queues=["default"],
-        limit=10,
-        lease=dt.timedelta(seconds=30),
-        after_priority=None,
-        after_run_at=None,
-        after_id=None,
-        tasks=None,
+    [job] = await protocol.job_claim(
+        db, worker_id=WORKER, queues=["default"], limit=10, lease=dt.timedelta(seconds=30)
     )
-    assert row["id"] == early
+    assert job.id == early
     assert (await fetch_job(db, late))["state"] == "scheduled"
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import msgspec
 from psycopg.rows import dict_row
 
-from sluice.core.queries import Q
+from sluice.core import protocol
 from tests.engine.notifications import drain, listen, wait_on
 from tests.factories import claim, complete, fetch_job, insert_job
 
@@ -18,7 +19,7 @@ LEASE = dt.timedelta(seconds=30)
 
 async def claim_after(db, after=None, limit=10, queues=("default",)):
     """The worker's claim query, optionally starting past `after` (priority, run_at, id)."""
-    return await Q.job_claim(
+    jobs = await protocol.job_claim(
         db,
         worker_id="w1",
         queues=list(queues),
@@ -27,8 +28,8 @@ async def claim_after(db, after=None, limit=10, queues=("default",)):
         after_priority=after[0] if after else None,
         after_run_at=after[1] if after else None,
         after_id=after[2] if after else None,
-        tasks=None,
     )
+    return [msgspec.structs.asdict(job) for job in jobs]
 
 
 def key(row):

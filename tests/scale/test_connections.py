@@ -20,7 +20,7 @@ from sluice.core.db import (
     open_read_pool,
     prepared_statements_problem,
 )
-from sluice.core.queries import Q
+from sluice.core.protocol import connection_probe
 from tests.factories import insert_job, scalar
 from tests.worker.helpers import wait_for
 
@@ -55,11 +55,11 @@ async def test_a_lost_prepared_statement_turns_preparing_off_and_the_query_still
     conn = await connect(database_url)
     try:
         conn.prepare_threshold = 0  # prepare at once
-        assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
+        assert (await connection_probe(conn, token="t")).token == "t"
         # What a pooler does when the next statement lands on another server
         # connection: the name psycopg prepared is not there.
         await deallocate_behind_psycopgs_back(conn)
-        assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
+        assert (await connection_probe(conn, token="t")).token == "t"
         assert not PREPARED.enabled
         assert conn.prepare_threshold is None
         assert "lost a prepared statement" in (PREPARED.reason or "")
@@ -77,13 +77,13 @@ async def test_inside_a_transaction_the_error_propagates_and_the_retry_runs_unpr
     conn = await connect(database_url)
     try:
         conn.prepare_threshold = 0
-        await Q.connection_probe(conn, token="t")
+        await connection_probe(conn, token="t")
         await deallocate_behind_psycopgs_back(conn)
         with pytest.raises(psycopg.errors.InvalidSqlStatementName):
             async with conn.transaction():
-                await Q.connection_probe(conn, token="t")
+                await connection_probe(conn, token="t")
         async with conn.transaction():
-            assert (await Q.connection_probe(conn, token="t"))["token"] == "t"
+            assert (await connection_probe(conn, token="t")).token == "t"
     finally:
         await conn.close()
     assert not PREPARED.enabled

@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sluice.core import migrate
+from sluice.core.embedded import EmbeddedPostgres
 from sluice.worker.runner import Worker
 from tests.worker.helpers import ROOT, TASKS_MODULE, worker_settings
 
@@ -121,3 +125,20 @@ def spawn_worker(database_url: str, tmp_path: Path):
         if proc.proc.poll() is None:
             proc.signal(signal.SIGKILL)
         proc.wait(10)
+
+
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of this test's own, to restart (or make read-only) at will."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
+    server = EmbeddedPostgres(
+        data_dir,
+        settings={"fsync": "off", "synchronous_commit": "off", "log_min_messages": "fatal"},
+    )
+    server.start()
+    try:
+        migrate.upgrade(server.url())
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import inspect
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.core.config import load
+from sluice.core.protocol import ClaimedJob
 from sluice.worker.settings import WorkerSettings
 from tests.factories import scalar
 
@@ -35,6 +37,27 @@ FAST = {
 
 def worker_settings(**overrides: Any) -> WorkerSettings:
     return load(WorkerSettings, environ={}, **{**FAST, **overrides})
+
+
+def claimed(id: int = 7, *, attempt: int = 1, **fields: Any) -> ClaimedJob:
+    """A job as sluice.job_claim answers it, without a database (for handler tests
+    and for outcomes handed to a completer)."""
+    now = dt.datetime.now(dt.UTC)
+    values: dict[str, Any] = {
+        "tenant": "default",
+        "queue": "default",
+        "task": "t",
+        "payload": None,
+        "priority": 0,
+        "max_attempts": 3,
+        "timeout": None,
+        "run_id": None,
+        "node": None,
+        "run_at": now,
+        "created_at": now,
+        "started_at": now,
+    }
+    return ClaimedJob(id=id, attempt=attempt, **{**values, **fields})
 
 
 async def wait_for(

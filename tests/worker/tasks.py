@@ -132,3 +132,13 @@ async def block_loop(payload: Any, ctx: JobContext) -> dict[str, Any]:
     time.sleep(float(payload["seconds"]))  # noqa: ASYNC251 - what this handler is for
     record(payload["file"], ctx, "end")
     return {"attempt": ctx.attempt}
+
+
+@task
+async def timed(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    """Records each attempt's start and end (payload.file) and lasts payload.seconds,
+    every attempt: how many times a job ran, whatever the database recorded."""
+    record(payload["file"], ctx, "start")
+    await asyncio.sleep(float(payload["seconds"]))
+    record(payload["file"], ctx, "end")
+    return {"attempt": ctx.attempt, "worker": ctx.worker_id}

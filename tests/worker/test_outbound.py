@@ -21,7 +21,7 @@ from sluice.worker.executor import describe_error
 from sluice.worker.registry import REGISTRY
 from sluice.worker.resources import Resources
 from tests.factories import fetch_job, insert_job, rows
-from tests.worker.helpers import attempts, wait_state, worker_settings
+from tests.worker.helpers import attempts, claimed, wait_state, worker_settings
 
 REGISTRY.import_modules(())
 
@@ -66,7 +66,7 @@ async def resources():
     def make(allow: str = "") -> JobContext:
         res = Resources(worker_settings(outbound_allow=OutboundPolicy.parse(allow)), None)
         opened.append(res)
-        return JobContext(res, 7, 1, 3, "default", "t", "default", None, None)
+        return JobContext(res, claimed())
 
     yield make
     for res in opened:

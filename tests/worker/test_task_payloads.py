@@ -17,7 +17,7 @@ from sluice.core.tasks import BUILTIN_PAYLOADS, TaskCatalog, payload_schemas
 from sluice.worker.context import JobContext, NonRetryableError
 from sluice.worker.registry import REGISTRY
 from sluice.worker.resources import Resources
-from tests.worker.helpers import ROOT, worker_settings
+from tests.worker.helpers import ROOT, claimed, worker_settings
 
 REGISTRY.import_modules(())
 
@@ -59,7 +59,7 @@ GOOD = [
 async def ctx():
     settings = worker_settings(allow_shell=True, smtp_url="smtp://127.0.0.1:1")
     resources = Resources(settings, None)
-    yield JobContext(resources, 7, 1, 3, "default", "t", "default", None, None)
+    yield JobContext(resources, claimed())
     await resources.close()
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 
+from sluice.core.protocol import Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.claimer import Claimer
 from sluice.worker.completer import Completer
 from sluice.worker.meters import Meters
 from sluice.worker.writer import Writer
 from tests.factories import fetch_job, insert_job, make_job, scalar
-from tests.worker.helpers import wait_state
+from tests.worker.helpers import claimed, wait_state
 
 
 def claimer(pool, queues=("default",)) -> Claimer:
@@ -33,24 +34,24 @@ def claimer(pool, queues=("default",)) -> Claimer:
 async def test_a_full_claim_sets_the_bound_and_a_notification_drops_it(db, pool):
     c = claimer(pool)
     ids = [await insert_job(db) for _ in range(4)]
-    assert [r["id"] for r in await c._claim(2)] == ids[:2]
+    assert [j.id for j in await c._claim(2)] == ids[:2]
     urgent = await insert_job(db, priority=-1)  # ready behind the bound
-    assert [r["id"] for r in await c._claim(1)] == [ids[2]]
+    assert [j.id for j in await c._claim(1)] == [ids[2]]
     c.notify("default")  # what the INSERT's NOTIFY does
-    assert [r["id"] for r in await c._claim(1)] == [urgent]
+    assert [j.id for j in await c._claim(1)] == [urgent]
 
 
 async def test_a_short_claim_or_a_poll_starts_at_the_head_again(db, pool):
     c = claimer(pool)
     first = await insert_job(db)
-    assert [r["id"] for r in await c._claim(5)] == [first]  # short: no bound kept
+    assert [j.id for j in await c._claim(5)] == [first]  # short: no bound kept
     behind = await insert_job(db, priority=-1)
-    assert [r["id"] for r in await c._claim(1)] == [behind]
+    assert [j.id for j in await c._claim(1)] == [behind]
     ids = [await insert_job(db) for _ in range(2)]
-    assert [r["id"] for r in await c._claim(1)] == [ids[0]]  # full: bound kept
+    assert [j.id for j in await c._claim(1)] == [ids[0]]  # full: bound kept
     urgent = await insert_job(db, priority=-2)
     c.catch_up()  # a reconnect, a resume, or the fallback poll
-    assert [r["id"] for r in await c._claim(1)] == [urgent]
+    assert [j.id for j in await c._claim(1)] == [urgent]
 
 
 async def test_a_worker_on_several_queues_keeps_no_bound(db, pool):
@@ -59,7 +60,7 @@ async def test_a_worker_on_several_queues_keeps_no_bound(db, pool):
     await insert_job(db, queue="a")
     assert len(await c._claim(1)) == 1
     urgent = await insert_job(db, queue="a", priority=-1)
-    assert [r["id"] for r in await c._claim(1)] == [urgent]
+    assert [j.id for j in await c._claim(1)] == [urgent]
 
 
 async def test_an_outcome_is_written_at_once_when_no_job_still_runs(db, database_url):
@@ -70,7 +71,7 @@ async def test_an_outcome_is_written_at_once_when_no_job_still_runs(db, database
     task = asyncio.create_task(completer.run())
     try:
         job_id = await make_job(db, "running")
-        completer.succeed(job_id, 1, json.dumps("done"), None, "default", "noop")
+        completer.record(Succeeded(claimed(job_id), json.dumps("done")))
         await wait_state(db, job_id, "succeeded")
         assert (await fetch_job(db, job_id))["result"] == "done"
         assert await scalar(db, "SELECT count(*) FROM sluice.job_attempts") == 1

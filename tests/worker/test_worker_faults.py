@@ -7,18 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
-from sluice.core import migrate
 from sluice.core.db import connection_kwargs
-from sluice.core.embedded import EmbeddedPostgres, free_port
+from sluice.core.embedded import free_port
 from tests.factories import fetch_job, insert_job
 from tests.worker.helpers import (
     attempts,
@@ -228,23 +224,6 @@ async def test_two_thousand_flaky_jobs_across_three_workers_all_end_and_add_up(d
     assert bad == 0
     for proc in procs:
         assert proc.wait(20) == 0
-
-
-@pytest.fixture
-def own_server():
-    """A PostgreSQL server of this test's own, to restart at will."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
-    server = EmbeddedPostgres(
-        data_dir,
-        settings={"fsync": "off", "synchronous_commit": "off", "log_min_messages": "fatal"},
-    )
-    server.start()
-    try:
-        migrate.upgrade(server.url())
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def test_workers_reconnect_after_postgres_restarts(own_server, spawn_worker):

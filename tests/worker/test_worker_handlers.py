@@ -27,7 +27,14 @@ from sluice.worker.handlers.shell import ShellError
 from sluice.worker.registry import REGISTRY
 from sluice.worker.resources import Resources
 from tests.factories import fetch_job, insert_job, rows
-from tests.worker.helpers import attempts, process_gone, wait_for, wait_state, worker_settings
+from tests.worker.helpers import (
+    attempts,
+    claimed,
+    process_gone,
+    wait_for,
+    wait_state,
+    worker_settings,
+)
 
 REGISTRY.import_modules(())
 # The test servers listen on 127.0.0.1, which the outbound policy refuses unless allowed.
@@ -45,7 +52,7 @@ async def make_ctx() -> AsyncIterator:
     def make(**settings: Any) -> JobContext:
         resources = Resources(worker_settings(**settings), None)
         opened.append(resources)
-        return JobContext(resources, 7, 1, 3, "default", "t", "default", None, None)
+        return JobContext(resources, claimed())
 
     yield make
     for resources in opened:

@@ -195,14 +195,17 @@ async def test_scheduled_jobs_are_promoted_when_due(db, start_worker):
 
 
 async def test_a_job_whose_lease_was_taken_is_stopped_locally(db, start_worker):
-    worker = await start_worker(maintenance=True)
+    worker = await start_worker()
     job_id = await insert_job(db, "hang", max_attempts=2, backoff_base=dt.timedelta(0))
     await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
-    # As if this worker had stalled past its lease: the rescuer takes the job back.
-    await db.execute(
-        "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
-        (job_id,),
-    )
+    # As if this worker had stalled past its lease: the rescuer takes the job back
+    # (in one transaction, so the worker's own renewal cannot slip in between).
+    async with db.transaction():
+        await db.execute(
+            "UPDATE sluice.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+            (job_id,),
+        )
+        await db.execute("SELECT * FROM sluice.job_rescue_expired()")
 
     async def rerun() -> bool:
         job = await fetch_job(db, job_id)
@@ -243,3 +246,34 @@ async def test_a_second_stop_hands_jobs_back_without_waiting_for_the_grace(db, s
     worker.stop(hurry=True)
     await wait_state(db, job_id, "ready", within=10)
     assert (await attempts(db, job_id))[0][1] == "released"
+
+
+async def test_an_attempt_claimed_again_after_a_lost_claim_runs_once(db, start_worker, tmp_path):
+    """A crash can undo a claim (it does not wait for its flush without synchronous
+    replicas) while its handler runs: the job is ready again with its old attempt
+    number, and this very worker may claim the same (job, attempt) anew."""
+    events = tmp_path / "events"
+    worker = await start_worker()
+    job_id = await insert_job(db, "timed", payload={"file": str(events), "seconds": 1.5})
+    await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
+    # The claim as the crash left it: undone.
+    await db.execute(
+        "UPDATE sluice.jobs SET state = 'ready', attempt = attempt - 1, worker_id = NULL, "
+        "lease_expires_at = NULL, started_at = NULL WHERE id = %s",
+        (job_id,),
+    )
+    await db.execute("NOTIFY sluice_jobs, 'default'")
+    await wait_for(
+        lambda: _claimed_again(db, job_id, worker.id), what="the worker to claim it again"
+    )
+    await wait_state(db, job_id, "succeeded")
+    assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "succeeded")]
+    assert events.read_text().count(" start ") == 1
+    assert not worker.executor.running
+
+
+async def _claimed_again(db, job_id: int, worker_id: str) -> bool:
+    cur = await db.execute(
+        "SELECT state::text, attempt, worker_id FROM sluice.jobs WHERE id = %s", (job_id,)
+    )
+    return await cur.fetchone() in (("running", 1, worker_id), ("succeeded", 1, worker_id))

@@ -241,16 +241,6 @@ def test_no_job_was_retried_because_of_a_failover(outcome):
     assert retried == {}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="A claim commits with synchronous_commit=off (sql/queries/jobs.sql job_claim): "
-    "killed before its WAL reached the synchronous standby, the claim is lost while "
-    "its handler runs; the new primary hands the job out again with the same attempt "
-    "and it runs twice (the first completion is fenced). Whether a claim is in that "
-    "window when the primary dies is chance, hence not strict. Fix: claims that wait "
-    "for the standby (synchronous_commit on, or remote_write) when replicas are "
-    "synchronous.",
-)
 def test_no_job_ran_twice_through_a_killed_primary(outcome):
     twice = _ran_twice(outcome, "crash")
     FIGURES["failover: jobs executed twice, killed primary"] = len(twice)

@@ -1,4 +1,8 @@
-"""Reading rows that may hold values Python cannot represent.
+"""Rows as Structs, and rows that may hold values Python cannot represent.
+
+`struct_row(cls)` is a psycopg row factory that makes each row a `cls` (a
+msgspec Struct) straight from its values: when the columns are the Struct's
+first fields in order, as the typed doors arrange, a row costs one call.
 
 PostgreSQL accepts values that psycopg cannot turn into Python objects: a
 `timestamptz` of `-infinity`, a BC date or a year past 9999, an interval longer
@@ -7,34 +11,48 @@ than Python's recursion limit. Decoding one of them raises while a result is
 fetched, and the whole result is lost with it: for a claim, every job in the
 batch would be leased to this worker and none of them run.
 
-`fetch_tolerant` runs a named query and decodes its rows as usual; only if that
+`fetch_tolerant` runs a statement and decodes its rows as usual; only if that
 fails does it decode the same result again with loaders that never raise: a
 value that cannot be decoded comes back as an `Undecodable` that names the
-problem, and the caller decides what to do with that one row (the executor
-fails that job without retry; cron disables that schedule) while every other
-row is used. The usual path costs nothing extra: the tolerant loaders are
-Python calls around psycopg's C loaders (about 2 us per value), paid only for
-a result that needs them.
+problem, the row's `problem` field says which columns, and the caller decides
+what to do with that one row (the worker fails that job without retry; cron
+disables that schedule) while every other row is used. The usual path costs
+nothing extra: the tolerant loaders are Python calls around psycopg's C loaders
+(about 2 us per value), paid only for a result that needs them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from psycopg import AsyncConnection
+from msgspec import Struct
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.adapt import AdaptersMap, Loader, Transformer
 from psycopg.pq import Format
-from psycopg.rows import dict_row
 
-from sluice.core.queries import Query
+S = TypeVar("S", bound=Struct)
 
 # The types whose text form can hold a value Python cannot represent.
 RISKY_TYPES = ("timestamptz", "timestamp", "date", "interval", "json", "jsonb")
 # Raw values longer than this are left out of error messages (a payload can be huge).
 SHOWN = 80
-# The key under which fetch_tolerant lists a row's undecodable values (a name no
-# column has), so that checking a row costs one lookup.
-PROBLEMS = "(undecodable)"
+
+
+def struct_row(cls: type[S]) -> Callable[[AsyncCursor[Any]], Callable[[Sequence[Any]], S]]:
+    """A psycopg row factory making `cls` from the columns named like its fields.
+    Columns it has no field for are left out, fields no column fills keep their
+    defaults (the door's pairing test flags both)."""
+    fields = cls.__struct_fields__
+
+    def factory(cursor: AsyncCursor[Any]) -> Callable[[Sequence[Any]], S]:
+        names = tuple(column.name for column in cursor.description or ())
+        if names == fields[: len(names)]:
+            return lambda values: cls(*values)
+        index = [(field, names.index(field)) for field in fields if field in names]
+        return lambda values: cls(**{field: values[i] for field, i in index})
+
+    return factory
 
 
 class Undecodable:
@@ -83,12 +101,14 @@ class _Context:
 
 
 async def fetch_tolerant(
-    conn: AsyncConnection[Any], query: Query, /, **params: Any
-) -> list[dict[str, Any]]:
-    """Every row of a `:many` named query, as dicts; values that cannot be
-    decoded are `Undecodable` instead of failing the fetch."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query.sql, params or None)
+    conn: AsyncConnection[Any], statement: str, params: Mapping[str, Any], cls: type[S]
+) -> list[S]:
+    """Every row of `statement` as a `cls`, whose `problem` field (a string, or
+    None) says which values could not be decoded (`column: problem; ...`); those
+    values are `Undecodable` instead of failing the fetch."""
+    make = struct_row(cls)
+    async with conn.cursor(row_factory=make) as cur:
+        await cur.execute(statement, params)
         try:
             return await cur.fetchall()
         # A value Python cannot represent (DataError, OverflowError, RecursionError...):
@@ -105,15 +125,13 @@ async def fetch_tolerant(
                     adapters.register_loader(info.oid, _tolerant(base))
             transformer = Transformer(_Context(adapters, conn))
             transformer.set_pgresult(result)
-            rows = transformer.load_rows(0, result.ntuples, dict_row(cur))
+            rows = transformer.load_rows(0, result.ntuples, make(cur))
             for row in rows:
-                found = [f"{k}: {v.problem}" for k, v in row.items() if isinstance(v, Undecodable)]
+                found = [
+                    f"{field}: {value.problem}"
+                    for field in cls.__struct_fields__
+                    if isinstance(value := getattr(row, field), Undecodable)
+                ]
                 if found:
-                    row[PROBLEMS] = "; ".join(found)
+                    row.problem = "; ".join(found)  # type: ignore[attr-defined]
             return rows
-
-
-def problems(row: dict[str, Any]) -> str | None:
-    """`column: problem; ...` for the values of a row of `fetch_tolerant` that
-    could not be decoded, or None."""
-    return row.get(PROBLEMS)

@@ -1,0 +1,1 @@
+"""A small web shop: its own `app` package beside Sluice's (`import sluice`)."""

@@ -1,0 +1,26 @@
+-- The Python API (sluice.core.enqueueing): enqueue in the caller's transaction,
+-- through the same engine functions any SQL client calls.
+
+-- One job: sluice.enqueue, every argument given (the defaults are filled in by
+-- Python from sluice.core.jobs, which tests/api/test_declarations.py pairs with
+-- the catalog). A null run_at and delay mean now.
+-- name: job_enqueue :scalar
+SELECT sluice.enqueue(
+    task => %(task)s, payload => %(payload)s::jsonb, queue => %(queue)s,
+    priority => %(priority)s,
+    run_at => coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+    max_attempts => %(max_attempts)s, depends_on => %(depends_on)s::bigint[],
+    idempotency_key => %(idempotency_key)s, timeout => make_interval(secs => %(timeout)s::float8),
+    tenant => %(tenant)s, backoff => %(backoff)s,
+    backoff_base => make_interval(secs => %(backoff_base)s::float8),
+    backoff_max => make_interval(secs => %(backoff_max)s::float8), notify => %(notify)s::jsonb);
+
+-- Many jobs in one statement (sluice.enqueue_many): their ids, in order.
+-- name: job_enqueue_many :scalar
+SELECT sluice.enqueue_many(%(jobs)s::jsonb, %(tenant)s);
+
+-- A run of the newest version of a stored DAG, with its parameters.
+-- name: dag_run_start_named :scalar
+SELECT sluice.dag_run_start(
+    p_tenant => %(tenant)s, p_dag_name => %(dag)s, p_params => %(params)s::jsonb,
+    p_notify => %(notify)s::jsonb, p_idempotency_key => %(idempotency_key)s);

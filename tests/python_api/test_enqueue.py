@@ -1,0 +1,314 @@
+"""Enqueueing from Python in the caller's transaction: psycopg sync and async,
+SQLAlchemy sync and async; options; batches; typed arguments checked at the door."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+import sluice
+from sluice.core.typed import PayloadMismatch
+from tests.factories import rows, scalar
+from tests.python_api.tasks import Box, Point, add, legacy, measure
+
+
+def _sa_url(database_url: str) -> str:
+    return database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+async def _count(db) -> int:
+    return await scalar(db, "SELECT count(*) FROM sluice.jobs")
+
+
+async def test_psycopg_sync_enqueues_in_the_callers_transaction(database_url, db):
+    def work() -> tuple[int, int]:
+        with psycopg.connect(database_url) as conn:
+            kept = add.enqueue(conn, a=1, b=2).id
+            conn.commit()
+            dropped = add.enqueue(conn, a=3, b=4).id
+            conn.rollback()
+        return kept, dropped
+
+    kept, dropped = await asyncio.to_thread(work)
+    found = await rows(db, "SELECT id, task, queue, payload, max_attempts FROM sluice.jobs")
+    assert found == [
+        {
+            "id": kept,
+            "task": "py.add",
+            "queue": "math",
+            "payload": {"a": 1, "b": 2},
+            "max_attempts": 3,
+        }
+    ]
+    assert dropped != kept
+
+
+async def test_psycopg_async_enqueues_in_the_callers_transaction(database_url, db):
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        async with conn.transaction(force_rollback=True):
+            handle = await add.enqueue(conn, a=1, b=2)
+            assert isinstance(handle, sluice.AsyncJobHandle)
+            # Not committed: invisible to everyone else.
+            assert await _count(db) == 0
+        assert await _count(db) == 0
+        async with conn.transaction():
+            handle = await add.enqueue(conn, a=5)
+    assert await scalar(db, "SELECT payload FROM sluice.jobs WHERE id = %s", handle.id) == {"a": 5}
+
+
+async def test_sqlalchemy_sync_session_enqueues_with_its_own_rows(database_url, db):
+    engine = create_engine(_sa_url(database_url))
+
+    def work() -> int:
+        with Session(engine) as session:
+            session.execute(sluice_text("CREATE TABLE orders (id int PRIMARY KEY, job bigint)"))
+            handle = add.enqueue(session, a=2, b=2)
+            session.execute(sluice_text("INSERT INTO orders VALUES (1, :job)"), {"job": handle.id})
+            session.commit()
+            add.enqueue(session, a=9, b=9)
+            session.rollback()
+            return handle.id
+
+    try:
+        job = await asyncio.to_thread(work)
+    finally:
+        engine.dispose()
+    assert await scalar(db, "SELECT job FROM orders") == job
+    assert await _count(db) == 1
+
+
+async def test_sqlalchemy_async_session_enqueues_with_its_own_rows(database_url, db):
+    engine = create_async_engine(_sa_url(database_url))
+    try:
+        async with AsyncSession(engine) as session:
+            await session.execute(
+                sluice_text("CREATE TABLE orders (id int PRIMARY KEY, job bigint)")
+            )
+            handle = await add.enqueue(session, a=2, b=3)
+            await session.execute(
+                sluice_text("INSERT INTO orders VALUES (1, :job)"), {"job": handle.id}
+            )
+            await session.commit()
+            await add.enqueue(session, a=9)
+            await session.rollback()
+    finally:
+        await engine.dispose()
+    assert await scalar(db, "SELECT job FROM orders") == handle.id
+    assert await _count(db) == 1
+
+
+def sluice_text(sql: str):
+    from sqlalchemy import text
+
+    return text(sql)
+
+
+async def test_a_session_on_another_driver_is_refused_clearly():
+    with pytest.raises(TypeError, match="expected a psycopg connection"):
+        add.enqueue(object(), a=1)
+
+
+async def test_typed_arguments_are_checked_at_enqueue_naming_the_field(database_url, db):
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(PayloadMismatch, match=r"payload\.a: Expected `int`, got `str`"):
+            await add.enqueue(conn, a="one")
+        with pytest.raises(PayloadMismatch, match=r"payload\.a: is required"):
+            await add.enqueue(conn, b=1)
+        with pytest.raises(PayloadMismatch, match=r"payload\.c: unknown field"):
+            await add.enqueue(conn, a=1, c=2)
+        with pytest.raises(PayloadMismatch, match=r"payload\.box\.high: is required"):
+            await measure.enqueue(conn, box={"low": {"x": 0, "y": 0}}, at=datetime.now(UTC))
+        with pytest.raises(TypeError, match="keyword arguments"):
+            await add.enqueue(conn, 1, 2)
+        # By name, a task declared in this process is checked the same way.
+        with pytest.raises(PayloadMismatch, match=r"payload\.a"):
+            await sluice.enqueue(conn, "py.add", {"a": [1]})
+        at = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+        handle = await measure.enqueue(conn, box=Box(Point(0, 0), Point(2, 3)), at=at)
+    assert await _count(db) == 1
+    assert await scalar(db, "SELECT payload FROM sluice.jobs WHERE id = %s", handle.id) == {
+        "box": {"low": {"x": 0.0, "y": 0.0}, "high": {"x": 2.0, "y": 3.0}, "label": "box"},
+        "at": "2026-11-21T12:00:00Z",
+    }
+
+
+async def test_options_per_task_and_per_call(database_url, db):
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        parent = await add.enqueue(conn, a=1)
+        child = await add.configure(
+            priority=-5,
+            queue="urgent",
+            delay=timedelta(hours=1),
+            timeout="30s",
+            retry=sluice.Retry(max_attempts=7, backoff="linear", base="2s", max=60),
+            depends_on=[parent],
+            idempotency_key="child-1",
+        ).enqueue(conn, a=2)
+        again = await add.configure(idempotency_key="child-1").enqueue(conn, a=99)
+        at = datetime(2030, 1, 1, tzinfo=UTC)
+        later = await sluice.enqueue(conn, "anything.else", {"k": [1, 2]}, run_at=at, tenant="acme")
+    assert again.id == child.id
+    [row] = await rows(
+        db,
+        "SELECT state::text, priority, queue, max_attempts, backoff,"
+        " extract(epoch FROM backoff_base) AS base, extract(epoch FROM backoff_max) AS cap,"
+        " extract(epoch FROM timeout) AS timeout,"
+        " run_at > now() + interval '59 minutes' AS delayed, payload"
+        " FROM sluice.jobs WHERE id = %s",
+        child.id,
+    )
+    assert row == {
+        "state": "blocked",
+        "priority": -5,
+        "queue": "urgent",
+        "max_attempts": 7,
+        "backoff": "linear",
+        "base": 2,
+        "cap": 60,
+        "timeout": 30,
+        "delayed": True,
+        "payload": {"a": 2},
+    }
+    assert await rows(db, "SELECT parent_id, child_id FROM sluice.job_edges") == [
+        {"parent_id": parent.id, "child_id": child.id}
+    ]
+    assert await rows(
+        db, "SELECT task, tenant, run_at, state::text FROM sluice.jobs WHERE id = %s", later.id
+    ) == [{"task": "anything.else", "tenant": "acme", "run_at": at, "state": "scheduled"}]
+
+
+async def test_bad_options_are_refused_before_any_sql():
+    with pytest.raises(ValueError, match="run_at or delay"):
+        add.configure(run_at=datetime.now(UTC), delay=5)
+    with pytest.raises(TypeError, match="unknown option"):
+        add.configure(colour="red")
+    with pytest.raises(ValueError, match="backoff"):
+        add.configure(retry={"backoff": "sideways"})
+    with pytest.raises(ValueError, match="timeout"):
+        add.configure(timeout="soon")
+    with pytest.raises(ValueError, match="not a task name"):
+        sluice.enqueue(None, "no spaces allowed", {})
+
+
+async def test_zero_attempts_is_refused_not_replaced_by_the_default(database_url):
+    """max_attempts=0 reaches the database's check, one job or many (a falsy value
+    must not turn silently into the default of 5)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match="jobs_max_attempts_range"):
+            await add.configure(max_attempts=0).enqueue(conn, a=1)
+        with pytest.raises(psycopg.errors.CheckViolation, match="jobs_max_attempts_range"):
+            await add.enqueue_many(conn, [({"a": 1}, {"max_attempts": 0})])
+
+
+async def test_enqueue_many_is_one_statement_in_order_with_keys_and_parents(database_url, db):
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        parent = await add.enqueue(conn, a=0)
+        items = [{"a": i, "b": i} for i in range(5000)]
+        items[10] = ({"a": 10, "b": 10}, {"idempotency_key": "ten", "depends_on": [parent]})
+        items[20] = ({"a": 20, "b": 20}, {"idempotency_key": "ten"})  # the same job as items[10]
+        items[30] = ({"a": 30}, {"priority": 3})
+        handles = await add.enqueue_many(conn, items)
+        await conn.commit()
+        again = await add.enqueue_many(conn, [({"a": 1}, {"idempotency_key": "ten"})])
+        await conn.commit()
+    ids = [h.id for h in handles]
+    assert len(ids) == 5000 and ids[20] == ids[10] and again[0].id == ids[10]
+    assert len(set(ids)) == 4999
+    stored = {
+        r["id"]: r
+        for r in await rows(
+            db,
+            "SELECT id, payload, priority, state::text, queue FROM sluice.jobs WHERE id <> %s",
+            parent.id,
+        )
+    }
+    assert len(stored) == 4999
+    for i in (0, 1, 4999):
+        assert stored[ids[i]]["payload"] == {"a": i, "b": i}
+    assert stored[ids[10]]["state"] == "blocked" and stored[ids[30]]["priority"] == 3
+    assert {r["queue"] for r in stored.values()} == {"math"}
+    assert await rows(db, "SELECT parent_id, child_id FROM sluice.job_edges") == [
+        {"parent_id": parent.id, "child_id": ids[10]}
+    ]
+
+
+def test_enqueue_many_sync_and_empty(database_url):
+    with psycopg.connect(database_url) as conn:
+        assert add.enqueue_many(conn, []) == []
+        handles = add.enqueue_many(conn, [{"a": 1}, {"a": 2}])
+        conn.commit()
+        assert [type(h) for h in handles] == [sluice.JobHandle] * 2
+        payloads = conn.execute(
+            "SELECT payload FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",
+            ([h.id for h in handles],),
+        ).fetchall()
+    assert payloads == [({"a": 1},), ({"a": 2},)]
+
+
+def test_sql_enqueue_many_answers_existing_keys_of_other_transactions(database_url):
+    """sluice.enqueue_many waits for a key another transaction holds, then answers its job."""
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        [held] = first.execute(
+            'SELECT sluice.enqueue_many(\'[{"task": "noop", "idempotency_key": "k"}]\')'
+        ).fetchone()
+        threading.Timer(0.3, first.commit).start()
+        [answer] = second.execute(
+            'SELECT sluice.enqueue_many(\'[{"task": "noop", "idempotency_key": "k"},'
+            ' {"task": "noop"}]\')'
+        ).fetchone()
+        second.commit()
+    assert answer[0] == held[0] and answer[1] != held[0]
+
+
+def test_legacy_form_takes_the_whole_payload(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        one = legacy.enqueue(conn, {"any": ["thing"]})
+        two = legacy.enqueue(conn, k=1)
+        payloads = conn.execute(
+            "SELECT payload FROM sluice.jobs WHERE id IN (%s, %s) ORDER BY id", (one.id, two.id)
+        ).fetchall()
+    assert payloads == [({"any": ["thing"]},), ({"k": 1},)]
+    assert add(1, 2) == 3 and add(a=1) == 1  # still a plain function
+
+
+async def test_start_run_of_a_stored_dag_with_params(database_url, db):
+    await db.execute(
+        """INSERT INTO sluice.dags (name, version, definition) VALUES ('nightly', 1,
+           '{"nodes": [{"id": "a", "task": "noop", "payload": {"day": "{{ params.day }}"}}]}')"""
+    )
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        run = await sluice.start_run(conn, "nightly", {"day": "2026-11-21"})
+        await conn.rollback()
+        assert await scalar(db, "SELECT count(*) FROM sluice.dag_runs") == 0
+        run = await sluice.start_run(conn, "nightly", {"day": "2026-11-21"}, idempotency_key="n1")
+        await conn.commit()
+    assert await rows(
+        db,
+        "SELECT r.params, j.payload FROM sluice.dag_runs r"
+        " JOIN sluice.jobs j ON j.run_id = r.id WHERE r.id = %s",
+        run.id,
+    ) == [{"params": {"day": "2026-11-21"}, "payload": {"day": "2026-11-21"}}]
+
+
+async def test_the_three_sql_paths_give_a_job_the_same_defaults(db):
+    """A plain INSERT, sluice.enqueue and sluice.enqueue_many: the same row."""
+    plain = await scalar(db, "INSERT INTO sluice.jobs (task) VALUES ('noop') RETURNING id")
+    one = await scalar(db, "SELECT sluice.enqueue('noop')")
+    [many] = await scalar(db, """SELECT sluice.enqueue_many('[{"task": "noop"}]')""")
+    columns = (
+        "tenant, queue, payload, priority, state::text, max_attempts, backoff, backoff_base,"
+        " backoff_max, timeout, notify, run_at <= now() AS due"
+    )
+    found = await rows(
+        db,
+        f"SELECT {columns} FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
+        [plain, one, many],
+    )
+    assert found[0] == found[1] == found[2]
