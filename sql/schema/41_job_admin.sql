@@ -30,7 +30,10 @@ BEGIN
                                   idempotency_key, timeout, backoff, backoff_base, backoff_max, notify)
     VALUES (enqueue.tenant, enqueue.queue, enqueue.task, enqueue.payload, enqueue.priority,
             coalesce(enqueue.run_at, now()), enqueue.max_attempts, enqueue.idempotency_key,
-            enqueue.timeout, enqueue.backoff, enqueue.backoff_base, enqueue.backoff_max, enqueue.notify)
+            enqueue.timeout,
+            -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
+            nullif(enqueue.backoff, 'exponential'), nullif(enqueue.backoff_base, '1 second'),
+            nullif(enqueue.backoff_max, '1 hour'), enqueue.notify)
     ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING j.id INTO v_id;
 
