@@ -85,7 +85,7 @@ DAY = 86400
 YEAR = 365 * DAY
 
 PRIORITY_MIN, PRIORITY_MAX = -1_000_000, 1_000_000
-MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000  # CHECK jobs_max_attempts_positive
+MAX_ATTEMPTS_MIN, MAX_ATTEMPTS_MAX = 1, 1000  # CHECK jobs_max_attempts_range (attempts still ahead)
 # Longest attempt timeout and retry delay (backoff base or cap), in seconds:
 # domains sluice.job_timeout and sluice.job_backoff.
 TIMEOUT_SECONDS_MAX = 30 * DAY

@@ -28,6 +28,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import msgspec
 from msgspec import Struct
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -178,7 +179,7 @@ async def job_claim(
     """Claim up to `limit` ready jobs, leased to `worker_id` for `lease`; the scan
     starts past (after_priority, after_run_at, after_id) when given. With `tasks`,
     only jobs of those tasks (the ones the caller has handlers for)."""
-    return await fetch_tolerant(
+    jobs = await fetch_tolerant(
         conn,
         sql("job_claim"),
         {
@@ -193,6 +194,31 @@ async def job_claim(
         },
         ClaimedJob,
     )
+    omitted = [job.id for job in jobs if job.parents == OMITTED_PARENTS]
+    if not omitted:
+        return jobs
+    found = {row.id: row.parents for row in await job_parent_results(conn, ids=omitted)}
+    return [
+        msgspec.structs.replace(job, parents=found[job.id]) if job.id in found else job
+        for job in jobs
+    ]
+
+
+#: What the claim answers for parents' results too large to send with it.
+OMITTED_PARENTS = {"_omitted": True}
+
+
+class ParentResults(Struct):
+    """A node's parents' results, by node id."""
+
+    id: int
+    parents: Any
+
+
+@door("job_parent_results", ParentResults)
+async def job_parent_results(conn: AsyncConnection[Any], *, ids: list[int]) -> list[ParentResults]:
+    """The parents' results of these jobs, read apart from their claim."""
+    return await _rows(conn, "job_parent_results", ParentResults, {"ids": ids})
 
 
 class Renewed(Struct):

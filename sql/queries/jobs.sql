@@ -23,6 +23,14 @@ SELECT c.*
        sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
                         %(after_priority)s, %(after_run_at)s, %(after_id)s, %(tasks)s) AS c;
 
+-- The parents' results of claimed nodes whose claim left them out (together over
+-- sluice.inline_parents_bytes, the claim answers {"_omitted": true}): one query
+-- per claim batch, outside the claim's transaction (a parent's result no longer
+-- changes once its child may run).
+-- name: job_parent_results :many
+SELECT j.id, sluice.job_parent_results(j.id) AS parents
+  FROM unnest(%(ids)s::bigint[]) AS j(id);
+
 -- name: job_heartbeat :many
 SELECT h.id, h.attempt
   FROM sluice.job_heartbeat(%(worker_id)s, %(ids)s, %(attempts)s, %(lease)s) AS h;

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 
 import msgspec
+import pytest
 from psycopg.rows import dict_row
 
 from sluice.core import protocol
@@ -117,3 +118,48 @@ async def test_deleting_a_run_deletes_its_jobs_attempt_log(db):
     await db.execute("DELETE FROM sluice.dag_runs WHERE id = %s", (run_id,))
     cur = await db.execute("SELECT count(*) FROM sluice.job_attempts")
     assert (await cur.fetchone())[0] == 0
+
+
+async def _seq_scans_of_jobs(db) -> int:
+    """Sequential scans of sluice.jobs by this transaction so far."""
+    cur = await db.execute(
+        "SELECT seq_scan FROM pg_stat_xact_user_tables"
+        " WHERE schemaname = 'sluice' AND relname = 'jobs'"
+    )
+    return (await cur.fetchone())[0]
+
+
+@pytest.mark.parametrize("flow", [{}, {"trigger": "all_done"}], ids=["plain", "data flow"])
+async def test_releasing_children_never_scans_the_jobs_table(db, flow):
+    """Statistics taken while no job was blocked (a fresh database, or most jobs
+    finished) once made the release a scan of every job per completion batch
+    (the UPDATE's state filter looked like it kept no row): a 10,000-node fan-out
+    ran 4.6 times slower. The release must find its children by id."""
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, payload, queue)"
+        " SELECT 'other', '{}', 'elsewhere' FROM generate_series(1, 20000)"
+    )
+    await db.execute("ANALYZE sluice.jobs")
+    await db.execute(
+        "SELECT sluice.dag_run_create('default', %s, '{}')",
+        (
+            json.dumps(
+                {
+                    "nodes": [{"id": "root", "task": "t"}]
+                    + [
+                        {"id": f"n{i}", "task": "t", "depends_on": ["root"]} | flow
+                        for i in range(200)
+                    ]
+                }
+            ),
+        ),
+    )
+    cur = await db.execute("SELECT id FROM sluice.jobs WHERE node = 'root'")
+    (root,) = await cur.fetchone()
+    await claim(db, root)
+    async with db.transaction():
+        before = await _seq_scans_of_jobs(db)
+        assert await complete(db, root)
+        assert await _seq_scans_of_jobs(db) == before
+    cur = await db.execute("SELECT count(*) FROM sluice.jobs WHERE state = 'ready' AND task = 't'")
+    assert (await cur.fetchone())[0] == 200

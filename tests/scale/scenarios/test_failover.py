@@ -184,7 +184,14 @@ def _phase(
         dead = cluster.crash_leader()
         wait_until(lambda: cluster.leader() not in (None, dead), 90, "a new leader")
     sql_client, api_client = running[0], running[1]
-    wait_until(lambda: any(t > t0 + 0.5 for t in sql_client.acks.times[-3:]), 60, "writes again")
+    # Every client, not the SQL one alone: the API comes back a few seconds later
+    # (its pool finds the new primary), and stopping its client while it still
+    # retries would leave a submission unanswered.
+    wait_until(
+        lambda: all(any(t > t0 + 0.5 for t in c.acks.times[-3:]) for c in running),
+        60,
+        "every client writes again",
+    )
     time.sleep(2)
     t1 = time.monotonic()
     for c in running:
