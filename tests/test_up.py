@@ -67,11 +67,13 @@ class Up:
         self.directory = directory
         self.data_dir = directory / ".sluice"
         env = clean_env(
-            PYTHONPATH=str(ROOT),  # the example handlers
-            SLUICE_TASK_MODULES="examples.handlers",
-            SLUICE_UP_WORKERS="2",
-            SLUICE_LOG_LEVEL="WARNING",
-            **env,
+            **{
+                "PYTHONPATH": str(ROOT),  # the example handlers
+                "SLUICE_TASK_MODULES": "examples.handlers",
+                "SLUICE_UP_WORKERS": "2",
+                "SLUICE_LOG_LEVEL": "WARNING",
+                **env,  # the caller's settings win
+            }
         )
         self.log = directory / f"up-{time.monotonic_ns()}.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()

@@ -1,21 +1,16 @@
 """Fires cron schedules (sluice.schedules) under the maintenance leader.
 
-Occurrences are computed with croniter in the schedule's time zone. The times
-the scheduler sees, and "now", come from the database clock (or from the
-caller, to drive the clock in tests). An occurrence more than `grace` old when
-seen was missed (the scheduler was down); the schedule's `misfire` decides
-what runs then:
+Occurrences are sluice.core.occurrences': croniter in the schedule's time zone,
+by its wall clock (a time the clock skips fires once, after the gap; a time it
+shows twice fires once, at the first), the rule the API lists upcoming times
+by too. The times the scheduler sees, and "now", come from the database clock
+(or from the caller, to drive the clock in tests). An occurrence more than
+`grace` old when seen was missed (the scheduler was down); the schedule's
+`misfire` decides what runs then:
 
 - `latest` (default): the newest missed occurrence runs once;
 - `all`: every missed occurrence runs (at most `MAX_OCCURRENCES` per pass);
 - `skip`: none runs; the schedule resumes with the next one.
-
-Daylight saving time, in a schedule's local time zone, follows the wall clock:
-
-- spring forward: a time the clock skips (02:30 on 2026-03-29 in
-  Europe/Berlin) fires once, at the first instant after the gap (03:00 CEST);
-- fall back: a time the clock shows twice (02:30 on 2026-10-25) fires once,
-  at its first instant (02:30 CEST); the repeated hour does not fire again.
 
 Each occurrence is enqueued with the key `schedule:<id>:<wall-clock time>`
 (`...T02:30:00[Europe/Berlin]`, or `...T02:30:00Z` in UTC), so it runs once
@@ -31,17 +26,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import psycopg
-from croniter import croniter
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import protocol
 from sluice.core.logging import error_line
+from sluice.core.occurrences import UnusableSchedule, occurrences
 from sluice.core.protocol import DueSchedule
 from sluice.worker.isolation import SetAside, refused
 from sluice.worker.retrying import pooled
@@ -64,21 +58,6 @@ class Firing:
     error: str | None = None
 
 
-def _wall_clock(it: croniter, first: dt.datetime | None, zone: ZoneInfo) -> Iterator[dt.datetime]:
-    """croniter's occurrences (starting with `first` when given), once per
-    wall-clock time: the second pass through a fall-back hour is left out, and
-    so is an instant given twice (croniter moves every time a spring-forward
-    gap skips to the instant after it)."""
-    last = None
-    at = first.astimezone(zone) if first is not None else it.get_next(dt.datetime)
-    while True:
-        repeated = at.fold == 1 and at.replace(fold=0).utcoffset() != at.utcoffset()
-        if not repeated and at != last:
-            yield at
-            last = at
-        at = it.get_next(dt.datetime)
-
-
 def plan(
     cron: str,
     timezone: str,
@@ -94,29 +73,20 @@ def plan(
     `next_fire_at` is the first occurrence not yet handled; when unknown (a new or
     edited schedule), occurrences are counted from just after `base`.
     """
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return Firing([], None, f"unknown time zone {timezone!r}")
-    if not croniter.is_valid(cron):
-        return Firing([], None, f"invalid cron expression {cron!r}")
     start = next_fire_at if next_fire_at is not None else base
-    occurrences = _wall_clock(croniter(cron, start.astimezone(zone)), next_fire_at, zone)
-    due: list[dt.datetime] = []
-    at: dt.datetime | None = None  # the next occurrence, once known
     try:
-        at = next(occurrences)
-        while at <= now and len(due) < MAX_OCCURRENCES:
-            due.append(at.astimezone(dt.UTC))
-            at = None
-            at = next(occurrences)
-    # croniter's CroniterBadDateError (no such date, ever again), or an overflow
-    # past year 9999: there is no next occurrence.
-    except Exception as exc:
-        after = due[-1] if due else start
-        error = f"no occurrence of {cron!r} after {after.astimezone(zone).isoformat()} ({exc})"
-    else:
-        error = None
+        upcoming = occurrences(cron, timezone, start, inclusive=next_fire_at is not None)
+    except UnusableSchedule as exc:
+        return Firing([], None, exc.reason)
+    due: list[dt.datetime] = []
+    at = next(upcoming, None)  # the next occurrence; None: there is none, ever again
+    while at is not None and at <= now and len(due) < MAX_OCCURRENCES:
+        due.append(at.astimezone(dt.UTC))
+        at = next(upcoming, None)
+    error = None
+    if at is None:
+        after = (due[-1] if due else start).astimezone(ZoneInfo(timezone))
+        error = f"no occurrence of {cron!r} after {after.isoformat()}"
     cutoff = now - dt.timedelta(seconds=grace)
     on_time = [t for t in due if t >= cutoff]
     missed = [t for t in due if t < cutoff]

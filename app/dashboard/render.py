@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.enums import MediaType
 
 from sluice.auth import Principal, Role
+from sluice.core import jobs
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -46,5 +47,8 @@ def page(request: Request[Principal, Any, Any], template: str, **context: Any) -
         # Set by the auth middleware for cookie sessions; a page fetched with a
         # Bearer header (curl) has none and its buttons would be refused.
         csrf_token=request.state.get("csrf_token", ""),
+        # The job states, in the engine's order, for the pages and their scripts
+        # (<body data-job-states>): a new state needs no dashboard edit.
+        job_states=jobs.JOB_STATES,
         **context,
     )

@@ -3,6 +3,7 @@ scheduler fires them; this only manages them)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Router, delete, get, patch, post
@@ -96,12 +97,18 @@ class SchedulesController(Controller):
         conn: Conn,
         principal: Caller,
         count: Annotated[int, QueryParameter(ge=1, le=100, description="How many times.")] = 5,
+        after: Annotated[
+            datetime | None,
+            QueryParameter(description="From this instant instead of now (UTC without offset)."),
+        ] = None,
     ) -> Upcoming:
-        """The next `count` occurrences from now, computed from the cron expression in the
-        schedule's time zone (also while it is disabled; `next_fire_at` is the one the
-        scheduler will fire). 409 for a cron expression stored by plain SQL that croniter
-        cannot read."""
-        return await service.upcoming(conn, principal, schedule_id, count)
+        """The next `count` occurrences after now (or `after`), by the rule the scheduler
+        fires by: the cron expression on the wall clock of the schedule's time zone, a
+        time shown twice when the clock falls back once (also while it is disabled;
+        `next_fire_at` is the one the scheduler will fire). Fewer, or none, when the
+        expression has no more (a one-shot date that has passed). 409 for a cron
+        expression or time zone stored by plain SQL that cannot be read."""
+        return await service.upcoming(conn, principal, schedule_id, count, after)
 
     @patch(
         "/{schedule_id:int}",

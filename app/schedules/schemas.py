@@ -66,7 +66,8 @@ class ScheduleUpdate(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class Upcoming(Struct, kw_only=True):
-    """When a schedule fires next, from now, by its cron expression and time zone."""
+    """When a schedule fires next, from now (or `after`), by its cron expression on the
+    wall clock of its time zone; `times` is short, or empty, when it has no more."""
 
     schedule_id: int
     enabled: bool

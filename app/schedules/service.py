@@ -1,20 +1,20 @@
 """The schedules area's rules: a schedule's cron expression must be one croniter reads
-in its IANA time zone, and it starts either a job (checked like any job) or a run
-of one of the tenant's DAGs. The worker's scheduler fires them; this only manages them."""
+in its IANA time zone, with an occurrence to come, and it starts either a job (checked
+like any job) or a run of one of the tenant's DAGs. The worker's scheduler fires them;
+this only manages them. When one fires is sluice.core.occurrences, for both."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from croniter import croniter
-from croniter.croniter import CroniterError
 from psycopg import AsyncConnection
 
 from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.engine import Schedule, ScheduleColumns
+from sluice.core.occurrences import UnusableSchedule, occurrences
+from sluice.core.occurrences import upcoming as upcoming_times
 from sluice.core.problems import Problems
 from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import Refusal, found, invalid
@@ -23,29 +23,28 @@ from sluice.http.shapes import template_problems
 from sluice.schedules.schemas import ScheduleCreate, ScheduleUpdate, Upcoming
 
 
-def cron_problem(expression: str, timezone: str) -> Problems:
-    """Why the cron expression or time zone cannot be used ([] when both can)."""
+def cron_problem(expression: str, timezone: str, *, must_fire: bool = True) -> Problems:
+    """Why a schedule's cron expression or time zone cannot be used ([] when both
+    can): one croniter cannot read, or, when it `must_fire`, one that never fires
+    again (a one-shot date that has passed, February 31st)."""
+    now = datetime.now(UTC)
     try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return [("timezone", f"unknown time zone {timezone!r} (use an IANA name: Europe/Paris)")]
-    try:
-        croniter(expression, datetime.now(UTC).astimezone(zone)).get_next(datetime)
-    except (CroniterError, ValueError, KeyError, TypeError, OverflowError) as exc:
-        return [("cron", f"not a cron expression croniter accepts: {exc}")]
+        times = occurrences(expression, timezone, now)
+    except UnusableSchedule as exc:
+        return [(exc.field, f"{exc.reason} ({exc.detail})")]
+    if must_fire and next(times, None) is None:
+        return [("cron", f"{expression!r} has no occurrence after {now.isoformat()}")]
     return []
 
 
-def occurrences(expression: str, timezone: str, count: int, after: datetime) -> list[datetime]:
-    """The next `count` times a (valid) cron expression fires after `after`, in `timezone`."""
-    times = croniter(expression, after.astimezone(ZoneInfo(timezone)))
-    return [times.get_next(datetime) for _ in range(count)]
-
-
 async def _check(
-    conn: AsyncConnection, schedule: ScheduleCreate, principal: Principal, catalog: TaskCatalog
+    conn: AsyncConnection,
+    schedule: ScheduleCreate,
+    principal: Principal,
+    catalog: TaskCatalog,
+    must_fire: bool = True,
 ) -> None:
-    problems: Problems = cron_problem(schedule.cron, schedule.timezone)
+    problems: Problems = cron_problem(schedule.cron, schedule.timezone, must_fire=must_fire)
     if (schedule.job is None) == (schedule.dag is None):
         problems.append(("job", "give either job or dag (the DAG to run), not both"))
     if schedule.job is not None:
@@ -105,14 +104,24 @@ async def get_schedule(conn: AsyncConnection, principal: Principal, schedule_id:
 
 
 async def upcoming(
-    conn: AsyncConnection, principal: Principal, schedule_id: int, count: int
+    conn: AsyncConnection,
+    principal: Principal,
+    schedule_id: int,
+    count: int,
+    after: datetime | None = None,
 ) -> Upcoming:
-    """The next `count` occurrences from now; 409 for a cron expression stored by
-    plain SQL that croniter cannot read."""
+    """The next `count` occurrences after `after` (default: now; UTC when it names no
+    offset), fewer or none when the expression has no more; 409 for a cron expression
+    or time zone stored by plain SQL that cannot be read."""
     row = await _row(conn, principal, schedule_id)
-    if problems := cron_problem(row.cron, row.timezone):
-        raise Refusal(409, f"schedule {schedule_id}: {problems[0][1]}")
-    times = occurrences(row.cron, row.timezone, count, datetime.now(UTC))
+    if after is None:
+        after = datetime.now(UTC)
+    elif after.tzinfo is None:
+        after = after.replace(tzinfo=UTC)
+    try:
+        times = upcoming_times(row.cron, row.timezone, after, count)
+    except UnusableSchedule as exc:
+        raise Refusal(409, f"schedule {schedule_id}: {exc.reason} ({exc.detail})") from None
     return Upcoming(schedule_id=schedule_id, enabled=row.enabled, times=times)
 
 
@@ -142,7 +151,10 @@ async def update(
         merged = msgspec.convert({**current, **changes}, ScheduleCreate)
     except msgspec.ValidationError as exc:
         raise invalid([("body", str(exc))]) from None
-    await _check(conn, merged, principal, catalog)
+    # A schedule that has fired its last (a one-shot date) can still be renamed or
+    # disabled; a new expression or zone, or enabling it, needs an occurrence to come.
+    must_fire = "cron" in changes or "timezone" in changes or changes.get("enabled") is True
+    await _check(conn, merged, principal, catalog, must_fire)
     updated = await engine.schedule_update(
         conn, id=schedule_id, tenant=principal.scope, columns=_columns(merged)
     )

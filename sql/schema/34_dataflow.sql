@@ -27,7 +27,9 @@ SELECT j.run_id, j.node, j.map_index, j.id AS job_id, j.state, j.result
 -- when together they take more than p_cap bytes (the worker then asks again
 -- without a cap). Null for a job without parents.
 CREATE FUNCTION sluice.job_parent_results(p_job bigint, p_cap bigint DEFAULT NULL) RETURNS jsonb
-    LANGUAGE plpgsql STABLE AS $$
+    -- Called by the claim for every node it claims: parents found by id, whatever
+    -- the statistics say (see sluice.job_unblock).
+    LANGUAGE plpgsql STABLE SET enable_seqscan = off AS $$
 DECLARE
     v_answer jsonb;
     v_size   bigint;
@@ -286,7 +288,9 @@ CREATE FUNCTION sluice.job_propagate(
     p_f      integer[] DEFAULT NULL,
     p_k      integer[] DEFAULT NULL
 ) RETURNS bigint[]
-    LANGUAGE plpgsql AS $$
+    -- Every job it reads or writes is found by id or by its run, whatever the
+    -- statistics say (see sluice.job_unblock; tests/engine/test_hot_paths.py).
+    LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_was      text := current_setting('sluice.cascading', true);
     v_events   bigint[] := coalesce(p_events, '{}');

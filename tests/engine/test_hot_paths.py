@@ -130,7 +130,7 @@ async def _seq_scans_of_jobs(db) -> int:
 
 
 @pytest.mark.parametrize("flow", [{}, {"trigger": "all_done"}], ids=["plain", "data flow"])
-async def test_releasing_children_never_scans_the_jobs_table(db, flow):
+async def test_releasing_children_and_reading_their_inputs_never_scan_the_jobs_table(db, flow):
     """Statistics taken while no job was blocked (a fresh database, or most jobs
     finished) once made the release a scan of every job per completion batch
     (the UPDATE's state filter looked like it kept no row): a 10,000-node fan-out
@@ -148,7 +148,7 @@ async def test_releasing_children_never_scans_the_jobs_table(db, flow):
                     "nodes": [{"id": "root", "task": "t"}]
                     + [
                         {"id": f"n{i}", "task": "t", "depends_on": ["root"]} | flow
-                        for i in range(200)
+                        for i in range(2000)
                     ]
                 }
             ),
@@ -162,4 +162,11 @@ async def test_releasing_children_never_scans_the_jobs_table(db, flow):
         assert await complete(db, root)
         assert await _seq_scans_of_jobs(db) == before
     cur = await db.execute("SELECT count(*) FROM sluice.jobs WHERE state = 'ready' AND task = 't'")
-    assert (await cur.fetchone())[0] == 200
+    assert (await cur.fetchone())[0] == 2000
+    cur = await db.execute("SELECT id FROM sluice.jobs WHERE node = 'n7'")
+    (child,) = await cur.fetchone()
+    async with db.transaction():
+        before = await _seq_scans_of_jobs(db)
+        cur = await db.execute("SELECT sluice.job_parent_results(%s)", (child,))
+        assert (await cur.fetchone())[0] == {"root": None}
+        assert await _seq_scans_of_jobs(db) == before

@@ -5,43 +5,19 @@ start servers of their own and run only through `tests/scale/run.sh`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import pytest
 
 from sluice.worker.runner import Worker
 from tests.api.conftest import api_settings, make_client  # noqa: F401 - fixtures
 from tests.test_migrations import empty_database  # noqa: F401 - a fixture
-from tests.worker.helpers import worker_settings
+from tests.worker.conftest import running_workers
 
 
 @pytest.fixture
 async def start_worker_on() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
-    """Start an in-process worker on a given URL; stopped at the end of the test."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
-
-    async def start(url: str, *, listen_url: str | None = None, **overrides: Any) -> Worker:
-        worker = Worker(worker_settings(**overrides), url, listen_url=listen_url)
-        task = asyncio.create_task(worker.run())
-        running.append((worker, task))
-        started = asyncio.create_task(worker.started.wait())
-        done, _ = await asyncio.wait(
-            {started, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED
-        )
-        if task in done:
-            started.cancel()
-            task.result()
-        assert started in done, "the worker did not start"
-        assert worker.listener is not None
-        await asyncio.wait_for(worker.listener.connected.wait(), 15)
-        return worker
-
-    yield start
-    for worker, _ in running:
-        worker.stop(hurry=True)
-    for _, task in running:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 20)
+    """Start in-process workers on a given URL (`start(url, listen_url=None, **settings)`);
+    stopped at the end of the test."""
+    async with running_workers() as start:
+        yield start

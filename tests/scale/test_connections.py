@@ -5,10 +5,13 @@ in tests/scale/scenarios/ (run by tests/scale/run.sh)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.core import db as sluice_db
 from sluice.core.db import (
@@ -20,8 +23,10 @@ from sluice.core.db import (
     open_read_pool,
     prepared_statements_problem,
 )
+from sluice.core.jobs import JOB_STATES
 from sluice.core.protocol import connection_probe
-from tests.factories import insert_job, scalar
+from tests.api.conftest import bearer
+from tests.factories import insert_job, rows
 from tests.worker.helpers import wait_for
 
 
@@ -32,6 +37,9 @@ def fresh_switches() -> Iterator[None]:
     yield
     PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved
     NOTIFICATIONS.state, NOTIFICATIONS.detail, NOTIFICATIONS.latency = "unchecked", None, None
+
+
+FAR = datetime(2999, 1, 1, tzinfo=UTC)
 
 
 async def deallocate_behind_psycopgs_back(conn) -> None:
@@ -135,13 +143,36 @@ async def test_read_pool_falls_back_to_the_primary_pool(database_url):
         await primary.close()
 
 
+def _depths(exposition: str) -> dict[tuple[str, str], float]:
+    """The sluice_queue_depth samples of a /metrics body, by (queue, state)."""
+    return {
+        (sample.labels["queue"], sample.labels["state"]): sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "sluice_queue_depth"
+        for sample in family.samples
+    }
+
+
 async def test_metrics_queue_depths_come_from_the_read_pool(make_client, db, other_database_url):
-    await insert_job(db, queue="on_primary")
+    # Queue names of this test's own: nothing else in the process or its databases has them.
+    mine = uuid.uuid4().hex[:8]
+    on_primary, on_replica = f"primary-{mine}", f"replica-{mine}"
+    job_id = await insert_job(db, queue=on_primary)
     async with await psycopg.AsyncConnection.connect(other_database_url, autocommit=True) as o:
-        await insert_job(o, queue="on_replica")
+        await insert_job(o, queue=on_replica)
+        await insert_job(o, queue=on_replica, state="scheduled", run_at=FAR)
+        replica_stats = await rows(o, "SELECT * FROM sluice.queue_stats")
     client = await make_client(read_database_url=other_database_url)
-    text = (await client.get("/metrics")).text
-    assert 'queue="on_replica"' in text
-    assert 'queue="on_primary"' not in text
-    # The primary pool still serves everything else.
-    assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE queue = 'on_primary'") == 1
+    answer = await client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    depths = _depths(answer.text)
+    # Exactly what the replica's queue_stats holds, every queue and state of it...
+    assert depths == {
+        (row["queue"], state): float(row[state]) for row in replica_stats for state in JOB_STATES
+    }
+    assert depths[(on_replica, "ready")] == 1 and depths[(on_replica, "scheduled")] == 1
+    # ...and nothing of the primary's.
+    assert not [key for key in depths if key[0] == on_primary]
+    # The primary pool still serves a single job's read.
+    job = await client.get(f"/api/v1/jobs/{job_id}", headers=bearer("viewer"))
+    assert job.status_code == 200 and job.json()["queue"] == on_primary

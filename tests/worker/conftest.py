@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -23,32 +24,44 @@ from sluice.worker.runner import Worker
 from tests.worker.helpers import ROOT, TASKS_MODULE, worker_settings
 
 
-@pytest.fixture
-async def start_worker(database_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
-    """Start workers in this event loop; each is stopped cleanly at the end of the test."""
+@contextlib.asynccontextmanager
+async def running_workers() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """`start(url, listen_url=None, **settings)` starts a worker in this event loop
+    and answers it once it listens; each is stopped cleanly on the way out."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
-    async def start(**overrides: Any) -> Worker:
-        worker = Worker(worker_settings(**overrides), database_url)
+    async def start(url: str, *, listen_url: str | None = None, **overrides: Any) -> Worker:
+        worker = Worker(worker_settings(**overrides), url, listen_url=listen_url)
         task = asyncio.create_task(worker.run())
         running.append((worker, task))
         started = asyncio.create_task(worker.started.wait())
         done, _ = await asyncio.wait(
-            {started, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED
+            {started, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED
         )
         if task in done:
             started.cancel()
             task.result()  # raises what stopped it
         assert started in done, "the worker did not start"
-        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        assert worker.listener is not None
+        await asyncio.wait_for(worker.listener.connected.wait(), 15)
         return worker
 
-    yield start
-    for worker, _ in running:
-        worker.stop(hurry=True)
-    for _, task in running:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 20)
+    try:
+        yield start
+    finally:
+        for worker, _ in running:
+            worker.stop(hurry=True)
+        for _, task in running:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+async def start_worker(database_url: str) -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Start workers on the test's database (`start(**settings)`), in this event loop;
+    each is stopped cleanly at the end of the test."""
+    async with running_workers() as start:
+        yield functools.partial(start, database_url)
 
 
 class WorkerProcess:

@@ -4,6 +4,7 @@ request forgery), checked on the address actually connected to."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
@@ -27,9 +28,11 @@ REGISTRY.import_modules(())
 
 
 class Hello(BaseHTTPRequestHandler):
-    """200 with a small JSON body; /redirect?to=URL answers 302 to URL."""
+    """200 with a small JSON body; /redirect?to=URL answers 302 to URL. Each
+    request is recorded in the server's `asked`."""
 
     def do_GET(self) -> None:
+        self.server.asked.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
         if self.path.startswith("/redirect?to="):
             self.send_response(302)
             self.send_header("Location", self.path.split("=", 1)[1])
@@ -49,14 +52,24 @@ class Hello(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def serving() -> Iterator[ThreadingHTTPServer]:
+    """An internal service on 127.0.0.1 (Hello), for the length of the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    server.asked = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def inside() -> Iterator[int]:
     """An internal service on 127.0.0.1: its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        yield server.server_address[1]
 
 
 @pytest.fixture
@@ -185,6 +198,31 @@ async def test_a_redirect_to_a_private_address_is_refused(resources, inside):
     back = f"http://127.0.0.1:{inside}/redirect?to=http://127.0.0.1:{inside}/ok"
     result = await REGISTRY.get("http").call({"url": back, "follow_redirects": True}, ctx)
     assert result == {"status": 200, "body": {"hello": "from inside"}}
+
+
+@pytest.fixture
+def recorder() -> Iterator[ThreadingHTTPServer]:
+    """Another internal service on 127.0.0.1; `asked` holds the requests it got."""
+    with serving() as server:
+        yield server
+
+
+async def test_a_webhook_follows_no_redirect_to_a_private_address_or_any(
+    resources, inside, recorder
+):
+    """A notify URL on an allowed host that redirects elsewhere: the delivery is
+    not followed there (a private address, or even another allowed service); it
+    gives up on the 3xx at once, saying so."""
+    elsewhere = f"127.0.0.1:{recorder.server_address[1]}"
+    ctx = resources(f"127.0.0.1:{inside}, {elsewhere}")
+    for to in ("http://10.0.0.1/admin", "http://169.254.169.254/latest/", f"http://{elsewhere}/"):
+        url = f"http://127.0.0.1:{inside}/redirect?to={to}"
+        error = await refusal("webhook", url, ctx)
+        assert error.startswith(f"webhook: POST http://127.0.0.1:{inside}/redirect answered 302")
+    assert recorder.asked == []
+    # The allowed service is reached when the delivery goes to it directly.
+    assert await REGISTRY.get("webhook").call(payload_for("webhook", f"http://{elsewhere}/"), ctx)
+    assert recorder.asked == ["POST /"]
 
 
 @pytest.mark.parametrize("allow", ["127.0.0.1", "127.0.0.0/8", "localhost", "PORT"])

@@ -10,6 +10,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from sluice.worker.cron import CronScheduler, plan
+from tests.dst import BERLIN, BERLIN_NIGHTS, NIGHTLY
 from tests.factories import scalar
 
 UTC = dt.UTC
@@ -306,19 +307,10 @@ async def test_a_schedule_with_no_next_date_is_disabled_and_the_others_fire(db, 
 
 # -- daylight saving time, through the database, with the clock driven --------
 
-BERLIN_NIGHTS = {
-    # 02:30 does not exist: fired once, at the first instant after the gap.
-    "2026-03-29": ["2026-03-29T03:00:00+02:00"],
-    # 02:30 happens twice (CEST, then CET): fired once, at the first.
-    "2026-10-25": ["2026-10-25T02:30:00+02:00"],
-}
-
 
 @pytest.mark.parametrize("day", sorted(BERLIN_NIGHTS))
 async def test_a_local_daily_schedule_fires_once_on_a_daylight_saving_night(db, pool, day):
-    sid = await add_schedule(
-        db, "nightly", "30 2 * * *", timezone="Europe/Berlin", job={"task": "noop"}
-    )
+    sid = await add_schedule(db, "nightly", NIGHTLY, timezone=BERLIN, job={"task": "noop"})
     # Created the evening before; then a scheduler passes every ten minutes until noon.
     start = dt.datetime.fromisoformat(f"{day}T18:00:00+00:00") - dt.timedelta(days=1)
     await db.execute("UPDATE sluice.schedules SET updated_at = %s", (start,))

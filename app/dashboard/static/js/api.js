@@ -4,6 +4,8 @@
 
 const CSRF = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 const ROLES = ["none", "viewer", "submitter", "operator", "admin"];
+// The job states in the engine's order (sluice.core.jobs, rendered into the page).
+export const JOB_STATES = (document.body.dataset.jobStates ?? "").split(" ").filter(Boolean);
 
 export class ApiError extends Error {
   constructor(status, body) {

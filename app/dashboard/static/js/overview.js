@@ -1,14 +1,12 @@
 // The overview: queue depths, throughput chart, wait times, workers, DLQ size,
 // refreshed every few seconds.
-import { api, duration, el, live, number, updated } from "./api.js";
+import { JOB_STATES, api, duration, el, live, number, updated } from "./api.js";
 import { barChart } from "./chart.js";
-
-const STATES = ["blocked", "scheduled", "ready", "running", "succeeded", "failed", "cancelled"];
 
 function queueRow(queue) {
   return el("tr", { "data-queue": queue.name },
     el("th", { scope: "row" }, el("a", { href: `/jobs?queue=${encodeURIComponent(queue.name)}` }, queue.name)),
-    STATES.map((state) => el("td", { class: "num", "data-state": state }, number(queue[state]))),
+    JOB_STATES.map((state) => el("td", { class: "num", "data-state": state }, number(queue[state]))),
     el("td", { class: "num" }, queue.ready ? duration(queue.oldest_ready_seconds) : "–"),
     el("td", {}, queue.paused
       ? el("span", { class: "badge paused" }, "paused")

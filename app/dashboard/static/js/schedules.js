@@ -6,6 +6,7 @@ const operator = can("operator");
 async function upcoming(schedule) {
   try {
     const next = await api(`/schedules/${schedule.id}/upcoming?count=3`);
+    if (!next.times.length) return el("span", { class: "muted" }, "no more occurrences");
     return el("ol", { class: "plain" }, next.times.map((t) => el("li", {}, zonedTime(t, schedule.timezone))));
   } catch (error) {
     return el("span", { class: "error-text" }, error.message);
