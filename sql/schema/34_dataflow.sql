@@ -357,11 +357,7 @@ BEGIN
                    CASE WHEN j.state = 'waiting' THEN 'map'
                         ELSE coalesce(j.flow ->> 'trigger', 'all_success') END AS rule
               FROM counts c JOIN sluice.jobs j ON j.id = c.id
-             -- By id as well as by the join (as job_unblock): statistics taken
-             -- while no job was blocked make the state test look like it keeps
-             -- no row, and the join would then scan every job.
-             WHERE j.id = ANY(v_batch)
-               AND (j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0))
+             WHERE j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0)
         ), decided AS (
             SELECT r.*,
                    CASE r.rule
