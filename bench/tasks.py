@@ -57,3 +57,18 @@ async def chaos(payload: dict[str, Any], ctx: JobContext) -> None:
             raise NonRetryableError("chaos: fatal failure")
         raise RuntimeError("chaos: failure")
     _log(f"done {ctx.job_id} {ctx.attempt}\n")
+
+
+@task(name="bench.items")
+async def items(payload: dict[str, Any]) -> dict[str, Any]:
+    """A list of `n` numbers for a map to fan out over (the dag scenario's map)."""
+    return {"items": list(range(int(payload["n"])))}
+
+
+@task(name="bench.relay")
+async def relay(payload: dict[str, Any]) -> dict[str, Any]:
+    """Hands on `data` (its parent's, rendered into the payload by the database), or
+    `size` bytes of new data at the head of the chain, with [start, end] of its handler."""
+    began = time.time()
+    data = payload.get("data") or "x" * int(payload.get("size", 0))
+    return {"data": data, "span": [began, time.time()]}

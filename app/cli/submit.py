@@ -9,6 +9,7 @@ import click
 import yaml
 
 from sluice.cli.options import api_call
+from sluice.cli.table import when
 from sluice.client import ApiError, Client
 from sluice.core.jobs import TERMINAL_STATES
 
@@ -109,7 +110,34 @@ STATE_STYLES = {
     "succeeded": "green",
     "failed": "bold red",
     "cancelled": "magenta",
+    "waiting": "cyan",
+    "skipped": "dim",
+    "queued": "dim",
 }
+
+
+def node_note(node: dict) -> str:
+    """What a node's state leaves unsaid: what it waits for, a mapped node's
+    elements, why it was skipped or ended."""
+    counts = node.get("map")
+    if counts and counts["total"]:
+        done = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+        text = f"map: {done}/{counts['total']} done"
+        if counts["failed"] or counts["cancelled"]:
+            text += f" ({counts['failed']} failed, {counts['cancelled']} cancelled)"
+        return text
+    waiting = node.get("waiting_for") if node["state"] == "waiting" else None
+    if waiting == "signal":
+        return "waiting for a signal" + (
+            f" (until {when(node['wakes_at'])})" if node["wakes_at"] else ""
+        )
+    if waiting == "duration":
+        return f"waiting until {when(node['wakes_at'])}"
+    if node["state"] == "skipped":
+        return f"skipped: {node.get('reason') or 'condition false'}"
+    if node.get("last_error"):
+        return node["last_error"].strip().splitlines()[0][:100]
+    return node.get("reason") or ""
 
 
 def render_run(graph: dict):
@@ -125,17 +153,26 @@ def render_run(graph: dict):
         (run["state"], STATE_STYLES.get(run["state"], "")),
         f"  {run['percent_done']:.0f}% of {run['nodes']} nodes done",
     )
-    table = Table("node", "state", "attempt", "job", box=None, pad_edge=False)
+    if run["state"] == "queued":
+        header.append("  (queued: waits for a concurrency slot)")
+    table = Table("node", "state", "attempt", "job", "", box=None, pad_edge=False)
     for node in graph["nodes"][:40]:
         table.add_row(
             node["id"],
             Text(node["state"], STATE_STYLES.get(node["state"], "")),
             f"{node['attempt']}/{node['max_attempts']}",
             str(node["job_id"]),
+            node_note(node),
         )
     if len(graph["nodes"]) > 40:
-        table.add_row(f"... {len(graph['nodes']) - 40} more", "", "", "")
-    return Group(header, ProgressBar(total=100, completed=run["percent_done"]), table)
+        table.add_row(f"... {len(graph['nodes']) - 40} more", "", "", "", "")
+    # The command that ends each signal wait, on a line of its own to copy.
+    hints = [
+        Text(f"{node['id']} waits for a signal: sluice runs signal {run['id']} {node['id']}")
+        for node in graph["nodes"]
+        if node["state"] == "waiting" and node.get("waiting_for") == "signal"
+    ]
+    return Group(header, ProgressBar(total=100, completed=run["percent_done"]), table, *hints)
 
 
 async def follow_run(client: Client, run_id: int) -> None:
@@ -143,14 +180,38 @@ async def follow_run(client: Client, run_id: int) -> None:
     from rich.console import Console
     from rich.live import Live
 
+    from sluice.core.waiting import RUN_ENDED
+
     graph = await client.get(f"/runs/{run_id}")
-    with Live(render_run(graph), console=Console(), refresh_per_second=8) as live:
-        while graph["run"]["state"] == "running":
+    console = Console()
+    with Live(render_run(graph), console=console, refresh_per_second=8) as live:
+        # A queued run has not started yet: it is followed too.
+        while graph["run"]["state"] not in RUN_ENDED:
             # The long-poll answers at the run's end, else after POLL_SECONDS (progress).
             graph = await _long_poll(client, f"/runs/{run_id}", POLL_SECONDS)
             live.update(render_run(graph))
+    if not console.is_terminal:
+        console.line()  # Live's last render ends without one when not on a terminal
+    echo_results(graph, console)
     if graph["run"]["state"] != "succeeded":
         raise SystemExit(1)
+
+
+def echo_results(graph: dict, console) -> None:
+    """The results of the run's last nodes (those no node depends on): the start of
+    each (GET /runs/{id}/nodes/{node}/result has it all). Printed by the console that
+    showed the run, so they start on a line of their own."""
+    parents = {edge["parent"] for edge in graph["edges"]}
+    for node in graph["nodes"]:
+        if node["id"] in parents or node["state"] != "succeeded":
+            continue
+        preview = node.get("result_preview")
+        if preview is None:
+            continue
+        more = " …" if node.get("result_truncated") else ""
+        console.print(
+            f"{node['id']}: {preview}{more}", markup=False, highlight=False, soft_wrap=True
+        )
 
 
 async def follow_job(client: Client, job_id: int) -> None:

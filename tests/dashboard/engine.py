@@ -71,3 +71,32 @@ def scalar(sql: psycopg.Connection, query: str, *params: Any) -> Any:
     row = sql.execute(query, params).fetchone()
     assert row is not None
     return row[0]
+
+
+def node_job(sql: psycopg.Connection, run_id: int, node: str) -> int:
+    """The job of node `node` of run `run_id` (a mapped node's own row)."""
+    return scalar(
+        sql,
+        "SELECT id FROM sluice.jobs WHERE run_id = %s AND node = %s AND map_index IS NULL",
+        run_id,
+        node,
+    )
+
+
+def node_state(sql: psycopg.Connection, run_id: int, node: str) -> str:
+    """The state of node `node` of run `run_id`."""
+    return scalar(
+        sql, "SELECT state::text FROM sluice.jobs WHERE id = %s", node_job(sql, run_id, node)
+    )
+
+
+def finish_job(sql: psycopg.Connection, job_id: int, result: Any = None) -> None:
+    """Claim ready job `job_id` alone and complete it with `result`: it is claimed
+    from a queue of its own for the moment, so no other ready job is taken."""
+    queue = scalar(sql, "SELECT queue FROM sluice.jobs WHERE id = %s", job_id)
+    lane = f"lane-{job_id}"
+    sql.execute("UPDATE sluice.jobs SET queue = %s WHERE id = %s", (lane, job_id))
+    [job] = claim(sql, lane)
+    sql.execute("UPDATE sluice.jobs SET queue = %s WHERE id = %s", (queue, job_id))
+    assert job["id"] == job_id, f"claimed job {job['id']}, not {job_id}"
+    complete(sql, job, result)

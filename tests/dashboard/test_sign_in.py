@@ -55,6 +55,9 @@ def test_a_pasted_token_signs_in_and_signing_out_forgets_it(
     page.click("button[type=submit]")
     expect(page).to_have_url(f"{api_server}/queues")  # back where it was going
     expect(page.locator("#role")).to_have_text("operator")
+    # The page's script has run (it stamps #updated), so Sign out has its handler:
+    # clicked before that, under load, the button did nothing.
+    expect(page.locator("#updated")).to_contain_text("Updated")
 
     page.click("#logout")
     expect(page).to_have_url(f"{api_server}/login")

@@ -211,7 +211,8 @@ document.getElementById("logout")?.addEventListener("click", async () => {
 
 // A run's progress bar: one segment per finished state, so a failed run shows
 // red (and grey for what its failure cancelled), never a full green bar.
-const FINISHED = ["succeeded", "failed", "cancelled"];
+// Skipped nodes are done too (a branch its condition left out).
+const FINISHED = ["succeeded", "failed", "cancelled", "skipped"];
 
 export function runProgress(run) {
   const total = run.nodes || 0;
@@ -234,7 +235,8 @@ export function runSummary(run) {
   const parts = [`${number(run.succeeded)} of ${number(total)} succeeded (${pct}%)`];
   if (run.failed) parts.push(`${number(run.failed)} failed`);
   if (run.cancelled) parts.push(`${number(run.cancelled)} cancelled`);
-  const pending = total - run.succeeded - run.failed - run.cancelled;
+  if (run.skipped) parts.push(`${number(run.skipped)} skipped`);
+  const pending = total - run.succeeded - run.failed - run.cancelled - (run.skipped ?? 0);
   if (pending > 0) parts.push(`${number(pending)} to go`);
   return parts.join(", ");
 }

@@ -13,9 +13,12 @@ function row(run) {
   return el("tr", { "data-run": run.id },
     el("td", { class: "num" }, el("a", { href: `/runs/${run.id}` }, String(run.id))),
     el("td", {}, run.dag_name ? `${run.dag_name} v${run.dag_version}` : el("span", { class: "muted" }, "inline")),
-    el("td", {}, stateBadge(run.state)),
+    el("td", {}, stateBadge(run.state), run.state === "queued" && run.queue_position !== null
+      && run.queue_position !== undefined
+      ? el("span", { class: "muted small queue-position" }, ` ${number(run.queue_position)} ahead`) : null),
     el("td", {}, runProgress(run), el("span", { class: "muted small" },
-      ` ${run.succeeded} ok · ${run.running} running · ${run.failed} failed · ${run.cancelled} cancelled`)),
+      ` ${run.succeeded} ok · ${run.running} running · ${run.failed} failed · ${run.cancelled} cancelled`
+      + (run.skipped ? ` · ${run.skipped} skipped` : "") + (run.waiting ? ` · ${run.waiting} waiting` : ""))),
     el("td", { class: "num" }, number(run.nodes)),
     el("td", {}, time(run.created_at)),
     el("td", {}, time(run.finished_at)),
@@ -34,7 +37,7 @@ async function refresh() {
   cursor = page.next_cursor;
   more.hidden = !cursor;
   document.getElementById("runs-empty").hidden = page.items.length > 0;
-  return page.items.some((run) => run.state === "running");
+  return page.items.some((run) => run.state === "running" || run.state === "queued");
 }
 
 const poller = live(refresh, 3000);
