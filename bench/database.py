@@ -61,7 +61,7 @@ PROFILE_SETTINGS = {
 
 # Everything Sluice keeps, emptied between scenarios.
 SLUICE_TABLES = (
-    "sluice.job_attempts",
+    "sluice.job_attempt_log",
     "sluice.dead_letters",
     "sluice.job_edges",
     "sluice.jobs",
@@ -166,15 +166,15 @@ async def scalar(conn: psycopg.AsyncConnection, sql: str, params: Any = None) ->
 
 
 async def relation_sizes(conn: psycopg.AsyncConnection) -> dict[str, int]:
-    """Bytes on disk of sluice.jobs, job_attempts and each of their indexes."""
+    """Bytes on disk of sluice.jobs, its attempt log and each of their indexes."""
     cur = await conn.execute(
         """SELECT c.relname, pg_relation_size(c.oid)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'sluice'
-              AND (c.relname IN ('jobs', 'job_attempts')
+              AND (c.relname IN ('jobs', 'job_attempt_log')
                    OR c.oid IN (SELECT indexrelid FROM pg_index
                                  WHERE indrelid IN ('sluice.jobs'::regclass,
-                                                    'sluice.job_attempts'::regclass)))
+                                                    'sluice.job_attempt_log'::regclass)))
             ORDER BY c.relname"""
     )
     return dict(await cur.fetchall())

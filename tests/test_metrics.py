@@ -112,11 +112,13 @@ def test_every_metric_matches_the_database_on_the_process_that_exports_it(
     for _ in range(3):
         assert api.post("/api/v1/jobs", json={"task": "noop"}).status_code == 201
     assert api.post("/api/v1/jobs", json={"task": "noop", "queue": "mail"}).status_code == 201
-    # Plain SQL: a task no worker knows fails, is retried once, then dead-lettered.
+    # Plain SQL: a job that outlives its timeout fails, is retried once, then
+    # dead-lettered. (A task no worker has a handler for is not claimed at all.)
     query(
         database_url,
-        "INSERT INTO sluice.jobs (task, max_attempts, backoff_base) "
-        "VALUES ('nobody.knows', 2, '0'), ('nobody.knows', 2, '0')",
+        "INSERT INTO sluice.jobs (task, payload, timeout, max_attempts, backoff_base) "
+        """VALUES ('sleep', '{"seconds": 60}', '50 ms', 2, '0'),"""
+        """       ('sleep', '{"seconds": 60}', '50 ms', 2, '0')""",
     )
     running = api.post("/api/v1/jobs", json={"task": "sleep", "payload": {"seconds": 600}})
     # A job whose worker died (claimed from a lane of its own, then given back its
@@ -184,20 +186,21 @@ def test_every_metric_matches_the_database_on_the_process_that_exports_it(
         assert (
             by(samples, "sluice_jobs_dead_lettered_total", "queue", "task")
             == {(q, t): n for q, t, n in dead_lettered}
-            == {("default", "nobody.knows"): 2}
+            == {("default", "sleep"): 2}
         )
         retried = query(
             database_url,
             "SELECT j.queue, j.task, count(*) FROM sluice.job_attempts a"
             "  JOIN sluice.jobs j ON j.id = a.job_id"
-            " WHERE a.worker_id = %s AND a.outcome = 'failed' AND a.attempt < j.max_attempts"
+            " WHERE a.worker_id = %s AND a.outcome IN ('failed', 'timeout')"
+            "   AND a.attempt < j.max_attempts"
             " GROUP BY 1, 2",
             WORKER_ID,
         )
         assert (
             by(samples, "sluice_job_retries_total", "queue", "task")
             == {(q, t): n for q, t, n in retried}
-            == {("default", "nobody.knows"): 2}
+            == {("default", "sleep"): 2}
         )
         rescued = query(
             database_url, "SELECT count(*) FROM sluice.job_attempts WHERE outcome = 'rescued'"

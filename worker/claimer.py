@@ -31,6 +31,10 @@ from sluice.worker.retrying import TRANSIENT, describe, pooled
 
 log = logging.getLogger("sluice.worker")
 
+# While an inserter that has not seen this worker's waiter rows is still open, the
+# barrier fails: claim again after this delay, doubling up to the last.
+_BARRIER_FIRST, _BARRIER_LAST = 0.001, 0.05
+
 
 class Claimer:
     """The claim loop of one worker."""
@@ -47,6 +51,7 @@ class Claimer:
         lease_ttl: float,
         poll_interval: float,
         backlog_limit: int,
+        tasks: tuple[str, ...] | None = None,
     ) -> None:
         self._pool = pool
         self._executor = executor
@@ -54,6 +59,8 @@ class Claimer:
         self._worker_id = worker_id
         self._queues = list(queues)
         self._queue_set = frozenset(queues)
+        # The tasks this worker has handlers for: it claims no other (None: any).
+        self._tasks = list(tasks) if tasks is not None else None
         self._concurrency = concurrency
         self._lease = dt.timedelta(seconds=lease_ttl)
         self._poll_interval = poll_interval
@@ -67,6 +74,12 @@ class Claimer:
         self._resets = 0
         # There may be ready jobs: claim when slots allow. True at start (catch up).
         self._pending = True
+        # Inserters notify a queue only while a worker waits on it (sluice.notify_ready):
+        # this worker's waiter rows are written (waiting), and the barrier has
+        # passed since (armed), so a NOTIFY will wake it.
+        self._waiting = False
+        self._armed = False
+        self._barrier_delay = _BARRIER_FIRST
         self._stopping = False
         self.paused = False
         self.claimed = 0
@@ -152,6 +165,10 @@ class Claimer:
                     self.claimed += self._executor.start(rows)
                 if len(rows) >= free:
                     self._pending = True
+                if self._pending and self._waiting:
+                    await self._set_busy()
+                elif not self._pending and not self._armed:
+                    await self._get_ready_to_sleep()
                 continue
             self._wake.clear()
             idle = free > 0 and not self.paused and not self._pending
@@ -166,6 +183,46 @@ class Claimer:
                 self._reset_bound()
                 self._pending = True
 
+    async def _get_ready_to_sleep(self) -> None:
+        """Before sleeping on LISTEN after a short claim, make sure inserters will
+        notify this worker (the protocol of sluice.notify_ready): write its waiter
+        rows, pass the barrier, then claim once more."""
+        try:
+            if not self._waiting:
+                async with pooled(self._pool) as conn:
+                    await protocol.worker_waiting(conn, id=self._worker_id, queues=self._queues)
+                self._waiting = True
+                self._barrier_delay = _BARRIER_FIRST
+            async with pooled(self._pool) as conn:
+                passed = await protocol.worker_wait_barrier(conn, queues=self._queues)
+        except psycopg.Error as exc:
+            # The fallback poll still finds the jobs; try again at the next short claim.
+            log.warning("could not register for wake-ups: %s", error_line(exc))
+            return
+        if passed:
+            self._armed = True
+        else:
+            # An inserter is between its probe and its commit: its jobs show up soon.
+            await asyncio.sleep(self._barrier_delay)
+            self._barrier_delay = min(self._barrier_delay * 2, _BARRIER_LAST)
+        self._pending = True
+
+    async def _set_busy(self) -> None:
+        """A full claim: the next one follows without a NOTIFY, so inserters need
+        not notify this worker."""
+        try:
+            async with pooled(self._pool) as conn:
+                await protocol.worker_busy(conn, id=self._worker_id)
+        except psycopg.Error as exc:
+            log.warning("could not unregister from wake-ups: %s", error_line(exc))
+            return
+        self._waiting = self._armed = False
+
+    def forget_waiting(self) -> None:
+        """The worker's row was registered anew (its waiter rows went with the old one)."""
+        self._waiting = self._armed = False
+        self.catch_up()
+
     async def _claim(self, limit: int) -> list[ClaimedJob]:
         after, resets = self._after, self._resets
         async with pooled(self._pool) as conn:
@@ -178,6 +235,7 @@ class Claimer:
                 after_priority=None if after is None else after.priority,
                 after_run_at=None if after is None else after.run_at,
                 after_id=None if after is None else after.id,
+                tasks=self._tasks,
             )
         if resets == self._resets:
             # A full batch from one queue: the next claim may start past it. A short

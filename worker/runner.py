@@ -111,7 +111,11 @@ class Worker:
             concurrency=s.concurrency,
             heartbeat_interval=dt.timedelta(seconds=s.heartbeat_interval),
             version=VERSION,
+            tasks=self.registry.names(),
         )
+        if self.claimer is not None:
+            # Registered anew (the row was pruned): its waiter rows went with it.
+            self.claimer.forget_waiting()
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
@@ -179,6 +183,7 @@ class Worker:
                 lease_ttl=s.lease_ttl,
                 poll_interval=s.poll_interval,
                 backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
+                tasks=tuple(self.registry.names()),
             )
             executor.on_finished = claimer.slot_freed
             completer.more_expected = lambda: bool(executor.running)

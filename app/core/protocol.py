@@ -174,9 +174,11 @@ async def job_claim(
     after_priority: int | None = None,
     after_run_at: dt.datetime | None = None,
     after_id: int | None = None,
+    tasks: list[str] | None = None,
 ) -> list[ClaimedJob]:
     """Claim up to `limit` ready jobs, leased to `worker_id` for `lease`; the scan
-    starts past (after_priority, after_run_at, after_id) when given."""
+    starts past (after_priority, after_run_at, after_id) when given. With `tasks`,
+    only jobs of those tasks (the ones the caller has handlers for)."""
     jobs = await fetch_tolerant(
         conn,
         sql("job_claim"),
@@ -188,6 +190,7 @@ async def job_claim(
             "after_priority": after_priority,
             "after_run_at": after_run_at,
             "after_id": after_id,
+            "tasks": tasks,
         },
         ClaimedJob,
     )
@@ -464,7 +467,10 @@ async def worker_register(
     concurrency: int,
     heartbeat_interval: dt.timedelta,
     version: str | None,
+    tasks: list[str] | None = None,
 ) -> None:
+    """Register (or re-register) the worker; `tasks` are the task names it has
+    handlers for (None: any)."""
     await _value(
         conn,
         "worker_register",
@@ -476,8 +482,28 @@ async def worker_register(
             "concurrency": concurrency,
             "heartbeat_interval": heartbeat_interval,
             "version": version,
+            "tasks": tasks,
         },
     )
+
+
+@door("worker_waiting")
+async def worker_waiting(conn: AsyncConnection[Any], *, id: str, queues: list[str]) -> None:
+    """The worker is about to sleep on LISTEN for `queues`: inserts there notify it
+    from now on (sluice.notify_ready). Pass the barrier next, then claim once more."""
+    await _value(conn, "worker_waiting", {"id": id, "queues": queues})
+
+
+@door("worker_wait_barrier")
+async def worker_wait_barrier(conn: AsyncConnection[Any], *, queues: list[str]) -> bool:
+    """True when no inserter that missed this worker's waiter rows is still open."""
+    return bool(await _value(conn, "worker_wait_barrier", {"queues": queues}))
+
+
+@door("worker_busy")
+async def worker_busy(conn: AsyncConnection[Any], *, id: str) -> None:
+    """The worker's claims come back full: inserters need not notify it."""
+    await _value(conn, "worker_busy", {"id": id})
 
 
 @door("worker_heartbeat")

@@ -21,7 +21,7 @@ SELECT c.*
                        WHEN '' THEN 'off' ELSE 'remote_write' END,
                   true) AS s,
        sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
-                        %(after_priority)s, %(after_run_at)s, %(after_id)s) AS c;
+                        %(after_priority)s, %(after_run_at)s, %(after_id)s, %(tasks)s) AS c;
 
 -- The parents' results of claimed nodes whose claim left them out (together over
 -- sluice.inline_parents_bytes, the claim answers {"_omitted": true}): one query
@@ -82,8 +82,10 @@ INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at, ma
                               request_fingerprint, notify)
 SELECT %(tenant)s, i.queue, i.task, i.payload, i.priority,
        coalesce(i.run_at, now() + make_interval(secs => coalesce(i.delay_seconds, 0))),
-       i.max_attempts, i.backoff, make_interval(secs => i.backoff_base),
-       make_interval(secs => i.backoff_max), make_interval(secs => i.timeout),
+       -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
+       i.max_attempts, nullif(i.backoff, 'exponential'),
+       nullif(make_interval(secs => i.backoff_base), '1 second'),
+       nullif(make_interval(secs => i.backoff_max), '1 hour'), make_interval(secs => i.timeout),
        i.idempotency_key, i.fingerprint, i.notify
   FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
            task text, payload jsonb, queue text, priority integer, run_at timestamptz,

@@ -2,7 +2,8 @@
 
 -- name: worker_register :exec
 SELECT sluice.worker_register(
-    %(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(heartbeat_interval)s, %(version)s);
+    %(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, %(heartbeat_interval)s, %(version)s,
+    %(tasks)s);
 
 -- name: worker_heartbeat :scalar
 SELECT sluice.worker_heartbeat(%(id)s);
@@ -42,3 +43,13 @@ SELECT w.worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused, w.star
        w.heartbeat_at, w.stopped_at, w.running, w.alive
   FROM sluice.worker_status w
  WHERE w.worker_id = %(id)s;
+
+-- The claimer's idle protocol (sluice.notify_ready in 30_jobs_triggers.sql).
+-- name: worker_waiting :exec
+SELECT sluice.worker_waiting(%(id)s, %(queues)s);
+
+-- name: worker_wait_barrier :scalar
+SELECT sluice.worker_wait_barrier(%(queues)s);
+
+-- name: worker_busy :exec
+SELECT sluice.worker_busy(%(id)s);

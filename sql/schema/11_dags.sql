@@ -4,7 +4,7 @@
 CREATE TABLE sluice.dags (
     tenant      sluice.tenant_name NOT NULL DEFAULT 'default',
     name        text NOT NULL
-                CONSTRAINT dags_name_valid CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
+                CONSTRAINT dags_name_valid CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]*$' AND length(name) <= 128),
     version     integer NOT NULL CONSTRAINT dags_version_positive CHECK (version > 0),
     definition  jsonb NOT NULL
                 CONSTRAINT dags_definition_object CHECK (jsonb_typeof(definition) = 'object')

@@ -172,9 +172,10 @@ BEGIN
            coalesce(n.node ->> 'queue', 'default'),
            coalesce((n.node ->> 'priority')::integer, 0),
            coalesce((n.node ->> 'max_attempts')::integer, 5),
-           coalesce(n.node ->> 'backoff', 'exponential'),
-           make_interval(secs => coalesce((n.node ->> 'backoff_base')::double precision, 1)),
-           make_interval(secs => coalesce((n.node ->> 'backoff_max')::double precision, 3600)),
+           -- Left out, the retry policy stays null: the default (sluice.backoff_delay).
+           n.node ->> 'backoff',
+           make_interval(secs => (n.node ->> 'backoff_base')::double precision),
+           make_interval(secs => (n.node ->> 'backoff_max')::double precision),
            make_interval(secs => (n.node ->> 'timeout')::double precision)
       FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
       LEFT JOIN (SELECT x.child, count(*)::integer AS n FROM unnest(v_children) AS x(child) GROUP BY x.child) c

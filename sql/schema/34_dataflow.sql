@@ -618,6 +618,9 @@ BEGIN
                   HINT = 'Wait for those nodes to finish (or cancel them), then rerun.';
     END IF;
 
+    -- A succeeded node's last attempt is told by its row alone (D2), which the
+    -- reset below clears: log it first.
+    PERFORM sluice.job_attempts_keep(v_set);
     PERFORM set_config('sluice.cascading', 'on', true);
     IF cardinality(v_elements) > 0 THEN
         UPDATE sluice.jobs j SET state = 'cancelled', reason = 'rerun', finished_at = now()

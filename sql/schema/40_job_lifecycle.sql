@@ -33,10 +33,19 @@
 -- sluice.inline_parents_bytes() it is {"_omitted": true}: read them with
 -- sluice.job_parent_results(id). `map_index` is a map element's place in its
 -- list (ctx.index), null for any other job.
+--
+-- p_tasks, optional, names the tasks the caller has handlers for: it claims
+-- only those, and a job whose task it cannot run stays ready for a worker that
+-- can (queue_stats counts those no live consumer can run as `unrunnable`),
+-- instead of being claimed and failed. The test is a filter on the same
+-- ordered range scan of jobs_ready: each claim steps over the ready jobs of
+-- other tasks ahead of the ones it takes (in a mixed fleet they are taken by
+-- the other workers as fast; jobs no worker can run stay at the head of their
+-- queue and are stepped over by every claim until a worker for them starts).
 CREATE FUNCTION sluice.job_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
     p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
-    p_after_id bigint DEFAULT NULL
+    p_after_id bigint DEFAULT NULL, p_tasks text[] DEFAULT NULL
 ) RETURNS TABLE (
     id bigint, tenant sluice.tenant_name, queue sluice.queue_name, task sluice.task_name,
     payload jsonb, priority integer,
@@ -63,6 +72,7 @@ BEGIN
             SELECT j.id
               FROM sluice.jobs j
              WHERE j.state = 'ready' AND j.queue = p_queues[1]
+               AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                -- An index bound: without p_after it is below every job.
                AND (j.priority, j.run_at, j.id)
                    > (coalesce(p_after_priority, -2147483648),
@@ -118,6 +128,7 @@ BEGIN
                 SELECT j.id, j.priority, j.run_at
                   FROM sluice.jobs j
                  WHERE j.state = 'ready' AND j.queue = lanes.name
+                   AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                  ORDER BY j.priority, j.run_at, j.id
                  LIMIT greatest(lanes.slots, 0)
                    FOR UPDATE SKIP LOCKED) c
@@ -188,8 +199,10 @@ CREATE FUNCTION sluice.job_progress(p_worker_id text, p_id bigint, p_attempt int
 $$;
 
 -- Finish a batch of successful attempts (the arrays are parallel: job, attempt,
--- result, output tail). One statement for the whole batch: the jobs, their
--- attempt log rows, and (through jobs_after_update) their children and runs.
+-- result, output tail). One statement for the whole batch: the jobs, the
+-- attempt log rows of those that left output, and (through jobs_after_update)
+-- their children and runs. A success without output is logged by the job row
+-- alone (sluice.job_attempts shows it from there: 15_job_attempts.sql).
 -- Returns the ids that were still this worker's to complete. PL/pgSQL, not SQL:
 -- it keeps the statement's plan across calls, where a SQL function would plan
 -- this CTE again for every batch.
@@ -252,8 +265,10 @@ BEGIN
          WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at, d.output
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, output)
-        SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output FROM completed c
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, output)
+        SELECT c.id, c.attempt, p_worker_id, c.started_at, 'succeeded', c.output
+          FROM completed c
+         WHERE c.output IS NOT NULL
     )
     SELECT c.id FROM completed c;
 END
@@ -299,7 +314,7 @@ CREATE FUNCTION sluice.job_fail_rows(
         RETURNING j.id, j.state, j.run_at, j.attempt, j.started_at, j.reason,
                   d.worker_id, d.error, d.outcome, d.output
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error, output)
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error, output)
         SELECT x.id, x.attempt, x.worker_id, x.started_at, x.outcome, x.error, x.output FROM failed x
     ), dead AS (
         -- This statement's own attempt rows are not visible to it yet: add them by hand.
@@ -308,7 +323,7 @@ CREATE FUNCTION sluice.job_fail_rows(
                coalesce((SELECT jsonb_agg(jsonb_build_object('attempt', a.attempt, 'outcome', a.outcome,
                                                              'error', a.error, 'finished_at', a.finished_at)
                                           ORDER BY a.attempt)
-                           FROM sluice.job_attempts a WHERE a.job_id = x.id), '[]')
+                           FROM sluice.job_attempt_log a WHERE a.job_id = x.id), '[]')
                || jsonb_build_array(jsonb_build_object('attempt', x.attempt, 'outcome', x.outcome,
                                                        'error', x.error, 'finished_at', now()))
           FROM failed x
@@ -341,7 +356,7 @@ CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_atte
          WHERE j.id = r.id AND j.attempt = r.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
         SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', 'worker shut down'
           FROM released r
     )

@@ -2,15 +2,15 @@
 
 CREATE FUNCTION sluice.worker_register(
     p_id text, p_hostname text, p_pid integer, p_queues text[], p_concurrency integer,
-    p_heartbeat_interval interval, p_version text
+    p_heartbeat_interval interval, p_version text, p_tasks text[] DEFAULT NULL
 ) RETURNS void
     LANGUAGE sql AS $$
-    INSERT INTO sluice.workers AS w (id, hostname, pid, queues, concurrency, heartbeat_interval, version)
-    VALUES (p_id, p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_version)
+    INSERT INTO sluice.workers AS w (id, hostname, pid, queues, concurrency, heartbeat_interval, version, tasks)
+    VALUES (p_id, p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_version, p_tasks)
     ON CONFLICT (id) DO UPDATE
        SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, queues = EXCLUDED.queues,
            concurrency = EXCLUDED.concurrency, heartbeat_interval = EXCLUDED.heartbeat_interval,
-           version = EXCLUDED.version, heartbeat_at = now(), stopped_at = NULL;
+           version = EXCLUDED.version, tasks = EXCLUDED.tasks, heartbeat_at = now(), stopped_at = NULL;
 $$;
 
 -- The worker is alive; answers whether it is paused (the fallback when a
@@ -23,6 +23,32 @@ $$;
 CREATE FUNCTION sluice.worker_stop(p_id text) RETURNS void
     LANGUAGE sql AS $$
     UPDATE sluice.workers SET stopped_at = now() WHERE id = p_id;
+    DELETE FROM sluice.queue_waiters WHERE worker_id = p_id;
+$$;
+
+-- A worker whose claim came back short is about to sleep on LISTEN for
+-- p_queues: from now on, ready jobs there are notified. Call
+-- sluice.worker_wait_barrier next, then claim once more before sleeping.
+CREATE FUNCTION sluice.worker_waiting(p_id text, p_queues text[]) RETURNS void
+    LANGUAGE sql AS $$
+    INSERT INTO sluice.queue_waiters (queue, worker_id)
+    SELECT DISTINCT q, p_id FROM unnest(p_queues) q
+    ON CONFLICT DO NOTHING;
+$$;
+
+-- True when no transaction that inserted ready jobs into p_queues without
+-- seeing this worker's waiter rows is still open: a claim after it sees their
+-- jobs. False: try again shortly (and claim meanwhile). Never waits.
+CREATE FUNCTION sluice.worker_wait_barrier(p_queues text[]) RETURNS boolean
+    LANGUAGE sql AS $$
+    SELECT coalesce(bool_and(pg_try_advisory_xact_lock(sluice.waiter_key(q))), true)
+      FROM unnest(p_queues) q;
+$$;
+
+-- The worker is busy (its claims come back full): no NOTIFY needed for it.
+CREATE FUNCTION sluice.worker_busy(p_id text) RETURNS void
+    LANGUAGE sql AS $$
+    DELETE FROM sluice.queue_waiters WHERE worker_id = p_id;
 $$;
 
 -- Pause (or resume) one worker: a paused worker stops claiming and finishes
@@ -46,7 +72,9 @@ CREATE FUNCTION sluice.worker_prune(p_age interval) RETURNS integer
     WITH gone AS (
         DELETE FROM sluice.workers
          WHERE coalesce(stopped_at, heartbeat_at) < now() - p_age
-        RETURNING 1
+        RETURNING id
+    ), waiters AS (
+        DELETE FROM sluice.queue_waiters w USING gone g WHERE w.worker_id = g.id
     )
     SELECT count(*)::integer FROM gone;
 $$;

@@ -36,7 +36,7 @@ BEGIN
         RETURN false;
     END IF;
     IF v_job.state = 'running' THEN
-        INSERT INTO sluice.job_attempts (job_id, attempt, worker_id, started_at, outcome, error)
+        INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
         VALUES (v_job.id, v_job.attempt, v_job.worker_id, v_job.started_at, 'rescued', p_error)
         ON CONFLICT DO NOTHING;
     END IF;
@@ -49,7 +49,7 @@ BEGIN
            coalesce(jsonb_agg(jsonb_build_object('attempt', a.attempt, 'outcome', a.outcome,
                                                  'error', a.error, 'finished_at', a.finished_at)
                               ORDER BY a.attempt), '[]')
-      FROM sluice.job_attempts a
+      FROM sluice.job_attempt_log a
      WHERE a.job_id = v_job.id
     ON CONFLICT (job_id) WHERE resolved_at IS NULL DO NOTHING;
     RETURN true;

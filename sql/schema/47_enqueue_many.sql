@@ -27,9 +27,10 @@ CREATE FUNCTION sluice.enqueue_rows(jobs jsonb, tenant text)
            coalesce(i.payload, '{}'), coalesce(i.priority, 0),
            coalesce(i.run_at, now() + make_interval(secs => coalesce(i.delay, 0))),
            coalesce(i.max_attempts, 5), i.idempotency_key, make_interval(secs => i.timeout),
-           coalesce(i.backoff, 'exponential'),
-           make_interval(secs => coalesce(i.backoff_base, 1)),
-           make_interval(secs => coalesce(i.backoff_max, 3600)), i.notify
+           -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
+           nullif(i.backoff, 'exponential'),
+           nullif(make_interval(secs => i.backoff_base), '1 second'),
+           nullif(make_interval(secs => i.backoff_max), '1 hour'), i.notify
       FROM ROWS FROM (jsonb_to_recordset(jobs) AS (
                task text, payload jsonb, queue text, priority integer, run_at timestamptz,
                delay double precision, max_attempts integer, idempotency_key text,

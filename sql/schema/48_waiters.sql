@@ -65,7 +65,7 @@ BEGIN
     IF NOT sluice.state_is_terminal(v_state) THEN
         INSERT INTO sluice.job_waiters AS w (job_id) VALUES (p_id) ON CONFLICT (job_id) DO NOTHING;
         IF v_state = 'ready' THEN
-            PERFORM pg_notify('sluice_jobs', v_queue);
+            PERFORM sluice.notify_ready(ARRAY[v_queue]::text[]);
         END IF;
     END IF;
     RETURN QUERY

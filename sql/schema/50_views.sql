@@ -111,7 +111,9 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
 -- Per queue: jobs in each state, how long the oldest ready job has waited,
 -- settings, and how many live workers take from it: `no_consumer` flags a queue
 -- whose waiting jobs no live, unpaused worker will ever claim (a typo in a queue
--- name, workers started with the wrong --queue, all of them down).
+-- name, workers started with the wrong --queue, all of them down);
+-- `unrunnable` counts its ready jobs whose task none of those workers has a
+-- handler for (they wait for one).
 CREATE VIEW sluice.queue_stats AS
 WITH counts AS (
     SELECT j.queue,
@@ -129,10 +131,25 @@ WITH counts AS (
      GROUP BY j.queue
 ),
 consumers AS (
-    SELECT q.queue, count(*) AS consumers
-      FROM sluice.worker_status w, unnest(w.queues) AS q(queue)
-     WHERE w.alive AND NOT w.paused
+    SELECT q.queue, count(DISTINCT w.id) AS consumers,
+           -- null when some consumer takes any task
+           CASE WHEN bool_and(w.tasks IS NOT NULL)
+                THEN array_agg(DISTINCT t.task) FILTER (WHERE t.task IS NOT NULL) END AS tasks
+      FROM sluice.workers w
+      JOIN sluice.worker_status s ON s.worker_id = w.id
+     CROSS JOIN unnest(w.queues) AS q(queue)
+      LEFT JOIN LATERAL unnest(w.tasks) AS t(task) ON true
+     WHERE s.alive AND NOT s.paused
      GROUP BY q.queue
+),
+-- Ready jobs whose task no live, unpaused consumer of their queue has a handler
+-- for: workers claim only what they can run (job_claim's p_tasks), so these wait.
+unrunnable AS (
+    SELECT j.queue, count(*) AS unrunnable
+      FROM sluice.jobs j
+      JOIN consumers k ON k.queue = j.queue
+     WHERE j.state = 'ready' AND k.tasks IS NOT NULL AND j.task <> ALL (k.tasks)
+     GROUP BY j.queue
 )
 SELECT coalesce(c.queue, q.name) AS queue,
        coalesce(c.blocked, 0) AS blocked,
@@ -148,7 +165,9 @@ SELECT coalesce(c.queue, q.name) AS queue,
        coalesce(q.paused, false) AS paused,
        q.concurrency_limit,
        coalesce(k.consumers, 0) AS consumers,
-       coalesce(c.ready + c.scheduled, 0) > 0 AND k.consumers IS NULL AS no_consumer
+       coalesce(c.ready + c.scheduled, 0) > 0 AND k.consumers IS NULL AS no_consumer,
+       coalesce(u.unrunnable, 0) AS unrunnable
   FROM counts c
   FULL JOIN sluice.queues q ON q.name = c.queue
-  LEFT JOIN consumers k ON k.queue = coalesce(c.queue, q.name);
+  LEFT JOIN consumers k ON k.queue = coalesce(c.queue, q.name)
+  LEFT JOIN unrunnable u ON u.queue = coalesce(c.queue, q.name);

@@ -10,12 +10,13 @@ ALTER TABLE sluice.jobs ADD COLUMN request_fingerprint text;
 ALTER TABLE sluice.dag_runs ADD COLUMN request_fingerprint text;
 
 -- A job as the REST API returns it: intervals as seconds (JSON has no interval
--- type), engine bookkeeping (pending_parents, fingerprints) left out.
+-- type), engine bookkeeping (pending_parents, fingerprints) left out. The
+-- retry policy as in force: a row's null is the default (sluice.backoff_delay).
 CREATE VIEW sluice.api_jobs AS
 SELECT j.id, j.tenant, j.queue, j.task, j.state, j.payload, j.priority,
-       j.attempt, j.max_attempts, j.backoff,
-       extract(epoch FROM j.backoff_base)::double precision AS backoff_base,
-       extract(epoch FROM j.backoff_max)::double precision AS backoff_max,
+       j.attempt, j.max_attempts, coalesce(j.backoff, 'exponential') AS backoff,
+       extract(epoch FROM coalesce(j.backoff_base, '1 second'))::double precision AS backoff_base,
+       extract(epoch FROM coalesce(j.backoff_max, '1 hour'))::double precision AS backoff_max,
        extract(epoch FROM j.timeout)::double precision AS timeout,
        j.run_at, j.created_at, j.started_at, j.finished_at,
        j.result, j.last_error, j.reason, j.run_id, j.node, j.idempotency_key,

@@ -30,3 +30,13 @@ async def drain(listener: AsyncConnection, sender: AsyncConnection, channel: str
             if notify.channel == channel:
                 payloads.append(notify.payload)
     raise AssertionError("unreachable")
+
+
+async def wait_on(conn: AsyncConnection, *queues: str, worker: str = "sleeper") -> None:
+    """Register `worker` as waiting on `queues`: inserts into them are notified
+    (sluice.notify_ready notifies only queues a worker waits on)."""
+    await conn.execute(
+        "SELECT sluice.worker_register(%s, 'test-host', 1, %s, 1, '5 seconds', 'test')",
+        (worker, list(queues)),
+    )
+    await conn.execute("SELECT sluice.worker_waiting(%s, %s)", (worker, list(queues)))

@@ -12,7 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from sluice.core import protocol
-from tests.engine.notifications import drain, listen
+from tests.engine.notifications import drain, listen, wait_on
 from tests.factories import claim, complete, fetch_job, insert_job
 
 LEASE = dt.timedelta(seconds=30)
@@ -80,6 +80,7 @@ async def test_one_statement_releasing_thousands_of_children_releases_them_all(d
     run_id = (await cur.fetchone())[0]
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "default")
     root = (await (await db.execute(
         "SELECT id FROM sluice.jobs WHERE run_id = %s AND node = 'root'", (run_id,)
     )).fetchone())[0]  # fmt: skip

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.engine.notifications import drain, listen
+from tests.engine.notifications import drain, listen, wait_on
 from tests.factories import (
     WORKER,
     claim,
@@ -91,6 +91,73 @@ async def test_a_second_completion_is_a_no_op(db):
     assert len(await attempts(db, job_id)) == 1
 
 
+# -- the attempt history -------------------------------------------------------
+# sluice.job_attempts is a view: failed, rescued, released and cancelled
+# attempts and successes with output are rows of job_attempt_log; a success
+# without output is read from its job row.
+
+
+async def log_rows(conn, job_id):
+    return await rows(
+        conn, "SELECT * FROM sluice.job_attempt_log WHERE job_id = %s ORDER BY attempt", job_id
+    )
+
+
+async def test_a_success_without_output_is_read_from_the_job_row(db):
+    job_id = await make_job(db, "succeeded")
+    assert await log_rows(db, job_id) == []
+    job = await fetch_job(db, job_id)
+    [attempt] = await attempts(db, job_id)
+    assert attempt == {
+        "job_id": job_id,
+        "attempt": 1,
+        "worker_id": WORKER,
+        "started_at": job["started_at"],
+        "finished_at": job["finished_at"],
+        "outcome": "succeeded",
+        "error": None,
+        "output": None,
+    }
+
+
+async def test_a_success_with_output_is_logged_once(db):
+    job_id = await make_job(db, "running")
+    await db.execute(
+        "SELECT sluice.job_complete_many(%s, %s, %s, %s::jsonb[], %s::text[])",
+        (WORKER, [job_id], [1], [Jsonb(None)], ["the tail"]),
+    )
+    [logged] = await log_rows(db, job_id)
+    assert (logged["outcome"], logged["output"]) == ("succeeded", "the tail")
+    [attempt] = await attempts(db, job_id)
+    assert attempt == logged
+
+
+async def test_two_failures_then_a_success_read_three_attempts(db):
+    job_id = await insert_job(db, max_attempts=3, backoff_base="0 seconds")
+    for _ in range(2):
+        await claim(db, job_id)
+        await fail(db, job_id, error="flaky")
+    await claim(db, job_id)
+    assert await complete(db, job_id)
+    history = await attempts(db, job_id)
+    assert [(a["attempt"], a["outcome"], a["error"]) for a in history] == [
+        (1, "failed", "flaky"),
+        (2, "failed", "flaky"),
+        (3, "succeeded", None),
+    ]
+    assert [a["attempt"] for a in await log_rows(db, job_id)] == [1, 2]
+
+
+async def test_keeping_a_succeeded_jobs_attempt_writes_it_to_the_log(db):
+    """What a revival of a succeeded job does before it resets the row."""
+    job_id = await make_job(db, "succeeded")
+    before = await attempts(db, job_id)
+    await db.execute("SELECT sluice.job_attempts_keep(%s)", ([job_id],))
+    await db.execute("SELECT sluice.job_attempts_keep(%s)", ([job_id],))  # idempotent
+    assert await log_rows(db, job_id) == before
+    assert await attempts(db, job_id) == before
+
+
 # -- failure, backoff, DLQ --------------------------------------------------------
 
 
@@ -113,6 +180,26 @@ async def test_backoff_delay(db, kind, attempt, jitter, seconds):
         "SELECT sluice.backoff_delay(%s, '2 seconds', '1 minute', %s, %s)", (kind, attempt, jitter)
     )
     assert (await cur.fetchone())[0].total_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("attempt", [1, 3, 40])
+async def test_a_null_retry_policy_is_the_default_one(db, attempt):
+    """A row stores null for the default policy (13_jobs.sql): the delay is the same."""
+    cur = await db.execute(
+        "SELECT sluice.backoff_delay(NULL, NULL, NULL, %s, 0.5),"
+        " sluice.backoff_delay('exponential', '1 second', '1 hour', %s, 0.5)",
+        (attempt, attempt),
+    )
+    by_null, by_value = await cur.fetchone()
+    assert by_null == by_value
+
+
+async def test_a_job_with_the_default_policy_retries_after_it(db):
+    job_id = await make_job(db, "running", max_attempts=3)
+    before = await fetch_job(db, job_id)
+    await fail(db, job_id, error="flaky")
+    delay = (await fetch_job(db, job_id))["run_at"] - before["started_at"]
+    assert timedelta(seconds=0.8) <= delay <= timedelta(seconds=3)  # 1 s ± 20 %
 
 
 async def test_failure_with_attempts_left_is_scheduled_after_its_backoff(db):
@@ -296,6 +383,7 @@ async def test_promotion_makes_due_jobs_ready_and_wakes_their_queue(db, connect)
     await db.execute("UPDATE sluice.jobs SET run_at = now() - interval '1 s' WHERE id = %s", (due,))
     listener = await connect()
     await listen(listener, "sluice_jobs")
+    await wait_on(db, "later")
     cur = await db.execute("SELECT sluice.job_promote_scheduled(100)")
     assert (await cur.fetchone())[0] == 1
     assert (await fetch_job(db, due))["state"] == "ready"

@@ -44,7 +44,9 @@ SETTINGS = settings(
 WORKERS = ("w1", "w2")
 # Refusals the engine may rightly answer to a random edge.
 EDGE_REFUSALS = {"job_edges_acyclic", "job_edges_child_pending", "job_edges_parent_alive"}
-TABLES = "sluice.jobs, sluice.job_edges, sluice.job_attempts, sluice.dead_letters, sluice.dag_runs"
+TABLES = (
+    "sluice.jobs, sluice.job_edges, sluice.job_attempt_log, sluice.dead_letters, sluice.dag_runs"
+)
 RULES = ("all_success", "all_done", "one_success", "one_failed", "none_failed")
 # A DAG run with data flow: per node, its parents (earlier nodes), trigger rule and kind.
 FLOW_SHAPE = st.lists(

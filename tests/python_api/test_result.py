@@ -220,7 +220,10 @@ async def test_only_waited_jobs_are_notified(database_url, db):
 
 
 async def test_registering_on_a_ready_job_wakes_its_queue(database_url, db):
-    """A claimer may skip the row job_await locks for a moment: the queue is woken."""
+    """A claimer may skip the row job_await locks for a moment: the queue is woken
+    (when a worker waits on it: sluice.notify_ready)."""
+    await db.execute("SELECT sluice.worker_register('w', 'h', 1, '{q1}', 1, '5 s', 'test')")
+    await db.execute("SELECT sluice.worker_waiting('w', '{q1}')")
     job = await insert_job(db, "noop", queue="q1")
     async with await _conn(database_url) as listener:
         await listener.execute("LISTEN sluice_jobs")

@@ -153,6 +153,8 @@ async def test_listener_hears_notifications_through_a_multi_host_url(form, pg_se
             "the self-test",
         )
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            # Inserts notify only queues a worker waits on (sluice.notify_ready).
+            await conn.execute("SELECT sluice.worker_waiting('url-test', '{urls}')")
             await conn.execute("INSERT INTO sluice.jobs (task, queue) VALUES ('noop', 'urls')")
         await wait_for(lambda: "urls" in heard, 10, "the wake-up")
     finally:

@@ -179,7 +179,7 @@ async def test_schedule_fire_takes_the_apis_job_template_with_its_nulls(db):
     sid = await add_schedule(db, "api-made", "0 * * * *", job=template)
     assert await fire(db, sid, at("2026-01-01T10:00:00+00:00")) == 1
     cur = await db.execute("SELECT timeout, notify, backoff_max FROM sluice.jobs")
-    assert await cur.fetchone() == (None, None, dt.timedelta(hours=1))
+    assert await cur.fetchone() == (None, None, None)  # null: the default (1 hour)
 
 
 async def test_schedule_fire_starts_dag_runs(db):

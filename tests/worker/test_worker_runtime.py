@@ -73,11 +73,16 @@ async def test_results_the_database_refuses_fail_only_their_own_job(db, start_wo
     assert (await attempts(db, ids[3]))[0][3] == "binary\\0output"
 
 
-async def test_an_unknown_task_fails_the_attempt_clearly(db, start_worker):
+async def test_an_unknown_task_is_left_for_a_worker_that_has_its_handler(db, start_worker):
+    """Issue 14: a worker claims only the tasks it has handlers for."""
     await start_worker()
-    job_id = await insert_job(db, "no_such_task", max_attempts=1)
-    await wait_state(db, job_id, "failed")
-    assert "no handler for task 'no_such_task'" in (await fetch_job(db, job_id))["last_error"]
+    unknown = await insert_job(db, "no_such_task", max_attempts=1)
+    known = await insert_job(db, "noop")
+    await wait_state(db, known, "succeeded")
+    assert (await fetch_job(db, unknown))["state"] == "ready"
+    assert (
+        await scalar(db, "SELECT unrunnable FROM sluice.queue_stats WHERE queue = 'default'") == 1
+    )
 
 
 async def test_a_hanging_handler_is_stopped_at_its_timeout(db, start_worker):
