@@ -26,6 +26,7 @@ CREATE TABLE sluice.dag_runs (
     state           sluice.run_state NOT NULL DEFAULT 'running',
     notify          sluice.notify_spec,
     idempotency_key text,
+    request_fingerprint text,      -- the REST request behind idempotency_key (70_api.sql)
     schedule_id     bigint,        -- the cron schedule that started it, if any
     occurrence      timestamptz,   -- the cron occurrence it runs for (schedule or backfill)
     -- The definition's `concurrency`: at most that many runs of this DAG (and

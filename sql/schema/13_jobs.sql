@@ -40,6 +40,7 @@ CREATE TABLE sluice.jobs (
     last_error       text,
     reason           text,                           -- why it is failed or cancelled
     progress         jsonb,
+    request_fingerprint text,                        -- the REST request behind idempotency_key (70_api.sql)
     -- What a claim writes. The lease: which worker runs the job, until when
     -- (see the sluice.leases view).
     state            sluice.job_state NOT NULL DEFAULT 'ready',

@@ -2,12 +2,11 @@
 -- keys, the job resource as the API shows it, versioned DAG saves, and run
 -- submission that tells a replay from a creation.
 
--- A digest of the API request that used an idempotency key. A replay with the
--- same body gets the original back; a different body under the same key is
--- refused (409) instead of silently answered with a job the client did not ask
--- for. Null for rows written by plain SQL, which are always treated as replays.
-ALTER TABLE sluice.jobs ADD COLUMN request_fingerprint text;
-ALTER TABLE sluice.dag_runs ADD COLUMN request_fingerprint text;
+-- jobs.request_fingerprint and dag_runs.request_fingerprint (declared with their
+-- tables) hold a digest of the API request that used an idempotency key: a
+-- replay with the same body gets the original back; a different body under the
+-- same key is refused (409) instead of silently answered with a job the client
+-- did not ask for. Null for rows written by plain SQL, always treated as replays.
 
 -- A job as the REST API returns it: intervals as seconds (JSON has no interval
 -- type), engine bookkeeping (pending_parents, fingerprints) left out. The
