@@ -455,6 +455,50 @@ BEGIN
 END
 $$;
 
+-- The rows each maintenance pass takes, locked, chosen in one place for the
+-- batch pass and for its one-row-at-a-time fallback (46_maintenance.sql).
+-- Scheduled jobs whose time has come.
+CREATE FUNCTION sluice.job_promote_due(p_limit integer) RETURNS SETOF bigint
+    LANGUAGE sql AS $$
+    SELECT j.id
+      FROM sluice.jobs j
+     WHERE j.state = 'scheduled' AND j.run_at <= now()
+     ORDER BY j.run_at
+     LIMIT p_limit
+       FOR NO KEY UPDATE SKIP LOCKED
+$$;
+
+-- Finished jobs past the retention: jobs waiting in the dead-letter queue are
+-- kept until resolved; jobs of a DAG run go with their run.
+CREATE FUNCTION sluice.job_prune_due(p_retention interval, p_limit integer) RETURNS SETOF bigint
+    LANGUAGE sql AS $$
+    SELECT j.id
+      FROM sluice.jobs j
+     WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
+       AND j.finished_at < now() - p_retention
+       AND j.run_id IS NULL
+       AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d
+                        WHERE d.job_id = j.id AND d.resolved_at IS NULL)
+     ORDER BY j.finished_at
+     LIMIT p_limit
+       FOR UPDATE SKIP LOCKED
+$$;
+
+-- Finished runs past the retention with no node waiting in the dead-letter queue.
+CREATE FUNCTION sluice.dag_run_prune_due(p_retention interval, p_limit integer) RETURNS SETOF bigint
+    LANGUAGE sql AS $$
+    SELECT r.id
+      FROM sluice.dag_runs r
+     WHERE r.state NOT IN ('queued', 'running')
+       AND r.finished_at < now() - p_retention
+       AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
+                         JOIN sluice.dead_letters d ON d.job_id = j.id AND d.resolved_at IS NULL
+                        WHERE j.run_id = r.id)
+     ORDER BY r.finished_at
+     LIMIT p_limit
+       FOR UPDATE SKIP LOCKED
+$$;
+
 -- Make due scheduled jobs ready (their queues are notified by jobs_after_update),
 -- then wake due waits of DAG nodes (sluice.job_wake_waiting) and cancel what
 -- is left of runs past their deadline (sluice.dag_run_expire): everything that
@@ -467,12 +511,7 @@ DECLARE
     v_promoted integer;
 BEGIN
     WITH due AS (
-        SELECT j.id
-          FROM sluice.jobs j
-         WHERE j.state = 'scheduled' AND j.run_at <= now()
-         ORDER BY j.run_at
-         LIMIT p_limit
-           FOR NO KEY UPDATE SKIP LOCKED
+        SELECT d.id FROM sluice.job_promote_due(p_limit) AS d(id)
     ), promoted AS (
         UPDATE sluice.jobs j SET state = 'ready' FROM due WHERE j.id = due.id RETURNING 1
     )
@@ -504,31 +543,13 @@ DECLARE
     v_runs integer;
 BEGIN
     WITH doomed AS (
-        SELECT j.id
-          FROM sluice.jobs j
-         WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
-           AND j.finished_at < now() - p_retention
-           AND j.run_id IS NULL
-           AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d
-                            WHERE d.job_id = j.id AND d.resolved_at IS NULL)
-         ORDER BY j.finished_at
-         LIMIT p_limit
-           FOR UPDATE SKIP LOCKED
+        SELECT d.id FROM sluice.job_prune_due(p_retention, p_limit) AS d(id)
     )
     DELETE FROM sluice.jobs j USING doomed WHERE j.id = doomed.id;
     GET DIAGNOSTICS v_jobs = ROW_COUNT;
 
     WITH doomed AS (
-        SELECT r.id
-          FROM sluice.dag_runs r
-         WHERE r.state NOT IN ('queued', 'running')
-           AND r.finished_at < now() - p_retention
-           AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
-                             JOIN sluice.dead_letters d ON d.job_id = j.id AND d.resolved_at IS NULL
-                            WHERE j.run_id = r.id)
-         ORDER BY r.finished_at
-         LIMIT greatest(p_limit / 100, 1)
-           FOR UPDATE SKIP LOCKED
+        SELECT d.id FROM sluice.dag_run_prune_due(p_retention, greatest(p_limit / 100, 1)) AS d(id)
     )
     DELETE FROM sluice.dag_runs r USING doomed WHERE r.id = doomed.id;
     GET DIAGNOSTICS v_runs = ROW_COUNT;

@@ -75,13 +75,7 @@ CREATE FUNCTION sluice.job_promote_scheduled_isolated(p_limit integer DEFAULT 10
 DECLARE
     v_id bigint;
 BEGIN
-    FOR v_id IN
-        SELECT j.id
-          FROM sluice.jobs j
-         WHERE j.state = 'scheduled' AND j.run_at <= now()
-         ORDER BY j.run_at
-         LIMIT p_limit
-           FOR NO KEY UPDATE SKIP LOCKED
+    FOR v_id IN SELECT d.id FROM sluice.job_promote_due(p_limit) AS d(id)
     LOOP
         id := v_id;
         error := NULL;
@@ -145,17 +139,7 @@ DECLARE
     v_id bigint;
 BEGIN
     kind := 'job';
-    FOR v_id IN
-        SELECT j.id
-          FROM sluice.jobs j
-         WHERE j.state IN ('succeeded', 'failed', 'cancelled')
-           AND j.finished_at < now() - p_retention
-           AND j.run_id IS NULL
-           AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d
-                            WHERE d.job_id = j.id AND d.resolved_at IS NULL)
-         ORDER BY j.finished_at
-         LIMIT p_limit
-           FOR UPDATE SKIP LOCKED
+    FOR v_id IN SELECT d.id FROM sluice.job_prune_due(p_retention, p_limit) AS d(id)
     LOOP
         id := v_id;
         error := NULL;
@@ -168,17 +152,7 @@ BEGIN
     END LOOP;
 
     kind := 'run';
-    FOR v_id IN
-        SELECT r.id
-          FROM sluice.dag_runs r
-         WHERE r.state <> 'running'
-           AND r.finished_at < now() - p_retention
-           AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
-                             JOIN sluice.dead_letters d ON d.job_id = j.id AND d.resolved_at IS NULL
-                            WHERE j.run_id = r.id)
-         ORDER BY r.finished_at
-         LIMIT greatest(p_limit / 100, 1)
-           FOR UPDATE SKIP LOCKED
+    FOR v_id IN SELECT d.id FROM sluice.dag_run_prune_due(p_retention, greatest(p_limit / 100, 1)) AS d(id)
     LOOP
         id := v_id;
         error := NULL;
