@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -29,7 +29,7 @@ from psycopg.adapt import Loader
 from psycopg.pq import Format
 from psycopg.types.json import Jsonb
 
-from sluice.core.jobs import JobState, RunState
+from sluice.core.jobs import JobState, RunState, WaitingFor
 from sluice.core.queries import door, sql
 
 S = TypeVar("S", bound=Struct)
@@ -475,9 +475,6 @@ class MapCounts(Struct, kw_only=True):
     succeeded: int
     failed: int
     cancelled: int
-
-
-WaitingFor = Literal["signal", "duration", "map"]
 
 
 class RunNode(Struct, kw_only=True):
@@ -954,7 +951,7 @@ async def workers_alive(conn: AsyncConnection[Any]) -> int:
 class NodesWaiting(Struct):
     """How many DAG nodes wait for one kind of thing (signal, duration, map)."""
 
-    kind: str
+    kind: WaitingFor
     nodes: int
 
 

@@ -46,6 +46,9 @@ RUN_STATES: tuple[RunState, ...] = get_args(RunState)
 TriggerRule = Literal["all_success", "all_done", "one_success", "one_failed", "none_failed"]
 TRIGGER_RULES: tuple[TriggerRule, ...] = get_args(TriggerRule)
 DEFAULT_TRIGGER: TriggerRule = "all_success"
+# What a waiting DAG node waits for (the view sluice.waiting_nodes, column kind).
+WaitingFor = Literal["signal", "duration", "map"]
+WAIT_KINDS: tuple[WaitingFor, ...] = get_args(WaitingFor)
 # The pseudo-task of a `wait` node: no worker ever claims it.
 WAIT_TASK = "sluice.wait"
 # Longest `wait: {for: ...}` or signal timeout, and run timeout, in seconds

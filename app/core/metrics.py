@@ -32,6 +32,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from sluice.core.jobs import WAIT_KINDS
+
 # No `_created` series beside every counter: nothing here reads them, and they
 # double what a scrape carries.
 disable_created_metrics()
@@ -160,11 +162,6 @@ QUEUE_GAUGES = {
 }
 
 
-# What a waiting DAG node waits for (sluice.waiting_nodes.kind): each is reported,
-# 0 included, so an alert can compare it with nothing.
-WAIT_KINDS = ("signal", "duration", "map")
-
-
 class DatabaseSnapshot:
     """A collector over rows read from the database for one scrape.
 
@@ -221,6 +218,7 @@ class DatabaseSnapshot:
             "read from the database at scrape time.",
             labels=["kind"],
         )
+        # Every kind, 0 included, so an alert can compare it with nothing.
         for kind in WAIT_KINDS:
             waiting.add_metric([kind], self._nodes_waiting.get(kind, 0))
         yield waiting
