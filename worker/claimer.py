@@ -87,6 +87,12 @@ class Claimer:
         #: A claim is in flight (a pause that arrives now applies to the next one).
         self.claiming = False
 
+    @property
+    def armed(self) -> bool:
+        """Inserters will notify this worker: its waiter rows are written and the
+        barrier has passed since."""
+        return self._armed
+
     # -- signals -------------------------------------------------------------
 
     def notify(self, queue: str) -> None:

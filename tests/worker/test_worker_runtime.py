@@ -157,6 +157,9 @@ async def test_a_paused_queue_is_skipped_until_resumed(db, start_worker):
 async def test_a_paused_worker_stops_claiming_until_resumed_by_notify(db, start_worker):
     # Heartbeats far apart: the pause and resume must arrive by NOTIFY.
     worker = await start_worker(heartbeat_interval=30, lease_ttl=60, poll_interval=30)
+    # Inserters notify a queue only while a worker waits on it: let this one get
+    # there first, or the paused worker is (rightly) never told of the job.
+    await wait_for(lambda: worker.claimer.armed, 5, "the worker to wait for jobs")
     assert await scalar(db, "SELECT sluice.worker_set_paused(%s, true)", worker.id) is True
     await wait_for(lambda: worker.claimer.paused, 5, "the worker to pause")
     # A claim already in flight (the start-up catch-up) may still finish; wait it out.

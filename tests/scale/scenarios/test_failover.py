@@ -219,7 +219,11 @@ def test_no_acknowledged_job_is_lost(outcome):
 
 
 def test_every_client_got_its_acknowledgement(outcome):
-    left = {name: a.unacknowledged for name, a in outcome["acks"].items() if a.unacknowledged}
+    left = {
+        name: (a.unacknowledged, a.errors[-3:])
+        for name, a in outcome["acks"].items()
+        if a.unacknowledged
+    }
     assert left == {}
 
 

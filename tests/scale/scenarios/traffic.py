@@ -70,13 +70,16 @@ class Client(threading.Thread):
                     break
                 except Exception as exc:  # any failure: retry the same key
                     self.acks.errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
-                    if time.monotonic() > deadline or self._halt.is_set():
+                    # A stop ends new submissions, never the one in hand: a client
+                    # that dropped it would report as lost what it gave up on.
+                    if time.monotonic() > deadline:
                         self.acks.unacknowledged.append(key)
                         break
                     time.sleep(0.1)
             self._halt.wait(self.every)
 
     def stop(self) -> Acks:
+        """Submit nothing new; wait until the submission in hand is answered."""
         self._halt.set()
         self.join(self.give_up + 10)
         return self.acks
