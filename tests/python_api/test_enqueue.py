@@ -492,4 +492,6 @@ async def test_sluice_enqueue_without_a_key_inserts_without_on_conflict(db):
         ]
 
     assert "HEAP_CONFIRM" not in await heap_records("SELECT sluice.enqueue('noop')")
-    assert "HEAP_CONFIRM" in await heap_records("SELECT sluice.enqueue('noop', idempotency_key => 'k')")
+    assert "HEAP_CONFIRM" in await heap_records(
+        "SELECT sluice.enqueue('noop', idempotency_key => 'k')"
+    )
