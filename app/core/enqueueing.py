@@ -397,7 +397,7 @@ class _Call(Generic[R]):
     """What enqueueing needs to know of a task: its name, how to encode its
     payload, how to read its result back."""
 
-    __slots__ = ("_encode", "_read", "name", "opts")
+    __slots__ = ("_encode", "_encode_many", "_read", "name", "opts")
 
     def __init__(
         self,
@@ -405,11 +405,13 @@ class _Call(Generic[R]):
         opts: Options,
         encode: Callable[[tuple[Any, ...], Mapping[str, Any]], bytes],
         read: Callable[[Any], R] | None,
+        encode_many: Callable[[list[Mapping[str, Any]]], list[bytes]] | None = None,
     ) -> None:
         self.name = name
         self.opts = opts
         self._encode = encode
         self._read = read
+        self._encode_many = encode_many or (lambda items: [encode((), f) for f in items])
 
     def enqueue(self, conn: Any, args: tuple[Any, ...], fields: Mapping[str, Any]) -> Any:
         params = _one_params(self.name, self._encode(args, fields), self.opts)
@@ -469,12 +471,11 @@ class _Call(Generic[R]):
         payload's fields, or a pair (fields, options)."""
         base = self.opts
         tenant = base.tenant or DEFAULT_TENANT
-        encode = self._encode
-        payloads: list[bytes] = []
+        given: list[Mapping[str, Any]] = []  # each item's fields
         own: dict[int, Options] = {}  # the items with options of their own, by position
         for item in items:
             if type(item) is dict or isinstance(item, Mapping):  # the ABC's check is slow
-                payloads.append(encode((), item))
+                given.append(item)
                 continue
             if not isinstance(item, tuple) or len(item) != 2 or not isinstance(item[0], Mapping):
                 raise TypeError(
@@ -485,8 +486,9 @@ class _Call(Generic[R]):
             opts = options(**extra).over(base)
             if (opts.tenant or DEFAULT_TENANT) != tenant:
                 raise ValueError("enqueue_many: every job of one call has the same tenant")
-            own[len(payloads)] = opts
-            payloads.append(encode((), fields))
+            own[len(given)] = opts
+            given.append(fields)
+        payloads = self._encode_many(given)
         if not own and _copyable(base):
             columns, template = _copy_template(self.name, base)
             return _Batch(payloads, tenant, columns=columns, template=template)
@@ -767,7 +769,9 @@ class Task(Generic[R]):
 
     def _call(self, call_opts: Options) -> _Call[R]:
         read = self.signature.read_result if self.signature.return_type is not Any else None
-        return _Call(self.name, call_opts.over(self.options), self._encode, read)
+        return _Call(
+            self.name, call_opts.over(self.options), self._encode, read, self.signature.encode_many
+        )
 
     def _encode(self, args: tuple[Any, ...], fields: Mapping[str, Any]) -> bytes:
         if self.signature.form == "payload":

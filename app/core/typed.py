@@ -123,6 +123,22 @@ class Signature:
                 raise PayloadMismatch(self.name, *validation_problem(exc, "payload")) from None
         return encoded
 
+    def encode_many(self, items: list[Mapping[str, Any]]) -> list[bytes]:
+        """encode() of each item, their check made by one decode of them all (a
+        decode per item was a third of the client's CPU in enqueue_many); when one
+        does not fit, the first that does not raises as encode() does."""
+        if self.payload_type is None:
+            return [self.encode(item) for item in items]
+        encode = msgspec.json.encode
+        try:
+            encoded = [encode(item) for item in items]
+            msgspec.json.decode(b"[" + b",".join(encoded) + b"]", type=list[self.payload_type])
+        except (TypeError, ValueError):  # msgspec.ValidationError is a ValueError
+            for item in items:
+                self.encode(item)
+            raise
+        return encoded
+
     def arguments(self, payload: Any) -> Any:
         """The payload as the function takes it: keyword arguments (fields form) or
         one value (payload form); raises PayloadMismatch when it does not fit."""

@@ -130,6 +130,11 @@ async def test_typed_arguments_are_checked_at_enqueue_naming_the_field(database_
         # By name, a task declared in this process is checked the same way.
         with pytest.raises(PayloadMismatch, match=r"payload\.a"):
             await sluice.enqueue(conn, "py.add", {"a": [1]})
+        # A batch is checked whole: the item that does not fit is named as above.
+        with pytest.raises(PayloadMismatch, match=r"payload\.a: Expected `int`, got `str`"):
+            await add.enqueue_many(conn, [{"a": 1}] * 3 + [{"a": "four"}])
+        with pytest.raises(PayloadMismatch, match=r"payload: .*object"):
+            await add.enqueue_many(conn, [{"a": 1}, {"a": object()}])
         at = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
         handle = await measure.enqueue(conn, box=Box(Point(0, 0), Point(2, 3)), at=at)
     assert await _count(db) == 1
