@@ -11,7 +11,7 @@
 Every job is a no-op in queue `default`; nothing consumes them. (e) and (f) go
 through a task declared with `@sluice.task`'s machinery (typed: its payload is
 checked at the door) and the engine's functions (sluice.enqueue; for (f), the
-ids reserved by sluice.job_ids_reserve, then COPY).
+ids reserved by sluice.reserve_job_ids, then COPY).
 
 After the first pass over every way, `rounds` - 1 more rounds run (a), (e), (b)
 and (f) again, in that order: on a shared machine the load drifts, and only a

@@ -21,9 +21,9 @@ SELECT sluice.enqueue(
 -- name: job_enqueue_many :scalar
 SELECT sluice.enqueue_many(%(jobs)s::jsonb, %(tenant)s);
 
--- Ids for the jobs job_copy is about to write (sluice.job_ids_reserve).
+-- Ids for the jobs job_copy is about to write (sluice.reserve_job_ids).
 -- name: job_ids_reserve :scalar
-SELECT sluice.job_ids_reserve(%(n)s);
+SELECT sluice.reserve_job_ids(%(n)s);
 
 -- Many jobs of one task with the same options, the cheapest way in: COPY, with
 -- the ids job_ids_reserve handed out in the same transaction. `{columns}` is the

@@ -134,6 +134,6 @@ $$;
 -- in the same transaction (sluice.core.enqueueing). The ids come from the
 -- column's own sequence, so they never collide with the identity's, and grow
 -- in the order they are handed out.
-CREATE FUNCTION sluice.job_ids_reserve(n integer) RETURNS bigint[]
+CREATE FUNCTION sluice.reserve_job_ids(n integer) RETURNS bigint[]
     LANGUAGE sql
 RETURN ARRAY(SELECT nextval('sluice.jobs_id_seq') FROM generate_series(1, n));
