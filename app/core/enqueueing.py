@@ -432,8 +432,9 @@ class _Call(Generic[R]):
             return self._enqueue_many_async(conn, batch)
         if not batch.payloads:
             return Handles([], JobHandle, "", self._read)
-        if batch.jobs is not None:
-            ids = job_enqueue_many(driver, jobs=batch.jobs, tenant=batch.tenant)
+        if not batch.by_copy or _in_pipeline(driver):
+            jobs = self._json(batch.payloads, batch.own)
+            ids = job_enqueue_many(driver, jobs=jobs, tenant=batch.tenant)
         elif _outside_transaction(driver):
             with driver.transaction():
                 ids = self._copy(driver, batch)
@@ -451,8 +452,9 @@ class _Call(Generic[R]):
         driver = await _async_driver(conn)
         if not batch.payloads:
             return Handles([], AsyncJobHandle, "", self._read)
-        if batch.jobs is not None:
-            ids = await job_enqueue_many(driver, jobs=batch.jobs, tenant=batch.tenant)
+        if not batch.by_copy or _in_pipeline(driver):
+            jobs = self._json(batch.payloads, batch.own)
+            ids = await job_enqueue_many(driver, jobs=jobs, tenant=batch.tenant)
         elif _outside_transaction(driver):
             async with driver.transaction():
                 ids = await self._copy_async(driver, batch)
@@ -491,8 +493,8 @@ class _Call(Generic[R]):
         payloads = self._encode_many(given)
         if not own and _copyable(base):
             columns, template = _copy_template(self.name, base)
-            return _Batch(payloads, tenant, columns=columns, template=template)
-        return _Batch(payloads, tenant, jobs=self._json(payloads, own))
+            return _Batch(payloads, tenant, own, columns, template)
+        return _Batch(payloads, tenant, own)
 
     def _json(self, payloads: list[bytes], own: dict[int, Options]) -> str:
         """The JSON list for sluice.enqueue_many."""
@@ -563,20 +565,27 @@ class Handles(Sequence[H]):
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """What enqueue_many sends: the payloads (JSON), and either the JSON list for
-    sluice.enqueue_many (`jobs`) or what job_copy writes besides them."""
+    """What enqueue_many sends: the payloads (JSON), the options of the items that
+    have their own, and what job_copy writes besides the payloads (`template`
+    None: the batch goes to sluice.enqueue_many)."""
 
     payloads: list[bytes]
     tenant: str
-    jobs: str | None = None
+    own: dict[int, Options]
     columns: tuple[str, ...] = ()
-    template: bytes = b""  # one row of COPY text: %d for the id, %b for the payload
+    template: bytes | None = None  # one row of COPY text: %d for the id, %b for the payload
+
+    @property
+    def by_copy(self) -> bool:
+        """True when the batch can go in by COPY."""
+        return self.template is not None
 
     def rows(self, ids: list[int]) -> bytes:
         """The COPY text of the jobs, with these ids. A payload comes from msgspec,
         which writes no whitespace and escapes control characters inside strings
         (JSON allows no other): only its backslashes need COPY's escape."""
         template = self.template
+        assert template is not None, "a batch for sluice.enqueue_many"
         return b"".join(
             [
                 template % (i, p.replace(b"\\", b"\\\\"))
@@ -589,6 +598,11 @@ def _outside_transaction(driver: psycopg.Connection[Any] | psycopg.AsyncConnecti
     """True when each statement on `driver` would commit on its own (autocommit, no
     transaction open): the ids and the COPY then need a transaction of their own."""
     return driver.autocommit and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def _in_pipeline(driver: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """True in psycopg's pipeline mode, where COPY is not available."""
+    return driver.pgconn.pipeline_status != psycopg.pq.PipelineStatus.OFF
 
 
 def _copyable(opts: Options) -> bool:

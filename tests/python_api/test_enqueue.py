@@ -259,6 +259,18 @@ def test_enqueue_many_sync_and_empty(database_url):
     assert payloads == [({"a": 1},), ({"a": 2},)]
 
 
+def test_enqueue_many_in_psycopg_pipeline_mode(database_url):
+    """COPY is not available in a pipeline: the batch goes as one JSON list."""
+    with psycopg.connect(database_url) as conn:
+        with conn.pipeline():
+            handles = add.enqueue_many(conn, [{"a": 1}, {"a": 2}])
+        conn.commit()
+        payloads = conn.execute(
+            "SELECT payload FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id", (handles.ids,)
+        ).fetchall()
+    assert payloads == [({"a": 1},), ({"a": 2},)]
+
+
 def test_sql_enqueue_many_answers_existing_keys_of_other_transactions(database_url):
     """sluice.enqueue_many waits for a key another transaction holds, then answers its job."""
     with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
