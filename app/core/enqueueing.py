@@ -829,8 +829,9 @@ class Task(Generic[R]):
         self, conn: psycopg.AsyncConnection[Any] | AsyncSession, items: Iterable[Any], /
     ) -> Awaitable[Handles[AsyncJobHandle[R]]]: ...
     def enqueue_many(self, conn: Any, items: Iterable[Any], /) -> Any:
-        """Enqueue one job per item in one statement (one round trip however many):
-        an item is a mapping of the payload's fields, or a pair (fields, options)."""
+        """Enqueue one job per item, in one or two round trips however many: an item
+        is a mapping of the payload's fields, or a pair (fields, options). Answers
+        their handles in the items' order (a Handles sequence; `.ids` the ids)."""
         return self._default.enqueue_many(conn, items)
 
 
