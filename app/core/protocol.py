@@ -569,3 +569,10 @@ async def connection_probe(conn: AsyncConnection[Any], *, token: str) -> Probe |
     if row is None or names != Probe.__struct_fields__:
         return None
     return Probe(*row)
+
+
+@door("connection_mark")
+async def connection_mark(conn: AsyncConnection[Any]) -> str | None:
+    """The token the last connection_probe on this server session left (a pooler
+    may have handed the session to this connection), or None."""
+    return await _value(conn, "connection_mark")

@@ -25,6 +25,7 @@ from sluice.core.db import (
 )
 from sluice.core.jobs import JOB_STATES
 from sluice.core.protocol import connection_probe
+from sluice.http.errors import unavailable_reason
 from tests.api.conftest import bearer
 from tests.factories import insert_job, rows
 from tests.worker.helpers import wait_for
@@ -87,9 +88,11 @@ async def test_inside_a_transaction_the_error_propagates_and_the_retry_runs_unpr
         conn.prepare_threshold = 0
         await connection_probe(conn, token="t")
         await deallocate_behind_psycopgs_back(conn)
-        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName) as lost:
             async with conn.transaction():
                 await connection_probe(conn, token="t")
+        # The API answers it with a 503 to retry (the retry runs unprepared), never a 500.
+        assert "pooler lost a prepared statement" in (unavailable_reason(lost.value) or "")
         async with conn.transaction():
             assert (await connection_probe(conn, token="t")).token == "t"
     finally:
