@@ -145,8 +145,11 @@ async def prepared_statements_problem(
     first, so B tries a few times). Pinned there, A's prepared probe must run on
     another server connection: it runs (PgBouncer >= 1.21 with
     max_prepared_statements re-prepared it), fails, or waits for a free server
-    connection: the last two mean "do not prepare". B never seeing the mark means
-    no session is shared between clients (a direct connection, session pooling).
+    connection: the last two mean "do not prepare", and so does a run under
+    psycopg's own statement name, which only another client can have left on that
+    server connection (a pooler that tracks statements prepares them under names
+    of its own). B never seeing the mark means no session is shared between
+    clients (a direct connection, session pooling).
     """
     token = secrets.token_hex(8)
     # A plain cursor on A (not PoolerSafeCursor): its errors are what the probe wants.
@@ -170,8 +173,10 @@ async def prepared_statements_problem(
                     except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
                         # Another client's statement under our name, with other parameters.
                         return "a pooler ran another client's prepared statement"
-                if again is None or again.token != token:
-                    # Another client's statement ran under our name.
+                if again is None or again.token != token or again.untranslated:
+                    # Another client's statement ran under our name: one that is
+                    # not even ours, or the same probe left by another client
+                    # (it answers our token, but the pooler did not prepare it).
                     return "a pooler ran another client's prepared statement"
                 log.info("a pooler in transaction mode keeps prepared statements: they stay on")
                 return None

@@ -552,10 +552,13 @@ async def notify_control(conn: AsyncConnection[Any], *, payload: str) -> None:
 
 
 class Probe(Struct):
-    """The backend that ran the probe, and the token it was sent with."""
+    """The backend that ran the probe, the token it was sent with, and whether the
+    server holds the probe under psycopg's own statement name (no pooler
+    translated it)."""
 
     pid: int
     token: str
+    untranslated: bool
 
 
 @door("connection_probe", Probe)
