@@ -12,6 +12,13 @@ database_url = click.option(
 )
 
 
+def split_queues(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The queues of repeated --queue options, each possibly comma separated
+    (None: none given, the setting's default applies)."""
+    queues = tuple(q.strip() for v in values for q in v.split(",") if q.strip())
+    return queues or None
+
+
 def require_database_url(url: str | None) -> str:
     if not url:
         raise click.UsageError(

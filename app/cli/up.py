@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sluice.cli.options import database_url
+from sluice.cli.options import database_url, split_queues
 
 
 @click.command()
@@ -36,6 +36,15 @@ from sluice.cli.options import database_url
     help="Worker processes [env: SLUICE_UP_WORKERS].",
 )
 @click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    envvar="SLUICE_QUEUES",
+    help="Queue the workers take jobs from; repeat for several [env: SLUICE_QUEUES, "
+    "comma separated; default: * (every queue)].",
+)
+@click.option(
     "--pg-port",
     envvar="SLUICE_PG_PORT",
     type=click.IntRange(1, 65535),
@@ -48,6 +57,7 @@ def up(
     host: str | None,
     port: int | None,
     workers: int | None,
+    queues: tuple[str, ...],
     pg_port: int | None,
 ) -> None:
     """Run Sluice: PostgreSQL, migrations, the API and dashboard, workers, maintenance.
@@ -69,6 +79,7 @@ def up(
             host=host,
             port=port,
             workers=workers,
+            queues=split_queues(queues),
             pg_port=pg_port,
         )
     except SettingsError as exc:
