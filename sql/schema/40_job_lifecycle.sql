@@ -55,10 +55,14 @@ $$;
 -- list (ctx.index), null for any other job.
 --
 -- p_queues may hold '*', every queue (sluice.queue_name refuses it as a
--- name): the queues that have ready jobs are found by a walk of jobs_ready that
--- reads one entry per queue (sluice.ready_queues), then claimed from as named
--- queues are; paused queues are skipped and limits honoured alike. p_after is
--- not used for it (the bound belongs to a single queue's scan).
+-- name): first the queues that have ready jobs now are found by a walk of
+-- jobs_ready that reads one entry per queue (sluice.ready_queues), then the
+-- claim goes on as if the caller had named them (the fast path when there is
+-- one), skipping paused queues and honouring limits alike. A queue that gets
+-- ready jobs after the walk is left to the next claim: its insert notifies,
+-- and a worker's claim after its wait barrier walks after the inserts the
+-- barrier waited for. p_after is ignored with '*' (the bound belongs to one
+-- queue's scan).
 --
 -- p_tasks, optional, names the tasks the caller has handlers for: it claims
 -- only those, and a job whose task it cannot run stays ready for a worker that
@@ -81,23 +85,36 @@ CREATE FUNCTION sluice.job_claim(
 )
     LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    v_queues text[] := p_queues;
 BEGIN
     IF p_limit < 1 THEN
         RETURN;
+    END IF;
+    IF '*' = ANY(p_queues) THEN
+        -- In FROM, so that the walk is inlined here and its plan cached with
+        -- this function's (called as a value, it is planned at every call).
+        v_queues := ARRAY(SELECT r.queue FROM sluice.ready_queues() r(queue));
+        IF cardinality(v_queues) = 0 THEN
+            RETURN;
+        END IF;
+        p_after_priority := NULL;
+        p_after_run_at := NULL;
+        p_after_id := NULL;
     END IF;
     -- The common case, one queue neither paused nor limited, as one plain
     -- statement: an ordered range scan of jobs_ready for that queue. It costs
     -- about half the general form below, and a claim is on the path from an
     -- INSERT to its handler starting.
-    IF cardinality(p_queues) = 1 AND p_queues[1] <> '*' AND NOT EXISTS (
+    IF cardinality(v_queues) = 1 AND NOT EXISTS (
         SELECT 1 FROM sluice.queues q
-         WHERE q.name = p_queues[1] AND (q.paused OR q.concurrency_limit IS NOT NULL))
+         WHERE q.name = v_queues[1] AND (q.paused OR q.concurrency_limit IS NOT NULL))
     THEN
         RETURN QUERY
         WITH picked AS (
             SELECT j.id
               FROM sluice.jobs j
-             WHERE j.state = 'ready' AND j.queue = p_queues[1]
+             WHERE j.state = 'ready' AND j.queue = v_queues[1]
                AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                -- An index bound: without p_after it is below every job.
                AND (j.priority, j.run_at, j.id)
@@ -127,13 +144,12 @@ BEGIN
     -- A limited queue's running count must not be read by two claimers at once,
     -- or both would fill the same free slots: lock those queue rows (in name
     -- order) so limited claims take turns. The claim below is a new statement,
-    -- so it counts with a snapshot taken after the lock was granted. A wildcard
-    -- claim locks every limited queue: it cannot know before its snapshot which
-    -- of them will have ready jobs then.
+    -- so it counts with a snapshot taken after the lock was granted. (A
+    -- wildcard claim locks the limited queues its walk found, the only ones it
+    -- claims from.)
     PERFORM 1
        FROM sluice.queues q
-      WHERE (q.name = ANY(p_queues) OR '*' = ANY(p_queues))
-        AND q.concurrency_limit IS NOT NULL AND NOT q.paused
+      WHERE q.name = ANY(v_queues) AND q.concurrency_limit IS NOT NULL AND NOT q.paused
       ORDER BY q.name
         FOR NO KEY UPDATE;
 
@@ -145,8 +161,7 @@ BEGIN
                              SELECT count(*)::integer FROM sluice.jobs r
                               WHERE r.state = 'running' AND r.queue = l.name))
                END AS slots
-          FROM unnest(CASE WHEN '*' = ANY(p_queues) THEN ARRAY(SELECT sluice.ready_queues())
-                           ELSE p_queues END) AS l(name)
+          FROM unnest(v_queues) AS l(name)
           LEFT JOIN sluice.queues q ON q.name = l.name
          WHERE q.paused IS NOT TRUE
     ), picked AS (

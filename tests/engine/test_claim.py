@@ -153,12 +153,13 @@ async def test_wildcard_claimers_racing_never_exceed_a_concurrency_limit(db, con
     together: together they take exactly the limit, never more."""
     first, second = await connect(), await connect()
     await db.execute("SELECT sluice.queue_set_concurrency('limited', 2)")
-    await db.execute("SELECT sluice.queue_set_concurrency('roomy', 50)")  # locked as well
+    # Another limited queue with ready jobs: a wildcard claim locks both, in name order.
+    await db.execute("SELECT sluice.queue_set_concurrency('roomy', 50)")
     over = []
     for n in range(ROUNDS):
         await db.execute(
             "INSERT INTO sluice.jobs (task, queue) SELECT 'noop', q"
-            " FROM unnest('{limited,limited,limited,limited,limited,free}'::text[]) q"
+            " FROM unnest('{limited,limited,limited,limited,limited,free,roomy}'::text[]) q"
         )
         await together(claim(first, "w1", ["*"], 3), claim(second, "w2", other, 3))
         running = await scalar(
