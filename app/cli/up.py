@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sluice.cli.options import database_url, split_queues
+from sluice.cli.options import database_url, queues_option, split_queues
 
 
 @click.command()
@@ -35,15 +35,7 @@ from sluice.cli.options import database_url, split_queues
     type=int,
     help="Worker processes [env: SLUICE_UP_WORKERS].",
 )
-@click.option(
-    "--queue",
-    "-q",
-    "queues",
-    multiple=True,
-    envvar="SLUICE_QUEUES",
-    help="Queue the workers take jobs from; repeat for several [env: SLUICE_QUEUES, "
-    "comma separated; default: * (every queue)].",
-)
+@queues_option(default="* (every queue)")
 @click.option(
     "--pg-port",
     envvar="SLUICE_PG_PORT",

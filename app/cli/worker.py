@@ -10,20 +10,17 @@ import threading
 
 import click
 
-from sluice.cli.options import database_url, require_database_url, split_queues
+from sluice.cli.options import (
+    database_url,
+    queues_option,
+    require_database_url,
+    split_queues,
+)
 
 
 @click.command()
 @database_url
-@click.option(
-    "--queue",
-    "-q",
-    "queues",
-    multiple=True,
-    envvar="SLUICE_QUEUES",
-    help="Queue to take jobs from, * for every queue; repeat for several "
-    "[env: SLUICE_QUEUES, comma separated; default: default].",
-)
+@queues_option(default="default")
 @click.option(
     "--concurrency",
     "-c",
