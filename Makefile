@@ -4,10 +4,14 @@
 # system programs they drive (chromium, promtool; see deploy/system-packages.sh).
 #   make up     run Sluice (embedded PostgreSQL unless SLUICE_DATABASE_URL is set)
 #   make test   run the test suite (it starts its own PostgreSQL)
-# Extra arguments: make up ARGS="--port 9000", make test ARGS="-k dag".
+# Extra arguments: make up ARGS="--port 9000", make test ARGS="-k dag";
+# make test TEST_PROCESSES=0 runs the suite in one process.
 
 VENV ?= .venv
 PYTHON ?= python3
+# Test processes (pytest-xdist), each with its own PostgreSQL: much of the suite
+# waits on servers, workers and browsers rather than on the CPU.
+TEST_PROCESSES ?= 2
 
 .PHONY: up test lint system-packages
 
@@ -26,7 +30,7 @@ up: $(VENV)/.installed
 test: $(VENV)/.installed system-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m tests.lint_imports
-	$(VENV)/bin/pytest $(ARGS)
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist worksteal $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

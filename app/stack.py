@@ -397,7 +397,7 @@ class Stack:
 
         SIGTERM first: workers stop claiming and give running jobs the grace
         period. When `hurry` is set (a second Ctrl-C) workers get a second
-        SIGTERM and hand back what still runs; a child still there after the
+        signal (SIGINT) and hand back what still runs; a child still there after the
         grace period and the hand-back time is killed.
         """
         hurry = hurry or asyncio.Event()
@@ -413,7 +413,10 @@ class Stack:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if hurry.is_set() and not exited.done():
-                self._signal_children()
+                # SIGINT, not a second SIGTERM: standard signals do not queue, so two
+                # SIGTERMs sent back to back (a second Ctrl-C before the first was
+                # passed on) reach a child that was not scheduled in between as one.
+                self._signal_children(signal.SIGINT)
                 await asyncio.wait({exited}, timeout=HAND_BACK_SECONDS)
         finally:
             hurried.cancel()
@@ -429,11 +432,11 @@ class Stack:
         finally:
             self.lock.release()
 
-    def _signal_children(self) -> None:
+    def _signal_children(self, sig: signal.Signals = signal.SIGTERM) -> None:
         for process in self.children.values():
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
+                    process.send_signal(sig)
 
 
 async def run(

@@ -336,7 +336,7 @@ def test_token_metrics_ports_and_ctrl_c_beside_sluice_up(directory):
             "  WHERE a.job_id = j.id) FROM sluice.jobs j WHERE id = %s",
             (job_id,),
         ).fetchone()
-    assert (state, attempts) == ("ready", ["released"])
+    assert (state, attempts) == ("ready", ["released"]), up.output()
 
 
 def psycopg_connect_url(url: str):

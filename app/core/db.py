@@ -101,9 +101,10 @@ PREPARED = PreparedStatements()
 _LOST_STATEMENT = (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement)
 
 
-def _pooler_lost_statement(exc: psycopg.Error) -> bool:
-    # psycopg names its prepared statements _pg3_N; an error about one of those
-    # means the server connection under us changed since it was prepared.
+def pooler_lost_statement(exc: BaseException) -> bool:
+    """Whether `exc` says a pooler lost one of psycopg's prepared statements: the
+    server connection under us changed since it was prepared."""
+    # psycopg names its prepared statements _pg3_N.
     return isinstance(exc, _LOST_STATEMENT) and "_pg3_" in str(exc)
 
 
@@ -121,7 +122,7 @@ class PoolerSafeCursor(psycopg.AsyncCursor):
         try:
             return await super().execute(query, params, **kwargs)
         except _LOST_STATEMENT as exc:
-            if not _pooler_lost_statement(exc):
+            if not pooler_lost_statement(exc):
                 raise
             PREPARED.disable(f"the server lost a prepared statement ({exc.sqlstate})")
             conn.prepare_threshold = None
@@ -130,16 +131,25 @@ class PoolerSafeCursor(psycopg.AsyncCursor):
             return await super().execute(query, params, **{**kwargs, "prepare": False})
 
 
-async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str | None:
+async def prepared_statements_problem(
+    url: str, *, within: float = 3.0, tries: int = 8
+) -> str | None:
     """Why statements prepared on `url` would not survive (a pooler in transaction
     mode that does not track them), or None when they do.
 
-    Connection A prepares a probe; connection B then holds a transaction, which in
-    a transaction-mode pooler pins the server connection A just released (PgBouncer
-    reuses the most recent one). A's prepared probe then either runs on the same
-    backend (a direct or session-pooled connection), or on another one where the
-    pooler re-prepared it (PgBouncer >= 1.21 with max_prepared_statements), or
-    fails, or waits for a free server connection: the last two mean "do not prepare".
+    Connection A prepares a probe, which also marks its server session. Connection
+    B then opens a transaction and reads the mark: B sees it only when a pooler
+    handed it the session A just used, which B's transaction now pins (never on a
+    direct connection, where each client has its own session; PgBouncer hands out
+    the most recently used server connection, but other clients may take it
+    first, so B tries a few times). Pinned there, A's prepared probe must run on
+    another server connection: it runs (PgBouncer >= 1.21 with
+    max_prepared_statements re-prepared it), fails, or waits for a free server
+    connection: the last two mean "do not prepare", and so does a run under
+    psycopg's own statement name, which only another client can have left on that
+    server connection (a pooler that tracks statements prepares them under names
+    of its own). B never seeing the mark means no session is shared between
+    clients (a direct connection, session pooling).
     """
     token = secrets.token_hex(8)
     # A plain cursor on A (not PoolerSafeCursor): its errors are what the probe wants.
@@ -151,14 +161,25 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
         b = await connect(url, prepare=False, application_name="sluice-probe")
         try:
             first = await protocol.connection_probe(a, token=token)
-            async with b.transaction():
-                await protocol.connection_probe(b, token=token)
-                try:
-                    async with asyncio.timeout(within):
-                        again = await protocol.connection_probe(a, token=token)
-                except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
-                    # Another client's statement under our name, with other parameters.
+            if first is None:
+                return "a pooler ran another client's prepared statement"
+            for _ in range(tries):
+                async with b.transaction():
+                    if await protocol.connection_mark(b) != token:
+                        continue  # another server session: no pooler, or not this time
+                    try:
+                        async with asyncio.timeout(within):
+                            again = await protocol.connection_probe(a, token=token)
+                    except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
+                        # Another client's statement under our name, with other parameters.
+                        return "a pooler ran another client's prepared statement"
+                if again is None or again.token != token or again.untranslated:
+                    # Another client's statement ran under our name: one that is
+                    # not even ours, or the same probe left by another client
+                    # (it answers our token, but the pooler did not prepare it).
                     return "a pooler ran another client's prepared statement"
+                log.info("a pooler in transaction mode keeps prepared statements: they stay on")
+                return None
         finally:
             with contextlib.suppress(Exception):
                 await b.close()
@@ -171,11 +192,6 @@ async def prepared_statements_problem(url: str, *, within: float = 3.0) -> str |
     finally:
         with contextlib.suppress(Exception):
             await a.close()
-    if first is None or again is None or again.token != token:
-        # Another client's statement ran under our name.
-        return "a pooler ran another client's prepared statement"
-    if again.pid != first.pid:
-        log.info("a pooler in transaction mode keeps prepared statements: they stay on")
     return None
 
 

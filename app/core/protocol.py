@@ -552,10 +552,13 @@ async def notify_control(conn: AsyncConnection[Any], *, payload: str) -> None:
 
 
 class Probe(Struct):
-    """The backend that ran the probe, and the token it was sent with."""
+    """The backend that ran the probe, the token it was sent with, and whether the
+    server holds the probe under psycopg's own statement name (no pooler
+    translated it)."""
 
     pid: int
     token: str
+    untranslated: bool
 
 
 @door("connection_probe", Probe)
@@ -569,3 +572,10 @@ async def connection_probe(conn: AsyncConnection[Any], *, token: str) -> Probe |
     if row is None or names != Probe.__struct_fields__:
         return None
     return Probe(*row)
+
+
+@door("connection_mark")
+async def connection_mark(conn: AsyncConnection[Any]) -> str | None:
+    """The token the last connection_probe on this server session left (a pooler
+    may have handed the session to this connection), or None."""
+    return await _value(conn, "connection_mark")

@@ -24,6 +24,7 @@ from litestar.openapi.spec import Example
 from psycopg import errors as pg
 from psycopg_pool import PoolClosed, PoolTimeout
 
+from sluice.core.db import pooler_lost_statement
 from sluice.core.problems import named_field
 
 log = logging.getLogger("sluice.api")
@@ -251,6 +252,11 @@ def unavailable_reason(exc: BaseException) -> str | None:
         return "it is read-only (a standby: a failover may be under way)"
     if isinstance(exc, pg.QueryCanceled):
         return "it did not finish in time (SLUICE_API_STATEMENT_TIMEOUT)"
+    if pooler_lost_statement(exc):
+        # Inside a transaction the statement cannot be sent again: the transaction
+        # is aborted. Preparing is off for this process from now on, so the
+        # client's retry runs unprepared.
+        return "a pooler lost a prepared statement (prepared statements are now off)"
     if not isinstance(exc, pg.OperationalError):
         return None
     sqlstate = exc.sqlstate or ""

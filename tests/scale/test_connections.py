@@ -25,6 +25,8 @@ from sluice.core.db import (
 )
 from sluice.core.jobs import JOB_STATES
 from sluice.core.protocol import connection_probe
+from sluice.core.queries import sql
+from sluice.http.errors import unavailable_reason
 from tests.api.conftest import bearer
 from tests.factories import insert_job, rows
 from tests.worker.helpers import wait_for
@@ -87,14 +89,36 @@ async def test_inside_a_transaction_the_error_propagates_and_the_retry_runs_unpr
         conn.prepare_threshold = 0
         await connection_probe(conn, token="t")
         await deallocate_behind_psycopgs_back(conn)
-        with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName) as lost:
             async with conn.transaction():
                 await connection_probe(conn, token="t")
+        # The API answers it with a 503 to retry (the retry runs unprepared), never a 500.
+        assert "pooler lost a prepared statement" in (unavailable_reason(lost.value) or "")
         async with conn.transaction():
             assert (await connection_probe(conn, token="t")).token == "t"
     finally:
         await conn.close()
     assert not PREPARED.enabled
+
+
+async def test_the_probe_knows_whether_the_server_holds_it_under_psycopgs_name(database_url):
+    """What tells a tracking pooler (it prepares statements on each server connection
+    under names of its own) from another client's copy of the probe left on a
+    server connection under psycopg's name (`_pg3_N`)."""
+    conn = await connect(database_url)
+    try:
+        conn.prepare_threshold = 0
+        assert (await connection_probe(conn, token="t")).untranslated is True
+    finally:
+        await conn.close()
+    conn = await connect(database_url, prepare=False)
+    try:
+        text = sql("connection_probe").replace("%(token)s", "$1").replace("%%", "%")
+        await conn.execute(f"PREPARE pooler_named_1 (text) AS {text}")
+        cur = await conn.execute("EXECUTE pooler_named_1('t')")
+        assert await cur.fetchone() == (conn.info.backend_pid, "t", False)
+    finally:
+        await conn.close()
 
 
 async def test_setting_prepare_off_skips_the_probe(database_url, monkeypatch):
