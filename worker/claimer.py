@@ -11,6 +11,8 @@ the entries of jobs just claimed may not be cleaned up yet (and are not at all
 while some long transaction holds vacuum back). Any notification, the fallback
 poll and a short batch drop that bound, so a job that becomes ready behind it
 (a DAG child, a lower priority value) is claimed as soon as it would be anyway.
+A worker taking every queue (`*`) claims across the queues that have ready
+jobs, with no bound.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import protocol
+from sluice.core.jobs import ANY_QUEUE
 from sluice.core.logging import error_line
 from sluice.core.protocol import ClaimedJob
 from sluice.worker.completer import Completer
@@ -59,6 +62,9 @@ class Claimer:
         self._worker_id = worker_id
         self._queues = list(queues)
         self._queue_set = frozenset(queues)
+        self._every_queue = ANY_QUEUE in self._queue_set
+        # One named queue: a full claim may bound the next (job_claim's p_after).
+        self._one_queue = len(self._queue_set) == 1 and not self._every_queue
         # The tasks this worker has handlers for: it claims no other (None: any).
         self._tasks = list(tasks) if tasks is not None else None
         self._concurrency = concurrency
@@ -95,9 +101,13 @@ class Claimer:
 
     # -- signals -------------------------------------------------------------
 
+    def takes(self, queue: object) -> bool:
+        """This worker claims from `queue` (one of its queues, or it takes every queue)."""
+        return self._every_queue or queue in self._queue_set
+
     def notify(self, queue: str) -> None:
         """Ready jobs arrived in `queue` (a NOTIFY)."""
-        if queue in self._queue_set:
+        if self.takes(queue):
             self.notified += 1
             self._reset_bound()
             self._pending = True
@@ -244,9 +254,9 @@ class Claimer:
                 tasks=self._tasks,
             )
         if resets == self._resets:
-            # A full batch from one queue: the next claim may start past it. A short
+            # A full batch from one named queue: the next claim may start past it. A short
             # one may have passed over jobs another claimer held: start at the head.
-            full = len(jobs) >= limit and len(self._queues) == 1
+            full = len(jobs) >= limit and self._one_queue
             if full and not any(j.problem is not None for j in jobs):
                 self._after = max(jobs, key=_position)
             else:

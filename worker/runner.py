@@ -371,7 +371,7 @@ class Worker:
             self.claimer.set_paused(True)
         if message.get("resume_worker") == self.id:
             self.claimer.set_paused(False)
-        if message.get("resume_queue") in self.settings.queues:
+        if "resume_queue" in message and self.claimer.takes(message["resume_queue"]):
             self.claimer.catch_up()
 
 

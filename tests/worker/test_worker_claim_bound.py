@@ -79,3 +79,15 @@ async def test_an_outcome_is_written_at_once_when_no_job_still_runs(db, database
         await completer.drain()
         await cancel_and_wait([task])
         await writer.close()
+
+
+async def test_a_worker_taking_every_queue_keeps_no_bound(db, pool):
+    c = claimer(pool, queues=("*",))
+    await insert_job(db, queue="a")
+    await insert_job(db, queue="a")
+    assert len(await c._claim(1)) == 1
+    assert c._after is None  # a bound belongs to one named queue's scan
+    urgent = await insert_job(db, queue="b", priority=-1)
+    c.notify("b")  # a queue it never named: it is woken all the same
+    assert c.notified == 1
+    assert [j.id for j in await c._claim(1)] == [urgent]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from tests.factories import fetch_job, insert_job, scalar
+from tests.factories import fetch_job, insert_job, rows, scalar
 from tests.worker.helpers import attempts, job_state, wait_for, wait_state
 
 
@@ -280,3 +280,25 @@ async def _claimed_again(db, job_id: int, worker_id: str) -> bool:
         "SELECT state::text, attempt, worker_id FROM sluice.jobs WHERE id = %s", (job_id,)
     )
     return await cur.fetchone() in (("running", 1, worker_id), ("succeeded", 1, worker_id))
+
+
+async def test_a_worker_taking_every_queue_is_woken_by_a_queue_it_never_saw(db, start_worker):
+    """SLUICE_QUEUES=*: asleep on LISTEN (no poll would come for a minute), it is
+    woken by an insert into a queue nobody named, and counts as that queue's
+    consumer (its handlers decide what is unrunnable)."""
+    worker = await start_worker(queues=("*",), poll_interval=60)
+    assert await scalar(db, "SELECT queues FROM sluice.workers WHERE id = %s", worker.id) == ["*"]
+    await wait_for(lambda: worker.claimer.armed, 5, "the worker to wait for jobs")
+    job_id = await insert_job(db, "noop", queue="never-seen")
+    await wait_state(db, job_id, "succeeded", within=5)
+    # Its waiter row was in before the insert, so the NOTIFY comes (perhaps after
+    # the claim the barrier was followed by took the job).
+    await wait_for(lambda: worker.claimer.notified >= 1, 5, "the wake-up")
+    unknown = await insert_job(db, "no_such_task", queue="never-seen")
+    stats = await rows(
+        db,
+        "SELECT consumers, no_consumer, unrunnable FROM sluice.queue_stats"
+        " WHERE queue = 'never-seen'",
+    )
+    assert stats == [{"consumers": 1, "no_consumer": False, "unrunnable": 1}]
+    assert await job_state(db, unknown) == "ready"
