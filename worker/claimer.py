@@ -30,7 +30,8 @@ from sluice.core.logging import error_line
 from sluice.core.protocol import ClaimedJob
 from sluice.worker.completer import Completer
 from sluice.worker.executor import Executor
-from sluice.worker.retrying import TRANSIENT, describe, pooled
+from sluice.worker.leases import Leases
+from sluice.worker.retrying import TRANSIENT, describe, pooled, read_only
 
 log = logging.getLogger("sluice.worker")
 
@@ -54,9 +55,15 @@ class Claimer:
         lease_ttl: float,
         poll_interval: float,
         backlog_limit: int,
+        leases: Leases,
         tasks: tuple[str, ...] | None = None,
     ) -> None:
         self._pool = pool
+        # Every attempt this worker holds, until its outcome is written.
+        self._leases = leases
+        # A claim failed with its connection: it may have committed all the same,
+        # its answer lost (see _hand_back_unanswered).
+        self._unanswered = False
         self._executor = executor
         self._completer = completer
         self._worker_id = worker_id
@@ -157,6 +164,8 @@ class Claimer:
                 self._pending = False
                 self.claiming = True
                 try:
+                    if self._unanswered:
+                        await self._hand_back_unanswered()
                     rows = await self._claim(free)
                 except psycopg.Error as exc:
                     # A lost connection, a read-only server (a failover), or a claim
@@ -166,6 +175,7 @@ class Claimer:
                     self._pending = True
                     self._reset_bound()
                     transient = isinstance(exc, TRANSIENT)
+                    self._unanswered |= transient and not read_only(exc)
                     log.log(
                         logging.WARNING if transient else logging.ERROR,
                         "claim failed, retrying in %.1fs: %s",
@@ -198,6 +208,28 @@ class Claimer:
             except TimeoutError:
                 self._reset_bound()
                 self._pending = True
+
+    async def _hand_back_unanswered(self) -> None:
+        """After a claim failed with its connection: the claim may have committed
+        with the answer lost on the way, leaving jobs leased to this worker that
+        it never started. Those are the jobs the database says it runs and it does
+        not hold; hand them back at once rather than leave them to wait out their
+        lease for the rescuer. Nothing else can be among them: only this loop
+        claims for this worker, and every attempt it started is held until its
+        outcome is written."""
+        async with pooled(self._pool) as conn:
+            running = await protocol.worker_running_jobs(conn, worker_id=self._worker_id)
+            unknown = [key for key in running if key not in self._leases]
+            if unknown:
+                released = await protocol.job_release_unanswered(
+                    conn, worker_id=self._worker_id, attempts=unknown
+                )
+                log.warning(
+                    "handed back %d job(s) of a claim whose answer was lost: %s",
+                    len(released),
+                    ", ".join(map(str, released)),
+                )
+        self._unanswered = False
 
     async def _get_ready_to_sleep(self) -> None:
         """Before sleeping on LISTEN after a short claim, make sure inserters will

@@ -183,6 +183,7 @@ class Worker:
                 lease_ttl=s.lease_ttl,
                 poll_interval=s.poll_interval,
                 backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
+                leases=self.leases,
                 tasks=tuple(self.registry.names()),
             )
             executor.on_finished = claimer.slot_freed

@@ -390,9 +390,12 @@ CREATE FUNCTION sluice.job_fail_many(
 $$;
 
 -- Hand running jobs back without counting the attempt against them (graceful
--- shutdown past its grace period): they are ready again at once.
-CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_attempts integer[])
-    RETURNS SETOF bigint
+-- shutdown past its grace period, or a claim whose answer the worker never
+-- got): they are ready again at once. p_error says why, in the attempt log.
+CREATE FUNCTION sluice.job_release_many(
+    p_worker_id text, p_ids bigint[], p_attempts integer[],
+    p_error text DEFAULT 'worker shut down'
+) RETURNS SETOF bigint
     LANGUAGE sql AS $$
     WITH released AS (
         UPDATE sluice.jobs j
@@ -402,7 +405,7 @@ CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_atte
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
         INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
-        SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', 'worker shut down'
+        SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', p_error
           FROM released r
     )
     SELECT id FROM released;

@@ -10,6 +10,7 @@ from sluice.core.protocol import Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.claimer import Claimer
 from sluice.worker.completer import Completer
+from sluice.worker.leases import Leases
 from sluice.worker.meters import Meters
 from sluice.worker.writer import Writer
 from tests.factories import fetch_job, insert_job, make_job, scalar
@@ -28,6 +29,7 @@ def claimer(pool, queues=("default",)) -> Claimer:
         lease_ttl=30,
         poll_interval=5,
         backlog_limit=100,
+        leases=Leases(),
     )
 
 
