@@ -37,8 +37,9 @@ import httpx
 
 from sluice.client import DEFAULT_DATA_DIR, SECRET_FILE, STATE_FILE, TOKEN_FILE
 from sluice.core import migrate
-from sluice.core.config import load, setting
+from sluice.core.config import load, parse_list, setting
 from sluice.core.embedded import EmbeddedPostgres, port_in_use
+from sluice.core.jobs import ANY_QUEUE
 from sluice.core.logging import redact_url
 
 TOKEN_TTL = timedelta(days=7)
@@ -66,6 +67,13 @@ class UpSettings:
     host: str = setting("SLUICE_API_HOST", "127.0.0.1", "Address the API listens on.")
     port: int = setting("SLUICE_API_PORT", 8000, "Port the API (and dashboard) listens on.", int)
     workers: int = setting("SLUICE_UP_WORKERS", 2, "Worker processes `sluice up` starts.", int)
+    queues: tuple[str, ...] = setting(
+        "SLUICE_QUEUES",
+        (ANY_QUEUE,),
+        f"Queues `sluice up`'s workers take, comma separated (default {ANY_QUEUE}: every "
+        "queue, so a job enqueued to any queue runs).",
+        parse_list,
+    )
     grace: float = setting(
         "SLUICE_UP_GRACE",
         30.0,
@@ -80,6 +88,11 @@ class UpSettings:
         "free, else a free one).",
         _port,
     )
+
+    def __post_init__(self) -> None:
+        from sluice.worker.settings import check_queues
+
+        check_queues(self.queues)
 
 
 @dataclasses.dataclass
@@ -282,7 +295,12 @@ class Stack:
         running.token_file.write_text(running.token + "\n")
         running.token_file.chmod(0o600)
 
-        env = {**os.environ, "SLUICE_DATABASE_URL": url, "SLUICE_JWT_SECRET": secret}
+        env = {
+            **os.environ,
+            "SLUICE_DATABASE_URL": url,
+            "SLUICE_JWT_SECRET": secret,
+            "SLUICE_QUEUES": ",".join(self.settings.queues),
+        }
         # The workers' own grace is ours, unless set for them explicitly.
         env.setdefault("SLUICE_SHUTDOWN_GRACE", f"{self.settings.grace:g}s")
         host, port = self.settings.host, self.settings.port

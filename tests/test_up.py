@@ -145,10 +145,15 @@ def test_sluice_up_runs_jobs_stops_cleanly_and_keeps_them(directory):
     try:
         assert up.http.get("/health").status_code == 200
         assert up.http.get("/ready").status_code == 200
-        created = up.http.post("/api/v1/jobs", json={"task": "sleep", "payload": {"seconds": 0.1}})
+        # The README's example: a queue nobody named. sluice up's workers take every queue.
+        created = up.http.post(
+            "/api/v1/jobs", json={"task": "sleep", "queue": "mail", "payload": {"seconds": 0.1}}
+        )
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
         assert wait_for_job(up, job_id, "succeeded", "failed")["state"] == "succeeded"
+        workers = up.http.get("/api/v1/workers").json()["items"]
+        assert [w["queues"] for w in workers] == [["*"], ["*"]]
 
         # The CLI against the running stack.
         run = up.cli("submit", "examples/fan_out_fan_in.yaml", "--wait")
@@ -242,7 +247,8 @@ def test_a_second_up_on_a_directory_in_use_refuses_and_touches_nothing(directory
 @pytest.mark.slow
 def test_a_crashed_up_is_recovered_on_its_pinned_port_and_flags_unconsumed_queues(directory):
     pg_port = free_port()
-    first = Up(directory, free_port(), "--pg-port", str(pg_port))
+    # Workers told to take `default` only (sluice up's take every queue otherwise).
+    first = Up(directory, free_port(), "--pg-port", str(pg_port), "--queue", "default")
     try:
         assert f"127.0.0.1:{pg_port}/sluice" in first.state["database_url"]
         assert first.state["password_file"].endswith("password")
@@ -262,7 +268,7 @@ def test_a_crashed_up_is_recovered_on_its_pinned_port_and_flags_unconsumed_queue
     assert up_state(first.data_dir) is None  # left behind, but nobody holds it
 
     # No --pg-port: the port of the last start is kept, so copied URLs still work.
-    again = Up(directory, free_port())
+    again = Up(directory, free_port(), SLUICE_QUEUES="default")
     try:
         output = again.output()
         assert f"last run here (pid {first.proc.pid}) did not stop cleanly" in output

@@ -11,6 +11,8 @@ the entries of jobs just claimed may not be cleaned up yet (and are not at all
 while some long transaction holds vacuum back). Any notification, the fallback
 poll and a short batch drop that bound, so a job that becomes ready behind it
 (a DAG child, a lower priority value) is claimed as soon as it would be anyway.
+A worker taking every queue (`*`) claims across the queues that have ready
+jobs, with no bound.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import protocol
+from sluice.core.jobs import ANY_QUEUE
 from sluice.core.logging import error_line
 from sluice.core.protocol import ClaimedJob
 from sluice.worker.completer import Completer
 from sluice.worker.executor import Executor
-from sluice.worker.retrying import TRANSIENT, describe, pooled
+from sluice.worker.leases import Leases
+from sluice.worker.retrying import TRANSIENT, describe, pooled, read_only
 
 log = logging.getLogger("sluice.worker")
 
@@ -51,14 +55,23 @@ class Claimer:
         lease_ttl: float,
         poll_interval: float,
         backlog_limit: int,
+        leases: Leases,
         tasks: tuple[str, ...] | None = None,
     ) -> None:
         self._pool = pool
+        # Every attempt this worker holds, until its outcome is written.
+        self._leases = leases
+        # A claim failed with its connection: it may have committed all the same,
+        # its answer lost (see _hand_back_unanswered).
+        self._unanswered = False
         self._executor = executor
         self._completer = completer
         self._worker_id = worker_id
         self._queues = list(queues)
         self._queue_set = frozenset(queues)
+        self._every_queue = ANY_QUEUE in self._queue_set
+        # One named queue: a full claim may bound the next (job_claim's p_after).
+        self._one_queue = len(self._queue_set) == 1 and not self._every_queue
         # The tasks this worker has handlers for: it claims no other (None: any).
         self._tasks = list(tasks) if tasks is not None else None
         self._concurrency = concurrency
@@ -95,9 +108,13 @@ class Claimer:
 
     # -- signals -------------------------------------------------------------
 
+    def takes(self, queue: object) -> bool:
+        """This worker claims from `queue` (one of its queues, or it takes every queue)."""
+        return self._every_queue or queue in self._queue_set
+
     def notify(self, queue: str) -> None:
         """Ready jobs arrived in `queue` (a NOTIFY)."""
-        if queue in self._queue_set:
+        if self.takes(queue):
             self.notified += 1
             self._reset_bound()
             self._pending = True
@@ -147,6 +164,8 @@ class Claimer:
                 self._pending = False
                 self.claiming = True
                 try:
+                    if self._unanswered:
+                        await self._hand_back_unanswered()
                     rows = await self._claim(free)
                 except psycopg.Error as exc:
                     # A lost connection, a read-only server (a failover), or a claim
@@ -156,6 +175,7 @@ class Claimer:
                     self._pending = True
                     self._reset_bound()
                     transient = isinstance(exc, TRANSIENT)
+                    self._unanswered |= transient and not read_only(exc)
                     log.log(
                         logging.WARNING if transient else logging.ERROR,
                         "claim failed, retrying in %.1fs: %s",
@@ -188,6 +208,28 @@ class Claimer:
             except TimeoutError:
                 self._reset_bound()
                 self._pending = True
+
+    async def _hand_back_unanswered(self) -> None:
+        """After a claim failed with its connection: the claim may have committed
+        with the answer lost on the way, leaving jobs leased to this worker that
+        it never started. Those are the jobs the database says it runs and it does
+        not hold; hand them back at once rather than leave them to wait out their
+        lease for the rescuer. Nothing else can be among them: only this loop
+        claims for this worker, and every attempt it started is held until its
+        outcome is written."""
+        async with pooled(self._pool) as conn:
+            running = await protocol.worker_running_jobs(conn, worker_id=self._worker_id)
+            unknown = [key for key in running if key not in self._leases]
+            if unknown:
+                released = await protocol.job_release_unanswered(
+                    conn, worker_id=self._worker_id, attempts=unknown
+                )
+                log.warning(
+                    "handed back %d job(s) of a claim whose answer was lost: %s",
+                    len(released),
+                    ", ".join(map(str, released)),
+                )
+        self._unanswered = False
 
     async def _get_ready_to_sleep(self) -> None:
         """Before sleeping on LISTEN after a short claim, make sure inserters will
@@ -244,9 +286,9 @@ class Claimer:
                 tasks=self._tasks,
             )
         if resets == self._resets:
-            # A full batch from one queue: the next claim may start past it. A short
+            # A full batch from one named queue: the next claim may start past it. A short
             # one may have passed over jobs another claimer held: start at the head.
-            full = len(jobs) >= limit and len(self._queues) == 1
+            full = len(jobs) >= limit and self._one_queue
             if full and not any(j.problem is not None for j in jobs):
                 self._after = max(jobs, key=_position)
             else:

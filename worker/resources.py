@@ -27,7 +27,7 @@ class Resources:
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
-            from sluice.core.outbound import outbound_client
+            from sluice.core.outbound_http import outbound_client
 
             # Within SLUICE_OUTBOUND_ALLOW: no request forgery through a job's URL.
             self._http = outbound_client(self.settings.outbound_allow)

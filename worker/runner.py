@@ -183,6 +183,7 @@ class Worker:
                 lease_ttl=s.lease_ttl,
                 poll_interval=s.poll_interval,
                 backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
+                leases=self.leases,
                 tasks=tuple(self.registry.names()),
             )
             executor.on_finished = claimer.slot_freed
@@ -371,7 +372,7 @@ class Worker:
             self.claimer.set_paused(True)
         if message.get("resume_worker") == self.id:
             self.claimer.set_paused(False)
-        if message.get("resume_queue") in self.settings.queues:
+        if "resume_queue" in message and self.claimer.takes(message["resume_queue"]):
             self.claimer.catch_up()
 
 

@@ -9,7 +9,7 @@ import socket
 
 from sluice.core.config import SettingsError, parse_bool, parse_list, setting
 from sluice.core.durations import duration_setting
-from sluice.core.jobs import DEFAULT_QUEUE
+from sluice.core.jobs import ANY_QUEUE, DEFAULT_QUEUE, QUEUE_NAME
 from sluice.core.outbound import OutboundPolicy
 
 
@@ -22,6 +22,21 @@ def parse_port(value: str) -> int | None:
     return port
 
 
+def check_queues(queues: tuple[str, ...]) -> None:
+    """Refuse SLUICE_QUEUES that name no queue, or a name no job can be enqueued to
+    (its worker would wait forever): each is a queue name, or * for every queue."""
+    if not queues:
+        raise SettingsError(
+            f"SLUICE_QUEUES: name at least one queue, or {ANY_QUEUE} for every queue"
+        )
+    bad = [q for q in queues if q != ANY_QUEUE and not QUEUE_NAME.match(q)]
+    if bad:
+        raise SettingsError(
+            f"SLUICE_QUEUES: {bad[0]!r} is not a queue name ({QUEUE_NAME.rule}), "
+            f"nor {ANY_QUEUE} for every queue"
+        )
+
+
 def default_worker_id() -> str:
     """host-pid-random: unique per process, and readable in `sluice.worker_status`."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -32,7 +47,10 @@ class WorkerSettings:
     """How one worker process claims, runs and completes jobs."""
 
     queues: tuple[str, ...] = setting(
-        "SLUICE_QUEUES", (DEFAULT_QUEUE,), "Queues to take jobs from, comma separated.", parse_list
+        "SLUICE_QUEUES",
+        (DEFAULT_QUEUE,),
+        f"Queues to take jobs from, comma separated; {ANY_QUEUE} takes every queue.",
+        parse_list,
     )
     concurrency: int = setting("SLUICE_CONCURRENCY", 10, "Jobs this worker runs at once.", int)
     worker_id: str | None = setting(
@@ -197,8 +215,7 @@ class WorkerSettings:
     )
 
     def __post_init__(self) -> None:
-        if not self.queues:
-            raise SettingsError("SLUICE_QUEUES: name at least one queue")
+        check_queues(self.queues)
         if self.concurrency < 1:
             raise SettingsError("SLUICE_CONCURRENCY: must be at least 1")
         if self.heartbeat_interval <= 0 or self.lease_ttl < 2 * self.heartbeat_interval:

@@ -12,6 +12,27 @@ database_url = click.option(
 )
 
 
+def queues_option(default: str):
+    """--queue/-q, repeatable and comma separated (SLUICE_QUEUES): read it with
+    split_queues."""
+    return click.option(
+        "--queue",
+        "-q",
+        "queues",
+        multiple=True,
+        envvar="SLUICE_QUEUES",
+        help="Queue to take jobs from, * for every queue; repeat for several "
+        f"[env: SLUICE_QUEUES, comma separated; default: {default}].",
+    )
+
+
+def split_queues(values: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The queues of repeated --queue options, each possibly comma separated
+    (None: none given, the setting's default applies)."""
+    queues = tuple(q.strip() for v in values for q in v.split(",") if q.strip())
+    return queues or None
+
+
 def require_database_url(url: str | None) -> str:
     if not url:
         raise click.UsageError(

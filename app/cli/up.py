@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sluice.cli.options import database_url
+from sluice.cli.options import database_url, queues_option, split_queues
 
 
 @click.command()
@@ -35,6 +35,7 @@ from sluice.cli.options import database_url
     type=int,
     help="Worker processes [env: SLUICE_UP_WORKERS].",
 )
+@queues_option(default="* (every queue)")
 @click.option(
     "--pg-port",
     envvar="SLUICE_PG_PORT",
@@ -48,6 +49,7 @@ def up(
     host: str | None,
     port: int | None,
     workers: int | None,
+    queues: tuple[str, ...],
     pg_port: int | None,
 ) -> None:
     """Run Sluice: PostgreSQL, migrations, the API and dashboard, workers, maintenance.
@@ -69,6 +71,7 @@ def up(
             host=host,
             port=port,
             workers=workers,
+            queues=split_queues(queues),
             pg_port=pg_port,
         )
     except SettingsError as exc:

@@ -10,25 +10,17 @@ import threading
 
 import click
 
-from sluice.cli.options import database_url, require_database_url
-
-
-def _split(values: tuple[str, ...]) -> tuple[str, ...] | None:
-    queues = tuple(q.strip() for v in values for q in v.split(",") if q.strip())
-    return queues or None
+from sluice.cli.options import (
+    database_url,
+    queues_option,
+    require_database_url,
+    split_queues,
+)
 
 
 @click.command()
 @database_url
-@click.option(
-    "--queue",
-    "-q",
-    "queues",
-    multiple=True,
-    envvar="SLUICE_QUEUES",
-    help="Queue to take jobs from; repeat for several [env: SLUICE_QUEUES, "
-    "comma separated; default: default].",
-)
+@queues_option(default="default")
 @click.option(
     "--concurrency",
     "-c",
@@ -79,7 +71,7 @@ def worker(
         core = load(CoreSettings)
         settings = load(
             WorkerSettings,
-            queues=_split(queues),
+            queues=split_queues(queues),
             concurrency=concurrency,
             metrics_port=metrics_port,
             maintenance=maintenance,

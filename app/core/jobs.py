@@ -81,6 +81,9 @@ class JobDefaults:
 
 JOB_DEFAULTS = JobDefaults()
 DEFAULT_QUEUE = JOB_DEFAULTS.queue
+# A worker taking this "queue" takes every queue (sluice.job_claim); the domain
+# sluice.queue_name refuses it as a real queue's name.
+ANY_QUEUE = "*"
 
 # --- Ranges ----------------------------------------------------------------------
 

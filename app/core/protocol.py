@@ -300,21 +300,44 @@ async def job_fail_many(
     )
 
 
+def _attempts(worker_id: str, attempts: Sequence[Key]) -> dict[str, Any]:
+    return {
+        "worker_id": worker_id,
+        "ids": [k[0] for k in attempts],
+        "attempts": [k[1] for k in attempts],
+    }
+
+
 @door("job_release_many", params=("worker_id", "ids", "attempts"))
 async def job_release_many(
     conn: AsyncConnection[Any], *, worker_id: str, attempts: Sequence[Key]
 ) -> list[int]:
     """Hand these attempts back (ready again, the attempt not counted); answers the
     ids released."""
-    return await _column(
-        conn,
-        "job_release_many",
-        {
-            "worker_id": worker_id,
-            "ids": [k[0] for k in attempts],
-            "attempts": [k[1] for k in attempts],
-        },
-    )
+    return await _column(conn, "job_release_many", _attempts(worker_id, attempts))
+
+
+@door("job_release_unanswered", params=("worker_id", "ids", "attempts"))
+async def job_release_unanswered(
+    conn: AsyncConnection[Any], *, worker_id: str, attempts: Sequence[Key]
+) -> list[int]:
+    """Hand back attempts of a claim whose answer never reached the worker (ready
+    again, the attempt not counted); answers the ids released."""
+    return await _column(conn, "job_release_unanswered", _attempts(worker_id, attempts))
+
+
+class RunningAttempt(Struct, frozen=True):
+    """An attempt the database says a worker runs."""
+
+    id: int
+    attempt: int
+
+
+@door("worker_running_jobs", RunningAttempt)
+async def worker_running_jobs(conn: AsyncConnection[Any], *, worker_id: str) -> list[Key]:
+    """The (job, attempt) pairs the database says `worker_id` runs."""
+    rows = await _rows(conn, "worker_running_jobs", RunningAttempt, {"worker_id": worker_id})
+    return [(r.id, r.attempt) for r in rows]
 
 
 # --- maintenance ---------------------------------------------------------------------

@@ -52,6 +52,17 @@ SELECT f.id, f.state FROM sluice.job_fail_many(
 -- name: job_release_many :many
 SELECT id FROM sluice.job_release_many(%(worker_id)s, %(ids)s, %(attempts)s) AS id;
 
+-- The jobs the database says this worker runs (to find claims whose answer it
+-- never got).
+-- name: worker_running_jobs :many
+SELECT id, attempt FROM sluice.jobs WHERE worker_id = %(worker_id)s AND state = 'running';
+
+-- name: job_release_unanswered :many
+SELECT id FROM sluice.job_release_many(
+    %(worker_id)s, %(ids)s, %(attempts)s,
+    p_error => 'handed back: the claim committed but its answer never reached the worker '
+               '(the connection failed)') AS id;
+
 -- name: job_rescue_expired :many
 SELECT r.id, r.state FROM sluice.job_rescue_expired(%(limit)s) AS r;
 

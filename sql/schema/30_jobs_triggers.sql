@@ -27,24 +27,31 @@ CREATE TRIGGER jobs_before_insert BEFORE INSERT ON sluice.jobs
     EXECUTE FUNCTION sluice.jobs_before_insert();
 
 -- Wake the workers waiting for ready jobs in p_queues: NOTIFY a queue only when
--- a worker sleeps on it (sluice.queue_waiters). PostgreSQL commits the
--- transactions that notified one at a time (a global lock taken before commit
--- and held until the commit record is flushed), so a NOTIFY nobody needed cost
--- every inserting client its group commit: 16 clients inserting one row each
--- ran 4x slower with it (perf-design.md D8).
+-- a worker sleeps on it, or on every queue ('*'), in sluice.queue_waiters.
+-- PostgreSQL commits the transactions that notified one at a time (a global
+-- lock taken before commit and held until the commit record is flushed), so a
+-- NOTIFY nobody needed cost every inserting client its group commit: 16 clients
+-- inserting one row each ran 4x slower with it (perf-design.md D8).
 --
 -- Why no wake-up is lost: an inserter takes a shared advisory lock per queue
--- (sluice.waiter_key) until its transaction ends, and only then probes for
--- waiters, with a snapshot taken after the lock (a new statement). A worker
--- about to sleep commits its waiter rows, then takes each of those locks
--- exclusively in a transaction of its own (sluice.worker_wait_barrier: a
--- try-lock, never a queue behind an open transaction), then claims once more.
--- Either the inserter's probe saw the waiter row, and it notifies; or the row
--- committed after the probe's snapshot, hence after the inserter took its lock,
--- which it holds until it ends: the worker's barrier fails until then, and the
--- claim after the barrier sees the inserter's jobs. Outside READ COMMITTED a
--- snapshot may predate a waiter row however late the probe runs: those always
--- notify.
+-- (sluice.waiter_key), and one more for '*', until its transaction ends, and
+-- only then probes for waiters, with a snapshot taken after the locks (a new
+-- statement). A worker about to sleep commits its waiter rows, then takes the
+-- lock of each queue it waits on exclusively ('*' for a wildcard worker), in a
+-- transaction of its own (sluice.worker_wait_barrier: a try-lock, never a queue
+-- behind an open transaction), then claims once more. Either the inserter's
+-- probe saw the waiter row, and it notifies; or the row committed after the
+-- probe's snapshot, hence after the inserter took its locks, which it holds
+-- until it ends: the worker's barrier fails until then, and the claim after the
+-- barrier sees the inserter's jobs. Every inserter takes the '*' lock, whatever
+-- its queue, so a wildcard worker's barrier waits for inserters into queues it
+-- has never heard of, and its claim (which looks for every queue with ready
+-- jobs) sees their jobs. Outside READ COMMITTED a snapshot may predate a waiter
+-- row however late the probe runs: those always notify.
+--
+-- The '*' lock and probe ride on the statements the named queues need (one more
+-- lock in the same call, one more key in the same index probe): no statement is
+-- added to an insert.
 CREATE FUNCTION sluice.notify_ready(p_queues text[]) RETURNS void
     LANGUAGE plpgsql AS $$
 BEGIN
@@ -52,10 +59,13 @@ BEGIN
         PERFORM pg_notify('sluice_jobs', q) FROM unnest(p_queues) q;
         RETURN;
     END IF;
-    PERFORM pg_advisory_xact_lock_shared(sluice.waiter_key(q)) FROM unnest(p_queues) q;
+    IF cardinality(p_queues) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(sluice.waiter_key(q)) FROM unnest(p_queues || '{*}'::text[]) q;
     PERFORM pg_notify('sluice_jobs', q)
        FROM unnest(p_queues) q
-      WHERE EXISTS (SELECT 1 FROM sluice.queue_waiters w WHERE w.queue = q);
+      WHERE EXISTS (SELECT 1 FROM sluice.queue_waiters w WHERE w.queue = ANY(ARRAY[q, '*']));
 END
 $$;
 

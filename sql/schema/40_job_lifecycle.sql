@@ -14,6 +14,26 @@
 -- every job that ever ran, so each completion reads them all. As text, the test
 -- matches no index, and the rows are found by id.
 
+-- The queues that have ready jobs, in name order, read from jobs_ready one entry
+-- per queue (a "loose index scan": each step descends the index to the first
+-- entry past the previous queue's name) instead of every ready job: a wildcard
+-- claim costs one index descent per such queue, whatever their depth. Each step
+-- still passes over the entries of jobs claimed but not yet vacuumed at its
+-- queue's head, as every claim does.
+CREATE FUNCTION sluice.ready_queues() RETURNS SETOF text
+    LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE walk(queue) AS (
+        (SELECT j.queue::text FROM sluice.jobs j
+          WHERE j.state = 'ready' ORDER BY j.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue::text FROM sluice.jobs j
+                 WHERE j.state = 'ready' AND j.queue > w.queue ORDER BY j.queue LIMIT 1)
+          FROM walk w
+         WHERE w.queue IS NOT NULL
+    )
+    SELECT queue FROM walk WHERE queue IS NOT NULL;
+$$;
+
 -- Claim up to p_limit ready jobs from p_queues for worker p_worker_id, leasing
 -- them for p_lease. Lowest priority value first, then the longest due, then the
 -- oldest; paused queues are skipped and queue concurrency limits honoured.
@@ -33,6 +53,16 @@
 -- sluice.inline_parents_bytes() it is {"_omitted": true}: read them with
 -- sluice.job_parent_results(id). `map_index` is a map element's place in its
 -- list (ctx.index), null for any other job.
+--
+-- p_queues may hold '*', every queue (sluice.queue_name refuses it as a
+-- name): first the queues that have ready jobs now are found by a walk of
+-- jobs_ready that reads one entry per queue (sluice.ready_queues), then the
+-- claim goes on as if the caller had named them (the fast path when there is
+-- one), skipping paused queues and honouring limits alike. A queue that gets
+-- ready jobs after the walk is left to the next claim: its insert notifies,
+-- and a worker's claim after its wait barrier walks after the inserts the
+-- barrier waited for. p_after is ignored with '*' (the bound belongs to one
+-- queue's scan).
 --
 -- p_tasks, optional, names the tasks the caller has handlers for: it claims
 -- only those, and a job whose task it cannot run stays ready for a worker that
@@ -55,23 +85,36 @@ CREATE FUNCTION sluice.job_claim(
 )
     LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    v_queues text[] := p_queues;
 BEGIN
     IF p_limit < 1 THEN
         RETURN;
+    END IF;
+    IF '*' = ANY(p_queues) THEN
+        -- In FROM, so that the walk is inlined here and its plan cached with
+        -- this function's (called as a value, it is planned at every call).
+        v_queues := ARRAY(SELECT r.queue FROM sluice.ready_queues() r(queue));
+        IF cardinality(v_queues) = 0 THEN
+            RETURN;
+        END IF;
+        p_after_priority := NULL;
+        p_after_run_at := NULL;
+        p_after_id := NULL;
     END IF;
     -- The common case, one queue neither paused nor limited, as one plain
     -- statement: an ordered range scan of jobs_ready for that queue. It costs
     -- about half the general form below, and a claim is on the path from an
     -- INSERT to its handler starting.
-    IF cardinality(p_queues) = 1 AND NOT EXISTS (
+    IF cardinality(v_queues) = 1 AND NOT EXISTS (
         SELECT 1 FROM sluice.queues q
-         WHERE q.name = p_queues[1] AND (q.paused OR q.concurrency_limit IS NOT NULL))
+         WHERE q.name = v_queues[1] AND (q.paused OR q.concurrency_limit IS NOT NULL))
     THEN
         RETURN QUERY
         WITH picked AS (
             SELECT j.id
               FROM sluice.jobs j
-             WHERE j.state = 'ready' AND j.queue = p_queues[1]
+             WHERE j.state = 'ready' AND j.queue = v_queues[1]
                AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                -- An index bound: without p_after it is below every job.
                AND (j.priority, j.run_at, j.id)
@@ -101,10 +144,12 @@ BEGIN
     -- A limited queue's running count must not be read by two claimers at once,
     -- or both would fill the same free slots: lock those queue rows (in name
     -- order) so limited claims take turns. The claim below is a new statement,
-    -- so it counts with a snapshot taken after the lock was granted.
+    -- so it counts with a snapshot taken after the lock was granted. (A
+    -- wildcard claim locks the limited queues its walk found, the only ones it
+    -- claims from.)
     PERFORM 1
        FROM sluice.queues q
-      WHERE q.name = ANY(p_queues) AND q.concurrency_limit IS NOT NULL AND NOT q.paused
+      WHERE q.name = ANY(v_queues) AND q.concurrency_limit IS NOT NULL AND NOT q.paused
       ORDER BY q.name
         FOR NO KEY UPDATE;
 
@@ -116,7 +161,7 @@ BEGIN
                              SELECT count(*)::integer FROM sluice.jobs r
                               WHERE r.state = 'running' AND r.queue = l.name))
                END AS slots
-          FROM unnest(p_queues) AS l(name)
+          FROM unnest(v_queues) AS l(name)
           LEFT JOIN sluice.queues q ON q.name = l.name
          WHERE q.paused IS NOT TRUE
     ), picked AS (
@@ -345,9 +390,12 @@ CREATE FUNCTION sluice.job_fail_many(
 $$;
 
 -- Hand running jobs back without counting the attempt against them (graceful
--- shutdown past its grace period): they are ready again at once.
-CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_attempts integer[])
-    RETURNS SETOF bigint
+-- shutdown past its grace period, or a claim whose answer the worker never
+-- got): they are ready again at once. p_error says why, in the attempt log.
+CREATE FUNCTION sluice.job_release_many(
+    p_worker_id text, p_ids bigint[], p_attempts integer[],
+    p_error text DEFAULT 'worker shut down'
+) RETURNS SETOF bigint
     LANGUAGE sql AS $$
     WITH released AS (
         UPDATE sluice.jobs j
@@ -357,7 +405,7 @@ CREATE FUNCTION sluice.job_release_many(p_worker_id text, p_ids bigint[], p_atte
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
         INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
-        SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', 'worker shut down'
+        SELECT r.id, r.attempt, p_worker_id, r.started_at, 'released', p_error
           FROM released r
     )
     SELECT id FROM released;

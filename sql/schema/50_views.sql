@@ -113,7 +113,7 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
 -- whose waiting jobs no live, unpaused worker will ever claim (a typo in a queue
 -- name, workers started with the wrong --queue, all of them down);
 -- `unrunnable` counts its ready jobs whose task none of those workers has a
--- handler for (they wait for one).
+-- handler for (they wait for one). A worker taking '*' consumes every queue.
 CREATE VIEW sluice.queue_stats AS
 WITH counts AS (
     SELECT j.queue,
@@ -130,17 +130,21 @@ WITH counts AS (
       FROM sluice.jobs j
      GROUP BY j.queue
 ),
+live AS (
+    SELECT w.id, w.queues, w.tasks
+      FROM sluice.workers w
+      JOIN sluice.worker_status s ON s.worker_id = w.id
+     WHERE s.alive AND NOT s.paused
+),
 consumers AS (
-    SELECT q.queue, count(DISTINCT w.id) AS consumers,
+    SELECT n.queue, count(DISTINCT w.id) AS consumers,
            -- null when some consumer takes any task
            CASE WHEN bool_and(w.tasks IS NOT NULL)
                 THEN array_agg(DISTINCT t.task) FILTER (WHERE t.task IS NOT NULL) END AS tasks
-      FROM sluice.workers w
-      JOIN sluice.worker_status s ON s.worker_id = w.id
-     CROSS JOIN unnest(w.queues) AS q(queue)
+      FROM (SELECT c.queue::text FROM counts c UNION SELECT q.name FROM sluice.queues q) n(queue)
+      JOIN live w ON n.queue = ANY(w.queues) OR '*' = ANY(w.queues)
       LEFT JOIN LATERAL unnest(w.tasks) AS t(task) ON true
-     WHERE s.alive AND NOT s.paused
-     GROUP BY q.queue
+     GROUP BY n.queue
 ),
 -- Ready jobs whose task no live, unpaused consumer of their queue has a handler
 -- for: workers claim only what they can run (job_claim's p_tasks), so these wait.

@@ -134,6 +134,7 @@ async def test_depends_on_a_failed_parent_maps_the_constraint_to_the_field(clien
         ({"task": "email", "payload": {"to": [], "subject": "s", "body": "b"}}, "payload.to"),
         ({"task": "noop", "priority": "high"}, "priority"),
         ({"task": "noop", "queue": "bad queue"}, "queue"),
+        ({"task": "noop", "queue": "*"}, "queue"),  # workers' "every queue", never a name
         ({"task": "noop", "max_attempts": 0}, "max_attempts"),
         ({"task": "noop", "backoff_base": 10, "backoff_max": 1}, "backoff_max"),
         ({"task": "not a task name"}, "task"),

@@ -29,3 +29,14 @@ def test_a_queue_with_jobs_and_no_live_worker_is_flagged(sign_in, sql, screensho
     view = dict(sql.execute("SELECT queue, no_consumer FROM sluice.queue_stats").fetchall())
     assert view == {"default": False, "mail": True, "reports": True}
     shoot(page, screenshots, "queues-no-consumer")
+
+    # A worker taking every queue (`*`, as `sluice up`'s do) takes mail and reports too.
+    register_worker(sql, "takes-everything", ["*"])
+    page.reload()
+    expect(page.locator('#queues tr[data-queue="mail"]')).to_have_attribute("data-consumers", "1")
+    expect(page.locator('#queues tr[data-queue="default"]')).to_have_attribute(
+        "data-consumers", "2"
+    )
+    expect(flagged).to_have_count(0)
+    view = dict(sql.execute("SELECT queue, no_consumer FROM sluice.queue_stats").fetchall())
+    assert view == {"default": False, "mail": False, "reports": False}

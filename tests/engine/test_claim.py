@@ -1,13 +1,18 @@
 """Claiming: order, paused queues, concurrency limits, exactly-once under
-concurrency, and the index the claim uses."""
+concurrency, the wildcard queue '*', and the index the claim uses."""
 
 import asyncio
 import json
 import re
 
+import psycopg
+import pytest
 from psycopg.rows import dict_row
 
-from tests.factories import fetch_job, insert_job
+from tests.engine.test_races import together, waits_on_a_lock
+from tests.factories import fetch_job, insert_job, scalar
+
+ROUNDS = 100
 
 
 async def claim(conn, worker="w1", queues=("default",), limit=10, lease="30 seconds"):
@@ -105,6 +110,118 @@ async def test_concurrency_limit_caps_running_jobs_across_claimers(db, connect):
     )
     assert await cur.fetchall() == [(job["id"],)]
     assert len(await claim(db, queues=["limited"], limit=5)) == 1
+
+
+async def test_a_wildcard_claim_takes_every_queue_in_priority_order(db):
+    a = await insert_job(db, queue="a", priority=1)
+    b = await insert_job(db, queue="b", priority=0)
+    never_named = await insert_job(db, queue="z.never-named", priority=2)
+    await insert_job(db, queue="later", run_at="2999-01-01")  # scheduled: not ready
+    # The lowest priority values across queues (the claim's rows come back unordered).
+    assert {job["id"] for job in await claim(db, queues=["*"], limit=2)} == {a, b}
+    assert [job["id"] for job in await claim(db, queues=["*"], limit=5)] == [never_named]
+    assert await claim(db, queues=["*"]) == []
+
+
+async def test_a_wildcard_claim_skips_paused_queues_and_tasks_it_cannot_run(db):
+    held = await insert_job(db, queue="reports")
+    await db.execute("SELECT sluice.pause_queue('reports')")
+    other = await insert_job(db, queue="mail", task="other")
+    mine = await insert_job(db, queue="mail", task="send")
+    claimed = await scalar(
+        db,
+        "SELECT array_agg(id) FROM sluice.job_claim('w', '{*}', 10, '1 minute',"
+        " p_tasks => '{send}')",
+    )
+    assert claimed == [mine]
+    await db.execute("SELECT sluice.resume_queue('reports')")
+    assert sorted(job["id"] for job in await claim(db, queues=["*", "mail"])) == [held, other]
+
+
+async def test_a_wildcard_claim_honours_concurrency_limits(db):
+    await db.execute("SELECT sluice.queue_set_concurrency('limited', 2)")
+    limited = [await insert_job(db, queue="limited", priority=-1) for _ in range(4)]
+    free = [await insert_job(db, queue="free") for _ in range(3)]
+    claimed = {job["id"] for job in await claim(db, queues=["*"], limit=10)}
+    assert claimed == {*limited[:2], *free}
+    assert await claim(db, queues=["*"]) == []
+
+
+@pytest.mark.parametrize("other", [["*"], ["limited"], ["limited", "free"]])
+async def test_wildcard_claimers_racing_never_exceed_a_concurrency_limit(db, connect, other):
+    """Rounds of a wildcard claimer and another one (wildcard or named) released
+    together: together they take exactly the limit, never more."""
+    first, second = await connect(), await connect()
+    await db.execute("SELECT sluice.queue_set_concurrency('limited', 2)")
+    # Another limited queue with ready jobs: a wildcard claim locks both, in name order.
+    await db.execute("SELECT sluice.queue_set_concurrency('roomy', 50)")
+    over = []
+    for n in range(ROUNDS):
+        await db.execute(
+            "INSERT INTO sluice.jobs (task, queue) SELECT 'noop', q"
+            " FROM unnest('{limited,limited,limited,limited,limited,free,roomy}'::text[]) q"
+        )
+        await together(claim(first, "w1", ["*"], 3), claim(second, "w2", other, 3))
+        running = await scalar(
+            db, "SELECT count(*) FROM sluice.jobs WHERE queue = 'limited' AND state = 'running'"
+        )
+        if running != 2:
+            over.append((n, running))
+        # Free the slots for the next round.
+        await db.execute(
+            "UPDATE sluice.jobs SET state = 'cancelled', finished_at = now()"
+            " WHERE state IN ('running', 'ready')"
+        )
+    assert over == []
+
+
+async def test_a_wildcard_claim_waits_for_an_open_limited_claim_then_sees_it(db, connect):
+    """The interleaving the queue row lock exists for, held open: a limited
+    queue's slots taken by an uncommitted claim are not handed out twice."""
+    holder, observer = await connect(), await connect()
+    await db.execute("SELECT sluice.queue_set_concurrency('limited', 2)")
+    limited = [await insert_job(db, queue="limited") for _ in range(3)]
+    free = await insert_job(db, queue="free")
+    await holder.execute("BEGIN")
+    assert [job["id"] for job in await claim(holder, "w1", ["limited"], 5)] == limited[:2]
+    pid = await scalar(db, "SELECT pg_backend_pid()")
+    late = asyncio.create_task(claim(db, "w2", ["*"], 5))
+    assert await waits_on_a_lock(observer, pid, late)
+    await holder.execute("COMMIT")
+    assert [job["id"] for job in await late] == [free]
+
+
+async def test_a_wildcard_claim_never_scans_the_jobs_table(db):
+    """The queues with ready jobs are found by a walk of jobs_ready, one entry per
+    queue, not by reading the jobs: with stale statistics (taken on an empty
+    table) and with fresh ones."""
+    await db.execute("ANALYZE sluice.jobs")
+    await db.execute("SELECT sluice.queue_set_concurrency('limited', 5)")
+    await db.execute("SELECT sluice.pause_queue('paused')")
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, queue, run_at)"
+        " SELECT 'noop', (ARRAY['a', 'b', 'limited', 'paused'])[1 + i % 4],"
+        "        CASE WHEN i % 3 = 0 THEN now() + interval '1 day' ELSE now() END"
+        " FROM generate_series(1, 40000) i"
+    )
+    for analyzed in (False, True):
+        if analyzed:
+            await db.execute("ANALYZE sluice.jobs")
+        async with db.transaction():
+            before = await scalar(db, SEQ_SCANS)
+            assert len(await claim(db, queues=["*"], limit=10)) == 10
+            assert await scalar(db, SEQ_SCANS) == before
+
+
+SEQ_SCANS = (
+    "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'sluice' AND relname = 'jobs'"
+)
+
+
+async def test_star_is_no_queue_name(db):
+    with pytest.raises(psycopg.errors.CheckViolation) as raised:
+        await insert_job(db, queue="*")
+    assert raised.value.diag.constraint_name == "queue_name_valid"
 
 
 async def test_eight_concurrent_claimers_take_every_job_exactly_once(db, connect):

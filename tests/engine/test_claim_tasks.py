@@ -58,3 +58,25 @@ async def test_queue_stats_counts_ready_jobs_no_live_consumer_can_run(db):
     # A stopped worker is no consumer.
     await db.execute("SELECT sluice.worker_stop('w3')")
     assert await scalar(db, "SELECT unrunnable FROM sluice.queue_stats WHERE queue = 'q'") == 2
+
+
+async def test_queue_stats_counts_a_worker_taking_every_queue_as_a_consumer_of_each(db):
+    for queue, task in (("q", "a"), ("q", "b"), ("never-named", "b")):
+        await insert_job(db, task, queue=queue)
+    await db.execute("SELECT sluice.queue_set_concurrency('empty', 3)")  # a queue with no job
+    stats = "SELECT queue, consumers, no_consumer, unrunnable FROM sluice.queue_stats ORDER BY 1"
+    await _register(db, "named", ["q"], ["a"])
+    assert await rows(db, stats) == [
+        {"queue": "empty", "consumers": 0, "no_consumer": False, "unrunnable": 0},
+        {"queue": "never-named", "consumers": 0, "no_consumer": True, "unrunnable": 0},
+        {"queue": "q", "consumers": 1, "no_consumer": False, "unrunnable": 1},
+    ]
+    # Its tasks count as any consumer's do: b runs now in both queues.
+    await _register(db, "every", ["*"], ["b"])
+    assert await rows(db, stats) == [
+        {"queue": "empty", "consumers": 1, "no_consumer": False, "unrunnable": 0},
+        {"queue": "never-named", "consumers": 1, "no_consumer": False, "unrunnable": 0},
+        {"queue": "q", "consumers": 2, "no_consumer": False, "unrunnable": 0},
+    ]
+    await db.execute("SELECT sluice.worker_set_paused('every', true)")
+    assert (await rows(db, stats))[1]["no_consumer"] is True

@@ -47,7 +47,7 @@ async def test_a_bounded_claim_starts_past_its_bound_and_an_unbounded_one_at_the
     assert [r["id"] for r in await claim_after(db, limit=10)] == [urgent, ids[3]]
 
 
-async def test_the_bound_does_not_apply_to_paused_limited_or_several_queues(db):
+async def test_the_bound_does_not_apply_to_paused_limited_several_or_every_queue(db):
     ids = [await insert_job(db, queue="q1") for _ in range(3)]
     await db.execute("SELECT sluice.queue_set_concurrency('q1', 10)")
     past_all = (0, dt.datetime.now(dt.UTC) + dt.timedelta(days=1), 10**12)
@@ -56,6 +56,10 @@ async def test_the_bound_does_not_apply_to_paused_limited_or_several_queues(db):
     other = await insert_job(db, queue="q2")
     rows = await claim_after(db, after=past_all, queues=("q2", "q3"))
     assert [r["id"] for r in rows] == [other]
+    # '*' finds one queue with ready jobs and claims it by the fast path, unbounded.
+    every = await insert_job(db, queue="q4")
+    rows = await claim_after(db, after=past_all, queues=("*",))
+    assert [r["id"] for r in rows] == [every]
 
 
 async def test_a_claim_commits_asynchronously_without_changing_the_session(db):

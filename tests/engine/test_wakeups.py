@@ -63,6 +63,32 @@ async def test_the_barrier_waits_for_an_inserter_that_missed_the_waiter(db, conn
     assert await rows(db, CLAIM, ["default"]) == [{"id": job}]  # ...and is claimed
 
 
+async def test_a_wildcard_waiter_is_notified_of_every_queue(db, connect):
+    listener = await connect()
+    await listen(listener, "sluice_jobs")
+    await wait_on(db, "*")
+    await insert_job(db, queue="never-seen")
+    await insert_job(db)
+    await insert_job(db, queue="later", run_at="2999-01-01")  # not ready: no wake-up
+    assert await drain(listener, db, "sluice_jobs") == ["never-seen", "default"]
+
+
+async def test_the_wildcard_barrier_waits_for_an_inserter_into_any_queue(db, connect):
+    """The interleaving held open for a worker taking every queue: the inserter's
+    queue is one the worker never named."""
+    inserter, listener = await connect(), await connect()
+    await listen(listener, "sluice_jobs")
+    await inserter.execute("BEGIN")
+    job = await insert_job(inserter, queue="brand-new")  # nobody waits: no NOTIFY
+    await wait_on(db, "*")
+    assert await scalar(db, BARRIER, ["*"]) is False
+    assert await rows(db, CLAIM, ["*"]) == []
+    await inserter.execute("COMMIT")
+    assert await drain(listener, db, "sluice_jobs") == []
+    assert await scalar(db, BARRIER, ["*"]) is True
+    assert await rows(db, CLAIM, ["*"]) == [{"id": job}]
+
+
 async def test_the_barrier_ignores_other_queues(db, connect):
     inserter = await connect()
     await inserter.execute("BEGIN")
@@ -93,42 +119,51 @@ ROUNDS = 200
 
 
 @pytest.mark.slow
-async def test_no_wake_up_is_lost_when_a_worker_goes_to_sleep_during_an_insert(db, connect):
+@pytest.mark.parametrize("wildcard", [False, True], ids=["named", "wildcard"])
+async def test_no_wake_up_is_lost_when_a_worker_goes_to_sleep_during_an_insert(
+    db, connect, wildcard
+):
     """Barrier-released rounds: an inserter commits a job while the worker runs the
     protocol (register, barrier, claim). Every round the job is either notified
-    to the worker or claimed by its last claim."""
+    to the worker or claimed by its last claim. The wildcard worker waits on '*'
+    and each round inserts into a queue it has never seen."""
     inserter, listener = await connect(), await connect()
     await listen(listener, "sluice_jobs")
     await db.execute(
-        "SELECT sluice.worker_register('sleeper', 'h', 1, '{race}', 1, '5 seconds', 'test')"
+        "SELECT sluice.worker_register('sleeper', 'h', 1, %s, 1, '5 seconds', 'test')",
+        (["*"] if wildcard else ["race"],),
     )
     lost = []
-    for n in range(ROUNDS):
+    for n in range(ROUNDS // 2 if wildcard else ROUNDS):
         go, queue = asyncio.Event(), f"race-{n}"
+        waits_on = "*" if wildcard else queue
 
-        async def insert(go: asyncio.Event = go, queue: str = queue) -> None:
+        async def insert(go: asyncio.Event = go, queue: str = queue) -> int:
             await go.wait()
             async with inserter.transaction():
-                await insert_job(inserter, queue=queue)
+                job = await insert_job(inserter, queue=queue)
                 # The window the barrier covers: probed for waiters, not committed.
                 await asyncio.sleep(random.uniform(0, 0.003))
+            return job
 
-        async def sleep(go: asyncio.Event = go, queue: str = queue) -> list:
+        async def sleep(go: asyncio.Event = go, waits_on: str = waits_on) -> list:
             await go.wait()
             await asyncio.sleep(random.uniform(0, 0.003))
-            await db.execute("SELECT sluice.worker_waiting('sleeper', %s)", ([queue],))
+            await db.execute("SELECT sluice.worker_waiting('sleeper', %s)", ([waits_on],))
             delay = 0.001
-            while not await scalar(db, BARRIER, [queue]):
+            while not await scalar(db, BARRIER, [waits_on]):
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 0.05)
-            return await rows(db, CLAIM, [queue])
+            return await rows(db, CLAIM, [waits_on])
 
         tasks = [asyncio.create_task(insert()), asyncio.create_task(sleep())]
         await asyncio.sleep(0)
         go.set()
-        _, claimed = await asyncio.gather(*tasks)
+        job, claimed = await asyncio.gather(*tasks)
         notified = await drain(listener, inserter, "sluice_jobs")
-        if not claimed and queue not in notified:
+        if {"id": job} not in claimed and queue not in notified:
             lost.append(n)
         await db.execute("SELECT sluice.worker_busy('sleeper')")
+        # A job notified but not claimed must not be claimed by the next round.
+        await db.execute("UPDATE sluice.jobs SET state = 'cancelled' WHERE state = 'ready'")
     assert lost == []

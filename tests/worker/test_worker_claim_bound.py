@@ -10,6 +10,7 @@ from sluice.core.protocol import Succeeded
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.claimer import Claimer
 from sluice.worker.completer import Completer
+from sluice.worker.leases import Leases
 from sluice.worker.meters import Meters
 from sluice.worker.writer import Writer
 from tests.factories import fetch_job, insert_job, make_job, scalar
@@ -28,6 +29,7 @@ def claimer(pool, queues=("default",)) -> Claimer:
         lease_ttl=30,
         poll_interval=5,
         backlog_limit=100,
+        leases=Leases(),
     )
 
 
@@ -79,3 +81,15 @@ async def test_an_outcome_is_written_at_once_when_no_job_still_runs(db, database
         await completer.drain()
         await cancel_and_wait([task])
         await writer.close()
+
+
+async def test_a_worker_taking_every_queue_keeps_no_bound(db, pool):
+    c = claimer(pool, queues=("*",))
+    await insert_job(db, queue="a")
+    await insert_job(db, queue="a")
+    assert len(await c._claim(1)) == 1
+    assert c._after is None  # a bound belongs to one named queue's scan
+    urgent = await insert_job(db, queue="b", priority=-1)
+    c.notify("b")  # a queue it never named: it is woken all the same
+    assert c.notified == 1
+    assert [j.id for j in await c._claim(1)] == [urgent]

@@ -299,6 +299,12 @@ def test_settings_refuse_what_cannot_work():
         load(WorkerSettings, environ={"SLUICE_RETENTION": "a week"})
     with pytest.raises(SettingsError, match="SLUICE_CONCURRENCY"):
         load(WorkerSettings, environ={"SLUICE_CONCURRENCY": "0"})
+    # A queue no job can be enqueued to would be waited on forever; * is every queue.
+    assert load(WorkerSettings, environ={"SLUICE_QUEUES": "*"}).queues == ("*",)
+    with pytest.raises(SettingsError, match="'no\\*' is not a queue name"):
+        load(WorkerSettings, environ={"SLUICE_QUEUES": "mail, no*"})
+    with pytest.raises(SettingsError, match="name at least one queue"):
+        load(WorkerSettings, environ={"SLUICE_QUEUES": " , "})
 
 
 def test_registry_names_and_duplicates():

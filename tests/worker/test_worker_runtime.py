@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from tests.factories import fetch_job, insert_job, scalar
+from tests.factories import fetch_job, insert_job, rows, scalar
 from tests.worker.helpers import attempts, job_state, wait_for, wait_state
 
 
@@ -280,3 +280,56 @@ async def _claimed_again(db, job_id: int, worker_id: str) -> bool:
         "SELECT state::text, attempt, worker_id FROM sluice.jobs WHERE id = %s", (job_id,)
     )
     return await cur.fetchone() in (("running", 1, worker_id), ("succeeded", 1, worker_id))
+
+
+async def test_a_worker_taking_every_queue_is_woken_by_a_queue_it_never_saw(db, start_worker):
+    """SLUICE_QUEUES=*: asleep on LISTEN (no poll would come for a minute), it is
+    woken by an insert into a queue nobody named, and counts as that queue's
+    consumer (its handlers decide what is unrunnable)."""
+    worker = await start_worker(queues=("*",), poll_interval=60)
+    assert await scalar(db, "SELECT queues FROM sluice.workers WHERE id = %s", worker.id) == ["*"]
+    await wait_for(lambda: worker.claimer.armed, 5, "the worker to wait for jobs")
+    job_id = await insert_job(db, "noop", queue="never-seen")
+    await wait_state(db, job_id, "succeeded", within=5)
+    # Its waiter row was in before the insert, so the NOTIFY comes (perhaps after
+    # the claim the barrier was followed by took the job).
+    await wait_for(lambda: worker.claimer.notified >= 1, 5, "the wake-up")
+    unknown = await insert_job(db, "no_such_task", queue="never-seen")
+    stats = await rows(
+        db,
+        "SELECT consumers, no_consumer, unrunnable FROM sluice.queue_stats"
+        " WHERE queue = 'never-seen'",
+    )
+    assert stats == [{"consumers": 1, "no_consumer": False, "unrunnable": 1}]
+    assert await job_state(db, unknown) == "ready"
+
+
+async def test_a_claim_whose_answer_was_lost_is_handed_back_at_once(db, start_worker):
+    """A claim can commit and its answer be lost with the connection (a failover):
+    its jobs are leased to a worker that never started them. After its next claim
+    fails with the connection, the worker hands such jobs back at once instead of
+    leaving them to wait out their lease (a minute here) for the rescuer."""
+    worker = await start_worker(poll_interval=60, lease_ttl=60, heartbeat_interval=30)
+    await wait_for(lambda: worker.claimer.armed, 5, "the worker to wait for jobs")
+    # What such a claim leaves behind: a job leased to this worker, unknown to it.
+    orphan = await insert_job(db, "noop", queue="elsewhere")
+    await db.execute(
+        "SELECT * FROM sluice.job_claim(%s, '{elsewhere}', 1, '60 seconds')", (worker.id,)
+    )
+    assert await job_state(db, orphan) == "running"
+    # Every connection of the worker breaks: the claim the listener's reconnect
+    # brings about fails with its connection.
+    await db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    await wait_state(db, orphan, "ready", within=10)
+    cur = await db.execute(
+        "SELECT attempt, outcome, error FROM sluice.job_attempts WHERE job_id = %s", (orphan,)
+    )
+    [(attempt, outcome, error)] = await cur.fetchall()
+    assert (attempt, outcome) == (1, "released")
+    assert "answer never reached the worker" in error
+    # Jobs the worker does run are never handed back that way.
+    job_id = await insert_job(db, "noop")
+    await wait_state(db, job_id, "succeeded", within=10)

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from msgspec import UNSET
 
 from sluice.core.outbound import OutboundRefused
@@ -29,6 +28,11 @@ from sluice.core.tasks import HttpPayload
 from sluice.worker.context import JobContext, TaskError
 from sluice.worker.handlers.common import FinalTaskError, head, payload_of, storable
 from sluice.worker.registry import task
+
+if TYPE_CHECKING:
+    # Imported by the functions that use it: httpx (with httpcore and anyio) is a
+    # quarter of a worker's import time, and most workers never send a request.
+    import httpx
 
 RETRYABLE_STATUSES = {408, 425, 429}
 # Bytes of an unexpected answer's body read for the error message.
@@ -100,6 +104,8 @@ def _where(method: str, url: str, response: httpx.Response | None = None) -> str
 
 async def _unexpected(task_name: str, method: str, url: str, response: httpx.Response) -> Exception:
     """The error for an answer outside `expect`: retryable or not, with a body excerpt."""
+    import httpx
+
     status = response.status_code
     message = f"{task_name}: {_where(method, url, response)} answered {status}"
     if response.reason_phrase:
@@ -132,6 +138,8 @@ async def exchange(
     """Send the request and classify the answer: an Answer when expected (with its
     body when `keep_body` is a size limit), else HttpError (retry) or FinalTaskError.
     `params` are added to the query of `url`."""
+    import httpx
+
     try:
         target = httpx.URL(url).copy_merge_params(params) if params else url
         async with client.stream(method, target, **kwargs) as response:
@@ -164,6 +172,8 @@ async def exchange(
 
 @task(name="http")
 async def http(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    import httpx
+
     request = payload_of("http", payload, HttpPayload)
     headers = httpx.Headers(request.headers)
     kwargs: dict[str, Any] = {"follow_redirects": request.follow_redirects}

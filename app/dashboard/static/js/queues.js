@@ -14,14 +14,17 @@ function limitForm(queue) {
   } }, input, el("button", { type: "submit", class: "small" }, "Set"));
 }
 
-// Live, unpaused workers per queue (the rule of sluice.queue_stats.consumers).
+// Live, unpaused workers per queue (the rule of sluice.queue_stats.consumers):
+// a worker taking "*" takes every queue.
 function consumers(workers) {
   const count = new Map();
+  let everyQueue = 0;
   for (const worker of workers) {
     if (!worker.alive || worker.paused) continue;
-    for (const queue of worker.queues) count.set(queue, (count.get(queue) ?? 0) + 1);
+    if (worker.queues.includes("*")) everyQueue += 1;
+    else for (const queue of new Set(worker.queues)) count.set(queue, (count.get(queue) ?? 0) + 1);
   }
-  return count;
+  return (queue) => (count.get(queue) ?? 0) + everyQueue;
 }
 
 function status(queue, takers) {
@@ -56,7 +59,7 @@ async function refresh() {
   const [queues, workers] = await Promise.all([api("/queues"), api("/workers")]);
   const takers = consumers(workers.items);
   document.querySelector("#queues tbody").replaceChildren(
-    ...queues.items.map((queue) => row(queue, takers.get(queue.name) ?? 0)));
+    ...queues.items.map((queue) => row(queue, takers(queue.name))));
   document.getElementById("queues-empty").hidden = queues.items.length > 0;
   updated();
   return true;
