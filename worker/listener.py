@@ -82,9 +82,6 @@ class Listener:
                 self.notifications = await notification_self_test(
                     conn, self._notify_url, within=self._self_test_within, on_other=self._dispatch
                 )
-                # The self-test stops reading at its own token, and psycopg drops what
-                # came in the same packet after it: claim as if notified once more.
-                self._on_connected()
                 await self._receive(conn)
             # Not only connection errors: after a failover a fixed-host URL may land on
             # a standby, where LISTEN is refused; keep trying until the primary is back.

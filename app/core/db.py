@@ -376,16 +376,22 @@ async def notification_self_test(
             await protocol.notify_control(sender, payload=json.dumps({SELF_TEST_KEY: token}))
         deadline = started + within
         while (left := deadline - time.monotonic()) > 0:
-            # Closed on leaving: an open notifies() generator holds the connection's lock.
-            async with contextlib.aclosing(listening.notifies(timeout=left)) as notes:
+            # One packet at a time (stop_after=1 still yields the whole packet): leaving
+            # the generator in the middle of one would drop the notifications after the
+            # token, a job's wake-up among them. Closed on leaving: an open notifies()
+            # generator holds the connection's lock.
+            found = False
+            async with contextlib.aclosing(listening.notifies(timeout=left, stop_after=1)) as notes:
                 async for note in notes:
                     if self_test_token(note.payload) == token:
-                        NOTIFICATIONS.state = "ok"
-                        NOTIFICATIONS.latency = time.monotonic() - started
-                        NOTIFICATIONS.detail = None
-                        return NOTIFICATIONS
-                    if on_other is not None:
+                        found = True
+                    elif on_other is not None:
                         on_other(note)
+            if found:
+                NOTIFICATIONS.state = "ok"
+                NOTIFICATIONS.latency = time.monotonic() - started
+                NOTIFICATIONS.detail = None
+                return NOTIFICATIONS
         NOTIFICATIONS.state = "not delivered"
         NOTIFICATIONS.detail = (
             f"a NOTIFY sent through SLUICE_DATABASE_URL did not reach the LISTEN connection "

@@ -5,6 +5,7 @@ in tests/scale/scenarios/ (run by tests/scale/run.sh)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -143,6 +144,35 @@ async def test_self_test_reports_notifications_that_do_not_arrive(database_url, 
     await check_notifications(other_database_url, database_url, within=1)
     assert NOTIFICATIONS.state == "not delivered"
     assert "SLUICE_LISTEN_URL" in (NOTIFICATIONS.warning() or "")
+
+
+async def test_the_self_test_passes_on_what_arrives_with_its_token(database_url, monkeypatch):
+    """A job's wake-up that comes in the same packet as the self-test's token
+    reaches the worker (stopping at the token once dropped the rest of the packet)."""
+    monkeypatch.setattr(sluice_db.secrets, "token_hex", lambda _: "fixed-token")
+    listening = await connect(database_url, prepare=False)
+    sender = await connect(database_url, prepare=False)
+    try:
+        await listening.execute("LISTEN sluice_control")
+        await listening.execute("LISTEN sluice_jobs")
+        # One transaction: its notifications are delivered together, token first.
+        async with sender.transaction():
+            await sender.execute(
+                "SELECT pg_notify('sluice_control', %s)",
+                (json.dumps({sluice_db.SELF_TEST_KEY: "fixed-token"}),),
+            )
+            await sender.execute(
+                "SELECT pg_notify('sluice_jobs', q) FROM unnest('{a,b}'::text[]) q"
+            )
+        others: list[str] = []
+        result = await sluice_db.notification_self_test(
+            listening, database_url, within=10, on_other=lambda note: others.append(note.payload)
+        )
+        assert result.state == "ok"
+        assert others == ["a", "b"]
+    finally:
+        await listening.close()
+        await sender.close()
 
 
 async def test_ready_reports_the_self_test(make_client, database_url, other_database_url):
