@@ -306,6 +306,11 @@ scenario_command(
     _int("--rest-jobs", "SLUICE_BENCH_REST_JOBS", "Jobs submitted one per request (c)"),
     _int("--rest-batched-jobs", "SLUICE_BENCH_REST_BATCHED_JOBS", "Jobs in batch requests (d)"),
     _int("--clients", "SLUICE_BENCH_CLIENTS", "Concurrent clients for (a) and (c)"),
+    _int(
+        "--rounds",
+        "SLUICE_BENCH_ROUNDS",
+        "Rounds of (a), (e), (b), (f), alternating SQL and Python; rates are medians",
+    ),
 )
 scenario_command(
     "drain",

@@ -63,6 +63,11 @@ TARGETS = (
            "limit's 100-row insert", of="limit.insert_100", settings=DEFAULT),
     Target("enqueue.a_sql_single", ">=", 0.50, "single-row INSERT from 16 clients >= 50 % of "
            "limit's 1-row insert", of="limit.insert_1", settings=DEFAULT),
+    # Issue 14: the Python API against the plain SQL it mirrors, same run (ratios).
+    Target("enqueue.e_python_single_vs_a_sql_single", ">=", 0.90,
+           "Python task.enqueue >= 90 % of a plain INSERT's jobs/s"),
+    Target("enqueue.f_python_many_vs_b_copy", ">=", 0.90,
+           "Python task.enqueue_many >= 90 % of COPY's jobs/s"),
     # Issue 15: today's tuned-server figures, kept at least as good.
     Target("drain.jobs_per_s_200k", ">=", 48_000, "tuned: drain of 200,000 >= 48,000 jobs/s",
            settings=TUNED),

@@ -33,6 +33,12 @@ def test_an_unknown_query_is_named_in_the_error():
 @pytest.mark.parametrize("query", list(QUERIES.values()), ids=lambda q: q.name)
 async def test_every_query_plans_against_the_schema(db, query):
     """PREPARE checks each query's syntax and every name it uses, without running it."""
+    if query.kind == "copy":  # cannot be prepared: run it, every column named, no row
+        from sluice.core.enqueueing import COPY_COLUMNS, job_copy
+
+        async with db.transaction(force_rollback=True):
+            await job_copy(db, columns=COPY_COLUMNS, rows=b"")
+        return
     names: list[str] = []
 
     def placeholder(match: re.Match) -> str:

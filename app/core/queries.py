@@ -6,6 +6,8 @@ its typed function answers (after sqlc's conventions):
 
     :many     rows                 :one     one row, or None
     :scalar   one value, or None   :exec    nothing         :rows   rows affected
+    :copy     a COPY ... FROM STDIN its function feeds (no parameters; `{columns}`
+              stands for the optional columns it names from a fixed list)
 
 Parameters are psycopg named placeholders, `%(name)s`. Nothing outside the two
 typed doors runs a query by name: the API's is `sluice.core.engine`, the worker
@@ -29,7 +31,7 @@ from msgspec import Struct
 
 # Package data, so the same code reads it from a checkout and from an installed wheel.
 SQL_DIR = Path(str(resources.files("sluice.sql")))
-_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(many|one|scalar|exec|rows)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^--\s*name:\s*(\w+)\s+:(many|one|scalar|exec|rows|copy)\s*$", re.MULTILINE)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

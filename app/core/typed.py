@@ -100,11 +100,16 @@ class Signature:
             else:
                 fields.append((p.name, hint, p.default))
         self.fields = tuple(f[0] for f in fields)
+        # Untracked by the garbage collector (gc=False): an instance only carries
+        # decoded values to their keyword arguments and is never seen by user code,
+        # so it can be in no reference cycle; tracked, the 10,000 of an
+        # enqueue_many check set off collections that doubled the client's CPU.
         self.payload_type = msgspec.defstruct(
             f"{name}.payload",
             fields,
             kw_only=True,
             forbid_unknown_fields=not self.extra,
+            gc=False,
         )
 
     # --- the payload ----------------------------------------------------------
@@ -121,6 +126,22 @@ class Signature:
                 msgspec.json.decode(encoded, type=self.payload_type)
             except msgspec.ValidationError as exc:
                 raise PayloadMismatch(self.name, *validation_problem(exc, "payload")) from None
+        return encoded
+
+    def encode_many(self, items: list[Mapping[str, Any]]) -> list[bytes]:
+        """encode() of each item, their check made by one decode of them all (a
+        decode per item was a third of the client's CPU in enqueue_many); when one
+        does not fit, the first that does not raises as encode() does."""
+        if self.payload_type is None:
+            return [self.encode(item) for item in items]
+        encode = msgspec.json.encode
+        try:
+            encoded = [encode(item) for item in items]
+            msgspec.json.decode(b"[" + b",".join(encoded) + b"]", type=list[self.payload_type])
+        except (TypeError, ValueError):  # msgspec.ValidationError is a ValueError
+            for item in items:
+                self.encode(item)
+            raise
         return encoded
 
     def arguments(self, payload: Any) -> Any:

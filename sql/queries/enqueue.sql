@@ -15,9 +15,24 @@ SELECT sluice.enqueue(
     backoff_base => make_interval(secs => %(backoff_base)s::float8),
     backoff_max => make_interval(secs => %(backoff_max)s::float8), notify => %(notify)s::jsonb);
 
--- Many jobs in one statement (sluice.enqueue_many): their ids, in order.
+-- Many jobs in one statement (sluice.enqueue_many): their ids, in order. The
+-- Python API's enqueue_many takes this path for items with an idempotency key,
+-- parents or a delay, or options of their own; job_copy for the others.
 -- name: job_enqueue_many :scalar
 SELECT sluice.enqueue_many(%(jobs)s::jsonb, %(tenant)s);
+
+-- Ids for the jobs job_copy is about to write (sluice.reserve_job_ids).
+-- name: job_ids_reserve :scalar
+SELECT sluice.reserve_job_ids(%(n)s);
+
+-- Many jobs of one task with the same options, the cheapest way in: COPY, with
+-- the ids job_ids_reserve handed out in the same transaction. `{columns}` is the
+-- options the jobs set, from a fixed list (sluice.core.enqueueing); a column
+-- left out gets its default from the table, which is what sluice.enqueue gives
+-- (tests/python_api/test_enqueue.py compares the rows of both paths). The
+-- triggers fire as for any insert: jobs_before_insert, the wake-up.
+-- name: job_copy :copy
+COPY sluice.jobs (id, task, payload{columns}) FROM STDIN;
 
 -- A run of the newest version of a stored DAG, with its parameters.
 -- name: dag_run_start_named :scalar

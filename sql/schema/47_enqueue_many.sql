@@ -15,22 +15,16 @@
 -- of the same list used) answers the existing job's id and creates nothing,
 -- edges included, as sluice.enqueue does.
 -- The rows sluice.enqueue_many inserts, in input order: each element with the
--- defaults sluice.enqueue gives what it leaves out. A plain SQL function, so
--- the planner inlines it into the INSERTs below.
+-- defaults sluice.enqueue gives what it leaves out, stored as sluice.enqueue_row
+-- stores them. Plain SQL functions, so the planner inlines both into the
+-- INSERTs below.
 CREATE FUNCTION sluice.enqueue_rows(jobs jsonb, tenant text)
     RETURNS TABLE (tenant text, queue text, task text, payload jsonb, priority integer,
                    run_at timestamptz, max_attempts integer, idempotency_key text,
                    timeout interval, backoff text, backoff_base interval, backoff_max interval,
                    notify jsonb)
     LANGUAGE sql STABLE AS $$
-    SELECT enqueue_rows.tenant, coalesce(i.queue, 'default'), i.task,
-           coalesce(i.payload, '{}'), coalesce(i.priority, 0),
-           coalesce(i.run_at, now() + make_interval(secs => coalesce(i.delay, 0))),
-           coalesce(i.max_attempts, 5), i.idempotency_key, make_interval(secs => i.timeout),
-           -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
-           nullif(i.backoff, 'exponential'),
-           nullif(make_interval(secs => i.backoff_base), '1 second'),
-           nullif(make_interval(secs => i.backoff_max), '1 hour'), i.notify
+    SELECT r.*
       FROM ROWS FROM (jsonb_to_recordset(jobs) AS (
                task text, payload jsonb, queue text, priority integer, run_at timestamptz,
                delay double precision, max_attempts integer, idempotency_key text,
@@ -39,6 +33,12 @@ CREATE FUNCTION sluice.enqueue_rows(jobs jsonb, tenant text)
            WITH ORDINALITY AS i(task, payload, queue, priority, run_at, delay, max_attempts,
                                 idempotency_key, timeout, backoff, backoff_base, backoff_max,
                                 notify, ord)
+     CROSS JOIN LATERAL sluice.enqueue_row(
+               enqueue_rows.tenant, coalesce(i.queue, 'default'), i.task, coalesce(i.payload, '{}'),
+               coalesce(i.priority, 0), coalesce(i.run_at, now() + make_interval(secs => i.delay)),
+               coalesce(i.max_attempts, 5), i.idempotency_key, make_interval(secs => i.timeout),
+               i.backoff, make_interval(secs => i.backoff_base), make_interval(secs => i.backoff_max),
+               i.notify) AS r
      ORDER BY i.ord;
 $$;
 
@@ -126,3 +126,14 @@ BEGIN
     RETURN coalesce(v_ids, '{}');
 END
 $$;
+
+-- Ids for n jobs a client is about to COPY into sluice.jobs with their `id`
+-- column given: COPY is the cheapest way in (no expression per row, no
+-- RETURNING to collect), but cannot say which ids the identity gave. The
+-- Python API's enqueue_many reserves them here, then copies its rows with them,
+-- in the same transaction (sluice.core.enqueueing). The ids come from the
+-- column's own sequence, so they never collide with the identity's, and grow
+-- in the order they are handed out.
+CREATE FUNCTION sluice.reserve_job_ids(n integer) RETURNS bigint[]
+    LANGUAGE sql
+RETURN ARRAY(SELECT nextval('sluice.jobs_id_seq') FROM generate_series(1, n));

@@ -6,7 +6,7 @@
 -- in sluice.core, and they may change between releases.
 --
 -- Public functions defined elsewhere keep their place (enqueue, enqueue_many,
--- cancel_job, retry_dead, pause_queue, resume_queue, signal); the others are
+-- reserve_job_ids, cancel_job, retry_dead, pause_queue, resume_queue, signal); the others are
 -- thin verb-first doors here onto the internal function that does the work.
 -- The noun-first names docs and READMEs used before (dead_letter_discard,
 -- queue_set_concurrency, dag_run_create, ...) still work; they are internal.
@@ -85,6 +85,7 @@ DECLARE
     v_public CONSTANT jsonb := jsonb_build_object(
         'enqueue', 'a job, in the caller''s transaction; its id',
         'enqueue_many', 'a JSON list of jobs in one statement; their ids, in order',
+        'reserve_job_ids', 'n ids for jobs the caller is about to COPY in with their id given',
         'cancel_job', 'cancel a pending or running job (its worker is told to stop it)',
         'retry_dead', 'retry a dead-lettered job with a fresh round of attempts',
         'discard_dead', 'resolve a dead-letter entry without retrying',

@@ -74,6 +74,8 @@ def test_every_door_is_a_module_function_named_after_its_query():
 async def test_each_door_pairs_with_its_query(db, door):
     query = QUERIES[door.query]
     assert _arguments(door) == set(PLACEHOLDER.findall(query.sql)), door.query
+    if query.kind == "copy":  # answers nothing, and cannot be prepared
+        return
     columns = await _columns(db, query.sql)
     if door.row is None:
         assert len(columns) <= 1, (door.query, columns)

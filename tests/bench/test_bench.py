@@ -29,6 +29,7 @@ TINY = {
         "rest_jobs": 40,
         "rest_batched_jobs": 2000,
         "clients": 4,
+        "rounds": 2,
     },
     "drain": {"jobs": "1000,2000", "workers": 1, "concurrency": 32},
     "wal": {"jobs": 1000, "workers": 1, "concurrency": 32, "checkpoint_between": True},
@@ -79,6 +80,10 @@ async def test_every_scenario_writes_a_record_with_positive_figures(database_url
     enqueue = by_name["enqueue"]["figures"]
     assert {"a_sql_single", "b_copy", "c_rest_single", "d_rest_batch"} <= enqueue.keys()
     assert {"a_sql_single_wal_bytes_per_job", "b_copy_wal_bytes_per_job"} <= enqueue.keys()
+    assert {"e_python_single_vs_a_sql_single", "f_python_many_vs_b_copy"} <= enqueue.keys()
+    rounds = by_name["enqueue"]["details"]["rounds"]
+    assert len(rounds) == 2 and "f_python_many_vs_b_copy" in rounds[1]
+    assert rounds[1]["f_python_many"]["wal_bytes_per_job"] > 0
     assert {"p50_ms", "p95_ms", "p99_ms"} <= by_name["latency"]["figures"].keys()
     assert len(by_name["latency"]["details"]["latencies_ms"]) == 20
     drain = by_name["drain"]

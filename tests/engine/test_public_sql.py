@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The first word of a public name: what it does.
 VERBS = {
     "enqueue", "cancel", "retry", "discard", "pause", "resume", "set", "create",
-    "start", "rerun", "signal", "await", "prune",
+    "start", "rerun", "signal", "await", "prune", "reserve",
 }  # fmt: skip
 CALL = re.compile(r"\bsluice\.([a-z_]+)\(")
 

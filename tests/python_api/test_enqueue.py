@@ -130,6 +130,11 @@ async def test_typed_arguments_are_checked_at_enqueue_naming_the_field(database_
         # By name, a task declared in this process is checked the same way.
         with pytest.raises(PayloadMismatch, match=r"payload\.a"):
             await sluice.enqueue(conn, "py.add", {"a": [1]})
+        # A batch is checked whole: the item that does not fit is named as above.
+        with pytest.raises(PayloadMismatch, match=r"payload\.a: Expected `int`, got `str`"):
+            await add.enqueue_many(conn, [{"a": 1}] * 3 + [{"a": "four"}])
+        with pytest.raises(PayloadMismatch, match=r"payload: .*object"):
+            await add.enqueue_many(conn, [{"a": 1}, {"a": object()}])
         at = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
         handle = await measure.enqueue(conn, box=Box(Point(0, 0), Point(2, 3)), at=at)
     assert await _count(db) == 1
@@ -241,13 +246,27 @@ async def test_enqueue_many_is_one_statement_in_order_with_keys_and_parents(data
 
 def test_enqueue_many_sync_and_empty(database_url):
     with psycopg.connect(database_url) as conn:
-        assert add.enqueue_many(conn, []) == []
+        assert list(add.enqueue_many(conn, [])) == []
         handles = add.enqueue_many(conn, [{"a": 1}, {"a": 2}])
         conn.commit()
         assert [type(h) for h in handles] == [sluice.JobHandle] * 2
+        assert [h.id for h in handles] == handles.ids == [handles[0].id, handles[-1].id]
+        assert [h.id for h in handles[1:]] == handles.ids[1:]
         payloads = conn.execute(
             "SELECT payload FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",
             ([h.id for h in handles],),
+        ).fetchall()
+    assert payloads == [({"a": 1},), ({"a": 2},)]
+
+
+def test_enqueue_many_in_psycopg_pipeline_mode(database_url):
+    """COPY is not available in a pipeline: the batch goes as one JSON list."""
+    with psycopg.connect(database_url) as conn:
+        with conn.pipeline():
+            handles = add.enqueue_many(conn, [{"a": 1}, {"a": 2}])
+        conn.commit()
+        payloads = conn.execute(
+            "SELECT payload FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id", (handles.ids,)
         ).fetchall()
     assert payloads == [({"a": 1},), ({"a": 2},)]
 
@@ -297,11 +316,15 @@ async def test_start_run_of_a_stored_dag_with_params(database_url, db):
     ) == [{"params": {"day": "2026-11-21"}, "payload": {"day": "2026-11-21"}}]
 
 
-async def test_the_three_sql_paths_give_a_job_the_same_defaults(db):
-    """A plain INSERT, sluice.enqueue and sluice.enqueue_many: the same row."""
+async def test_the_sql_paths_give_a_job_the_same_defaults(database_url, db):
+    """A plain INSERT, sluice.enqueue (without a key and with one),
+    sluice.enqueue_many and the Python API's COPY: the same row."""
     plain = await scalar(db, "INSERT INTO sluice.jobs (task) VALUES ('noop') RETURNING id")
     one = await scalar(db, "SELECT sluice.enqueue('noop')")
+    keyed = await scalar(db, "SELECT sluice.enqueue('noop', idempotency_key => 'k')")
     [many] = await scalar(db, """SELECT sluice.enqueue_many('[{"task": "noop"}]')""")
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        [copied] = (await legacy.enqueue_many(conn, [{}])).ids
     columns = (
         "tenant, queue, payload, priority, state::text, max_attempts, backoff, backoff_base,"
         " backoff_max, timeout, notify, run_at <= now() AS due"
@@ -309,6 +332,183 @@ async def test_the_three_sql_paths_give_a_job_the_same_defaults(db):
     found = await rows(
         db,
         f"SELECT {columns} FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
-        [plain, one, many],
+        [plain, one, keyed, many, copied],
     )
-    assert found[0] == found[1] == found[2]
+    assert len(found) == 5 and all(row == found[0] for row in found)
+
+
+# The options a job can carry, each away from its default, and each at it.
+OPTIONS = {
+    "queue": "urgent",
+    "priority": -5,
+    "max_attempts": 7,
+    "timeout": "90s",
+    "retry": sluice.Retry(backoff="linear", base="2s", max=60),
+    "run_at": datetime(2030, 1, 1, tzinfo=UTC),
+    "tenant": "acme",
+    "notify": {"webhook": {"url": "https://example.com/a%20b?c=%d", "on": ["failed"]}},
+}
+DEFAULTS = {
+    "queue": "default",
+    "priority": 0,
+    "max_attempts": 5,
+    "retry": sluice.Retry(backoff="exponential", base=1, max="1h"),
+    "tenant": "default",
+}
+STORED = (  # run_at when given (the default is each transaction's now())
+    "task, tenant, queue, payload, priority, state::text, max_attempts, backoff, backoff_base,"
+    " backoff_max, timeout, notify, CASE WHEN run_at > now() THEN run_at END, idempotency_key"
+)
+
+
+@pytest.mark.parametrize("given", [OPTIONS, DEFAULTS, {}], ids=["options", "defaults", "none"])
+async def test_enqueue_many_by_copy_stores_what_sluice_enqueue_stores(database_url, db, given):
+    """A batch of jobs sharing their options goes in by COPY; each row is the one
+    sluice.enqueue (one job) and sluice.enqueue_many (a job with a key) write."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        task = legacy.configure(**given)
+        single = await task.enqueue(conn, {"n": 1})
+        copied = await task.enqueue_many(conn, [{"n": 1}, {"n": 1}])
+        keyed = await task.enqueue_many(conn, [({"n": 1}, {"idempotency_key": "k"})])
+    found = await rows(
+        db,
+        f"SELECT {STORED} FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
+        [single.id, *copied.ids, keyed[0].id],
+    )
+    keys = [row.pop("idempotency_key") for row in found]
+    assert keys == [None, None, None, "k"]
+    assert len(found) == 4 and all(row == found[0] for row in found)
+    assert found[0]["state"] == ("scheduled" if "run_at" in given else "ready")
+
+
+async def test_enqueue_many_by_copy_keeps_payloads_and_values_as_given(database_url, db):
+    """COPY's text format escapes backslashes, tabs and newlines; JSON and option
+    values holding them, or %, arrive unchanged, in the items' order."""
+    tricky = [
+        {"s": "back\\slash \\N \\t", "t": "tab\tnew\nline\rcr"},
+        {"pct": "%d %s %b %%", "quote": "\"'", "u": "é ✓ \u2028"},
+        {"nested": {"list": [1, 2.5, None, True, "\\"]}, "empty": {}},
+        {},
+    ]
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        handles = await legacy.configure(
+            queue="q.1:x-y_z", notify={"email": {"to": ["a\\b@example.com"]}}
+        ).enqueue_many(conn, tricky)
+        await conn.commit()
+    found = await rows(
+        db,
+        "SELECT payload, queue, notify FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",
+        handles.ids,
+    )
+    assert [r["payload"] for r in found] == tricky
+    assert {r["queue"] for r in found} == {"q.1:x-y_z"}
+    assert found[0]["notify"] == {"email": {"to": ["a\\b@example.com"]}}
+
+
+async def test_enqueue_many_by_copy_refuses_what_the_table_refuses(database_url, db):
+    """The same named constraints as the other paths; a refused batch leaves
+    nothing, in the caller's transaction or on its own (autocommit)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cases = [
+            ({"max_attempts": 0}, psycopg.errors.CheckViolation, "jobs_max_attempts_range"),
+            ({"timeout": "31d"}, psycopg.errors.CheckViolation, "jobs_timeout_max"),
+            ({"queue": "a\tb"}, psycopg.errors.CheckViolation, "queue_name_valid"),
+            ({"queue": "-x"}, psycopg.errors.CheckViolation, "queue_name_valid"),
+            ({"notify": {"webhook": {}}}, psycopg.errors.CheckViolation, "notify_spec_valid"),
+            ({"retry": {"base": "2h"}}, psycopg.errors.CheckViolation, "jobs_backoff_range"),
+        ]
+        for given, error, name in cases:
+            with pytest.raises(error, match=name):
+                await add.configure(**given).enqueue_many(conn, [{"a": 1}, {"a": 2}])
+        # A payload jsonb refuses (PostgreSQL's JSON has no \u0000), the last of many.
+        with pytest.raises(psycopg.errors.UntranslatableCharacter):
+            await legacy.enqueue_many(conn, [{"n": i} for i in range(99)] + [{"s": "\x00"}])
+        async with conn.transaction():
+            kept = await add.enqueue_many(conn, [{"a": 1}])
+            with pytest.raises(psycopg.errors.CheckViolation):
+                async with conn.transaction():  # a savepoint: the outer batch stays
+                    await add.configure(max_attempts=0).enqueue_many(conn, [{"a": 2}])
+    assert await rows(db, "SELECT id, payload FROM sluice.jobs") == [
+        {"id": kept[0].id, "payload": {"a": 1}}
+    ]
+
+
+async def test_enqueue_many_batches_on_two_connections_get_their_own_ids_in_order(database_url, db):
+    """Ids reserved by concurrent batches never collide, and each batch's handles
+    follow its items; the jobs' own triggers ran (future run_at: scheduled)."""
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+
+    async def batch(tag: str) -> list[int]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            handles = await legacy.configure(run_at=at).enqueue_many(
+                conn, [{"tag": tag, "i": i} for i in range(3000)]
+            )
+            await conn.commit()
+            return handles.ids
+
+    first, second = await asyncio.gather(batch("x"), batch("y"))
+    assert not set(first) & set(second)
+    stored = {
+        r["id"]: r for r in await rows(db, "SELECT id, payload, state::text FROM sluice.jobs")
+    }
+    assert len(stored) == 6000
+    for tag, ids in (("x", first), ("y", second)):
+        assert [stored[i]["payload"] for i in ids] == [{"tag": tag, "i": i} for i in range(3000)]
+    assert {r["state"] for r in stored.values()} == {"scheduled"}
+    # The identity goes on after the reserved ids.
+    later = await scalar(db, "INSERT INTO sluice.jobs (task) VALUES ('noop') RETURNING id")
+    assert later > max(first + second)
+
+
+async def test_sqlalchemy_sessions_enqueue_many_in_their_transaction(database_url, db):
+    sync_engine = create_engine(_sa_url(database_url))
+    async_engine = create_async_engine(_sa_url(database_url))
+
+    def work() -> list[int]:
+        with Session(sync_engine) as session:
+            kept = add.enqueue_many(session, [{"a": 1}, {"a": 2}]).ids
+            session.commit()
+            add.enqueue_many(session, [{"a": 3}])
+            session.rollback()
+            return kept
+
+    try:
+        kept = await asyncio.to_thread(work)
+        async with AsyncSession(async_engine) as session:
+            kept += (await add.enqueue_many(session, [{"a": 4}])).ids
+            await session.commit()
+            await add.enqueue_many(session, [{"a": 5}])
+            await session.rollback()
+    finally:
+        sync_engine.dispose()
+        await async_engine.dispose()
+    found = await rows(db, "SELECT id, payload FROM sluice.jobs ORDER BY id")
+    assert found == [{"id": i, "payload": {"a": a}} for i, a in zip(kept, (1, 2, 4), strict=True)]
+
+
+async def test_sluice_enqueue_without_a_key_inserts_without_on_conflict(db):
+    """ON CONFLICT makes an insertion speculative: a second WAL record (Heap
+    HEAP_CONFIRM), 66 bytes a job. sluice.enqueue writes one only with a key."""
+    await db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+
+    async def heap_records(call: str) -> list[str]:
+        start = await scalar(db, "SELECT pg_current_wal_insert_lsn()")
+        async with db.transaction():
+            await db.execute("SET LOCAL synchronous_commit = on")  # flush: inspectable
+            await db.execute(call)
+        end = await scalar(db, "SELECT pg_current_wal_flush_lsn()")
+        return [
+            r["record_type"]
+            for r in await rows(
+                db,
+                "SELECT record_type FROM pg_get_wal_records_info(%s, %s)"
+                " WHERE resource_manager = 'Heap'",
+                start,
+                end,
+            )
+        ]
+
+    assert "HEAP_CONFIRM" not in await heap_records("SELECT sluice.enqueue('noop')")
+    assert "HEAP_CONFIRM" in await heap_records(
+        "SELECT sluice.enqueue('noop', idempotency_key => 'k')"
+    )
