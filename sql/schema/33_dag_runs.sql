@@ -312,11 +312,20 @@ $$;
 -- is taken SKIP LOCKED (one being cancelled is passed over), so this never
 -- waits for a run row. Answers the runs to settle (a run whose nodes all end
 -- at once, say every root skipped).
+--
+-- A queued run's definition becomes jobs only here, in the transaction that
+-- ended the run ahead of it. One that cannot (a definition SQL accepted with a
+-- cycle, say) must not fail that transaction, which would then never commit:
+-- its jobs are undone with its subtransaction, and the run alone ends `failed`
+-- with the error as its reason (and its notification). Errors that say "try
+-- the transaction again" (serialization, deadlock, cancel) are raised as they
+-- are: they are not the run's fault.
 CREATE FUNCTION sluice.dag_run_promote(p_tenant text, p_dag_name text, p_key text) RETURNS bigint[]
     LANGUAGE plpgsql AS $$
 DECLARE
-    v_next sluice.dag_runs;
-    v_runs bigint[] := '{}';
+    v_next  sluice.dag_runs;
+    v_runs  bigint[] := '{}';
+    v_error text;
 BEGIN
     PERFORM sluice.dag_run_concurrency_lock(p_tenant, p_dag_name, p_key);
     LOOP
@@ -336,7 +345,24 @@ BEGIN
         UPDATE sluice.dag_runs r
            SET state = 'running', started_at = now(), deadline = now() + r.timeout, definition = NULL
          WHERE r.id = v_next.id;
-        v_runs := v_runs || sluice.dag_run_begin(v_next.id, v_next.definition);
+        BEGIN
+            v_runs := v_runs || sluice.dag_run_begin(v_next.id, v_next.definition);
+        EXCEPTION
+            WHEN serialization_failure OR deadlock_detected OR lock_not_available
+                 OR query_canceled OR admin_shutdown THEN
+                RAISE;
+            WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+                UPDATE sluice.dag_runs r
+                   SET state = 'failed', finished_at = now(), deadline = NULL,
+                       reason = left('could not start: ' || v_error, 1000)
+                 WHERE r.id = v_next.id
+                RETURNING r.* INTO v_next;
+                INSERT INTO sluice.jobs (tenant, queue, task, payload, max_attempts, backoff_base)
+                SELECT v_next.tenant, 'default', n.task, n.payload, 10, '5 seconds'
+                  FROM sluice.notification_jobs(v_next.notify, sluice.dag_run_event(v_next)) n
+                 WHERE v_next.notify IS NOT NULL;
+        END;
     END LOOP;
     RETURN v_runs;
 END

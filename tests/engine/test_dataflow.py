@@ -555,6 +555,29 @@ async def test_a_run_past_its_timeout_is_cancelled_and_fails(db):
     } == {("cancelled", "run_timeout")}
 
 
+async def test_a_queued_run_that_cannot_start_fails_and_lets_the_run_ahead_end(db):
+    """A queued run's definition is only turned into jobs when it starts, inside the
+    transaction that ends the run ahead of it. A definition SQL accepted but that
+    cannot start (a cycle) fails its own run; the completion that freed the slot
+    commits, and the next queued run starts."""
+    plain = {"nodes": [node("a")], "concurrency": 1}
+    cyclic = {"nodes": [node("x", ["y"]), node("y", ["x"])], "concurrency": 1}
+    first, bad, after = [
+        await scalar(db, "SELECT sluice.dag_run_create('default', %s)", Jsonb(d))
+        for d in (plain, cyclic, plain)
+    ]
+    await finish(db, (await node_ids(db, first))["a"])
+    states = await rows(db, "SELECT id, state::text, reason FROM sluice.dag_runs ORDER BY id")
+    assert [(r["id"], r["state"]) for r in states] == [
+        (first, "succeeded"),
+        (bad, "failed"),
+        (after, "running"),
+    ]
+    assert "cycle" in states[1]["reason"]
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE run_id = %s", bad) == 0
+    await assert_invariants(db)
+
+
 async def test_runs_over_the_dags_concurrency_queue_and_start_in_order(db):
     definition = {
         "nodes": [node("a")],
