@@ -142,6 +142,8 @@ DECLARE
     v_roots    bigint[];
     v_events   bigint[];
     v_runs     bigint[];
+    v_child    text;
+    v_parent   text;
 BEGIN
     SELECT * INTO v_r FROM sluice.dag_runs r WHERE r.id = p_run;
     v_context := jsonb_build_object('params', v_r.params, 'run', sluice.dag_run_context(v_r));
@@ -153,6 +155,17 @@ BEGIN
     IF v_ids IS NULL THEN
         RAISE EXCEPTION 'a DAG needs at least one node'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_nodes_present';
+    END IF;
+    -- A parent that names no node (the API refuses it first): left out of the
+    -- edges below, it would let its child run without waiting.
+    SELECT n.node ->> 'id', d.name INTO v_child, v_parent
+      FROM jsonb_array_elements(p_definition -> 'nodes') AS n(node)
+     CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(n.node -> 'depends_on', '[]')) AS d(name)
+     WHERE d.name <> ALL (v_nodes)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'node % depends on %, which is no node of this DAG', v_child, v_parent
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_parents_known';
     END IF;
 
     SELECT array_agg(e.parent_id ORDER BY e.child_id, e.parent_id), array_agg(e.child_id ORDER BY e.child_id, e.parent_id)

@@ -135,6 +135,25 @@ async def test_a_cyclic_definition_is_refused_and_nothing_is_created(db, edges):
     assert await scalar(db, "SELECT count(*) FROM sluice.dag_runs") == 0
 
 
+async def test_a_parent_that_is_no_node_is_refused_and_nothing_is_created(db):
+    """The API refuses such a definition first; from SQL the parent was silently
+    dropped, and the node ran without waiting for anything."""
+    definition = json.dumps(
+        {
+            "nodes": [
+                {"id": "a", "task": "noop"},
+                {"id": "b", "task": "noop", "depends_on": ["a", "ghost"]},
+            ]
+        }
+    )
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        await db.execute(CREATE, (definition,))
+    assert error.value.diag.constraint_name == "dag_runs_parents_known"
+    assert "node b depends on ghost" in str(error.value)
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs") == 0
+    assert await scalar(db, "SELECT count(*) FROM sluice.dag_runs") == 0
+
+
 async def test_the_insert_settings_do_not_outlive_the_run_creation(db):
     """sluice.engine_insert and sluice.edges_counted are set back to off: later
     statements of the same transaction are checked and counted as usual."""
