@@ -61,8 +61,9 @@ class Proxy:
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        src.settimeout(0.05)
+        # OSError throughout: `stop` may close the sockets before this thread starts.
         with contextlib.suppress(OSError):
+            src.settimeout(0.05)
             while not self.stopped:
                 try:
                     data = src.recv(65536)
