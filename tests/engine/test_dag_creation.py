@@ -108,6 +108,16 @@ async def test_parents_are_counted_once_whatever_the_node_order(db):
     )
 
 
+async def refused_with_nothing_created(db, definition: str, constraint: str, message: str):
+    """dag_run_create refuses `definition` naming `constraint`, and leaves no run or job."""
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        await db.execute(CREATE, (definition,))
+    assert error.value.diag.constraint_name == constraint
+    assert message in str(error.value)
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs") == 0
+    assert await scalar(db, "SELECT count(*) FROM sluice.dag_runs") == 0
+
+
 @pytest.mark.parametrize(
     "edges",
     [
@@ -127,12 +137,7 @@ async def test_a_cyclic_definition_is_refused_and_nothing_is_created(db, edges):
             ]
         }
     )
-    with pytest.raises(psycopg.errors.CheckViolation) as error:
-        await db.execute(CREATE, (definition,))
-    assert error.value.diag.constraint_name == "job_edges_acyclic"
-    assert "would close a cycle" in str(error.value)
-    assert await scalar(db, "SELECT count(*) FROM sluice.jobs") == 0
-    assert await scalar(db, "SELECT count(*) FROM sluice.dag_runs") == 0
+    await refused_with_nothing_created(db, definition, "job_edges_acyclic", "would close a cycle")
 
 
 async def test_a_parent_that_is_no_node_is_refused_and_nothing_is_created(db):
@@ -146,12 +151,9 @@ async def test_a_parent_that_is_no_node_is_refused_and_nothing_is_created(db):
             ]
         }
     )
-    with pytest.raises(psycopg.errors.CheckViolation) as error:
-        await db.execute(CREATE, (definition,))
-    assert error.value.diag.constraint_name == "dag_runs_parents_known"
-    assert "node b depends on ghost" in str(error.value)
-    assert await scalar(db, "SELECT count(*) FROM sluice.jobs") == 0
-    assert await scalar(db, "SELECT count(*) FROM sluice.dag_runs") == 0
+    await refused_with_nothing_created(
+        db, definition, "dag_runs_parents_known", "node b depends on ghost"
+    )
 
 
 async def test_the_insert_settings_do_not_outlive_the_run_creation(db):
