@@ -220,6 +220,10 @@ async def test_with_a_synchronous_standby_a_claim_waits_for_it(own_server: Embed
         await conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
         await conn.execute("SELECT pg_reload_conf()")
         await wait_for(lambda: _synchronous_standby_names_is(worker, "nobody"), 5, "the setting")
+        # Commits wait for a standby only once the checkpointer has reloaded the
+        # setting too (it publishes "synchronous standbys are defined"); a CHECKPOINT
+        # returns after its loop has passed through the reload.
+        await conn.execute("CHECKPOINT")
         claim = asyncio.create_task(
             protocol.job_claim(
                 worker, worker_id="w", queues=["default"], limit=1, lease=dt.timedelta(30)
