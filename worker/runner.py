@@ -147,15 +147,14 @@ class Worker:
         job_claim filters by the tasks it is given (p_tasks), not by the row's
         `tasks`; leases are renewed (job_heartbeat), outcomes written and expired
         leases rescued by jobs.worker_id and the lease, never through sluice.workers
-        (no foreign key). Until the row exists, queue_stats does not count this worker
-        as a consumer, as it did not before the registration came first either. The
+        (no foreign key). Until the row exists (milliseconds), queue_stats and
+        worker_status do not count this worker, as before it started. The
         claimer writes no waiter row before the row exists (see Claimer.registered):
         worker_prune removes those with the row of a worker that died. The heartbeat
         starts after the registration, so it never finds the row missing in between.
         A registration that fails (a wrong URL, an unmigrated database) ends the
         worker with its own error, before or after the first claim."""
         s = self.settings
-        registration = asyncio.create_task(self._register_first(writer), name="sluice-register")
         opening = asyncio.create_task(
             open_pool(
                 self._url,
@@ -172,6 +171,7 @@ class Worker:
             ),
             name="sluice-open-pool",
         )
+        registration = asyncio.create_task(self._register_first(writer), name="sluice-register")
         try:
             # A registration that fails first fails at once: the pool would wait its
             # whole timeout for a database that is not there.
@@ -182,7 +182,9 @@ class Worker:
             return opening.result(), registration
         except BaseException:
             await cancel_and_wait([registration, opening])
-            if opening.done() and not opening.cancelled() and opening.exception() is None:
+            if not registration.cancelled():
+                registration.exception()  # retrieved: the error raised is the other's
+            if not opening.cancelled() and opening.exception() is None:
                 await opening.result().close()
             raise
 
@@ -269,15 +271,18 @@ class Worker:
                 on_control=self._control,
                 on_connected=claimer.catch_up,
             )
-            # The claimer first: its first claim (it starts with a catch-up) is on its
-            # way while the rest connects.
+            # The claimer first: its first claim (it starts with a catch-up) is sent
+            # in its first step, before the others connect.
             tasks["claimer"] = asyncio.create_task(claimer.run(), name="sluice-claimer")
             tasks["listener"] = asyncio.create_task(listener.run(), name="sluice-listener")
             tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")
             tasks["heartbeat"] = asyncio.create_task(
                 self._registered_then(registration, heartbeat.run()), name="sluice-heartbeat"
             )
-            self.keeper.start()
+            # After the claimer's first step (its claim sent): start() waits for the
+            # keeper's thread to set up its loop, and no lease needs renewing before
+            # the first claim's answer is in.
+            asyncio.get_running_loop().call_soon(self.keeper.start)
             if s.maintenance:
                 from sluice.worker.maintenance import Maintenance
 

@@ -11,11 +11,13 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
+from sluice.core.embedded import free_port
 from sluice.worker.runner import Worker
 from tests.factories import fetch_job, insert_job, rows, scalar
 from tests.worker.helpers import ROOT, wait_for, wait_state, worker_settings
@@ -185,3 +187,14 @@ async def test_a_registration_the_database_refuses_ends_the_worker_with_its_erro
         {"outcome": "released"}
     ]
     assert not worker.started.is_set()
+
+
+def test_an_unreachable_database_fails_at_once_without_the_probe(spawn_worker):
+    """SLUICE_DB_PREPARE=0: no probe connects first, and the pool would wait its whole
+    timeout; the registration's connection fails at once and ends the worker."""
+    url = f"postgresql://sluice:hunter2@127.0.0.1:{free_port()}/sluice"
+    proc = spawn_worker(url=url, SLUICE_DB_PREPARE="0")
+    began = time.monotonic()
+    assert proc.wait(30) == 1
+    assert time.monotonic() - began < 15
+    assert "Error: cannot use the database postgresql://sluice:***@127.0.0.1" in proc.output()
