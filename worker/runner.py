@@ -149,7 +149,7 @@ class Worker:
         leases rescued by jobs.worker_id and the lease, never through sluice.workers
         (no foreign key). Until the row exists (milliseconds), queue_stats and
         worker_status do not count this worker, as before it started. The
-        claimer writes no waiter row before the row exists (see Claimer.registered):
+        claimer writes no waiter row before the row exists (its `registered` event):
         worker_prune removes those with the row of a worker that died. The heartbeat
         starts after the registration, so it never finds the row missing in between.
         A registration that fails (a wrong URL, an unmigrated database) ends the
@@ -204,6 +204,7 @@ class Worker:
             raise
         resources = Resources(s, pool)
         tasks: dict[str, asyncio.Task[None]] = {}
+        keeper_start: asyncio.Handle | None = None
         metrics_server = None
         try:
             if s.metrics_port:
@@ -282,7 +283,7 @@ class Worker:
             # After the claimer's first step (its claim sent): start() waits for the
             # keeper's thread to set up its loop, and no lease needs renewing before
             # the first claim's answer is in.
-            asyncio.get_running_loop().call_soon(self.keeper.start)
+            keeper_start = asyncio.get_running_loop().call_soon(self.keeper.start)
             if s.maintenance:
                 from sluice.worker.maintenance import Maintenance
 
@@ -320,6 +321,8 @@ class Worker:
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
             await cancel_and_wait(tasks.values())
+            if keeper_start is not None:
+                keeper_start.cancel()  # not started yet: never start it now
             if self.keeper is not None:
                 await self.keeper.stop()
             if self.executor is not None:
