@@ -199,16 +199,48 @@ DECLARE
     v_runs     bigint[];
     v_child    text;
     v_parent   text;
+    v_problem  text;
 BEGIN
     SELECT * INTO v_r FROM sluice.dag_runs r WHERE r.id = p_run;
     v_context := jsonb_build_object('params', v_r.params, 'run', sluice.dag_run_context(v_r));
 
-    SELECT array_agg(n.node ->> 'id' ORDER BY n.ord) INTO v_nodes
-      FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord);
-    IF v_nodes IS NULL THEN
-        RAISE EXCEPTION 'a DAG needs at least one node'
+    IF jsonb_typeof(p_definition -> 'nodes') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_definition -> 'nodes') = 0 THEN
+        RAISE EXCEPTION 'a DAG needs at least one node (nodes: a list)'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_nodes_present';
     END IF;
+    -- The API checks a definition before it gets here; one from SQL is not.
+    -- Refuse, by name, the shapes the statements below would misread: a node
+    -- without an id would run with no name, a repeated id would make two jobs
+    -- of one node, and a depends_on that is no list would fail obscurely.
+    SELECT format('the node at position %s %s', n.ord,
+                  CASE WHEN jsonb_typeof(n.node) <> 'object' THEN 'is not an object'
+                       WHEN jsonb_typeof(n.node -> 'id') IS DISTINCT FROM 'string' THEN 'has no id (a string)'
+                       ELSE format('(%s): depends_on must be a list of node ids', n.node ->> 'id') END)
+      INTO v_problem
+      FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
+     WHERE jsonb_typeof(n.node) <> 'object'
+        OR jsonb_typeof(n.node -> 'id') IS DISTINCT FROM 'string'
+        OR (n.node ? 'depends_on'
+            AND (jsonb_typeof(n.node -> 'depends_on') <> 'array'
+                 OR EXISTS (SELECT 1 FROM jsonb_array_elements(n.node -> 'depends_on') AS d(name)
+                             WHERE jsonb_typeof(d.name) <> 'string')))
+     ORDER BY n.ord
+     LIMIT 1;
+    IF v_problem IS NULL THEN
+        SELECT format('node id %s is used more than once', x.id) INTO v_problem
+          FROM jsonb_array_elements(p_definition -> 'nodes') AS n(node)
+         CROSS JOIN LATERAL (SELECT n.node ->> 'id') AS x(id)
+         GROUP BY x.id
+        HAVING count(*) > 1
+         LIMIT 1;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid DAG definition: %', v_problem
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_nodes_valid';
+    END IF;
+    SELECT array_agg(n.node ->> 'id' ORDER BY n.ord) INTO v_nodes
+      FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord);
     -- A parent that names no node (the API refuses it first): left out of the
     -- edges below, it would let its child run without waiting.
     SELECT n.node ->> 'id', d.name INTO v_child, v_parent

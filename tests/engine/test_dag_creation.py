@@ -156,6 +156,31 @@ async def test_a_parent_that_is_no_node_is_refused_and_nothing_is_created(db):
     )
 
 
+@pytest.mark.parametrize(
+    ("nodes", "constraint", "message"),
+    [
+        ({"a": 1}, "dag_runs_nodes_present", "at least one node"),
+        ([], "dag_runs_nodes_present", "at least one node"),
+        ([{"id": "a", "task": "noop"}, 2], "dag_runs_nodes_valid", "position 2 is not an object"),
+        ([{"task": "noop"}], "dag_runs_nodes_valid", "position 1 has no id"),
+        ([{"id": 1, "task": "noop"}], "dag_runs_nodes_valid", "position 1 has no id"),
+        ([{"id": "a", "task": "noop"}, {"id": "a", "task": "noop"}], "dag_runs_nodes_valid",
+         "node id a is used more than once"),
+        ([{"id": "a", "task": "noop"}, {"id": "b", "task": "noop", "depends_on": "a"}],
+         "dag_runs_nodes_valid", "(b): depends_on must be a list of node ids"),
+        ([{"id": "a", "task": "noop"}, {"id": "b", "task": "noop", "depends_on": [["a"]]}],
+         "dag_runs_nodes_valid", "(b): depends_on must be a list of node ids"),
+    ],
+    ids=["nodes-object", "no-nodes", "node-number", "no-id", "id-number", "id-twice",
+         "depends-string", "depends-nested"],
+)  # fmt: skip
+async def test_a_misshapen_definition_from_sql_is_refused_by_name(db, nodes, constraint, message):
+    """The API validates definitions first; dag_run_create, callable from SQL,
+    must not accept what it would misread (two jobs for one node, a nameless
+    node) nor fail with an unnamed error."""
+    await refused_with_nothing_created(db, json.dumps({"nodes": nodes}), constraint, message)
+
+
 async def test_the_insert_settings_do_not_outlive_the_run_creation(db):
     """sluice.engine_insert and sluice.edges_counted are set back to off: later
     statements of the same transaction are checked and counted as usual."""
