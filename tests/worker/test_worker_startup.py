@@ -74,7 +74,7 @@ async def test_the_first_claim_does_not_wait_for_the_worker_row(database_url, db
     """Registration held up: the worker claims and holds its job (its lease renewed,
     no waiter row written yet); once the row is in, the job completes and the row
     carries the worker's tasks and heartbeat."""
-    settings = worker_settings(lease_ttl=1.0, heartbeat_interval=0.3)
+    settings = worker_settings(lease_ttl=2.0, heartbeat_interval=0.3)
     worker = Worker(settings, database_url)
     job = await insert_job(db, "echo", payload={"n": 1})
     run = None
@@ -91,7 +91,7 @@ async def test_the_first_claim_does_not_wait_for_the_worker_row(database_url, db
             await wait_for(claimed, 30, "the job to be claimed before the worker row exists")
             first_lease = (await fetch_job(db, job))["lease_expires_at"]
             # Past a whole lease: renewed all along, never rescued.
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.5)
             assert (await fetch_job(db, job))["lease_expires_at"] > first_lease
             assert await scalar(db, "SELECT count(*) FROM sluice.job_rescue_expired(100)") == 0
             assert (await fetch_job(db, job))["state"] == "running"
