@@ -29,7 +29,9 @@ waits for them to succeed), `tenant`, `notify`.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -60,14 +62,18 @@ R = TypeVar("R")
 def _scalar(driver: Any, query: str, params: dict[str, Any]) -> Any:
     """The one value `query` answers, on the caller's own connection: the value on a
     sync one, an awaitable of it on an async one (the caller's driver decides)."""
+    return _first(driver, sql(query), params)
+
+
+def _first(driver: Any, statement: str, params: dict[str, Any]) -> Any:
     if isinstance(driver, psycopg.AsyncConnection):
-        return _scalar_async(driver, query, params)
-    row = driver.execute(sql(query), params).fetchone()
+        return _first_async(driver, statement, params)
+    row = driver.execute(statement, params).fetchone()
     return None if row is None else row[0]
 
 
-async def _scalar_async(driver: psycopg.AsyncConnection[Any], query: str, params: dict) -> Any:
-    cur = await driver.execute(sql(query), params)
+async def _first_async(driver: psycopg.AsyncConnection[Any], statement: str, params: dict) -> Any:
+    cur = await driver.execute(statement, params)
     row = await cur.fetchone()
     return None if row is None else row[0]
 
@@ -96,6 +102,41 @@ def job_enqueue(
     params = dict(locals())  # the keyword arguments, which are the query's parameters
     del params["conn"]
     return _scalar(conn, "job_enqueue", params)
+
+
+# job_insert's parameters that change from one job to the next; the others are
+# written into the statement (bound_insert).
+_PER_JOB = ("payload", "run_at", "delay")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+@door("job_insert", params=tuple(_PLACEHOLDER.findall(sql("job_insert"))))
+def job_insert(
+    conn: Any, statement: str, *, payload: str, run_at: datetime | None, delay: float | None
+) -> Any:
+    """sluice.enqueue's INSERT of one job without a key or parents: the new job's id.
+    `statement` is job_insert with the arguments the jobs of a task share written
+    in (bound_insert)."""
+    return _first(conn, statement, {"payload": payload, "run_at": run_at, "delay": delay})
+
+
+@functools.lru_cache(maxsize=1024)
+def bound_insert(fixed: tuple[tuple[str, Any], ...]) -> str:
+    """job_insert with the parameters `fixed` names written in as literals (a % in
+    one doubled: the statement still has the per-job placeholders). One text per
+    task and options, so psycopg prepares it once per connection and the server
+    folds the fixed arguments (intervals, the null retry policy) when it plans."""
+    values = dict(fixed)
+    if set(values) | set(_PER_JOB) != set(_PLACEHOLDER.findall(sql("job_insert"))):
+        raise ValueError(f"job_insert: not its parameters: {sorted(values)}")
+
+    def literal(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        return psycopg.sql.Literal(values[name]).as_string(None).replace("%", "%%")
+
+    return _PLACEHOLDER.sub(literal, sql("job_insert"))
 
 
 @door("job_enqueue_many")
@@ -354,20 +395,17 @@ def _conninfo(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> s
 # --- enqueueing --------------------------------------------------------------------
 
 
-def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any]:
-    """sluice.enqueue's arguments, each one given (see sql/queries/enqueue.sql)."""
+def _shared_params(task: str, opts: Options) -> dict[str, Any]:
+    """sluice.enqueue's arguments that every job of a task with these options has
+    (all but the payload, when it may start, its key and its parents), each given:
+    the defaults from sluice.core.jobs (see sql/queries/enqueue.sql)."""
     return {
         "task": task,
-        "payload": payload.decode() if isinstance(payload, bytes) else payload,
         "queue": opts.queue or JOB_DEFAULTS.queue,
         "priority": JOB_DEFAULTS.priority if opts.priority is None else opts.priority,
-        "run_at": opts.run_at,
-        "delay": opts.delay,
         "max_attempts": JOB_DEFAULTS.max_attempts
         if opts.max_attempts is None
         else opts.max_attempts,
-        "depends_on": list(opts.depends_on) if opts.depends_on else None,
-        "idempotency_key": opts.idempotency_key,
         "timeout": JOB_DEFAULTS.timeout if opts.timeout is None else opts.timeout,
         "tenant": opts.tenant or DEFAULT_TENANT,
         "backoff": opts.backoff or JOB_DEFAULTS.backoff,
@@ -376,6 +414,18 @@ def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any
         else opts.backoff_base,
         "backoff_max": JOB_DEFAULTS.backoff_max if opts.backoff_max is None else opts.backoff_max,
         "notify": None if opts.notify is None else msgspec.json.encode(opts.notify).decode(),
+    }
+
+
+def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any]:
+    """sluice.enqueue's arguments, each one given (see sql/queries/enqueue.sql)."""
+    return {
+        **_shared_params(task, opts),
+        "payload": payload.decode() if isinstance(payload, bytes) else payload,
+        "run_at": opts.run_at,
+        "delay": opts.delay,
+        "depends_on": list(opts.depends_on) if opts.depends_on else None,
+        "idempotency_key": opts.idempotency_key,
     }
 
 
@@ -397,7 +447,7 @@ class _Call(Generic[R]):
     """What enqueueing needs to know of a task: its name, how to encode its
     payload, how to read its result back."""
 
-    __slots__ = ("_encode", "_encode_many", "_read", "name", "opts")
+    __slots__ = ("_encode", "_encode_many", "_insert", "_read", "name", "opts")
 
     def __init__(
         self,
@@ -412,9 +462,33 @@ class _Call(Generic[R]):
         self._encode = encode
         self._read = read
         self._encode_many = encode_many or (lambda items: [encode((), f) for f in items])
+        self._insert: str | None = None  # job_insert for these options (bound_insert)
 
     def enqueue(self, conn: Any, args: tuple[Any, ...], fields: Mapping[str, Any]) -> Any:
-        params = _one_params(self.name, self._encode(args, fields), self.opts)
+        payload = self._encode(args, fields)
+        opts = self.opts
+        if opts.idempotency_key is not None or opts.depends_on:
+            return self._enqueue_function(conn, _one_params(self.name, payload, opts))
+        # Without a key or parents, sluice.enqueue's own INSERT, run directly.
+        statement = self._insert
+        if statement is None:
+            fixed = tuple(_shared_params(self.name, opts).items())
+            statement = self._insert = bound_insert(fixed)
+        per_job = {"payload": payload.decode(), "run_at": opts.run_at, "delay": opts.delay}
+        driver = _driver(conn)
+        if driver is None:
+            return self._insert_async(conn, statement, per_job)
+        return JobHandle(job_insert(driver, statement, **per_job), _conninfo(driver), self._read)
+
+    async def _insert_async(
+        self, conn: Any, statement: str, per_job: dict[str, Any]
+    ) -> AsyncJobHandle[R]:
+        driver = await _async_driver(conn)
+        job_id = await job_insert(driver, statement, **per_job)
+        return AsyncJobHandle(job_id, _conninfo(driver), self._read)
+
+    def _enqueue_function(self, conn: Any, params: dict[str, Any]) -> Any:
+        """The job through sluice.enqueue (a key or parents: ON CONFLICT, the edges)."""
         driver = _driver(conn)
         if driver is None:
             return self._enqueue_async(conn, params)
