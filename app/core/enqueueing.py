@@ -104,20 +104,19 @@ def job_enqueue(
     return _scalar(conn, "job_enqueue", params)
 
 
-# job_insert's parameters that change from one job to the next; the others are
-# written into the statement (bound_insert).
+# job_insert's parameters that may change from one job of a task to the next; the
+# others are written into the statement (bound_insert).
 _PER_JOB = ("payload", "run_at", "delay")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 @door("job_insert", params=tuple(_PLACEHOLDER.findall(sql("job_insert"))))
-def job_insert(
-    conn: Any, statement: str, *, payload: str, run_at: datetime | None, delay: float | None
-) -> Any:
+def job_insert(conn: Any, statement: str, per_job: dict[str, Any]) -> Any:
     """sluice.enqueue's INSERT of one job without a key or parents: the new job's id.
     `statement` is job_insert with the arguments the jobs of a task share written
-    in (bound_insert)."""
-    return _first(conn, statement, {"payload": payload, "run_at": run_at, "delay": delay})
+    in (bound_insert); `per_job` gives the others (the payload; run_at and delay
+    unless they are written in too)."""
+    return _first(conn, statement, per_job)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -129,6 +128,8 @@ def bound_insert(fixed: tuple[tuple[str, Any], ...]) -> str:
     values = dict(fixed)
     if set(values) | set(_PER_JOB) != set(_PLACEHOLDER.findall(sql("job_insert"))):
         raise ValueError(f"job_insert: not its parameters: {sorted(values)}")
+    if "payload" in values:
+        raise ValueError("job_insert: the payload is a parameter, never written in")
 
     def literal(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -417,6 +418,16 @@ def _shared_params(task: str, opts: Options) -> dict[str, Any]:
     }
 
 
+def _fixed_params(task: str, opts: Options) -> tuple[tuple[str, Any], ...]:
+    """What bound_insert writes into job_insert for a task with these options: the
+    shared arguments, and run_at and delay when neither is given (the usual case:
+    the payload is then the statement's one parameter)."""
+    fixed = _shared_params(task, opts)
+    if opts.run_at is None and opts.delay is None:
+        fixed |= {"run_at": None, "delay": None}
+    return tuple(fixed.items())
+
+
 def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any]:
     """sluice.enqueue's arguments, each one given (see sql/queries/enqueue.sql)."""
     return {
@@ -472,19 +483,22 @@ class _Call(Generic[R]):
         # Without a key or parents, sluice.enqueue's own INSERT, run directly.
         statement = self._insert
         if statement is None:
-            fixed = tuple(_shared_params(self.name, opts).items())
-            statement = self._insert = bound_insert(fixed)
-        per_job = {"payload": payload.decode(), "run_at": opts.run_at, "delay": opts.delay}
+            statement = self._insert = bound_insert(_fixed_params(self.name, opts))
+        per_job = {"payload": payload.decode()}
+        if opts.run_at is not None or opts.delay is not None:
+            per_job |= {"run_at": opts.run_at, "delay": opts.delay}
+        if isinstance(conn, psycopg.AsyncConnection):
+            return self._insert_async(conn, statement, per_job)
         driver = _driver(conn)
         if driver is None:
             return self._insert_async(conn, statement, per_job)
-        return JobHandle(job_insert(driver, statement, **per_job), _conninfo(driver), self._read)
+        return JobHandle(job_insert(driver, statement, per_job), _conninfo(driver), self._read)
 
     async def _insert_async(
         self, conn: Any, statement: str, per_job: dict[str, Any]
     ) -> AsyncJobHandle[R]:
-        driver = await _async_driver(conn)
-        job_id = await job_insert(driver, statement, **per_job)
+        driver = conn if isinstance(conn, psycopg.AsyncConnection) else await _async_driver(conn)
+        job_id = await job_insert(driver, statement, per_job)
         return AsyncJobHandle(job_id, _conninfo(driver), self._read)
 
     def _enqueue_function(self, conn: Any, params: dict[str, Any]) -> Any:
