@@ -65,15 +65,17 @@ def _scalar(driver: Any, query: str, params: dict[str, Any]) -> Any:
     return _first(driver, sql(query), params)
 
 
-def _first(driver: Any, statement: str, params: dict[str, Any]) -> Any:
+def _first(driver: Any, statement: str, params: dict[str, Any], prepare: bool | None = None) -> Any:
     if isinstance(driver, psycopg.AsyncConnection):
-        return _first_async(driver, statement, params)
-    row = driver.execute(statement, params).fetchone()
+        return _first_async(driver, statement, params, prepare)
+    row = driver.execute(statement, params, prepare=prepare).fetchone()
     return None if row is None else row[0]
 
 
-async def _first_async(driver: psycopg.AsyncConnection[Any], statement: str, params: dict) -> Any:
-    cur = await driver.execute(statement, params)
+async def _first_async(
+    driver: psycopg.AsyncConnection[Any], statement: str, params: dict, prepare: bool | None
+) -> Any:
+    cur = await driver.execute(statement, params, prepare=prepare)
     row = await cur.fetchone()
     return None if row is None else row[0]
 
@@ -115,8 +117,14 @@ def job_insert(conn: Any, statement: str, per_job: dict[str, Any]) -> Any:
     """sluice.enqueue's INSERT of one job without a key or parents: the new job's id.
     `statement` is job_insert with the arguments the jobs of a task share written
     in (bound_insert); `per_job` gives the others (the payload; run_at and delay
-    unless they are written in too)."""
-    return _first(conn, statement, per_job)
+    unless they are written in too).
+
+    Prepared at its first run on a connection that prepares statements at all
+    (`prepare_threshold` not None): it runs again for every job of the task, and
+    each of the threshold's unprepared runs would parse and plan it in full,
+    sluice.enqueue_row inlined (a few us a job over a connection's first 300 jobs).
+    """
+    return _first(conn, statement, per_job, True if conn.prepare_threshold is not None else None)
 
 
 @functools.lru_cache(maxsize=1024)

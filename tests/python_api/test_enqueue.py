@@ -556,3 +556,17 @@ async def test_sluice_enqueue_without_a_key_inserts_without_on_conflict(db):
     assert "HEAP_CONFIRM" in await heap_records(
         "SELECT sluice.enqueue('noop', idempotency_key => 'k')"
     )
+
+
+@pytest.mark.parametrize("threshold", [None, 5])
+async def test_enqueue_by_insert_prepares_only_where_the_connection_does(database_url, threshold):
+    """job_insert is prepared at its first run, except on a connection that prepares
+    nothing (prepare_threshold None: a pooler in transaction mode in front)."""
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, prepare_threshold=threshold
+    ) as conn:
+        await add.enqueue(conn, a=1, b=2)
+        cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in await cur.fetchall()]
+    assert len(prepared) == (0 if threshold is None else 1)
+    assert all("sluice.enqueue_row" in statement for statement in prepared)
