@@ -10,8 +10,9 @@
 The job is inserted inside whatever transaction `conn` has open (psycopg and
 SQLAlchemy open one at the first statement when none is), and exists for
 others once the caller commits; a rollback leaves no job. The SQL is the
-engine's own: `sluice.enqueue`, `sluice.enqueue_many`, `sluice.dag_run_start`
-(sql/queries/enqueue.sql).
+engine's own: `sluice.enqueue` (for a job without a key or parents, the INSERT
+it makes, run directly: job_insert), `sluice.enqueue_many`,
+`sluice.dag_run_start` (sql/queries/enqueue.sql).
 
 One method for both kinds of connection: with an async connection the call
 returns an awaitable (`await add.enqueue(aconn, a=1)`), with a sync one it does
