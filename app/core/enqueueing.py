@@ -496,8 +496,6 @@ class _Call(Generic[R]):
         per_job = {"payload": payload.decode()}
         if opts.run_at is not None or opts.delay is not None:
             per_job |= {"run_at": opts.run_at, "delay": opts.delay}
-        if isinstance(conn, psycopg.AsyncConnection):
-            return self._insert_async(conn, statement, per_job)
         driver = _driver(conn)
         if driver is None:
             return self._insert_async(conn, statement, per_job)

@@ -18,11 +18,12 @@ SELECT sluice.enqueue(
 
 -- One job without an idempotency key or parents, the Python API's common case:
 -- the INSERT sluice.enqueue makes for it (41_job_admin.sql), the row from
--- sluice.enqueue_row, without the PL/pgSQL call around it (about a fifth of the
--- server's CPU for a one-job transaction). The Python API writes the arguments a
--- task's jobs share (all but payload, run_at and delay) into the statement as
--- literals, once per task and options: each call sends three parameters, and the
--- server plans the rest once per connection. Same triggers as any insert.
+-- sluice.enqueue_row, without the PL/pgSQL call and its 14 parameters around it.
+-- The Python API writes the arguments a task's jobs share into the statement as
+-- literals, once per task and options (sluice.core.enqueueing.bound_insert): a
+-- call sends its payload (and run_at and delay, when its options give one), and
+-- the server folds the rest when it plans, once per connection. The same
+-- triggers fire as for any insert.
 -- name: job_insert :scalar
 INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at, max_attempts,
                               idempotency_key, timeout, backoff, backoff_base, backoff_max,
