@@ -10,8 +10,9 @@
 (f) the Python API, `task.enqueue_many(conn, [...])`, 10,000 per transaction, as (b).
 Every job is a no-op in queue `default`; nothing consumes them. (e) and (f) go
 through a task declared with `@sluice.task`'s machinery (typed: its payload is
-checked at the door) and the engine's functions (sluice.enqueue; for (f), the
-ids reserved by sluice.reserve_job_ids, then COPY).
+checked at the door) and the engine's SQL (for (e), sluice.enqueue's INSERT
+without the function around it, job_insert; for (f), the ids reserved by
+sluice.reserve_job_ids, then COPY).
 
 After the first pass over every way, `rounds` - 1 more rounds run (a), (e), (b)
 and (f) again, in that order: on a shared machine the load drifts, and only a

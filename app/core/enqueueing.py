@@ -10,8 +10,9 @@
 The job is inserted inside whatever transaction `conn` has open (psycopg and
 SQLAlchemy open one at the first statement when none is), and exists for
 others once the caller commits; a rollback leaves no job. The SQL is the
-engine's own: `sluice.enqueue`, `sluice.enqueue_many`, `sluice.dag_run_start`
-(sql/queries/enqueue.sql).
+engine's own: `sluice.enqueue` (for a job without a key or parents, the INSERT
+it makes, run directly: job_insert), `sluice.enqueue_many`,
+`sluice.dag_run_start` (sql/queries/enqueue.sql).
 
 One method for both kinds of connection: with an async connection the call
 returns an awaitable (`await add.enqueue(aconn, a=1)`), with a sync one it does
@@ -29,7 +30,9 @@ waits for them to succeed), `tenant`, `notify`.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -60,14 +63,20 @@ R = TypeVar("R")
 def _scalar(driver: Any, query: str, params: dict[str, Any]) -> Any:
     """The one value `query` answers, on the caller's own connection: the value on a
     sync one, an awaitable of it on an async one (the caller's driver decides)."""
+    return _first(driver, sql(query), params)
+
+
+def _first(driver: Any, statement: str, params: dict[str, Any], prepare: bool | None = None) -> Any:
     if isinstance(driver, psycopg.AsyncConnection):
-        return _scalar_async(driver, query, params)
-    row = driver.execute(sql(query), params).fetchone()
+        return _first_async(driver, statement, params, prepare)
+    row = driver.execute(statement, params, prepare=prepare).fetchone()
     return None if row is None else row[0]
 
 
-async def _scalar_async(driver: psycopg.AsyncConnection[Any], query: str, params: dict) -> Any:
-    cur = await driver.execute(sql(query), params)
+async def _first_async(
+    driver: psycopg.AsyncConnection[Any], statement: str, params: dict, prepare: bool | None
+) -> Any:
+    cur = await driver.execute(statement, params, prepare=prepare)
     row = await cur.fetchone()
     return None if row is None else row[0]
 
@@ -96,6 +105,48 @@ def job_enqueue(
     params = dict(locals())  # the keyword arguments, which are the query's parameters
     del params["conn"]
     return _scalar(conn, "job_enqueue", params)
+
+
+# job_insert's parameters that may change from one job of a task to the next; the
+# others are written into the statement (bound_insert).
+_PER_JOB = ("payload", "run_at", "delay")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+@door("job_insert", params=tuple(_PLACEHOLDER.findall(sql("job_insert"))))
+def job_insert(conn: Any, statement: str, per_job: dict[str, Any]) -> Any:
+    """sluice.enqueue's INSERT of one job without a key or parents: the new job's id.
+    `statement` is job_insert with the arguments the jobs of a task share written
+    in (bound_insert); `per_job` gives the others (the payload; run_at and delay
+    unless they are written in too).
+
+    Prepared at its first run on a connection that prepares statements at all
+    (`prepare_threshold` not None): it runs again for every job of the task, and
+    each of the threshold's unprepared runs would parse and plan it in full,
+    sluice.enqueue_row inlined (a few us a job over a connection's first 300 jobs).
+    """
+    return _first(conn, statement, per_job, True if conn.prepare_threshold is not None else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def bound_insert(fixed: tuple[tuple[str, Any], ...]) -> str:
+    """job_insert with the parameters `fixed` names written in as literals (a % in
+    one doubled: the statement still has the per-job placeholders). One text per
+    task and options, so psycopg prepares it once per connection and the server
+    folds the fixed arguments (intervals, the null retry policy) when it plans."""
+    values = dict(fixed)
+    if set(values) | set(_PER_JOB) != set(_PLACEHOLDER.findall(sql("job_insert"))):
+        raise ValueError(f"job_insert: not its parameters: {sorted(values)}")
+    if "payload" in values:
+        raise ValueError("job_insert: the payload is a parameter, never written in")
+
+    def literal(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        return psycopg.sql.Literal(values[name]).as_string(None).replace("%", "%%")
+
+    return _PLACEHOLDER.sub(literal, sql("job_insert"))
 
 
 @door("job_enqueue_many")
@@ -354,20 +405,17 @@ def _conninfo(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> s
 # --- enqueueing --------------------------------------------------------------------
 
 
-def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any]:
-    """sluice.enqueue's arguments, each one given (see sql/queries/enqueue.sql)."""
+def _shared_params(task: str, opts: Options) -> dict[str, Any]:
+    """sluice.enqueue's arguments that every job of a task with these options has
+    (all but the payload, when it may start, its key and its parents), each given:
+    the defaults from sluice.core.jobs (see sql/queries/enqueue.sql)."""
     return {
         "task": task,
-        "payload": payload.decode() if isinstance(payload, bytes) else payload,
         "queue": opts.queue or JOB_DEFAULTS.queue,
         "priority": JOB_DEFAULTS.priority if opts.priority is None else opts.priority,
-        "run_at": opts.run_at,
-        "delay": opts.delay,
         "max_attempts": JOB_DEFAULTS.max_attempts
         if opts.max_attempts is None
         else opts.max_attempts,
-        "depends_on": list(opts.depends_on) if opts.depends_on else None,
-        "idempotency_key": opts.idempotency_key,
         "timeout": JOB_DEFAULTS.timeout if opts.timeout is None else opts.timeout,
         "tenant": opts.tenant or DEFAULT_TENANT,
         "backoff": opts.backoff or JOB_DEFAULTS.backoff,
@@ -376,6 +424,28 @@ def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any
         else opts.backoff_base,
         "backoff_max": JOB_DEFAULTS.backoff_max if opts.backoff_max is None else opts.backoff_max,
         "notify": None if opts.notify is None else msgspec.json.encode(opts.notify).decode(),
+    }
+
+
+def _fixed_params(task: str, opts: Options) -> tuple[tuple[str, Any], ...]:
+    """What bound_insert writes into job_insert for a task with these options: the
+    shared arguments, and run_at and delay when neither is given (the usual case:
+    the payload is then the statement's one parameter)."""
+    fixed = _shared_params(task, opts)
+    if opts.run_at is None and opts.delay is None:
+        fixed |= {"run_at": None, "delay": None}
+    return tuple(fixed.items())
+
+
+def _one_params(task: str, payload: bytes | str, opts: Options) -> dict[str, Any]:
+    """sluice.enqueue's arguments, each one given (see sql/queries/enqueue.sql)."""
+    return {
+        **_shared_params(task, opts),
+        "payload": payload.decode() if isinstance(payload, bytes) else payload,
+        "run_at": opts.run_at,
+        "delay": opts.delay,
+        "depends_on": list(opts.depends_on) if opts.depends_on else None,
+        "idempotency_key": opts.idempotency_key,
     }
 
 
@@ -397,7 +467,7 @@ class _Call(Generic[R]):
     """What enqueueing needs to know of a task: its name, how to encode its
     payload, how to read its result back."""
 
-    __slots__ = ("_encode", "_encode_many", "_read", "name", "opts")
+    __slots__ = ("_encode", "_encode_many", "_insert", "_read", "name", "opts")
 
     def __init__(
         self,
@@ -412,9 +482,34 @@ class _Call(Generic[R]):
         self._encode = encode
         self._read = read
         self._encode_many = encode_many or (lambda items: [encode((), f) for f in items])
+        self._insert: str | None = None  # job_insert for these options (bound_insert)
 
     def enqueue(self, conn: Any, args: tuple[Any, ...], fields: Mapping[str, Any]) -> Any:
-        params = _one_params(self.name, self._encode(args, fields), self.opts)
+        payload = self._encode(args, fields)
+        opts = self.opts
+        if opts.idempotency_key is not None or opts.depends_on:
+            return self._enqueue_function(conn, _one_params(self.name, payload, opts))
+        # Without a key or parents, sluice.enqueue's own INSERT, run directly.
+        statement = self._insert
+        if statement is None:
+            statement = self._insert = bound_insert(_fixed_params(self.name, opts))
+        per_job = {"payload": payload.decode()}
+        if opts.run_at is not None or opts.delay is not None:
+            per_job |= {"run_at": opts.run_at, "delay": opts.delay}
+        driver = _driver(conn)
+        if driver is None:
+            return self._insert_async(conn, statement, per_job)
+        return JobHandle(job_insert(driver, statement, per_job), _conninfo(driver), self._read)
+
+    async def _insert_async(
+        self, conn: Any, statement: str, per_job: dict[str, Any]
+    ) -> AsyncJobHandle[R]:
+        driver = conn if isinstance(conn, psycopg.AsyncConnection) else await _async_driver(conn)
+        job_id = await job_insert(driver, statement, per_job)
+        return AsyncJobHandle(job_id, _conninfo(driver), self._read)
+
+    def _enqueue_function(self, conn: Any, params: dict[str, Any]) -> Any:
+        """The job through sluice.enqueue (a key or parents: ON CONFLICT, the edges)."""
         driver = _driver(conn)
         if driver is None:
             return self._enqueue_async(conn, params)

@@ -53,6 +53,7 @@ class Signature:
     """How to call a task function with a job's payload, and read its result."""
 
     __slots__ = (
+        "_empty",
         "context",
         "extra",
         "fields",
@@ -64,6 +65,7 @@ class Signature:
 
     def __init__(self, fn: Callable[..., Any], name: str, context_type: type | None) -> None:
         self.name = name
+        self._empty: bytes | None = None
         params = list(inspect.signature(fn).parameters.values())
         hints = _hints(fn, context_type)
         self.return_type: Any = hints.get("return", Any)
@@ -80,6 +82,7 @@ class Signature:
             hint = hints.get("payload", inspect.Parameter.empty)
             if hint not in _UNCHECKED and get_origin(hint) not in (dict, Mapping):
                 self.payload_type = hint
+            self._empty = self._empty_payload()
             return
         self.form = "fields"
         fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
@@ -111,12 +114,23 @@ class Signature:
             forbid_unknown_fields=not self.extra,
             gc=False,
         )
+        self._empty = self._empty_payload()
+
+    def _empty_payload(self) -> bytes | None:
+        """`{}` when the worker takes it (no required field), checked once here: the
+        payload of every call without arguments (None: such a call is refused)."""
+        try:
+            return self.encode({})
+        except PayloadMismatch:
+            return None
 
     # --- the payload ----------------------------------------------------------
 
     def encode(self, fields: Mapping[str, Any]) -> bytes:
         """The payload of a call with these fields, as JSON; raises PayloadMismatch
         when the worker would refuse it (decoded back here the way it will be there)."""
+        if self._empty is not None and type(fields) is dict and not fields:
+            return self._empty
         try:
             encoded = msgspec.json.encode(fields)
         except (TypeError, ValueError) as exc:  # msgspec's message names the type

@@ -3,7 +3,8 @@
 
 -- One job: sluice.enqueue, every argument given (the defaults are filled in by
 -- Python from sluice.core.jobs, which tests/api/test_declarations.py pairs with
--- the catalog). A null run_at and delay mean now.
+-- the catalog). A null run_at and delay mean now. The Python API calls it for a
+-- job with an idempotency key or parents; job_insert for the others.
 -- name: job_enqueue :scalar
 SELECT sluice.enqueue(
     task => %(task)s, payload => %(payload)s::jsonb, queue => %(queue)s,
@@ -14,6 +15,26 @@ SELECT sluice.enqueue(
     tenant => %(tenant)s, backoff => %(backoff)s,
     backoff_base => make_interval(secs => %(backoff_base)s::float8),
     backoff_max => make_interval(secs => %(backoff_max)s::float8), notify => %(notify)s::jsonb);
+
+-- One job without an idempotency key or parents, the Python API's common case:
+-- the INSERT sluice.enqueue makes for it (41_job_admin.sql), the row from
+-- sluice.enqueue_row, without the PL/pgSQL call and its 14 parameters around it.
+-- The Python API writes the arguments a task's jobs share into the statement as
+-- literals, once per task and options (sluice.core.enqueueing.bound_insert): a
+-- call sends its payload (and run_at and delay, when its options give one), and
+-- the server folds the rest when it plans, once per connection. The same
+-- triggers fire as for any insert.
+-- name: job_insert :scalar
+INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at, max_attempts,
+                              idempotency_key, timeout, backoff, backoff_base, backoff_max,
+                              notify)
+SELECT * FROM sluice.enqueue_row(
+    %(tenant)s::text, %(queue)s::text, %(task)s::text, %(payload)s::jsonb, %(priority)s::integer,
+    coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8)),
+    %(max_attempts)s::integer, NULL, make_interval(secs => %(timeout)s::float8),
+    %(backoff)s::text, make_interval(secs => %(backoff_base)s::float8),
+    make_interval(secs => %(backoff_max)s::float8), %(notify)s::jsonb)
+RETURNING j.id;
 
 -- Many jobs in one statement (sluice.enqueue_many): their ids, in order. The
 -- Python API's enqueue_many takes this path for items with an idempotency key,

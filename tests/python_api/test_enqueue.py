@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 import sluice
+from sluice.core import enqueueing
 from sluice.core.typed import PayloadMismatch
 from tests.factories import rows, scalar
 from tests.python_api.tasks import Box, Point, add, legacy, measure
@@ -361,6 +362,18 @@ STORED = (  # run_at when given (the default is each transaction's now())
 )
 
 
+async def _assert_one_row(db, ids: list[int], keys: list[str | None], given: dict) -> None:
+    """The jobs `ids` hold the same row (STORED) but for their idempotency keys."""
+    found = await rows(
+        db,
+        f"SELECT {STORED} FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
+        ids,
+    )
+    assert [row.pop("idempotency_key") for row in found] == keys
+    assert len(found) == len(ids) and all(row == found[0] for row in found)
+    assert found[0]["state"] == ("scheduled" if "run_at" in given else "ready")
+
+
 @pytest.mark.parametrize("given", [OPTIONS, DEFAULTS, {}], ids=["options", "defaults", "none"])
 async def test_enqueue_many_by_copy_stores_what_sluice_enqueue_stores(database_url, db, given):
     """A batch of jobs sharing their options goes in by COPY; each row is the one
@@ -370,15 +383,46 @@ async def test_enqueue_many_by_copy_stores_what_sluice_enqueue_stores(database_u
         single = await task.enqueue(conn, {"n": 1})
         copied = await task.enqueue_many(conn, [{"n": 1}, {"n": 1}])
         keyed = await task.enqueue_many(conn, [({"n": 1}, {"idempotency_key": "k"})])
-    found = await rows(
-        db,
-        f"SELECT {STORED} FROM sluice.jobs WHERE id = ANY(%s) ORDER BY id",  # noqa: S608
-        [single.id, *copied.ids, keyed[0].id],
+    ids = [single.id, *copied.ids, keyed[0].id]
+    await _assert_one_row(db, ids, [None, None, None, "k"], given)
+
+
+@pytest.mark.parametrize("given", [OPTIONS, DEFAULTS, {}], ids=["options", "defaults", "none"])
+async def test_enqueue_by_insert_stores_what_sluice_enqueue_stores(database_url, db, given):
+    """One job without a key or parents goes in by job_insert (sluice.enqueue's
+    INSERT, its shared arguments written into the statement): the row sluice.enqueue
+    writes for the same arguments, without a key and with one; sync and async."""
+    task = legacy.configure(**given)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        synced = task.enqueue(conn, {"n": 1}).id
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        inserted = await task.enqueue(conn, {"n": 1})
+        arguments = enqueueing._one_params("py.legacy", b'{"n": 1}', task._call.opts)
+        function = await enqueueing.job_enqueue(conn, **arguments)
+        keyed = await legacy.configure(**given, idempotency_key="k").enqueue(conn, {"n": 1})
+    ids = [synced, inserted.id, function, keyed.id]
+    await _assert_one_row(db, ids, [None, None, None, "k"], given)
+
+
+async def test_enqueue_by_insert_refuses_what_sluice_enqueue_refuses(database_url, db):
+    """Options written into the statement as literals are checked by the table as
+    sluice.enqueue's are; a refused job leaves nothing, and the statement keeps
+    values holding quotes, backslashes and % as given."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation, match="jobs_max_attempts_range"):
+            await legacy.configure(max_attempts=0).enqueue(conn, {})
+        with pytest.raises(psycopg.errors.CheckViolation, match="queue_name_valid"):
+            await legacy.configure(queue="it's").enqueue(conn, {})
+        with pytest.raises(psycopg.errors.CheckViolation, match="tenant_name_valid"):
+            await legacy.configure(tenant="t'1 %s").enqueue(conn, {})
+        assert await _count(db) == 0
+        url = "https://example.com/o'brien\\?q=%s&r=%(x)s&s=%%"
+        notify = {"webhook": {"url": url, "secret": "it's \\ %d"}}
+        handle = await legacy.configure(notify=notify).enqueue(conn, {"p": "%s"})
+    [found] = await rows(
+        db, "SELECT notify, payload FROM sluice.jobs WHERE id = ANY(%s)", [handle.id]
     )
-    keys = [row.pop("idempotency_key") for row in found]
-    assert keys == [None, None, None, "k"]
-    assert len(found) == 4 and all(row == found[0] for row in found)
-    assert found[0]["state"] == ("scheduled" if "run_at" in given else "ready")
+    assert found == {"notify": notify, "payload": {"p": "%s"}}
 
 
 async def test_enqueue_many_by_copy_keeps_payloads_and_values_as_given(database_url, db):
@@ -512,3 +556,17 @@ async def test_sluice_enqueue_without_a_key_inserts_without_on_conflict(db):
     assert "HEAP_CONFIRM" in await heap_records(
         "SELECT sluice.enqueue('noop', idempotency_key => 'k')"
     )
+
+
+@pytest.mark.parametrize("threshold", [None, 5])
+async def test_enqueue_by_insert_prepares_only_where_the_connection_does(database_url, threshold):
+    """job_insert is prepared at its first run, except on a connection that prepares
+    nothing (prepare_threshold None: a pooler in transaction mode in front)."""
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, prepare_threshold=threshold
+    ) as conn:
+        await add.enqueue(conn, a=1, b=2)
+        cur = await conn.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in await cur.fetchall()]
+    assert len(prepared) == (0 if threshold is None else 1)
+    assert all("sluice.enqueue_row" in statement for statement in prepared)
