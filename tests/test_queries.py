@@ -15,6 +15,17 @@ def test_parse_splits_named_blocks():
     }
 
 
+def test_a_query_ends_before_the_comments_of_the_next():
+    text = (
+        "-- name: a :one\nSELECT 1\n  -- a's own comment\n  FROM x;\n\n"
+        "-- b does this.\n-- name: b :exec\nSELECT 2;\n"
+    )
+    assert parse(text, "x.sql")["a"].sql == "SELECT 1\n  -- a's own comment\n  FROM x;"
+    assert not any(
+        q.sql.rstrip().splitlines()[-1].lstrip().startswith("--") for q in QUERIES.values()
+    )
+
+
 def test_parse_rejects_a_file_without_headers():
     with pytest.raises(ValueError, match="no `-- name"):
         parse("SELECT 1;", "x.sql")

@@ -54,7 +54,12 @@ def parse(text: str, source: str) -> dict[str, Query]:
     queries: dict[str, Query] = {}
     for i, header in enumerate(headers):
         end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
-        body = text[header.end() : end].strip()
+        lines = text[header.end() : end].strip().splitlines()
+        # The comment block above the next header describes that query: it is not
+        # sent (nor prepared) with this one.
+        while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("--")):
+            lines.pop()
+        body = "\n".join(lines)
         name, kind = header.group(1), header.group(2)
         if name in queries:
             raise ValueError(f"{source}: query {name} is defined twice")
