@@ -50,7 +50,7 @@ BEGIN
                         WHEN j.run_at > clock_timestamp() THEN 'scheduled'
                         ELSE 'ready' END
       FROM counts
-     WHERE j.id = counts.id AND j.state = 'blocked';
+     WHERE j.id = counts.id AND j.state = 'blocked' AND j.archived_at IS NULL;
 END
 $$;
 
@@ -146,8 +146,8 @@ BEGIN
     PERFORM set_config('sluice.cascading', 'on', true);
     WITH cancelled AS (
         UPDATE sluice.jobs j
-           SET state = 'cancelled', reason = 'upstream_failed', finished_at = now()
-         WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready')
+           SET state = 'cancelled', reason = 'upstream_failed', finished_at = now(), archived_at = now()
+         WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready') AND j.archived_at IS NULL
         RETURNING j.run_id
     )
     SELECT array_agg(DISTINCT c.run_id) INTO v_runs FROM cancelled c WHERE c.run_id IS NOT NULL;
@@ -314,6 +314,26 @@ BEGIN
       ORDER BY j.state <> 'running', j.id
         FOR NO KEY UPDATE;
 
+    -- What the foreign keys to sluice.jobs checked before the table was
+    -- partitioned (14_job_edges.sql), with their SQLSTATE and names: every job
+    -- an edge names exists. Parents first, as the keys fired; most ids are
+    -- found in the live partition, the others are looked for in history.
+    SELECT x.id, x.col INTO v_bad
+      FROM (SELECT DISTINCT e.parent_id AS id, 'parent_id' AS col FROM new_edges e
+            UNION
+            SELECT DISTINCT e.child_id, 'child_id' FROM new_edges e) x
+     WHERE NOT EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = x.id AND j.archived_at IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = x.id)
+     ORDER BY x.col DESC, x.id
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "job_edges" violates foreign key constraint "job_edges_%_fkey"',
+                        v_bad.col
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = format('job_edges_%s_fkey', v_bad.col),
+                  SCHEMA = 'sluice', TABLE = 'job_edges',
+                  DETAIL = format('Key (%s)=(%s) is not present in table "jobs".', v_bad.col, v_bad.id);
+    END IF;
+
     -- A new statement: it sees what the holders of those locks committed.
     SELECT e.parent_id, e.child_id, p.state AS parent_state, c.state AS child_state,
            p.tenant AS parent_tenant, c.tenant AS child_tenant,
@@ -381,7 +401,7 @@ BEGIN
               FROM new_edges e JOIN sluice.jobs p ON p.id = e.parent_id
              WHERE p.state <> 'succeeded'
              GROUP BY e.child_id) w
-     WHERE c.id = w.child_id;
+     WHERE c.id = w.child_id AND c.archived_at IS NULL;
     RETURN NULL;
 END
 $$;
@@ -441,7 +461,8 @@ BEGIN
      WHERE r.id = ANY(p_runs)
        AND r.state NOT IN ('queued', 'running')
        AND EXISTS (SELECT 1 FROM sluice.jobs j
-                    WHERE j.run_id = r.id AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'));
+                    WHERE j.run_id = r.id AND j.archived_at IS NULL
+                      AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'));
 
     FOR v_freed IN
         WITH finished AS (
@@ -462,7 +483,7 @@ BEGIN
              WHERE r.id = ANY(p_runs)
                AND r.state = 'running'
                AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
-                                WHERE j.run_id = r.id
+                                WHERE j.run_id = r.id AND j.archived_at IS NULL
                                   AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'))
             RETURNING r.*
         ), notified AS (

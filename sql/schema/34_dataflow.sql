@@ -128,7 +128,8 @@ BEGIN
         RETURN 'failed';
     END IF;
     IF v_n = 0 THEN
-        UPDATE sluice.jobs j SET state = 'succeeded', result = '[]', finished_at = now() WHERE j.id = p_id;
+        UPDATE sluice.jobs j SET state = 'succeeded', result = '[]', finished_at = now(), archived_at = now()
+         WHERE j.id = p_id;
         RETURN 'succeeded';
     END IF;
 
@@ -214,7 +215,7 @@ BEGIN
                 CONTINUE;
             ELSIF NOT v_holds THEN
                 UPDATE sluice.jobs j
-                   SET state = 'skipped', reason = 'condition_false', finished_at = now()
+                   SET state = 'skipped', reason = 'condition_false', finished_at = now(), archived_at = now()
                  WHERE j.id = v_job.id;
                 state := 'skipped';
                 RETURN NEXT;
@@ -390,6 +391,9 @@ BEGIN
                    parents_failed = nullif(d.failed, 0),
                    reason = CASE WHEN d.outcome LIKE '%:%' THEN split_part(d.outcome, ':', 2) ELSE j.reason END,
                    finished_at = CASE WHEN d.outcome IS NULL OR d.outcome = 'ready' THEN j.finished_at
+                                      ELSE now() END,
+                   -- Every outcome but ready ends the job: succeeded, cancelled, skipped.
+                   archived_at = CASE WHEN d.outcome IS NULL OR d.outcome = 'ready' THEN j.archived_at
                                       ELSE now() END
               FROM decided d
              WHERE j.id = d.id
@@ -472,8 +476,10 @@ BEGIN
     END IF;
     WITH signalled AS (
         UPDATE sluice.jobs j
-           SET state = 'succeeded', result = coalesce(signal.payload, '{}'), finished_at = now()
+           SET state = 'succeeded', result = coalesce(signal.payload, '{}'), finished_at = now(),
+               archived_at = now()
          WHERE j.run_id = signal.run_id AND j.state = 'waiting' AND j.node = signal.node
+           AND j.archived_at IS NULL
            AND j.map_index IS NULL AND j.flow #> '{wait,signal}' = 'true'
            AND j.run_at > statement_timestamp()
         RETURNING 1
@@ -499,6 +505,7 @@ BEGIN
       FROM (SELECT j.id
               FROM sluice.jobs j
              WHERE j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= now()
+               AND j.archived_at IS NULL
              ORDER BY j.run_at
              LIMIT p_limit
                FOR NO KEY UPDATE SKIP LOCKED) d;
@@ -514,8 +521,12 @@ BEGIN
                last_error = CASE WHEN j.flow #> '{wait,signal}' = 'true'
                                  THEN format('node %s: no signal came within its timeout (%s)', j.node,
                                              make_interval(secs => (j.flow #>> '{wait,timeout}')::double precision)) END,
-               finished_at = now()
-         WHERE j.id = ANY(v_due) AND j.state = 'waiting'
+               finished_at = now(),
+               -- A failed wait stays live with its dead letter (13_jobs.sql).
+               archived_at = CASE WHEN j.flow #> '{wait,signal}' = 'true'
+                                       AND j.flow #>> '{wait,on_timeout}' IS DISTINCT FROM 'skip'
+                                  THEN j.archived_at ELSE now() END
+         WHERE j.id = ANY(v_due) AND j.state = 'waiting' AND j.archived_at IS NULL
         RETURNING j.id, j.state, j.attempt, j.last_error
     ), dead AS (
         INSERT INTO sluice.dead_letters (job_id, attempts, reason, last_error, errors)
@@ -590,6 +601,7 @@ DECLARE
     v_events   bigint[];
     v_runs     bigint[];
     v_n        integer;
+    v_was      text;
 BEGIN
     SELECT j.id INTO v_from
       FROM sluice.jobs j
@@ -625,12 +637,16 @@ BEGIN
     PERFORM sluice.job_attempts_keep(v_set);
     PERFORM set_config('sluice.cascading', 'on', true);
     IF cardinality(v_elements) > 0 THEN
-        UPDATE sluice.jobs j SET state = 'cancelled', reason = 'rerun', finished_at = now()
+        UPDATE sluice.jobs j SET state = 'cancelled', reason = 'rerun', finished_at = now(), archived_at = now()
          WHERE j.id = ANY(v_elements) AND NOT sluice.state_is_terminal(j.state);
         DELETE FROM sluice.jobs j WHERE j.id = ANY(v_elements);
     END IF;
     UPDATE sluice.dead_letters d SET resolved_at = now(), resolution = 'rerun'
      WHERE d.job_id = ANY(v_set) AND d.resolved_at IS NULL;
+    -- The nodes come back from history into the live partition: that move
+    -- fires the partition's insert trigger, which must leave their state be.
+    v_was := current_setting('sluice.engine_insert', true);
+    PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH parents AS (
         SELECT e.child_id, count(*)::integer AS n FROM sluice.job_edges e
          WHERE e.child_id = ANY(v_set) GROUP BY e.child_id
@@ -641,7 +657,7 @@ BEGIN
                max_attempts = j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts),
                payload = coalesce(j.flow -> 'template', j.payload),
                run_at = now(), result = NULL, last_error = NULL, reason = NULL, finished_at = NULL,
-               worker_id = NULL, lease_expires_at = NULL, progress = NULL
+               worker_id = NULL, lease_expires_at = NULL, progress = NULL, archived_at = NULL
           FROM sluice.jobs x LEFT JOIN parents p ON p.child_id = x.id
          WHERE j.id = x.id AND x.id = ANY(v_set)
         RETURNING j.id, j.state, j.flow
@@ -649,6 +665,7 @@ BEGIN
     SELECT count(*), array_agg(r.id) FILTER (WHERE r.state = 'ready' AND r.flow IS NOT NULL)
       INTO v_n, v_roots
       FROM reset r;
+    PERFORM set_config('sluice.engine_insert', coalesce(nullif(v_was, ''), 'off'), true);
 
     -- Each reset node hears from its parents outside the rerun, which have all finished.
     SELECT array_agg(c.child_id ORDER BY c.child_id), array_agg(c.s ORDER BY c.child_id),

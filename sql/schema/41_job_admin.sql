@@ -60,6 +60,8 @@ BEGIN
                                          enqueue.backoff_max, enqueue.notify)
         RETURNING j.id INTO v_id;
     ELSE
+        -- A key the tenant already used: the row is left out (jobs_claim_key).
+        PERFORM set_config('sluice.keys_skip', 'on', true);
         INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at,
                                       max_attempts, idempotency_key, timeout, backoff,
                                       backoff_base, backoff_max, notify)
@@ -69,15 +71,15 @@ BEGIN
                                          enqueue.timeout, enqueue.backoff,
                                          enqueue.backoff_base, enqueue.backoff_max,
                                          enqueue.notify)
-        ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING j.id INTO v_id;
+        PERFORM set_config('sluice.keys_skip', 'off', true);
 
         IF v_id IS NULL THEN
-            -- The key is taken. ON CONFLICT waited for the holder to commit, so this
+            -- The key is taken. Its insert waited for the holder to commit, so this
             -- statement's fresh snapshot sees it.
-            SELECT j.id INTO v_id
-              FROM sluice.jobs j
-             WHERE j.tenant = enqueue.tenant AND j.idempotency_key = enqueue.idempotency_key;
+            SELECT k.job_id INTO v_id
+              FROM sluice.job_keys k
+             WHERE k.tenant = enqueue.tenant AND k.idempotency_key = enqueue.idempotency_key;
             RETURN v_id;
         END IF;
     END IF;
@@ -103,7 +105,7 @@ $$;
 -- (docs/state-machine.md), so a cancel cannot deadlock with a completion or
 -- failure releasing or cancelling the same jobs. The cascade
 -- (jobs_after_update) then finds its rows already held.
-CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
+CREATE FUNCTION sluice.job_cancel_once(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -128,9 +130,10 @@ BEGIN
          WHERE j.id = ANY(v_ids) AND NOT sluice.state_is_terminal(j.state)
     ), cancelled AS (
         UPDATE sluice.jobs j
-           SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL
+           SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL,
+               archived_at = now()
           FROM targets t
-         WHERE j.id = t.id
+         WHERE j.id = t.id AND j.archived_at IS NULL
         RETURNING j.id
     ), logged AS (
         INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
@@ -139,6 +142,28 @@ BEGIN
          WHERE t.was = 'running'
     )
     SELECT c.id FROM cancelled c WHERE c.id = ANY(p_ids);
+END
+$$;
+
+-- job_cancel_once, run again on a moved row (job_claim, 40_job_lifecycle.sql):
+-- a job completing while it is cancelled moves to history under the cancel.
+CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
+    RETURNS SETOF bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM sluice.job_cancel_once(p_ids, p_reason);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := v_round + 1;
+            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
 END
 $$;
 
@@ -204,6 +229,7 @@ DECLARE
     v_k       integer[];
     v_events  bigint[];
     v_runs    bigint[];
+    v_was     text;
 BEGIN
     SELECT array_agg(j.id) INTO v_roots
       FROM sluice.jobs j
@@ -251,6 +277,9 @@ BEGIN
     END IF;
 
     PERFORM set_config('sluice.cascading', 'on', true);
+    -- Cancelled jobs come back from history into the live partition: that move
+    -- fires the partition's insert trigger, which must leave their state be.
+    v_was := current_setting('sluice.engine_insert', true);
     -- The children that counted them as finished wait for them again.
     UPDATE sluice.jobs c
        SET pending_parents = c.pending_parents + x.n,
@@ -264,6 +293,7 @@ BEGIN
 
     -- Every job brought back waits for all its parents (a mapped node with
     -- elements: for its elements), then hears below from those that finished.
+    PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH parents AS (
         SELECT e.child_id AS id, count(*)::integer AS n
           FROM sluice.job_edges e WHERE e.child_id = ANY(v_live) GROUP BY e.child_id
@@ -281,7 +311,8 @@ BEGIN
                                    THEN j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts)
                                    ELSE j.max_attempts END,
                payload = coalesce(j.flow -> 'template', j.payload),
-               run_at = now(), result = NULL, worker_id = NULL, lease_expires_at = NULL
+               run_at = now(), result = NULL, worker_id = NULL, lease_expires_at = NULL,
+               archived_at = NULL
           FROM sluice.jobs x
           LEFT JOIN parents p ON p.id = x.id
           LEFT JOIN elements el ON el.id = x.id
@@ -293,6 +324,7 @@ BEGIN
            array_agg(DISTINCT r.run_id) FILTER (WHERE r.run_id IS NOT NULL)
       INTO v_waiting, v_ready, v_runs
       FROM reset r;
+    PERFORM set_config('sluice.engine_insert', coalesce(nullif(v_was, ''), 'off'), true);
 
     -- What their parents (elements) that stay finished tell them.
     SELECT array_agg(c.id ORDER BY c.id), array_agg(c.s ORDER BY c.id),
@@ -348,7 +380,13 @@ CREATE FUNCTION sluice.dead_letter_discard(job_id bigint) RETURNS boolean
         UPDATE sluice.dead_letters d
            SET resolved_at = now(), resolution = 'discarded'
          WHERE d.job_id = dead_letter_discard.job_id AND d.resolved_at IS NULL
-        RETURNING 1
+        RETURNING d.job_id
+    ), archived AS (
+        -- Out of the queue, the failed job is history (13_jobs.sql).
+        UPDATE sluice.jobs j
+           SET archived_at = now()
+          FROM resolved r
+         WHERE j.id = r.job_id AND j.state = 'failed' AND j.archived_at IS NULL
     )
     SELECT EXISTS (SELECT 1 FROM resolved);
 $$;

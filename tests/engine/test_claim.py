@@ -169,7 +169,7 @@ async def test_wildcard_claimers_racing_never_exceed_a_concurrency_limit(db, con
             over.append((n, running))
         # Free the slots for the next round.
         await db.execute(
-            "UPDATE sluice.jobs SET state = 'cancelled', finished_at = now()"
+            "UPDATE sluice.jobs SET state = 'cancelled', finished_at = now(), archived_at = now()"
             " WHERE state IN ('running', 'ready')"
         )
     assert over == []
