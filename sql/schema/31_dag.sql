@@ -33,11 +33,21 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
     -- each row against) instead (tests/engine/test_hot_paths.py).
     LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
-      ORDER BY j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
+              ORDER BY j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
 
     WITH counts AS (
         SELECT c.id, sum(c.n)::integer AS n
@@ -137,11 +147,21 @@ BEGIN
         RETURN sluice.job_propagate(p_roots);
     END IF;
 
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed', 'skipped')
-      ORDER BY j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed', 'skipped')
+              ORDER BY j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
 
     PERFORM set_config('sluice.cascading', 'on', true);
     WITH cancelled AS (
@@ -308,11 +328,21 @@ BEGIN
         v_reach := NULL;  -- read again below, after the locks
     END IF;
 
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(v_parents || v_children) AND j.xmin <> v_xid
-      ORDER BY j.state <> 'running', j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(v_parents || v_children) AND j.xmin <> v_xid
+              ORDER BY j.state <> 'running', j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
 
     -- What the foreign keys to sluice.jobs checked before the table was
     -- partitioned (14_job_edges.sql), with their SQLSTATE and names: every job

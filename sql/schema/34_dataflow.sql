@@ -341,13 +341,23 @@ BEGIN
         -- cancelled, failed or skipped one may be coming back right now (a
         -- retry's revival counted this parent as unfinished), so it is locked
         -- and then left alone unless it reads blocked by then.
-        PERFORM 1
-           FROM sluice.jobs j
-          WHERE j.id = ANY(v_batch)
-            AND (j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
-                 OR (j.state = 'waiting' AND j.pending_parents > 0))
-          ORDER BY j.id
-            FOR NO KEY UPDATE;
+        -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+        FOR v_try IN 1 .. 10 LOOP
+            BEGIN
+                PERFORM 1
+                   FROM sluice.jobs j
+                  WHERE j.id = ANY(v_batch)
+                    AND (j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
+                         OR (j.state = 'waiting' AND j.pending_parents > 0))
+                  ORDER BY j.id
+                    FOR NO KEY UPDATE;
+                EXIT;
+            EXCEPTION WHEN serialization_failure THEN
+                IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                    RAISE;
+                END IF;
+            END;
+        END LOOP;
 
         WITH counts AS (
             SELECT c.id, c.s, c.f, c.k
@@ -615,11 +625,21 @@ BEGIN
     v_outside := ARRAY(SELECT DISTINCT e.parent_id FROM sluice.job_edges e
                         WHERE e.child_id = ANY(v_set) AND e.parent_id <> ALL (v_set));
 
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(v_set || v_elements || v_outside)
-      ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(v_set || v_elements || v_outside)
+              ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
 
     -- Later statements: what the holders of those locks committed.
     SELECT string_agg(DISTINCT format('%s is %s', j.node, j.state), ', ') INTO v_busy

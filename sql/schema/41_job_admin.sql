@@ -260,12 +260,22 @@ BEGIN
 
     -- A candidate another transaction changed meanwhile (retried it, say) no
     -- longer matches once its lock is granted and is left out.
-    SELECT array_agg(j.id) INTO v_locked
-      FROM (SELECT j.id FROM sluice.jobs j
-             WHERE (j.id = ANY(v_roots || coalesce(v_revived, '{}')) AND j.state IN ('failed', 'cancelled'))
-                OR (j.id = ANY(v_kids) AND (j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0)))
-             ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
-               FOR NO KEY UPDATE) j;
+    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            SELECT array_agg(j.id) INTO v_locked
+              FROM (SELECT j.id FROM sluice.jobs j
+                     WHERE (j.id = ANY(v_roots || coalesce(v_revived, '{}')) AND j.state IN ('failed', 'cancelled'))
+                        OR (j.id = ANY(v_kids) AND (j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0)))
+                     ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
+                       FOR NO KEY UPDATE) j;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
 
     -- From here on, what every earlier holder of those locks committed.
     SELECT array_agg(j.id) INTO v_live

@@ -15,6 +15,15 @@ SELECT c.oid::regclass AS partition, c.relname::text AS name,
  CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
  WHERE i.inhparent = 'sluice.jobs'::regclass AND b.bound <> 'DEFAULT';
 
+-- Every partition of sluice.jobs, the live one first (for statistics: a
+-- partitioned table keeps none of its own).
+CREATE FUNCTION sluice.jobs_partitions() RETURNS SETOF regclass
+    LANGUAGE sql STABLE AS $$
+    SELECT 'sluice.jobs_live'::regclass
+    UNION ALL
+    (SELECT p.partition FROM sluice.history_partitions p ORDER BY p.lower_bound);
+$$;
+
 -- Make the history partition sluice.<p_name> for [p_from, p_to): a plain table
 -- first, then attached. ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on
 -- sluice.jobs and never blocks its readers and writers (CREATE TABLE ...
@@ -45,8 +54,12 @@ $$;
 -- overflow). The overflow is cut again further ahead only while it is empty.
 -- Returns how many partitions it made. The migration calls it, so every new
 -- database has its partitions; maintenance calls it on every pruning pass.
+--
+-- lock_timeout: attaching and dropping take a lock on sluice.jobs for an
+-- instant, but wait for every open statement on it first, and every new one
+-- would queue behind them: better to give up and try again on the next pass.
 CREATE FUNCTION sluice.history_prepare(p_ahead integer DEFAULT 7) RETURNS integer
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET lock_timeout = '100ms' AS $$
 DECLARE
     v_day     date := (now() AT TIME ZONE 'UTC')::date;
     v_last    date := v_day + greatest(p_ahead, 0);
@@ -86,14 +99,15 @@ $$;
 --      are moved to today's partition (archived_at = now(); finished_at stays):
 --      a run's nodes stay together while its children and reruns may read them;
 --   2. the partition is detached (ACCESS EXCLUSIVE on sluice.jobs for an
---      instant: the caller sets a short lock_timeout and tries again later);
+--      instant; as in history_prepare, it gives up after 100 ms of waiting,
+--      and the next pass tries again);
 --   3. the attempt log, edges, dead letters and idempotency keys of its jobs are
 --      deleted, then the finished runs older than the cutoff that have no job
 --      left;
 --   4. it is dropped.
 -- Jobs in the dead-letter queue are live and never in a history partition.
 CREATE FUNCTION sluice.history_retire(p_retention interval) RETURNS integer
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET lock_timeout = '100ms' AS $$
 DECLARE
     v_cutoff  timestamptz := sluice.history_cutoff(p_retention);
     v_part    record;

@@ -127,8 +127,8 @@ async def test_deleting_a_run_deletes_its_jobs_attempt_log(db):
 async def _seq_scans_of_jobs(db) -> int:
     """Sequential scans of sluice.jobs by this transaction so far."""
     cur = await db.execute(
-        "SELECT seq_scan FROM pg_stat_xact_user_tables"
-        " WHERE schemaname = 'sluice' AND relname = 'jobs'"
+        "SELECT sum(seq_scan) FROM pg_stat_xact_user_tables"
+        " WHERE relid IN (SELECT sluice.jobs_partitions())"
     )
     return (await cur.fetchone())[0]
 
