@@ -110,7 +110,8 @@ CREATE FUNCTION sluice.job_cancel_once(p_ids bigint[], p_reason text DEFAULT 'ca
     LANGUAGE plpgsql AS $$
 DECLARE
     v_ids   bigint[] := p_ids || ARRAY(SELECT j.id FROM sluice.jobs j
-                                        WHERE j.group_id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state));
+                                        WHERE j.group_id = ANY(p_ids) AND j.archived_at IS NULL
+                                          AND NOT sluice.state_is_terminal(j.state));
     v_below bigint[] := sluice.job_descendants(p_ids);
 BEGIN
     PERFORM 1

@@ -9,6 +9,7 @@
 CREATE VIEW sluice.history_partitions AS
 SELECT c.oid::regclass AS partition, c.relname::text AS name,
        substring(b.bound FROM 'FROM \(''([^'']*)''\)')::timestamptz AS lower_bound,
+       -- null: the overflow partition, unbounded above
        substring(b.bound FROM 'TO \(''([^'']*)''\)')::timestamptz AS upper_bound
   FROM pg_inherits i
   JOIN pg_class c ON c.oid = i.inhrelid
@@ -24,7 +25,10 @@ CREATE FUNCTION sluice.jobs_partitions() RETURNS SETOF regclass
     (SELECT p.partition FROM sluice.history_partitions p ORDER BY p.lower_bound);
 $$;
 
--- Make the history partition sluice.<p_name> for [p_from, p_to): a plain table
+-- Make the history partition sluice.<p_name> for [p_from, p_to) (p_to null:
+-- unbounded above, the overflow; its bounds CHECK stops short of 'infinity',
+-- which a row never has: a user's archived_at of 'infinity' finds no
+-- partition). A plain table
 -- first, then attached. ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on
 -- sluice.jobs and never blocks its readers and writers (CREATE TABLE ...
 -- PARTITION OF would take ACCESS EXCLUSIVE); the bounds CHECK spares it the
@@ -38,17 +42,17 @@ BEGIN
     EXECUTE format('CREATE TABLE sluice.%I (LIKE sluice.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'
                    ' WITH (fillfactor = 100, autovacuum_vacuum_insert_scale_factor = 0.2)', p_name);
     EXECUTE format('ALTER TABLE sluice.%I ADD CONSTRAINT jobs_history_bounds'
-                   ' CHECK (archived_at >= %L AND archived_at < %L)', p_name, p_from, p_to);
+                   ' CHECK (archived_at >= %L AND archived_at < %L)', p_name, p_from, coalesce(p_to, 'infinity'));
     EXECUTE format('ALTER TABLE sluice.%I ADD CONSTRAINT jobs_history_finished'
                    ' CHECK (state IN (''succeeded'', ''failed'', ''cancelled'', ''skipped''))', p_name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON sluice.%I (id)', p_name || '_id', p_name);
-    EXECUTE format('ALTER TABLE sluice.jobs ATTACH PARTITION sluice.%I FOR VALUES FROM (%L) TO (%L)',
-                   p_name, p_from, p_to);
+    EXECUTE format('ALTER TABLE sluice.jobs ATTACH PARTITION sluice.%I FOR VALUES FROM (%L) TO (%s)',
+                   p_name, p_from, coalesce(quote_literal(p_to), 'MAXVALUE'));
 END
 $$;
 
 -- Make the day partitions from today up to today + p_ahead (UTC days), and the
--- overflow partition `jobs_hlater` from the last of them to 'infinity', so
+-- overflow partition `jobs_hlater` from the last of them up (MAXVALUE), so
 -- that archiving a job never fails for want of a partition, however long
 -- maintenance is away (a job archived past the days made lands in the
 -- overflow). The overflow is cut again further ahead only while it is empty.
@@ -79,14 +83,15 @@ BEGIN
     FOR v_day IN SELECT d::date FROM generate_series(v_day, v_last, interval '1 day') d LOOP
         v_from := (v_day::text || ' 00:00:00+00')::timestamptz;
         CONTINUE WHEN EXISTS (SELECT 1 FROM sluice.history_partitions p
-                               WHERE p.lower_bound < v_from + interval '1 day' AND p.upper_bound > v_from);
+                               WHERE p.lower_bound < v_from + interval '1 day'
+                                 AND coalesce(p.upper_bound, 'infinity') > v_from);
         PERFORM sluice.history_partition_create('jobs_h' || to_char(v_day, 'YYYYMMDD'),
                                                 v_from, v_from + interval '1 day');
         v_made := v_made + 1;
     END LOOP;
-    IF NOT EXISTS (SELECT 1 FROM sluice.history_partitions p WHERE p.upper_bound = 'infinity') THEN
+    IF NOT EXISTS (SELECT 1 FROM sluice.history_partitions p WHERE p.upper_bound IS NULL) THEN
         SELECT max(p.upper_bound) INTO v_upper FROM sluice.history_partitions p;
-        PERFORM sluice.history_partition_create('jobs_hlater', v_upper, 'infinity');
+        PERFORM sluice.history_partition_create('jobs_hlater', v_upper, NULL);
         v_made := v_made + 1;
     END IF;
     RETURN v_made;
