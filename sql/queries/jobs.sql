@@ -55,7 +55,8 @@ SELECT id FROM sluice.job_release_many(%(worker_id)s, %(ids)s, %(attempts)s) AS 
 -- The jobs the database says this worker runs (to find claims whose answer it
 -- never got).
 -- name: worker_running_jobs :many
-SELECT id, attempt FROM sluice.jobs WHERE worker_id = %(worker_id)s AND state = 'running';
+SELECT id, attempt FROM sluice.jobs
+ WHERE worker_id = %(worker_id)s AND state = 'running' AND archived_at IS NULL;
 
 -- name: job_release_unanswered :many
 SELECT id FROM sluice.job_release_many(
@@ -191,7 +192,7 @@ WITH started AS (
     UNION ALL
     SELECT j.id, j.queue, j.run_at, j.started_at
       FROM sluice.jobs j
-     WHERE j.state = 'running'
+     WHERE j.state = 'running' AND j.archived_at IS NULL
        AND j.started_at >= now() - make_interval(mins => %(minutes)s)
        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)

@@ -68,13 +68,20 @@ $$;
 -- over something that is not a list...): with a dead letter, like any failed
 -- job, so an operator sees it and can retry it once the data is right. The
 -- caller holds the row's lock.
+--
+-- A failed job with an open dead letter is live (13_jobs.sql): a mapped node
+-- that had just succeeded (into history) and whose gathered results are too
+-- large comes back to the live partition here, its state the one given.
 CREATE FUNCTION sluice.node_fail(p_id bigint, p_reason text, p_error text) RETURNS void
     LANGUAGE plpgsql AS $$
+DECLARE
+    v_was text := current_setting('sluice.engine_insert', true);
 BEGIN
+    PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH failed AS (
         UPDATE sluice.jobs j
            SET state = 'failed', reason = p_reason, last_error = p_error, finished_at = now(),
-               pending_parents = 0, lease_expires_at = NULL
+               pending_parents = 0, lease_expires_at = NULL, archived_at = NULL
          WHERE j.id = p_id
         RETURNING j.id, j.attempt
     )
@@ -84,6 +91,7 @@ BEGIN
                                                 'error', p_error, 'finished_at', now()))
       FROM failed f
     ON CONFLICT (job_id) WHERE resolved_at IS NULL DO NOTHING;
+    PERFORM set_config('sluice.engine_insert', coalesce(nullif(v_was, ''), 'off'), true);
 END
 $$;
 
