@@ -77,14 +77,16 @@ class Pruner:
         it needs for an instant (the functions' own lock_timeout): a busy moment
         is tried again on the next pass rather than holding the queue up."""
         retired = 0
-        for step in ("prepare", "retire"):
-            async with pooled(self._pool) as conn:
-                try:
+        async with pooled(self._pool) as conn:
+            try:
+                async with conn.transaction():
+                    await protocol.history_prepare(conn)
+                # One partition per transaction: each holds its lock until it commits.
+                while True:
                     async with conn.transaction():
-                        if step == "prepare":
-                            await protocol.history_prepare(conn)
-                        else:
-                            retired = await protocol.history_retire(conn, retention=self._retention)
-                except psycopg.errors.LockNotAvailable as exc:
-                    log.info("history partitions busy, trying again next pass: %s", exc)
+                        if not await protocol.history_retire(conn, retention=self._retention):
+                            break
+                    retired += 1
+            except psycopg.errors.LockNotAvailable as exc:
+                log.info("history partitions busy, trying again next pass: %s", exc)
         return retired

@@ -25,4 +25,4 @@ SELECT * FROM sluice.job_prune_isolated(%(retention)s, %(limit)s);
 SELECT sluice.history_prepare();
 
 -- name: history_retire :scalar
-SELECT sluice.history_retire(%(retention)s);
+SELECT sluice.history_retire(%(retention)s, 1);

@@ -98,20 +98,21 @@ BEGIN
 END
 $$;
 
--- Retire every history partition wholly older than the retention, oldest first;
--- returns how many. For each:
+-- Retire the history partitions wholly older than the retention, oldest first,
+-- at most p_limit (one per transaction keeps its lock on sluice.jobs short:
+-- call again while it answers p_limit); returns how many. For each:
 --   1. jobs of DAG runs that are not finished, or finished after the cutoff,
 --      are moved to today's partition (archived_at = now(); finished_at stays):
 --      a run's nodes stay together while its children and reruns may read them;
---   2. the partition is detached (ACCESS EXCLUSIVE on sluice.jobs for an
---      instant; as in history_prepare, it gives up after 100 ms of waiting,
---      and the next pass tries again);
---   3. the attempt log, edges, dead letters and idempotency keys of its jobs are
---      deleted, then the finished runs older than the cutoff that have no job
---      left;
---   4. it is dropped.
+--   2. the attempt log, edges, dead letters and idempotency keys of its jobs
+--      are deleted (its jobs are finished: nothing adds to those but an edge
+--      from a succeeded parent, which a new job may still name);
+--   3. it is detached and dropped: ACCESS EXCLUSIVE on sluice.jobs from there
+--      to the caller's commit, an instant (as in history_prepare, it gives up
+--      after 100 ms of waiting for it, and the next pass tries again);
+--   4. the finished runs older than the cutoff that have no job left go.
 -- Jobs in the dead-letter queue are live and never in a history partition.
-CREATE FUNCTION sluice.history_retire(p_retention interval) RETURNS integer
+CREATE FUNCTION sluice.history_retire(p_retention interval, p_limit integer DEFAULT 1) RETURNS integer
     LANGUAGE plpgsql SET lock_timeout = '100ms' AS $$
 DECLARE
     v_cutoff  timestamptz := sluice.history_cutoff(p_retention);
@@ -122,18 +123,20 @@ BEGIN
         SELECT p.* FROM sluice.history_partitions p
          WHERE p.upper_bound <= v_cutoff
          ORDER BY p.lower_bound
+         LIMIT p_limit
     LOOP
         UPDATE sluice.jobs j
            SET archived_at = now()
          WHERE j.archived_at >= v_part.lower_bound AND j.archived_at < v_part.upper_bound
            AND j.run_id IN (SELECT r.id FROM sluice.dag_runs r
                              WHERE r.state IN ('queued', 'running') OR r.finished_at >= v_cutoff);
-        EXECUTE format('ALTER TABLE sluice.jobs DETACH PARTITION %s', v_part.partition);
         EXECUTE format('DELETE FROM sluice.job_attempt_log a USING %s o WHERE a.job_id = o.id', v_part.partition);
         EXECUTE format('DELETE FROM sluice.job_edges e USING %s o WHERE e.parent_id = o.id', v_part.partition);
         EXECUTE format('DELETE FROM sluice.job_edges e USING %s o WHERE e.child_id = o.id', v_part.partition);
         EXECUTE format('DELETE FROM sluice.dead_letters d USING %s o WHERE d.job_id = o.id', v_part.partition);
         EXECUTE format('DELETE FROM sluice.job_keys k USING %s o WHERE k.job_id = o.id', v_part.partition);
+        -- Last: from here to the caller's commit, nobody uses sluice.jobs.
+        EXECUTE format('ALTER TABLE sluice.jobs DETACH PARTITION %s', v_part.partition);
         EXECUTE format('DROP TABLE %s', v_part.partition);
         v_retired := v_retired + 1;
     END LOOP;

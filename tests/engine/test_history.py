@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from sluice.worker.pruner import Pruner
 from tests.engine.test_races import together
 from tests.factories import (
     WORKER,
@@ -433,3 +434,18 @@ async def test_a_repeatable_read_claim_whose_snapshot_saw_a_moved_row_fails_with
         await scalar(reader, "SELECT count(*) FROM sluice.job_claim('w', '{rr}', 1, '1 minute')")
         == 0
     )
+
+
+async def test_maintenance_makes_partitions_ahead_and_retires_old_ones(db, pool):
+    """The pruner's pass (worker maintenance): partitions for the days ahead,
+    then every partition past SLUICE_RETENTION dropped, one per transaction."""
+    olds = [await old_partition(db, day) for day in ("2020-01-01", "2020-01-02")]
+    done = await make_job(db, "succeeded")
+    await age(db, [done], "2020-01-02")
+    await Pruner(pool, interval=60, retention=7 * 86400, worker_retention=86400).tick()
+    assert [await scalar(db, "SELECT to_regclass(%s)", old) for old in olds] == [None, None]
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE id = %s", done) == 0
+    ahead = await scalar(
+        db, "SELECT count(*) FROM sluice.history_partitions WHERE lower_bound > now()"
+    )
+    assert ahead >= 7
