@@ -362,12 +362,16 @@ BEGIN
        AND NOT EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = x.id)
      ORDER BY x.col DESC, x.id
      LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "job_edges" violates foreign key constraint "job_edges_%_fkey"',
-                        v_bad.col
-            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = format('job_edges_%s_fkey', v_bad.col),
+    IF FOUND AND v_bad.col = 'parent_id' THEN
+        RAISE EXCEPTION 'insert or update on table "job_edges" violates foreign key constraint "job_edges_parent_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'job_edges_parent_id_fkey',
                   SCHEMA = 'sluice', TABLE = 'job_edges',
-                  DETAIL = format('Key (%s)=(%s) is not present in table "jobs".', v_bad.col, v_bad.id);
+                  DETAIL = format('Key (parent_id)=(%s) is not present in table "jobs".', v_bad.id);
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "job_edges" violates foreign key constraint "job_edges_child_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'job_edges_child_id_fkey',
+                  SCHEMA = 'sluice', TABLE = 'job_edges',
+                  DETAIL = format('Key (child_id)=(%s) is not present in table "jobs".', v_bad.id);
     END IF;
 
     -- A new statement: it sees what the holders of those locks committed.

@@ -58,8 +58,18 @@ DECLARE
     v_state sluice.job_state;
     v_queue text;
 BEGIN
-    SELECT j.state, j.queue INTO v_state, v_queue FROM sluice.jobs j WHERE j.id = p_id FOR SHARE;
-    IF NOT FOUND THEN
+    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            SELECT j.state, j.queue INTO v_state, v_queue FROM sluice.jobs j WHERE j.id = p_id FOR SHARE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    IF v_state IS NULL THEN
         RETURN;
     END IF;
     IF NOT sluice.state_is_terminal(v_state) THEN
