@@ -193,6 +193,7 @@ CONSTRAINT_FIELDS = {
     "dags_definition_object": "definition",
     "dag_runs_nodes_present": "nodes",
     "dag_runs_parents_known": "nodes",
+    "dag_runs_nodes_valid": "nodes",
     "schedules_name_valid": "name",
     "schedules_one_target": "job",
     "schedules_job_has_task": "job.task",

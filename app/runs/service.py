@@ -5,12 +5,11 @@ results, cancelling, retrying and rerunning them, and signalling their waiting n
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
+from itertools import islice, takewhile
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
-from croniter import croniter
 from psycopg import AsyncConnection
 from psycopg import errors as pg
 
@@ -18,6 +17,8 @@ from sluice.auth import Principal, require_shell_permission
 from sluice.core import engine
 from sluice.core.definitions import DefinitionError, check_all
 from sluice.core.engine import NodeResult, Run, RunEdge, RunNode
+from sluice.core.occurrences import UnusableSchedule
+from sluice.core.occurrences import occurrences as occurrences_after
 from sluice.core.tasks import TaskCatalog
 from sluice.http.errors import FieldError, Refusal, found, invalid
 from sluice.http.redact import redact
@@ -243,16 +244,14 @@ async def backfill(
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (request.from_, request.to))
     if start > end:
         raise invalid([("from", "must not be after `to`")])
-    # Occurrences at or after `from`: croniter answers those strictly after its start.
-    times = croniter(
-        schedule.cron, (start - timedelta(microseconds=1)).astimezone(ZoneInfo(schedule.timezone))
-    )
-    occurrences: list[datetime] = []
-    while len(occurrences) <= BACKFILL_MAX:
-        at = times.get_next(datetime)
-        if at > end:
-            break
-        occurrences.append(at)
+    # Occurrences at or after `from`, by the scheduler's own rule.
+    try:
+        times = occurrences_after(
+            schedule.cron, schedule.timezone, start - timedelta(microseconds=1)
+        )
+    except UnusableSchedule as exc:
+        raise Refusal(409, f"schedule {schedule.id}: {exc.reason} ({exc.detail})") from None
+    occurrences = list(islice(takewhile(lambda at: at <= end, times), BACKFILL_MAX + 1))
     if not occurrences:
         raise invalid(
             [("to", f"the schedule has no occurrence from {request.from_} to {request.to}")]

@@ -120,6 +120,59 @@ BEGIN
 END
 $$;
 
+-- The nodes of a DAG, numbered 1..p_n, parents before children, given its
+-- edges as node numbers sorted by parent: 1..p_n when they already are (the
+-- API sorts definitions so), else Kahn's algorithm's order, in time linear in
+-- nodes and edges (a definition from SQL may list its nodes in any order).
+-- With a cycle, 1..p_n: the edge trigger then refuses the run
+-- (job_edges_acyclic).
+CREATE FUNCTION sluice.dag_node_order(p_n integer, p_parents integer[], p_children integer[])
+    RETURNS integer[]
+    LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    v_first   integer[];  -- v_first[p]: p's first edge; v_first[p + 1] - 1: its last
+    v_waiting integer[];  -- per node, its parents not yet placed
+    v_order   integer[];  -- the nodes placed, in order; also the queue of Kahn's algorithm
+    v_placed  integer := 0;
+    v_done    integer := 0;
+    v_node    integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_parents, p_children) AS e(p, c) WHERE e.p >= e.c) THEN
+        RETURN ARRAY(SELECT generate_series(1, p_n));
+    END IF;
+    SELECT array_agg(x.first ORDER BY x.node), array_agg(x.waiting ORDER BY x.node)
+      INTO v_first, v_waiting
+      FROM (SELECT g.node,
+                   (1 + sum(coalesce(o.n, 0)) OVER (ORDER BY g.node) - coalesce(o.n, 0))::integer AS first,
+                   coalesce(i.n, 0)::integer AS waiting
+              FROM generate_series(1, p_n + 1) AS g(node)
+              LEFT JOIN (SELECT p, count(*) AS n FROM unnest(p_parents) AS p GROUP BY p) o ON o.p = g.node
+              LEFT JOIN (SELECT c, count(*) AS n FROM unnest(p_children) AS c GROUP BY c) i ON i.c = g.node) x;
+    v_order := array_fill(0, ARRAY[p_n]);
+    FOR i IN 1 .. p_n LOOP
+        IF v_waiting[i] = 0 THEN
+            v_placed := v_placed + 1;
+            v_order[v_placed] := i;
+        END IF;
+    END LOOP;
+    WHILE v_done < v_placed LOOP
+        v_done := v_done + 1;
+        v_node := v_order[v_done];
+        FOR k IN v_first[v_node] .. v_first[v_node + 1] - 1 LOOP
+            v_waiting[p_children[k]] := v_waiting[p_children[k]] - 1;
+            IF v_waiting[p_children[k]] = 0 THEN
+                v_placed := v_placed + 1;
+                v_order[v_placed] := p_children[k];
+            END IF;
+        END LOOP;
+    END LOOP;
+    IF v_placed < p_n THEN
+        RETURN ARRAY(SELECT generate_series(1, p_n));
+    END IF;
+    RETURN v_order;
+END
+$$;
+
 -- Create the jobs and edges of run p_run from its definition, with each
 -- node's parents counted as it is inserted (blocked, or ready without
 -- parents), then prepare the roots that have a condition, a map or a wait
@@ -127,9 +180,9 @@ $$;
 -- the runs to settle. Used when a run starts: at creation, or when a queued
 -- run gets its turn.
 --
--- Ids are drawn in node order, so when parents are listed first (the API
--- sorts them so) ids grow along every edge and the cycle check takes its
--- one-pass fast path; edges among these new jobs take no lock and no turn.
+-- Ids are drawn in sluice.dag_node_order, so they grow along every edge:
+-- job_propagate's lock order relies on it, and the cycle check takes its
+-- one-pass fast path. Edges among these new jobs take no lock and no turn.
 CREATE FUNCTION sluice.dag_run_begin(p_run bigint, p_definition jsonb) RETURNS bigint[]
     LANGUAGE plpgsql AS $$
 DECLARE
@@ -139,23 +192,55 @@ DECLARE
     v_nodes    text[];
     v_parents  bigint[];
     v_children bigint[];
+    v_from     integer[];  -- the edges, as positions of nodes in the definition
+    v_to       integer[];
     v_roots    bigint[];
     v_events   bigint[];
     v_runs     bigint[];
     v_child    text;
     v_parent   text;
+    v_problem  text;
 BEGIN
     SELECT * INTO v_r FROM sluice.dag_runs r WHERE r.id = p_run;
     v_context := jsonb_build_object('params', v_r.params, 'run', sluice.dag_run_context(v_r));
 
-    SELECT array_agg(nextval(pg_get_serial_sequence('sluice.jobs', 'id')) ORDER BY n.ord),
-           array_agg(n.node ->> 'id' ORDER BY n.ord)
-      INTO v_ids, v_nodes
-      FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord);
-    IF v_ids IS NULL THEN
-        RAISE EXCEPTION 'a DAG needs at least one node'
+    IF jsonb_typeof(p_definition -> 'nodes') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_definition -> 'nodes') = 0 THEN
+        RAISE EXCEPTION 'a DAG needs at least one node (nodes: a list)'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_nodes_present';
     END IF;
+    -- The API checks a definition before it gets here; one from SQL is not.
+    -- Refuse, by name, the shapes the statements below would misread: a node
+    -- without an id would run with no name, a repeated id would make two jobs
+    -- of one node, and a depends_on that is no list would fail obscurely.
+    SELECT format('the node at position %s %s', n.ord,
+                  CASE WHEN jsonb_typeof(n.node) <> 'object' THEN 'is not an object'
+                       WHEN jsonb_typeof(n.node -> 'id') IS DISTINCT FROM 'string' THEN 'has no id (a string)'
+                       ELSE format('(%s): depends_on must be a list of node ids', n.node ->> 'id') END)
+      INTO v_problem
+      FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
+     WHERE jsonb_typeof(n.node) <> 'object'
+        OR jsonb_typeof(n.node -> 'id') IS DISTINCT FROM 'string'
+        OR (n.node ? 'depends_on'
+            AND (jsonb_typeof(n.node -> 'depends_on') <> 'array'
+                 OR EXISTS (SELECT 1 FROM jsonb_array_elements(n.node -> 'depends_on') AS d(name)
+                             WHERE jsonb_typeof(d.name) <> 'string')))
+     ORDER BY n.ord
+     LIMIT 1;
+    IF v_problem IS NULL THEN
+        SELECT format('node id %s is used more than once', x.id) INTO v_problem
+          FROM jsonb_array_elements(p_definition -> 'nodes') AS n(node)
+         CROSS JOIN LATERAL (SELECT n.node ->> 'id') AS x(id)
+         GROUP BY x.id
+        HAVING count(*) > 1
+         LIMIT 1;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid DAG definition: %', v_problem
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_nodes_valid';
+    END IF;
+    SELECT array_agg(n.node ->> 'id' ORDER BY n.ord) INTO v_nodes
+      FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord);
     -- A parent that names no node (the API refuses it first): left out of the
     -- edges below, it would let its child run without waiting.
     SELECT n.node ->> 'id', d.name INTO v_child, v_parent
@@ -168,12 +253,22 @@ BEGIN
             USING ERRCODE = 'check_violation', CONSTRAINT = 'dag_runs_parents_known';
     END IF;
 
-    SELECT array_agg(e.parent_id ORDER BY e.child_id, e.parent_id), array_agg(e.child_id ORDER BY e.child_id, e.parent_id)
-      INTO v_parents, v_children
-      FROM (SELECT DISTINCT parent.id AS parent_id, v_ids[n.ord] AS child_id
+    -- The edges as node numbers (positions in the definition), then ids drawn
+    -- so that the k-th smallest goes to the k-th node of dag_node_order.
+    SELECT array_agg(e.parent ORDER BY e.parent, e.child), array_agg(e.child ORDER BY e.parent, e.child)
+      INTO v_from, v_to
+      FROM (SELECT DISTINCT p.ord::integer AS parent, n.ord::integer AS child
               FROM jsonb_array_elements(p_definition -> 'nodes') WITH ORDINALITY AS n(node, ord)
              CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(n.node -> 'depends_on', '[]')) AS d(name)
-              JOIN unnest(v_nodes, v_ids) AS parent(name, id) ON parent.name = d.name) e;
+              JOIN unnest(v_nodes) WITH ORDINALITY AS p(name, ord) ON p.name = d.name) e;
+    SELECT array_agg(o.id ORDER BY o.node)
+      INTO v_ids
+      FROM unnest(sluice.dag_node_order(cardinality(v_nodes), coalesce(v_from, '{}'), coalesce(v_to, '{}')),
+                  ARRAY(SELECT nextval(pg_get_serial_sequence('sluice.jobs', 'id'))
+                          FROM generate_series(1, cardinality(v_nodes)) ORDER BY 1)) AS o(node, id);
+    SELECT array_agg(v_ids[e.p] ORDER BY v_ids[e.c], v_ids[e.p]), array_agg(v_ids[e.c] ORDER BY v_ids[e.c], v_ids[e.p])
+      INTO v_parents, v_children
+      FROM unnest(v_from, v_to) AS e(p, c);
 
     PERFORM set_config('sluice.engine_insert', 'on', true);
     INSERT INTO sluice.jobs (id, tenant, run_id, node, task, payload, flow, state, pending_parents,

@@ -365,3 +365,32 @@ async def test_a_backfill_starts_one_run_per_occurrence(client, submitter, opera
     assert (
         await client.post(f"{DAGS}/nightly/backfill", json=body, headers=other)
     ).status_code == 404
+
+
+async def test_a_backfill_follows_the_schedulers_occurrences(client, submitter, operator, db):
+    """The one rule of sluice.core.occurrences: 02:30 on the day Berlin's clocks
+    go back occurs once, not at both of its instants; and a schedule stored by
+    plain SQL that cannot be read is refused (409), never a 500."""
+    await client.put(
+        f"{DAGS}/nightly", json={"nodes": [{"id": "a", "task": "noop"}]}, headers=submitter
+    )
+    schedule = {"name": "n", "cron": "30 2 * * *", "dag": "nightly", "timezone": "Europe/Berlin"}
+    assert (
+        await client.post("/api/v1/schedules", json=schedule, headers=operator)
+    ).status_code == 201
+    body = {"from": "2026-10-24T12:00:00Z", "to": "2026-10-26T12:00:00Z"}
+    r = await client.post(f"{DAGS}/nightly/backfill", json=body, headers=operator)
+    assert r.status_code == 201, r.text
+    occurrences = await rows(
+        db,
+        "SELECT occurrence FROM sluice.dag_runs WHERE id = ANY(%s) ORDER BY occurrence",
+        r.json()["runs"],
+    )
+    assert [o["occurrence"].isoformat() for o in occurrences] == [
+        "2026-10-25T00:30:00+00:00",  # 02:30 CEST, the first of the two
+        "2026-10-26T01:30:00+00:00",
+    ]
+    await db.execute("UPDATE sluice.schedules SET cron = 'every day' WHERE name = 'n'")
+    r = await client.post(f"{DAGS}/nightly/backfill", json=body, headers=operator)
+    assert r.status_code == 409, r.text
+    assert "invalid cron expression 'every day'" in r.json()["message"]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.engine.invariants import assert_invariants
 from tests.engine.notifications import drain, listen, wait_on
-from tests.factories import claim, complete, rows, scalar
+from tests.factories import claim, complete, fail, fetch_job, rows, scalar
 
 CREATE = "SELECT sluice.dag_run_create('default', %s::jsonb)"
 # Rows inserted and updated in sluice.jobs, and edge turns taken, as counted by
@@ -157,6 +157,31 @@ async def test_a_parent_that_is_no_node_is_refused_and_nothing_is_created(db):
     )
 
 
+@pytest.mark.parametrize(
+    ("nodes", "constraint", "message"),
+    [
+        ({"a": 1}, "dag_runs_nodes_present", "at least one node"),
+        ([], "dag_runs_nodes_present", "at least one node"),
+        ([{"id": "a", "task": "noop"}, 2], "dag_runs_nodes_valid", "position 2 is not an object"),
+        ([{"task": "noop"}], "dag_runs_nodes_valid", "position 1 has no id"),
+        ([{"id": 1, "task": "noop"}], "dag_runs_nodes_valid", "position 1 has no id"),
+        ([{"id": "a", "task": "noop"}, {"id": "a", "task": "noop"}], "dag_runs_nodes_valid",
+         "node id a is used more than once"),
+        ([{"id": "a", "task": "noop"}, {"id": "b", "task": "noop", "depends_on": "a"}],
+         "dag_runs_nodes_valid", "(b): depends_on must be a list of node ids"),
+        ([{"id": "a", "task": "noop"}, {"id": "b", "task": "noop", "depends_on": [["a"]]}],
+         "dag_runs_nodes_valid", "(b): depends_on must be a list of node ids"),
+    ],
+    ids=["nodes-object", "no-nodes", "node-number", "no-id", "id-number", "id-twice",
+         "depends-string", "depends-nested"],
+)  # fmt: skip
+async def test_a_misshapen_definition_from_sql_is_refused_by_name(db, nodes, constraint, message):
+    """The API validates definitions first; dag_run_create, callable from SQL,
+    must not accept what it would misread (two jobs for one node, a nameless
+    node) nor fail with an unnamed error."""
+    await refused_with_nothing_created(db, json.dumps({"nodes": nodes}), constraint, message)
+
+
 async def test_the_insert_settings_do_not_outlive_the_run_creation(db):
     """sluice.engine_insert and sluice.edges_counted are set back to off: later
     statements of the same transaction are checked and counted as usual."""
@@ -217,3 +242,51 @@ async def test_claiming_nodes_of_a_new_run_reads_their_parents_by_id(db):
         fetched = await scalar(db, read) - before
     assert len(claimed) == 100
     assert fetched < 100 * 10, f"{fetched} job rows read to claim 100 nodes"
+
+
+# Children listed before their parents, as a SQL caller may write them: the
+# API sorts parents first, dag_run_create must not rely on it.
+REVERSED_CHAIN = [
+    {"id": "d", "task": "noop", "depends_on": ["c"], "trigger": "all_done"},
+    {"id": "c", "task": "noop", "depends_on": ["b"], "trigger": "all_done"},
+    {"id": "b", "task": "noop", "depends_on": ["a"]},
+    {"id": "a", "task": "noop"},
+]
+
+
+async def test_ids_grow_along_every_edge_whatever_the_node_order(db):
+    """The engine locks DAG jobs in rising id order on the assumption that ids
+    grow along the edges (job_propagate); a run created from a definition
+    listing children first must keep it."""
+    definition = {
+        "nodes": [
+            *REVERSED_CHAIN,
+            {"id": "x", "task": "noop", "depends_on": ["d", "a"]},
+            {"id": "y", "task": "noop", "depends_on": ["x", "b"]},
+        ]
+    }
+    run_id = await scalar(db, CREATE, json.dumps(definition))
+    backwards = await rows(
+        db,
+        "SELECT p.node AS parent, c.node AS child FROM sluice.job_edges e"
+        " JOIN sluice.jobs p ON p.id = e.parent_id JOIN sluice.jobs c ON c.id = e.child_id"
+        " WHERE c.run_id = %s AND e.parent_id > e.child_id",
+        run_id,
+    )
+    assert backwards == []
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE run_id = %s", run_id) == 6
+
+
+async def test_a_failure_propagates_down_a_chain_listed_children_first(db):
+    """a fails; b (all_success) is cancelled; c and d (all_done) run in turn."""
+    run_id = await scalar(db, CREATE, json.dumps({"nodes": REVERSED_CHAIN}))
+    found = await nodes(db, run_id)
+    await claim(db, found["a"]["id"])
+    await fail(db, found["a"]["id"], retryable=False)
+    for step in ("c", "d"):
+        assert (await fetch_job(db, found[step]["id"]))["state"] == "ready"
+        await claim(db, found[step]["id"])
+        assert await complete(db, found[step]["id"])
+    states = {n: (await fetch_job(db, r["id"]))["state"] for n, r in found.items()}
+    assert states == {"a": "failed", "b": "cancelled", "c": "succeeded", "d": "succeeded"}
+    await assert_invariants(db)
