@@ -288,9 +288,6 @@ BEGIN
     END IF;
 
     PERFORM set_config('sluice.cascading', 'on', true);
-    -- Cancelled jobs come back from history into the live partition: that move
-    -- fires the partition's insert trigger, which must leave their state be.
-    v_was := current_setting('sluice.engine_insert', true);
     -- The children that counted them as finished wait for them again.
     UPDATE sluice.jobs c
        SET pending_parents = c.pending_parents + x.n,
@@ -304,6 +301,9 @@ BEGIN
 
     -- Every job brought back waits for all its parents (a mapped node with
     -- elements: for its elements), then hears below from those that finished.
+    -- Cancelled jobs come back from history into the live partition: that move
+    -- fires the partition's insert trigger, which must leave their state be.
+    v_was := current_setting('sluice.engine_insert', true);
     PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH parents AS (
         SELECT e.child_id AS id, count(*)::integer AS n
