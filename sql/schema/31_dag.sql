@@ -33,7 +33,7 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
     -- each row against) instead (tests/engine/test_hot_paths.py).
     LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             PERFORM 1
@@ -43,9 +43,7 @@ BEGIN
                 FOR NO KEY UPDATE;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
 
@@ -153,7 +151,7 @@ BEGIN
         RETURN sluice.job_propagate(p_roots);
     END IF;
 
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             PERFORM 1
@@ -163,9 +161,7 @@ BEGIN
                 FOR NO KEY UPDATE;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
 
@@ -334,7 +330,7 @@ BEGIN
         v_reach := NULL;  -- read again below, after the locks
     END IF;
 
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             PERFORM 1
@@ -344,9 +340,7 @@ BEGIN
                 FOR NO KEY UPDATE;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
 

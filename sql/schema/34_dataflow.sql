@@ -349,7 +349,7 @@ BEGIN
         -- cancelled, failed or skipped one may be coming back right now (a
         -- retry's revival counted this parent as unfinished), so it is locked
         -- and then left alone unless it reads blocked by then.
-        -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+        -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
         FOR v_try IN 1 .. 10 LOOP
             BEGIN
                 PERFORM 1
@@ -361,9 +361,7 @@ BEGIN
                     FOR NO KEY UPDATE;
                 EXIT;
             EXCEPTION WHEN serialization_failure THEN
-                IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                    RAISE;
-                END IF;
+                PERFORM sluice.moved_row_retry(v_try, SQLERRM);
             END;
         END LOOP;
 
@@ -633,7 +631,7 @@ BEGIN
     v_outside := ARRAY(SELECT DISTINCT e.parent_id FROM sluice.job_edges e
                         WHERE e.child_id = ANY(v_set) AND e.parent_id <> ALL (v_set));
 
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             PERFORM 1
@@ -643,9 +641,7 @@ BEGIN
                 FOR NO KEY UPDATE;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
 

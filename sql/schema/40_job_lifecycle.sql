@@ -200,17 +200,10 @@ BEGIN
 END
 $$;
 
--- A statement on live jobs can fail with a serialization failure (40001,
--- "tuple to be locked was already moved to another partition due to
--- concurrent update") even in READ COMMITTED: when a row its snapshot still
--- sees was meanwhile moved to history by a completion or a cancel, PostgreSQL
--- cannot follow the row into the other partition to re-check it, as it would
--- within one table (docs/state-machine.md, "Moved rows"). The statement
--- rolled back whole, and run again with a new snapshot it no longer sees the
--- moved row (it names archived_at IS NULL): so the engine's functions
--- that write live rows run their statement in a subtransaction and run it
--- again, at most 10 times, in READ COMMITTED only (a REPEATABLE READ caller's
--- snapshot would fail again: it gets the error and retries its transaction).
+-- job_claim_once, run again on a moved row (sluice.moved_row_retry): a claim
+-- whose snapshot still sees a job as ready that another worker has since
+-- claimed and completed (moved to history) fails with 40001 even in READ
+-- COMMITTED; run again, its new snapshot no longer sees that job.
 CREATE FUNCTION sluice.job_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
     p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
@@ -235,10 +228,7 @@ BEGIN
                 p_after_id, p_tasks);
             RETURN;
         EXCEPTION WHEN serialization_failure THEN
-            v_round := v_round + 1;
-            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
         END;
     END LOOP;
 END
@@ -276,7 +266,7 @@ CREATE FUNCTION sluice.job_heartbeat_once(
     RETURNING j.id, j.attempt;
 $$;
 
--- job_heartbeat_once, run again on a moved row (see job_claim).
+-- job_heartbeat_once, run again on a moved row (sluice.moved_row_retry).
 CREATE FUNCTION sluice.job_heartbeat(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_lease interval
 ) RETURNS TABLE (id bigint, attempt integer)
@@ -289,10 +279,7 @@ BEGIN
             RETURN QUERY SELECT * FROM sluice.job_heartbeat_once(p_worker_id, p_ids, p_attempts, p_lease);
             RETURN;
         EXCEPTION WHEN serialization_failure THEN
-            v_round := v_round + 1;
-            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
         END;
     END LOOP;
 END
@@ -390,7 +377,7 @@ BEGIN
 END
 $$;
 
--- job_complete_many_once, run again on a moved row (see job_claim).
+-- job_complete_many_once, run again on a moved row (sluice.moved_row_retry).
 CREATE FUNCTION sluice.job_complete_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
     p_outputs text[] DEFAULT NULL
@@ -405,10 +392,7 @@ BEGIN
                 p_worker_id, p_ids, p_attempts, p_results, p_outputs);
             RETURN;
         EXCEPTION WHEN serialization_failure THEN
-            v_round := v_round + 1;
-            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
         END;
     END LOOP;
 END
@@ -476,7 +460,7 @@ $$;
 -- A worker's failed attempts. p_retryable[i] false fails the job at once;
 -- p_outcomes[i] is 'failed' (the handler raised) or 'timeout'.
 --
--- Run again on a moved row (see job_claim): a failure fails no job, and the
+-- Run again on a moved row (sluice.moved_row_retry): a failure fails no job, and the
 -- cascade of one that ends failed cancels its descendants, which can race.
 CREATE FUNCTION sluice.job_fail_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_errors text[],
@@ -493,10 +477,7 @@ BEGIN
                 coalesce(p_outcomes, array_fill('failed'::text, ARRAY[cardinality(p_ids)])), p_outputs);
             RETURN;
         EXCEPTION WHEN serialization_failure THEN
-            v_round := v_round + 1;
-            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
         END;
     END LOOP;
 END
@@ -525,7 +506,7 @@ CREATE FUNCTION sluice.job_release_many_once(
     SELECT id FROM released;
 $$;
 
--- job_release_many_once, run again on a moved row (see job_claim).
+-- job_release_many_once, run again on a moved row (sluice.moved_row_retry).
 CREATE FUNCTION sluice.job_release_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[],
     p_error text DEFAULT 'worker shut down'
@@ -539,10 +520,7 @@ BEGIN
             RETURN QUERY SELECT * FROM sluice.job_release_many_once(p_worker_id, p_ids, p_attempts, p_error);
             RETURN;
         EXCEPTION WHEN serialization_failure THEN
-            v_round := v_round + 1;
-            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
         END;
     END LOOP;
 END

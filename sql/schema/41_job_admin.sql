@@ -146,7 +146,7 @@ BEGIN
 END
 $$;
 
--- job_cancel_once, run again on a moved row (job_claim, 40_job_lifecycle.sql):
+-- job_cancel_once, run again on a moved row (sluice.moved_row_retry):
 -- a job completing while it is cancelled moves to history under the cancel.
 CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
@@ -159,10 +159,7 @@ BEGIN
             RETURN QUERY SELECT * FROM sluice.job_cancel_once(p_ids, p_reason);
             RETURN;
         EXCEPTION WHEN serialization_failure THEN
-            v_round := v_round + 1;
-            IF v_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
         END;
     END LOOP;
 END
@@ -261,7 +258,7 @@ BEGIN
 
     -- A candidate another transaction changed meanwhile (retried it, say) no
     -- longer matches once its lock is granted and is left out.
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             SELECT array_agg(j.id) INTO v_locked
@@ -272,9 +269,7 @@ BEGIN
                        FOR NO KEY UPDATE) j;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
 

@@ -31,15 +31,13 @@ CREATE FUNCTION sluice.job_quarantine(p_id bigint, p_error text) RETURNS boolean
 DECLARE
     v_job sluice.jobs;
 BEGIN
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             SELECT * INTO v_job FROM sluice.jobs j WHERE j.id = p_id FOR NO KEY UPDATE;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
     IF v_job.id IS NULL OR sluice.state_is_terminal(v_job.state) THEN

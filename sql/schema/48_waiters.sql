@@ -58,15 +58,13 @@ DECLARE
     v_state sluice.job_state;
     v_queue text;
 BEGIN
-    -- Run again on a row moved meanwhile (40001: job_claim, 40_job_lifecycle.sql).
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
         BEGIN
             SELECT j.state, j.queue INTO v_state, v_queue FROM sluice.jobs j WHERE j.id = p_id FOR SHARE;
             EXIT;
         EXCEPTION WHEN serialization_failure THEN
-            IF v_try = 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
-                RAISE;
-            END IF;
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
         END;
     END LOOP;
     IF v_state IS NULL THEN
