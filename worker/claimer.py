@@ -58,8 +58,15 @@ class Claimer:
         backlog_limit: int,
         leases: Leases,
         tasks: tuple[str, ...] | None = None,
+        registered: asyncio.Event | None = None,
     ) -> None:
         self._pool = pool
+        # Set once the worker row exists (None: it does already). The claimer claims
+        # before it, but writes no waiter row: worker_prune deletes a dead worker's
+        # waiter rows with its row, so rows written first would outlive a worker
+        # that died before registering, and draw NOTIFYs for nobody.
+        self._registered = registered
+        self._stopped = asyncio.Event()
         # Every attempt this worker holds, until its outcome is written.
         self._leases = leases
         # A claim failed with its connection: it may have committed all the same,
@@ -146,6 +153,7 @@ class Claimer:
         """Stop after the claim in flight, if any (a claim is never abandoned
         half-way: its jobs would sit leased to nobody until the lease expired)."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     # -- the loop ------------------------------------------------------------
@@ -245,6 +253,10 @@ class Claimer:
         """Before sleeping on LISTEN after a short claim, make sure inserters will
         notify this worker (the protocol of sluice.notify_ready): write its waiter
         rows, pass the barrier, then claim once more."""
+        if self._registered is not None and not self._registered.is_set():
+            await _first(self._registered, self._stopped)
+            self._pending = True
+            return
         try:
             if not self._waiting:
                 async with pooled(self._pool) as conn:
@@ -304,6 +316,16 @@ class Claimer:
             else:
                 self._after = None
         return jobs
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of `events` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def _position(job: ClaimedJob) -> tuple:

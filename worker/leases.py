@@ -38,7 +38,6 @@ import psycopg
 
 from sluice.core import protocol
 from sluice.core.db import connect
-from sluice.core.metrics import EVENT_LOOP_STALLS
 from sluice.core.protocol import Key
 from sluice.worker.retrying import TRANSIENT, describe
 
@@ -154,6 +153,8 @@ class LeaseKeeper:
         lag = time.monotonic() - sent
         self._ping_sent = None
         if lag >= STALL:
+            from sluice.core.metrics import EVENT_LOOP_STALLS  # not on the way to the first claim
+
             EVENT_LOOP_STALLS.inc()
             log.warning(
                 "the event loop was blocked for %.1fs: an async handler ran blocking code "

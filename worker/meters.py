@@ -1,21 +1,20 @@
 """The worker's handles on the metrics of sluice.core.metrics, cached per label set:
-`.labels()` costs a dict lookup under a lock, too much to pay per job."""
+`.labels()` costs a dict lookup under a lock, too much to pay per job.
+
+sluice.core.metrics (prometheus_client, some 15 ms of imports) is loaded at the
+first use, after the worker's first claim rather than on the way to it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sluice.core.metrics import (
-    JOB_RETRIES,
-    JOB_RUN_SECONDS,
-    JOB_WAIT_SECONDS,
-    JOBS_COMPLETED,
-    JOBS_DEAD_LETTERED,
-    JOBS_RESCUED,
-    JOBS_RUNNING,
-)
-
 OUTCOMES = ("succeeded", "failed", "timeout", "cancelled", "released")
+
+
+def _metrics() -> Any:
+    from sluice.core import metrics
+
+    return metrics
 
 
 class TaskMeters:
@@ -24,22 +23,32 @@ class TaskMeters:
     __slots__ = ("completed", "dead_lettered", "retries", "run_seconds")
 
     def __init__(self, queue: str, task: str) -> None:
+        m = _metrics()
         self.completed: dict[str, Any] = {
-            outcome: JOBS_COMPLETED.labels(queue, task, outcome) for outcome in OUTCOMES
+            outcome: m.JOBS_COMPLETED.labels(queue, task, outcome) for outcome in OUTCOMES
         }
-        self.run_seconds = JOB_RUN_SECONDS.labels(queue, task)
-        self.retries = JOB_RETRIES.labels(queue, task)
-        self.dead_lettered = JOBS_DEAD_LETTERED.labels(queue, task)
+        self.run_seconds = m.JOB_RUN_SECONDS.labels(queue, task)
+        self.retries = m.JOB_RETRIES.labels(queue, task)
+        self.dead_lettered = m.JOBS_DEAD_LETTERED.labels(queue, task)
 
 
 class Meters:
     """Per-process cache of metric children."""
 
-    running = JOBS_RUNNING
+    #: The gauge of jobs running (set at first use, see __getattr__).
+    running: Any
 
     def __init__(self) -> None:
         self._tasks: dict[tuple[str, str], TaskMeters] = {}
         self._waits: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # `running`, the gauge of jobs running, is set on first use: later reads
+        # find the attribute and never come here.
+        if name == "running":
+            self.running = _metrics().JOBS_RUNNING
+            return self.running
+        raise AttributeError(name)
 
     def task(self, queue: str, task: str) -> TaskMeters:
         meters = self._tasks.get((queue, task))
@@ -50,14 +59,12 @@ class Meters:
     def wait(self, queue: str) -> Any:
         child = self._waits.get(queue)
         if child is None:
-            child = self._waits[queue] = JOB_WAIT_SECONDS.labels(queue)
+            child = self._waits[queue] = _metrics().JOB_WAIT_SECONDS.labels(queue)
         return child
-
-
-_RESCUED = {result: JOBS_RESCUED.labels(result) for result in ("retried", "dead_lettered")}
 
 
 def count_rescued(retried: int, dead_lettered: int) -> None:
     """Count the jobs a rescue pass of the maintenance leader took back."""
-    _RESCUED["retried"].inc(retried)
-    _RESCUED["dead_lettered"].inc(dead_lettered)
+    rescued = _metrics().JOBS_RESCUED
+    rescued.labels("retried").inc(retried)
+    rescued.labels("dead_lettered").inc(dead_lettered)

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import socket
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.core import protocol
-from sluice.core.db import open_pool
+from sluice.core.db import PREPARED, open_pool
 from sluice.core.logging import redact_url
 from sluice.core.protocol import Key
 from sluice.worker.cancelling import cancel_and_wait
@@ -34,7 +34,6 @@ from sluice.worker.executor import Executor
 from sluice.worker.heartbeat import Heartbeat
 from sluice.worker.leases import LeaseKeeper, Leases
 from sluice.worker.listener import Listener
-from sluice.worker.maintenance import Maintenance
 from sluice.worker.meters import Meters
 from sluice.worker.registry import REGISTRY, Registry
 from sluice.worker.resources import Resources
@@ -42,12 +41,24 @@ from sluice.worker.retrying import TRANSIENT, describe, retry_transient
 from sluice.worker.settings import WorkerSettings
 from sluice.worker.writer import Writer
 
+if TYPE_CHECKING:
+    # Imported when this process takes part in maintenance (croniter and the
+    # maintenance parts are tens of ms of a worker's start-up).
+    from sluice.worker.maintenance import Maintenance
+
 log = logging.getLogger("sluice.worker")
 
-try:
-    VERSION: str | None = version("sluice")
-except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
-    VERSION = None
+
+@functools.cache
+def sluice_version() -> str | None:
+    """The installed sluice's version, for the worker row (read at registration,
+    off the path to the first claim)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sluice")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
+        return None
 
 
 # Seconds the claimer and maintenance wait for a pooled connection (see open_pool).
@@ -78,7 +89,10 @@ class Worker:
         self.registry = registry or REGISTRY
         self._stop_requested = asyncio.Event()
         self._hurry = False
+        #: Registered and running (the first claim may come before).
         self.started = asyncio.Event()
+        #: The worker row exists.
+        self.registered = asyncio.Event()
         self.meters = Meters()
         self.listener: Listener | None = None
         self.claimer: Claimer | None = None
@@ -110,24 +124,39 @@ class Worker:
             queues=list(s.queues),
             concurrency=s.concurrency,
             heartbeat_interval=dt.timedelta(seconds=s.heartbeat_interval),
-            version=VERSION,
+            version=sluice_version(),
             tasks=self.registry.names(),
         )
+
+    async def _reregister(self, conn: Any) -> None:
+        """The heartbeat found the row gone (pruned as dead): register anew."""
+        await self._register(conn)
         if self.claimer is not None:
-            # Registered anew (the row was pruned): its waiter rows went with it.
+            # Its waiter rows went with the old row.
             self.claimer.forget_waiting()
 
-    async def run(self, stop_event: asyncio.Event | None = None) -> None:
-        """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
+    async def _register_first(self, writer: Writer) -> None:
+        async with writer.connection() as conn:
+            await self._register(conn)
+
+    async def _connect(self, writer: Writer) -> tuple[Any, asyncio.Task[None]]:
+        """Open the pool while the worker row is registered on the writer's connection;
+        answer the pool and the registration, which may still be in flight.
+
+        The first claim waits for the pool only. Nothing it relies on needs the row:
+        job_claim filters by the tasks it is given (p_tasks), not by the row's
+        `tasks`; leases are renewed (job_heartbeat), outcomes written and expired
+        leases rescued by jobs.worker_id and the lease, never through sluice.workers
+        (no foreign key). Until the row exists (milliseconds), queue_stats and
+        worker_status do not count this worker, as before it started. The
+        claimer writes no waiter row before the row exists (its `registered` event):
+        worker_prune removes those with the row of a worker that died. The heartbeat
+        starts after the registration, so it never finds the row missing in between.
+        A registration that fails (a wrong URL, an unmigrated database) ends the
+        worker with its own error, before or after the first claim."""
         s = self.settings
-        self.registry.import_modules(s.task_modules)
-        writer = Writer(self._url, prepare=self._prepare)
-        # Register first, on one plain connection: a wrong URL or an unmigrated
-        # database fails here at once, with the driver's own message.
-        try:
-            async with writer.connection() as conn:
-                await self._register(conn)
-            pool = await open_pool(
+        opening = asyncio.create_task(
+            open_pool(
                 self._url,
                 min_size=1,
                 max_size=s.pool_size,
@@ -139,12 +168,43 @@ class Worker:
                 # leader are back within seconds of the database, however long it
                 # was away.
                 db_timeout=POOL_TIMEOUT,
-            )
+            ),
+            name="sluice-open-pool",
+        )
+        registration = asyncio.create_task(self._register_first(writer), name="sluice-register")
+        try:
+            # A registration that fails first fails at once: the pool would wait its
+            # whole timeout for a database that is not there.
+            while not opening.done():
+                await asyncio.wait({registration, opening}, return_when=asyncio.FIRST_COMPLETED)
+                if registration.done():
+                    registration.result()
+            return opening.result(), registration
+        except BaseException:
+            await cancel_and_wait([registration, opening])
+            if not registration.cancelled():
+                registration.exception()  # retrieved: the error raised is the other's
+            if not opening.cancelled() and opening.exception() is None:
+                await opening.result().close()
+            raise
+
+    async def run(self, stop_event: asyncio.Event | None = None) -> None:
+        """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
+        s = self.settings
+        self.registry.import_modules(s.task_modules)
+        if self._prepare:
+            # Probed once here, not by the writer and the pool at once (two probes);
+            # a wrong URL fails here, with the driver's own message.
+            await PREPARED.check(self._url)
+        writer = Writer(self._url, prepare=self._prepare)
+        try:
+            pool, registration = await self._connect(writer)
         except BaseException:
             await writer.close()
             raise
         resources = Resources(s, pool)
         tasks: dict[str, asyncio.Task[None]] = {}
+        keeper_start: asyncio.Handle | None = None
         metrics_server = None
         try:
             if s.metrics_port:
@@ -185,6 +245,7 @@ class Worker:
                 backlog_limit=max(10 * s.complete_batch, 2 * s.concurrency),
                 leases=self.leases,
                 tasks=tuple(self.registry.names()),
+                registered=self.registered,
             )
             executor.on_finished = claimer.slot_freed
             completer.more_expected = lambda: bool(executor.running)
@@ -193,7 +254,7 @@ class Worker:
                 claimer,
                 worker_id=self.id,
                 interval=s.heartbeat_interval,
-                register=self._register,
+                register=self._reregister,
             )
             self.keeper = LeaseKeeper(
                 self._url,
@@ -204,7 +265,6 @@ class Worker:
                 on_lost=self._lost,
                 prepare=self._prepare,
             )
-            self.keeper.start()
             self.listener = listener = Listener(
                 self._listen_url,
                 notify_url=self._url,
@@ -212,23 +272,25 @@ class Worker:
                 on_control=self._control,
                 on_connected=claimer.catch_up,
             )
+            # The claimer first: its first claim (it starts with a catch-up) is sent
+            # in its first step, before the others connect.
+            tasks["claimer"] = asyncio.create_task(claimer.run(), name="sluice-claimer")
             tasks["listener"] = asyncio.create_task(listener.run(), name="sluice-listener")
             tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")
-            tasks["heartbeat"] = asyncio.create_task(heartbeat.run(), name="sluice-heartbeat")
-            tasks["claimer"] = asyncio.create_task(claimer.run(), name="sluice-claimer")
+            tasks["heartbeat"] = asyncio.create_task(
+                self._registered_then(registration, heartbeat.run()), name="sluice-heartbeat"
+            )
+            # After the claimer's first step (its claim sent): start() waits for the
+            # keeper's thread to set up its loop, and no lease needs renewing before
+            # the first claim's answer is in.
+            keeper_start = asyncio.get_running_loop().call_soon(self.keeper.start)
             if s.maintenance:
+                from sluice.worker.maintenance import Maintenance
+
                 self.maintenance = Maintenance(pool, s)
                 tasks["maintenance"] = asyncio.create_task(
                     self.maintenance.run(), name="sluice-maintenance"
                 )
-            log.info(
-                "worker %s started: queues %s, concurrency %d, database %s",
-                self.id,
-                ",".join(s.queues),
-                s.concurrency,
-                redact_url(self._url),
-            )
-            self.started.set()
             waits = [asyncio.ensure_future(self._stop_requested.wait())]
             if stop_event is not None:
                 waits.append(asyncio.ensure_future(stop_event.wait()))
@@ -242,14 +304,25 @@ class Worker:
                 for name, task in tasks.items()
                 if task in done and not task.cancelled() and task.exception() is not None
             }
+            refused = (
+                registration.exception()
+                if registration.done() and not registration.cancelled()
+                else None
+            )
             for name, error in crashed.items():
-                log.error("worker part %s crashed; stopping", name, exc_info=error)
+                if error is not refused:  # that one is the worker's own error, raised below
+                    log.error("worker part %s crashed; stopping", name, exc_info=error)
             await self._shutdown(tasks, writer)
+            if refused is not None:
+                # The database refused the worker row (an unmigrated database): its own error.
+                raise refused
             if crashed:
                 name, error = next(iter(crashed.items()))
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
             await cancel_and_wait(tasks.values())
+            if keeper_start is not None:
+                keeper_start.cancel()  # not started yet: never start it now
             if self.keeper is not None:
                 await self.keeper.stop()
             if self.executor is not None:
@@ -259,6 +332,25 @@ class Worker:
             await pool.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
+
+    async def _registered_then(self, registration: asyncio.Task[None], heartbeat: Any) -> None:
+        """Once the worker row is registered: say the worker started, then beat."""
+        try:
+            await registration
+        except BaseException:
+            heartbeat.close()
+            raise
+        self.registered.set()
+        s = self.settings
+        log.info(
+            "worker %s started: queues %s, concurrency %d, database %s",
+            self.id,
+            ",".join(s.queues),
+            s.concurrency,
+            redact_url(self._url),
+        )
+        self.started.set()
+        await heartbeat
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], writer: Writer) -> None:
         s = self.settings

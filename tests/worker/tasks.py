@@ -142,3 +142,11 @@ async def timed(payload: Any, ctx: JobContext) -> dict[str, Any]:
     await asyncio.sleep(float(payload["seconds"]))
     record(payload["file"], ctx, "end")
     return {"attempt": ctx.attempt, "worker": ctx.worker_id}
+
+
+@task
+async def loaded_modules(payload: Any) -> dict[str, bool]:
+    """Which of the modules named in payload["modules"] this worker process has imported."""
+    import sys
+
+    return {name: name in sys.modules for name in payload["modules"]}

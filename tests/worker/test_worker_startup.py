@@ -1,0 +1,200 @@
+"""A worker's start-up: what it imports and what it waits for before its first
+claim (issue 15: under 200 ms to the first claim), and that claiming before its
+row is registered keeps every guarantee: leases, outcomes, rescue, the row's
+tasks and heartbeat, waiter rows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from sluice.core.embedded import free_port
+from sluice.worker.runner import Worker
+from tests.factories import fetch_job, insert_job, rows, scalar
+from tests.worker.helpers import ROOT, wait_for, wait_state, worker_settings
+
+# Modules a worker without maintenance never needs before its first claim.
+NOT_BEFORE_FIRST_CLAIM = (
+    "croniter",
+    "sluice.worker.maintenance",
+    "sluice.worker.cron",
+    "prometheus_client",
+    "sluice.core.metrics",
+)
+MAINTENANCE_ONLY = ("croniter", "sluice.worker.maintenance", "sluice.worker.cron")
+
+
+def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
+    code = (
+        "import sys, json; import sluice.cli.worker, sluice.worker.runner; "
+        f"print(json.dumps([m for m in {list(NOT_BEFORE_FIRST_CLAIM)!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("maintenance", [False, True])
+async def test_maintenance_modules_are_loaded_only_where_maintenance_runs(
+    db, spawn_worker, maintenance
+):
+    proc = spawn_worker(SLUICE_MAINTENANCE="1" if maintenance else "0")
+    job = await insert_job(db, "loaded_modules", payload={"modules": list(MAINTENANCE_ONLY)})
+    await wait_state(db, job, "succeeded", within=30)
+    loaded = (await fetch_job(db, job))["result"]
+    assert loaded == {name: maintenance for name in MAINTENANCE_ONLY}
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+@contextlib.asynccontextmanager
+async def workers_table_locked(database_url: str) -> AsyncIterator[None]:
+    """sluice.workers locked against writes (readers go on) until the block ends: a
+    worker's registration waits there."""
+    conn = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        await conn.execute("LOCK TABLE sluice.workers IN SHARE ROW EXCLUSIVE MODE")
+        yield
+    finally:
+        await conn.rollback()
+        await conn.close()
+
+
+async def test_the_first_claim_does_not_wait_for_the_worker_row(database_url, db):
+    """Registration held up: the worker claims and holds its job (its lease renewed,
+    no waiter row written yet); once the row is in, the job completes and the row
+    carries the worker's tasks and heartbeat."""
+    settings = worker_settings(lease_ttl=2.0, heartbeat_interval=0.3)
+    worker = Worker(settings, database_url)
+    job = await insert_job(db, "echo", payload={"n": 1})
+    run = None
+    try:
+        async with workers_table_locked(database_url):
+            run = asyncio.create_task(worker.run())
+
+            async def claimed() -> bool:
+                found = await rows(
+                    db, "SELECT state::text, worker_id FROM sluice.jobs WHERE id = %s", job
+                )
+                return found[0] == {"state": "running", "worker_id": worker.id}
+
+            await wait_for(claimed, 30, "the job to be claimed before the worker row exists")
+            first_lease = (await fetch_job(db, job))["lease_expires_at"]
+            # Past a whole lease: renewed all along, never rescued.
+            await asyncio.sleep(2.5)
+            assert (await fetch_job(db, job))["lease_expires_at"] > first_lease
+            assert await scalar(db, "SELECT count(*) FROM sluice.job_rescue_expired(100)") == 0
+            assert (await fetch_job(db, job))["state"] == "running"
+            assert not worker.started.is_set()
+            assert await scalar(db, "SELECT count(*) FROM sluice.workers") == 0
+            assert await scalar(db, "SELECT count(*) FROM sluice.queue_waiters") == 0
+        await asyncio.wait_for(worker.started.wait(), 30)
+        await wait_state(db, job, "succeeded")
+        (row,) = await rows(
+            db, "SELECT tasks, queues, pid, started_at, heartbeat_at FROM sluice.workers"
+        )
+        assert set(row["tasks"]) == set(worker.registry.names())
+        assert "echo" in row["tasks"] and row["queues"] == ["default"]
+
+        async def beating() -> bool:
+            return (
+                await scalar(db, "SELECT heartbeat_at FROM sluice.workers WHERE id = %s", worker.id)
+                > row["heartbeat_at"]
+            )
+
+        await wait_for(beating, 10, "a heartbeat after the registration")
+        assert await scalar(
+            db, "SELECT alive FROM sluice.worker_status WHERE worker_id = %s", worker.id
+        )
+        # Idle now: its waiter rows are written, after the row.
+        await wait_for(lambda: worker.claimer.armed, 10, "the worker to wait for wake-ups")
+        assert (
+            await scalar(
+                db, "SELECT count(*) FROM sluice.queue_waiters WHERE worker_id = %s", worker.id
+            )
+            == 1
+        )
+        # And a job inserted now wakes it.
+        second = await insert_job(db, "echo", payload={"n": 2})
+        await wait_state(db, second, "succeeded")
+    finally:
+        worker.stop(hurry=True)
+        if run is not None:
+            await asyncio.wait_for(run, 30)
+
+
+async def test_a_worker_killed_before_its_row_exists_has_its_job_rescued(
+    database_url, db, spawn_worker
+):
+    job = await insert_job(db, "hang", max_attempts=3)
+    async with workers_table_locked(database_url):
+        proc = spawn_worker(SLUICE_WORKER_ID="unregistered", SLUICE_MAINTENANCE="0")
+
+        async def claimed() -> bool:
+            return (await fetch_job(db, job))["worker_id"] == "unregistered"
+
+        await wait_for(claimed, 30, "the worker to claim before registering")
+        proc.signal(signal.SIGKILL)
+        proc.wait(10)
+    # (Its row may still come in: the server ran the INSERT that was waiting.)
+    assert await scalar(db, "SELECT count(*) FROM sluice.queue_waiters") == 0
+
+    async def rescued() -> bool:
+        await db.execute("SELECT sluice.job_rescue_expired(100)")
+        return (await fetch_job(db, job))["state"] != "running"
+
+    await wait_for(rescued, 30, "the lease to expire and the job to be rescued")
+    (attempt,) = await rows(
+        db, "SELECT worker_id, outcome FROM sluice.job_attempts WHERE job_id = %s", job
+    )
+    assert attempt == {"worker_id": "unregistered", "outcome": "rescued"}
+    assert (await fetch_job(db, job))["state"] in ("ready", "scheduled")
+
+
+async def test_a_registration_the_database_refuses_ends_the_worker_with_its_error(database_url, db):
+    """After the first claim, too: what it claimed is handed back."""
+    await db.execute(
+        """
+        CREATE FUNCTION public.refuse_workers() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'no workers today'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON sluice.workers
+            FOR EACH ROW EXECUTE FUNCTION public.refuse_workers();
+        """
+    )
+    job = await insert_job(db, "hang")
+    worker = Worker(worker_settings(shutdown_grace=0.5), database_url)
+    async with workers_table_locked(database_url):
+        run = asyncio.create_task(worker.run())
+        await wait_for(
+            lambda: worker.claimer is not None and worker.claimer.claimed == 1,
+            30,
+            "the first claim",
+        )
+    with pytest.raises(psycopg.errors.RaiseException, match="no workers today"):
+        await asyncio.wait_for(run, 30)
+    assert (await fetch_job(db, job))["state"] == "ready"
+    assert await rows(db, "SELECT outcome FROM sluice.job_attempts WHERE job_id = %s", job) == [
+        {"outcome": "released"}
+    ]
+    assert not worker.started.is_set()
+
+
+def test_an_unreachable_database_fails_at_once_without_the_probe(spawn_worker):
+    """SLUICE_DB_PREPARE=0: no probe connects first, and the pool would wait its whole
+    timeout; the registration's connection fails at once and ends the worker."""
+    url = f"postgresql://sluice:hunter2@127.0.0.1:{free_port()}/sluice"
+    proc = spawn_worker(url=url, SLUICE_DB_PREPARE="0")
+    began = time.monotonic()
+    assert proc.wait(30) == 1
+    assert time.monotonic() - began < 15
+    assert "Error: cannot use the database postgresql://sluice:***@127.0.0.1" in proc.output()
