@@ -166,15 +166,22 @@ async def scalar(conn: psycopg.AsyncConnection, sql: str, params: Any = None) ->
 
 
 async def relation_sizes(conn: psycopg.AsyncConnection) -> dict[str, int]:
-    """Bytes on disk of sluice.jobs, its attempt log and each of their indexes."""
+    """Bytes on disk of sluice.jobs, its attempt log and each of their indexes.
+    Where sluice.jobs is partitioned, `jobs` is all its partitions together, and
+    `jobs_live` (the partition claims read) and its indexes are listed too."""
     cur = await conn.execute(
-        """SELECT c.relname, pg_relation_size(c.oid)
+        """SELECT c.relname,
+                  pg_relation_size(c.oid) + coalesce((SELECT sum(pg_relation_size(i.inhrelid))
+                                                        FROM pg_inherits i
+                                                       WHERE i.inhparent = c.oid
+                                                         AND c.relkind IN ('p', 'I')), 0)::bigint
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'sluice'
-              AND (c.relname IN ('jobs', 'job_attempt_log')
+              AND (c.relname IN ('jobs', 'jobs_live', 'job_attempt_log')
                    OR c.oid IN (SELECT indexrelid FROM pg_index
                                  WHERE indrelid IN ('sluice.jobs'::regclass,
-                                                    'sluice.job_attempt_log'::regclass)))
+                                                    'sluice.job_attempt_log'::regclass)
+                                    OR indrelid = to_regclass('sluice.jobs_live')))
             ORDER BY c.relname"""
     )
     return dict(await cur.fetchall())

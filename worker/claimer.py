@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 
 import psycopg
+from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
 from sluice.core import protocol
@@ -175,6 +176,15 @@ class Claimer:
                     if self._unanswered:
                         await self._hand_back_unanswered()
                     rows = await self._claim(free)
+                except errors.SerializationFailure as exc:
+                    # Rolled back whole: a row the claim's snapshot saw was moved to
+                    # history meanwhile (docs/state-machine.md, "Moved rows"), more
+                    # often than job_claim retries it itself. Nothing was claimed and
+                    # nothing is wrong: claim again at once, without the back-off.
+                    self.claiming = False
+                    self._pending = True
+                    log.debug("claim met a moved row, claiming again: %s", error_line(exc))
+                    continue
                 except psycopg.Error as exc:
                     # A lost connection, a read-only server (a failover), or a claim
                     # the database refused (a row no CHECK kept out): nothing was

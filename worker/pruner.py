@@ -1,6 +1,13 @@
-"""Deletes finished jobs and runs past retention, and forgotten workers, in
-small batches: each batch is a short transaction, so pruning never holds locks
-or a snapshot long enough to slow claims or vacuum."""
+"""Retires finished jobs and runs past retention, and forgets workers.
+
+Finished jobs live in history partitions of sluice.jobs, one per day: the
+partitions of the days ahead are made here, and those wholly past retention
+are dropped whole (sql/schema/47_history.sql), which deletes no row one by one
+and leaves vacuum nothing to clean. The few jobs finished before the retention
+but kept in a younger partition (a DAG run's jobs kept together while the run
+went on) are then deleted in small batches: each batch is a short transaction,
+so pruning never holds locks or a snapshot long enough to slow claims or
+vacuum."""
 
 from __future__ import annotations
 
@@ -39,7 +46,7 @@ class Pruner:
 
     async def tick(self) -> float:
         """Prune until nothing is left past retention; returns how long to sleep."""
-        total = 0
+        total = await self._partitions()
         while True:
             async with pooled(self._pool) as conn:
                 try:
@@ -61,5 +68,25 @@ class Pruner:
         async with pooled(self._pool) as conn:
             workers = await protocol.worker_prune(conn, age=self._worker_retention)
         if total or workers:
-            log.info("pruned %d finished job(s)/run(s) and %d worker(s)", total, workers)
+            log.info("pruned %d finished job(s)/run(s)/partition(s), %d worker(s)", total, workers)
         return self._interval
+
+    async def _partitions(self) -> int:
+        """Make the coming days' history partitions and retire the old ones; how
+        many were retired. Each waits at most 100 ms for the lock on sluice.jobs
+        it needs for an instant (the functions' own lock_timeout): a busy moment
+        is tried again on the next pass rather than holding the queue up."""
+        retired = 0
+        async with pooled(self._pool) as conn:
+            try:
+                async with conn.transaction():
+                    await protocol.history_prepare(conn)
+                # One partition per transaction: each holds its lock until it commits.
+                while True:
+                    async with conn.transaction():
+                        if not await protocol.history_retire(conn, retention=self._retention):
+                            break
+                    retired += 1
+            except psycopg.errors.LockNotAvailable as exc:
+                log.info("history partitions busy, trying again next pass: %s", exc)
+        return retired

@@ -399,6 +399,18 @@ async def job_prune(conn: AsyncConnection[Any], *, retention: dt.timedelta, limi
     return await _value(conn, "job_prune", {"retention": retention, "limit": limit})
 
 
+@door("history_prepare")
+async def history_prepare(conn: AsyncConnection[Any]) -> int:
+    """Make the history partitions of the days ahead; answers how many it made."""
+    return await _value(conn, "history_prepare")
+
+
+@door("history_retire")
+async def history_retire(conn: AsyncConnection[Any], *, retention: dt.timedelta) -> int:
+    """Drop the history partitions wholly older than `retention`; answers how many."""
+    return await _value(conn, "history_retire", {"retention": retention})
+
+
 @door("job_prune_isolated", IsolatedPrune)
 async def job_prune_isolated(
     conn: AsyncConnection[Any], *, retention: dt.timedelta, limit: int

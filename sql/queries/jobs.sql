@@ -55,7 +55,8 @@ SELECT id FROM sluice.job_release_many(%(worker_id)s, %(ids)s, %(attempts)s) AS 
 -- The jobs the database says this worker runs (to find claims whose answer it
 -- never got).
 -- name: worker_running_jobs :many
-SELECT id, attempt FROM sluice.jobs WHERE worker_id = %(worker_id)s AND state = 'running';
+SELECT id, attempt FROM sluice.jobs
+ WHERE worker_id = %(worker_id)s AND state = 'running' AND archived_at IS NULL;
 
 -- name: job_release_unanswered :many
 SELECT id FROM sluice.job_release_many(
@@ -88,27 +89,7 @@ SELECT id FROM sluice.job_retry(%(ids)s) AS id;
 -- its input sorted by position and RETURNING emits rows as they are inserted,
 -- so the caller pairs them up using the idempotency keys of the skipped rows.
 -- name: job_submit_many :many
-INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at, max_attempts,
-                              backoff, backoff_base, backoff_max, timeout, idempotency_key,
-                              request_fingerprint, notify)
-SELECT %(tenant)s, i.queue, i.task, i.payload, i.priority,
-       coalesce(i.run_at, now() + make_interval(secs => coalesce(i.delay_seconds, 0))),
-       -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
-       i.max_attempts, nullif(i.backoff, 'exponential'),
-       nullif(make_interval(secs => i.backoff_base), '1 second'),
-       nullif(make_interval(secs => i.backoff_max), '1 hour'), make_interval(secs => i.timeout),
-       i.idempotency_key, i.fingerprint, i.notify
-  FROM ROWS FROM (json_to_recordset(%(jobs)s::json) AS (
-           task text, payload jsonb, queue text, priority integer, run_at timestamptz,
-           delay_seconds double precision, max_attempts integer, backoff text,
-           backoff_base double precision, backoff_max double precision,
-           timeout double precision, idempotency_key text, notify jsonb, fingerprint text))
-       WITH ORDINALITY AS i(task, payload, queue, priority, run_at, delay_seconds, max_attempts,
-                            backoff, backoff_base, backoff_max, timeout, idempotency_key, notify,
-                            fingerprint, ord)
- ORDER BY i.ord
-ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING j.id, j.idempotency_key;
+SELECT s.id, s.idempotency_key FROM sluice.job_submit_rows(%(tenant)s, %(jobs)s::json) AS s;
 
 -- Edges from existing parents to new jobs (parallel arrays). The edge trigger
 -- blocks the children, and refuses cycles and parents that already failed.
@@ -120,8 +101,9 @@ SELECT DISTINCT e.parent_id, e.child_id
 -- The jobs holding a tenant's idempotency keys (after job_submit_many skipped them).
 -- name: job_by_idempotency_keys :many
 SELECT j.id, j.idempotency_key, j.request_fingerprint
-  FROM sluice.jobs j
- WHERE j.tenant = %(tenant)s AND j.idempotency_key = ANY(%(keys)s::text[]);
+  FROM sluice.job_keys k
+  JOIN sluice.jobs j ON j.id = k.job_id
+ WHERE k.tenant = %(tenant)s AND k.idempotency_key = ANY(%(keys)s::text[]);
 
 -- Which of these job ids exist and are visible to the tenant (null: any tenant).
 -- name: job_ids_visible :many
@@ -210,7 +192,7 @@ WITH started AS (
     UNION ALL
     SELECT j.id, j.queue, j.run_at, j.started_at
       FROM sluice.jobs j
-     WHERE j.state = 'running'
+     WHERE j.state = 'running' AND j.archived_at IS NULL
        AND j.started_at >= now() - make_interval(mins => %(minutes)s)
        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)

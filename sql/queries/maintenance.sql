@@ -16,3 +16,13 @@ SELECT * FROM sluice.job_rescue_expired_isolated(%(limit)s);
 
 -- name: job_prune_isolated :many
 SELECT * FROM sluice.job_prune_isolated(%(retention)s, %(limit)s);
+
+-- History partitions (sql/schema/47_history.sql): made ahead, then the ones past
+-- retention retired whole. Each in a transaction of its own, with a short
+-- lock_timeout: attaching, detaching and dropping a partition wait for every
+-- open statement on sluice.jobs, and must never queue the queue behind them.
+-- name: history_prepare :scalar
+SELECT sluice.history_prepare();
+
+-- name: history_retire :scalar
+SELECT sluice.history_retire(%(retention)s, 1);

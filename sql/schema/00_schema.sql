@@ -75,6 +75,24 @@ CREATE FUNCTION sluice.json_nesting_ok(doc jsonb) RETURNS boolean
 CREATE DOMAIN sluice.job_payload AS jsonb
     CONSTRAINT jobs_payload_depth CHECK (sluice.json_nesting_ok(VALUE));
 
+-- A statement on live jobs failed with a serialization failure (40001) because a
+-- row it saw was moved to another partition of sluice.jobs meanwhile, which
+-- PostgreSQL reports even in READ COMMITTED (docs/state-machine.md, "Moved
+-- rows"). The engine's functions run such a statement in a subtransaction and
+-- call this from its handler: it answers the next round when the statement may
+-- run again (READ COMMITTED: its new snapshot no longer sees the row where it
+-- was), and raises the failure again after 10 rounds, or in REPEATABLE READ and
+-- SERIALIZABLE, whose snapshot would fail again (retry the transaction).
+CREATE FUNCTION sluice.moved_row_retry(p_round integer, p_message text) RETURNS integer
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_round >= 10 OR current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'serialization_failure', MESSAGE = p_message;
+    END IF;
+    RETURN p_round + 1;
+END
+$$;
+
 -- Terminal states, in one place so SQL and views agree.
 CREATE FUNCTION sluice.state_is_terminal(state sluice.job_state) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE

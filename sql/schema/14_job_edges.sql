@@ -1,9 +1,16 @@
 -- DAG edges: the child may start only after every parent has succeeded.
 -- Edges are rows, so a DAG can be built in plain SQL in one transaction; the
 -- triggers in 31_dag.sql keep jobs.pending_parents in step.
+--
+-- No foreign keys: sluice.jobs is partitioned (13_jobs.sql) and has no unique
+-- key on id alone. job_edges_after_insert locks every job an edge names and
+-- refuses an edge to a job that does not exist with the SQLSTATE and the
+-- constraint names the foreign keys had (job_edges_parent_id_fkey,
+-- job_edges_child_id_fkey); jobs_after_delete and history retirement delete
+-- the edges of deleted jobs.
 CREATE TABLE sluice.job_edges (
-    parent_id bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
-    child_id  bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
+    parent_id bigint NOT NULL,
+    child_id  bigint NOT NULL,
     PRIMARY KEY (parent_id, child_id),
     CONSTRAINT job_edges_no_self_loop CHECK (parent_id <> child_id)
 );

@@ -2,7 +2,10 @@
 -- error history, until an operator retries or discards it.
 CREATE TABLE sluice.dead_letters (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    job_id      bigint NOT NULL REFERENCES sluice.jobs (id) ON DELETE CASCADE,
+    -- No foreign key (sluice.jobs has no unique key on id alone): only the engine
+    -- writes letters, for the job row it holds locked; jobs_after_delete and
+    -- history retirement delete the letters of deleted jobs.
+    job_id      bigint NOT NULL,
     attempts    integer NOT NULL,   -- the job's attempt counter when it died
     reason      text NOT NULL,      -- attempts_exhausted | non_retryable | a data-flow reason (docs/dags.md)
     last_error  text,

@@ -21,10 +21,51 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER jobs_before_insert BEFORE INSERT ON sluice.jobs
+-- On the live partition, where every insert lands: a row trigger on the parent
+-- would be cloned onto the history partitions too, and fire for every finished
+-- job moved into them. A job revived from history (job_retry, a rerun) moves
+-- back into this partition, which fires it too: those moves run with
+-- sluice.engine_insert on, as their rows carry the state the engine decided.
+CREATE TRIGGER jobs_before_insert BEFORE INSERT ON sluice.jobs_live
     FOR EACH ROW WHEN ((NEW.state <> 'ready' OR NEW.run_at > now())
                        AND current_setting('sluice.engine_insert', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION sluice.jobs_before_insert();
+
+-- A job inserted with an idempotency key takes the key in sluice.job_keys
+-- (16_job_keys.sql), whoever inserts it: a key the tenant already used fails the
+-- insert with a unique violation of jobs_idempotency_key, as the unique index
+-- on sluice.jobs did before the table was partitioned. The engine's enqueue
+-- functions set sluice.keys_skip for their statement instead: a row whose key
+-- is taken is then left out (as ON CONFLICT DO NOTHING left it out), after the
+-- holder of the key committed (the speculative insert waits for it), and the
+-- caller reads the holder from sluice.job_keys. A job revived from history
+-- moves back into the live partition and finds its own key.
+CREATE FUNCTION sluice.jobs_claim_key() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('sluice.keys_skip', true) IS DISTINCT FROM 'on' THEN
+        IF EXISTS (SELECT 1 FROM sluice.job_keys k
+                    WHERE k.tenant = NEW.tenant AND k.idempotency_key = NEW.idempotency_key
+                      AND k.job_id = NEW.id) THEN
+            RETURN NEW;
+        END IF;
+        INSERT INTO sluice.job_keys (tenant, idempotency_key, job_id)
+        VALUES (NEW.tenant, NEW.idempotency_key, NEW.id);
+        RETURN NEW;
+    END IF;
+    INSERT INTO sluice.job_keys (tenant, idempotency_key, job_id)
+    VALUES (NEW.tenant, NEW.idempotency_key, NEW.id)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_claim_key BEFORE INSERT ON sluice.jobs_live
+    FOR EACH ROW WHEN (NEW.idempotency_key IS NOT NULL)
+    EXECUTE FUNCTION sluice.jobs_claim_key();
 
 -- Wake the workers waiting for ready jobs in p_queues: NOTIFY a queue only when
 -- a worker sleeps on it, or on every queue ('*'), in sluice.queue_waiters.
@@ -184,12 +225,34 @@ CREATE TRIGGER jobs_after_update AFTER UPDATE ON sluice.jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_update();
 
--- A deleted job takes its attempt log with it (job_attempt_log has no foreign
--- key: see 15_job_attempts.sql). One statement per DELETE, not one per row.
+-- A deleted job takes its attempt log, edges, dead letters and idempotency key
+-- with it (none of those tables has a foreign key to the partitioned
+-- sluice.jobs: see 14_job_edges.sql). One statement per DELETE, not one per row.
+--
+-- Deleting a job that may still run would strand its children (their pending
+-- count would never reach zero): cancel it first. Checked here, once per
+-- statement, rather than by a BEFORE DELETE row trigger: a row that an UPDATE
+-- moves out of the live partition (every completion) fires the partition's
+-- DELETE row triggers, and would be refused; statement triggers on the parent
+-- fire for DELETE statements only.
 CREATE FUNCTION sluice.jobs_after_delete() RETURNS trigger
     LANGUAGE plpgsql AS $$
+DECLARE
+    v_job record;
 BEGIN
+    SELECT o.id, o.state INTO v_job FROM old_jobs o WHERE NOT sluice.state_is_terminal(o.state) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'job % is %: cancel it before deleting it', v_job.id, v_job.state
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'jobs_delete_finished',
+                  SCHEMA = 'sluice', TABLE = 'jobs';
+    END IF;
     DELETE FROM sluice.job_attempt_log a USING old_jobs o WHERE a.job_id = o.id;
+    DELETE FROM sluice.job_edges e USING old_jobs o WHERE e.parent_id = o.id;
+    DELETE FROM sluice.job_edges e USING old_jobs o WHERE e.child_id = o.id;
+    DELETE FROM sluice.dead_letters d USING old_jobs o WHERE d.job_id = o.id;
+    DELETE FROM sluice.job_keys k USING old_jobs o
+     WHERE o.idempotency_key IS NOT NULL AND k.tenant = o.tenant
+       AND k.idempotency_key = o.idempotency_key AND k.job_id = o.id;
     RETURN NULL;
 END
 $$;
@@ -197,19 +260,3 @@ $$;
 CREATE TRIGGER jobs_after_delete AFTER DELETE ON sluice.jobs
     REFERENCING OLD TABLE AS old_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION sluice.jobs_after_delete();
-
--- Deleting a job that may still run would strand its children (their pending
--- count would never reach zero): cancel it first. Pruning only deletes finished
--- jobs, so the WHEN clause keeps it free of a function call.
-CREATE FUNCTION sluice.jobs_before_delete() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'job % is %: cancel it before deleting it', OLD.id, OLD.state
-        USING ERRCODE = 'check_violation', CONSTRAINT = 'jobs_delete_finished',
-              SCHEMA = 'sluice', TABLE = 'jobs';
-END
-$$;
-
-CREATE TRIGGER jobs_before_delete BEFORE DELETE ON sluice.jobs
-    FOR EACH ROW WHEN (NOT sluice.state_is_terminal(OLD.state))
-    EXECUTE FUNCTION sluice.jobs_before_delete();

@@ -33,11 +33,19 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
     -- each row against) instead (tests/engine/test_hot_paths.py).
     LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
-      ORDER BY j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(p_children) AND j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
+              ORDER BY j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
 
     WITH counts AS (
         SELECT c.id, sum(c.n)::integer AS n
@@ -50,7 +58,7 @@ BEGIN
                         WHEN j.run_at > clock_timestamp() THEN 'scheduled'
                         ELSE 'ready' END
       FROM counts
-     WHERE j.id = counts.id AND j.state = 'blocked';
+     WHERE j.id = counts.id AND j.state = 'blocked' AND j.archived_at IS NULL;
 END
 $$;
 
@@ -72,9 +80,15 @@ DECLARE
     v_flow     boolean;
 BEGIN
     -- One entry per edge: job_unblock sums a child's entries and locks in id order.
-    SELECT array_agg(e.child_id), bool_or(c.flow IS NOT NULL) INTO v_children, v_flow
-      FROM sluice.job_edges e JOIN sluice.jobs c ON c.id = e.child_id
+    SELECT array_agg(e.child_id) INTO v_children
+      FROM sluice.job_edges e
      WHERE e.parent_id = ANY(p_parents);
+    IF v_children IS NULL THEN
+        RETURN '{}';  -- most completions: jobs without children read no job
+    END IF;
+    -- Children in every partition: one that is cancelled (in history) may be
+    -- coming back right now, and job_unblock waits for it.
+    SELECT bool_or(c.flow IS NOT NULL) INTO v_flow FROM sluice.jobs c WHERE c.id = ANY(v_children);
     IF v_flow THEN
         RETURN sluice.job_propagate(p_parents);
     END IF;
@@ -137,17 +151,25 @@ BEGIN
         RETURN sluice.job_propagate(p_roots);
     END IF;
 
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed', 'skipped')
-      ORDER BY j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready', 'cancelled', 'failed', 'skipped')
+              ORDER BY j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
 
     PERFORM set_config('sluice.cascading', 'on', true);
     WITH cancelled AS (
         UPDATE sluice.jobs j
-           SET state = 'cancelled', reason = 'upstream_failed', finished_at = now()
-         WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready')
+           SET state = 'cancelled', reason = 'upstream_failed', finished_at = now(), archived_at = now()
+         WHERE j.id = ANY(v_ids) AND j.state IN ('blocked', 'scheduled', 'ready') AND j.archived_at IS NULL
         RETURNING j.run_id
     )
     SELECT array_agg(DISTINCT c.run_id) INTO v_runs FROM cancelled c WHERE c.run_id IS NOT NULL;
@@ -308,11 +330,43 @@ BEGIN
         v_reach := NULL;  -- read again below, after the locks
     END IF;
 
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(v_parents || v_children) AND j.xmin <> v_xid
-      ORDER BY j.state <> 'running', j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(v_parents || v_children) AND j.xmin <> v_xid
+              ORDER BY j.state <> 'running', j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
+
+    -- What the foreign keys to sluice.jobs checked before the table was
+    -- partitioned (14_job_edges.sql), with their SQLSTATE and names: every job
+    -- an edge names exists. Parents first, as the keys fired; most ids are
+    -- found in the live partition, the others are looked for in history.
+    SELECT x.id, x.col INTO v_bad
+      FROM (SELECT DISTINCT e.parent_id AS id, 'parent_id' AS col FROM new_edges e
+            UNION
+            SELECT DISTINCT e.child_id, 'child_id' FROM new_edges e) x
+     WHERE NOT EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = x.id AND j.archived_at IS NULL)
+       AND NOT EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = x.id)
+     ORDER BY x.col DESC, x.id
+     LIMIT 1;
+    IF FOUND AND v_bad.col = 'parent_id' THEN
+        RAISE EXCEPTION 'insert or update on table "job_edges" violates foreign key constraint "job_edges_parent_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'job_edges_parent_id_fkey',
+                  SCHEMA = 'sluice', TABLE = 'job_edges',
+                  DETAIL = format('Key (parent_id)=(%s) is not present in table "jobs".', v_bad.id);
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "job_edges" violates foreign key constraint "job_edges_child_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'job_edges_child_id_fkey',
+                  SCHEMA = 'sluice', TABLE = 'job_edges',
+                  DETAIL = format('Key (child_id)=(%s) is not present in table "jobs".', v_bad.id);
+    END IF;
 
     -- A new statement: it sees what the holders of those locks committed.
     SELECT e.parent_id, e.child_id, p.state AS parent_state, c.state AS child_state,
@@ -381,7 +435,7 @@ BEGIN
               FROM new_edges e JOIN sluice.jobs p ON p.id = e.parent_id
              WHERE p.state <> 'succeeded'
              GROUP BY e.child_id) w
-     WHERE c.id = w.child_id;
+     WHERE c.id = w.child_id AND c.archived_at IS NULL;
     RETURN NULL;
 END
 $$;
@@ -441,7 +495,8 @@ BEGIN
      WHERE r.id = ANY(p_runs)
        AND r.state NOT IN ('queued', 'running')
        AND EXISTS (SELECT 1 FROM sluice.jobs j
-                    WHERE j.run_id = r.id AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'));
+                    WHERE j.run_id = r.id AND j.archived_at IS NULL
+                      AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'));
 
     FOR v_freed IN
         WITH finished AS (
@@ -462,7 +517,7 @@ BEGIN
              WHERE r.id = ANY(p_runs)
                AND r.state = 'running'
                AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
-                                WHERE j.run_id = r.id
+                                WHERE j.run_id = r.id AND j.archived_at IS NULL
                                   AND j.state IN ('blocked', 'scheduled', 'ready', 'running', 'waiting'))
             RETURNING r.*
         ), notified AS (

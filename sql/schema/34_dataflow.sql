@@ -68,13 +68,20 @@ $$;
 -- over something that is not a list...): with a dead letter, like any failed
 -- job, so an operator sees it and can retry it once the data is right. The
 -- caller holds the row's lock.
+--
+-- A failed job with an open dead letter is live (13_jobs.sql): a mapped node
+-- that had just succeeded (into history) and whose gathered results are too
+-- large comes back to the live partition here, its state the one given.
 CREATE FUNCTION sluice.node_fail(p_id bigint, p_reason text, p_error text) RETURNS void
     LANGUAGE plpgsql AS $$
+DECLARE
+    v_was text := current_setting('sluice.engine_insert', true);
 BEGIN
+    PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH failed AS (
         UPDATE sluice.jobs j
            SET state = 'failed', reason = p_reason, last_error = p_error, finished_at = now(),
-               pending_parents = 0, lease_expires_at = NULL
+               pending_parents = 0, lease_expires_at = NULL, archived_at = NULL
          WHERE j.id = p_id
         RETURNING j.id, j.attempt
     )
@@ -84,6 +91,7 @@ BEGIN
                                                 'error', p_error, 'finished_at', now()))
       FROM failed f
     ON CONFLICT (job_id) WHERE resolved_at IS NULL DO NOTHING;
+    PERFORM set_config('sluice.engine_insert', coalesce(nullif(v_was, ''), 'off'), true);
 END
 $$;
 
@@ -128,7 +136,8 @@ BEGIN
         RETURN 'failed';
     END IF;
     IF v_n = 0 THEN
-        UPDATE sluice.jobs j SET state = 'succeeded', result = '[]', finished_at = now() WHERE j.id = p_id;
+        UPDATE sluice.jobs j SET state = 'succeeded', result = '[]', finished_at = now(), archived_at = now()
+         WHERE j.id = p_id;
         RETURN 'succeeded';
     END IF;
 
@@ -214,7 +223,7 @@ BEGIN
                 CONTINUE;
             ELSIF NOT v_holds THEN
                 UPDATE sluice.jobs j
-                   SET state = 'skipped', reason = 'condition_false', finished_at = now()
+                   SET state = 'skipped', reason = 'condition_false', finished_at = now(), archived_at = now()
                  WHERE j.id = v_job.id;
                 state := 'skipped';
                 RETURN NEXT;
@@ -340,13 +349,21 @@ BEGIN
         -- cancelled, failed or skipped one may be coming back right now (a
         -- retry's revival counted this parent as unfinished), so it is locked
         -- and then left alone unless it reads blocked by then.
-        PERFORM 1
-           FROM sluice.jobs j
-          WHERE j.id = ANY(v_batch)
-            AND (j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
-                 OR (j.state = 'waiting' AND j.pending_parents > 0))
-          ORDER BY j.id
-            FOR NO KEY UPDATE;
+        -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+        FOR v_try IN 1 .. 10 LOOP
+            BEGIN
+                PERFORM 1
+                   FROM sluice.jobs j
+                  WHERE j.id = ANY(v_batch)
+                    AND (j.state IN ('blocked', 'cancelled', 'failed', 'skipped')
+                         OR (j.state = 'waiting' AND j.pending_parents > 0))
+                  ORDER BY j.id
+                    FOR NO KEY UPDATE;
+                EXIT;
+            EXCEPTION WHEN serialization_failure THEN
+                PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+            END;
+        END LOOP;
 
         WITH counts AS (
             SELECT c.id, c.s, c.f, c.k
@@ -390,6 +407,9 @@ BEGIN
                    parents_failed = nullif(d.failed, 0),
                    reason = CASE WHEN d.outcome LIKE '%:%' THEN split_part(d.outcome, ':', 2) ELSE j.reason END,
                    finished_at = CASE WHEN d.outcome IS NULL OR d.outcome = 'ready' THEN j.finished_at
+                                      ELSE now() END,
+                   -- Every outcome but ready ends the job: succeeded, cancelled, skipped.
+                   archived_at = CASE WHEN d.outcome IS NULL OR d.outcome = 'ready' THEN j.archived_at
                                       ELSE now() END
               FROM decided d
              WHERE j.id = d.id
@@ -472,8 +492,10 @@ BEGIN
     END IF;
     WITH signalled AS (
         UPDATE sluice.jobs j
-           SET state = 'succeeded', result = coalesce(signal.payload, '{}'), finished_at = now()
+           SET state = 'succeeded', result = coalesce(signal.payload, '{}'), finished_at = now(),
+               archived_at = now()
          WHERE j.run_id = signal.run_id AND j.state = 'waiting' AND j.node = signal.node
+           AND j.archived_at IS NULL
            AND j.map_index IS NULL AND j.flow #> '{wait,signal}' = 'true'
            AND j.run_at > statement_timestamp()
         RETURNING 1
@@ -499,6 +521,7 @@ BEGIN
       FROM (SELECT j.id
               FROM sluice.jobs j
              WHERE j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= now()
+               AND j.archived_at IS NULL
              ORDER BY j.run_at
              LIMIT p_limit
                FOR NO KEY UPDATE SKIP LOCKED) d;
@@ -514,8 +537,12 @@ BEGIN
                last_error = CASE WHEN j.flow #> '{wait,signal}' = 'true'
                                  THEN format('node %s: no signal came within its timeout (%s)', j.node,
                                              make_interval(secs => (j.flow #>> '{wait,timeout}')::double precision)) END,
-               finished_at = now()
-         WHERE j.id = ANY(v_due) AND j.state = 'waiting'
+               finished_at = now(),
+               -- A failed wait stays live with its dead letter (13_jobs.sql).
+               archived_at = CASE WHEN j.flow #> '{wait,signal}' = 'true'
+                                       AND j.flow #>> '{wait,on_timeout}' IS DISTINCT FROM 'skip'
+                                  THEN j.archived_at ELSE now() END
+         WHERE j.id = ANY(v_due) AND j.state = 'waiting' AND j.archived_at IS NULL
         RETURNING j.id, j.state, j.attempt, j.last_error
     ), dead AS (
         INSERT INTO sluice.dead_letters (job_id, attempts, reason, last_error, errors)
@@ -590,6 +617,7 @@ DECLARE
     v_events   bigint[];
     v_runs     bigint[];
     v_n        integer;
+    v_was      text;
 BEGIN
     SELECT j.id INTO v_from
       FROM sluice.jobs j
@@ -603,11 +631,19 @@ BEGIN
     v_outside := ARRAY(SELECT DISTINCT e.parent_id FROM sluice.job_edges e
                         WHERE e.child_id = ANY(v_set) AND e.parent_id <> ALL (v_set));
 
-    PERFORM 1
-       FROM sluice.jobs j
-      WHERE j.id = ANY(v_set || v_elements || v_outside)
-      ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
-        FOR NO KEY UPDATE;
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            PERFORM 1
+               FROM sluice.jobs j
+              WHERE j.id = ANY(v_set || v_elements || v_outside)
+              ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
+                FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
 
     -- Later statements: what the holders of those locks committed.
     SELECT string_agg(DISTINCT format('%s is %s', j.node, j.state), ', ') INTO v_busy
@@ -625,12 +661,16 @@ BEGIN
     PERFORM sluice.job_attempts_keep(v_set);
     PERFORM set_config('sluice.cascading', 'on', true);
     IF cardinality(v_elements) > 0 THEN
-        UPDATE sluice.jobs j SET state = 'cancelled', reason = 'rerun', finished_at = now()
+        UPDATE sluice.jobs j SET state = 'cancelled', reason = 'rerun', finished_at = now(), archived_at = now()
          WHERE j.id = ANY(v_elements) AND NOT sluice.state_is_terminal(j.state);
         DELETE FROM sluice.jobs j WHERE j.id = ANY(v_elements);
     END IF;
     UPDATE sluice.dead_letters d SET resolved_at = now(), resolution = 'rerun'
      WHERE d.job_id = ANY(v_set) AND d.resolved_at IS NULL;
+    -- The nodes come back from history into the live partition: that move
+    -- fires the partition's insert trigger, which must leave their state be.
+    v_was := current_setting('sluice.engine_insert', true);
+    PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH parents AS (
         SELECT e.child_id, count(*)::integer AS n FROM sluice.job_edges e
          WHERE e.child_id = ANY(v_set) GROUP BY e.child_id
@@ -641,7 +681,7 @@ BEGIN
                max_attempts = j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts),
                payload = coalesce(j.flow -> 'template', j.payload),
                run_at = now(), result = NULL, last_error = NULL, reason = NULL, finished_at = NULL,
-               worker_id = NULL, lease_expires_at = NULL, progress = NULL
+               worker_id = NULL, lease_expires_at = NULL, progress = NULL, archived_at = NULL
           FROM sluice.jobs x LEFT JOIN parents p ON p.child_id = x.id
          WHERE j.id = x.id AND x.id = ANY(v_set)
         RETURNING j.id, j.state, j.flow
@@ -649,6 +689,7 @@ BEGIN
     SELECT count(*), array_agg(r.id) FILTER (WHERE r.state = 'ready' AND r.flow IS NOT NULL)
       INTO v_n, v_roots
       FROM reset r;
+    PERFORM set_config('sluice.engine_insert', coalesce(nullif(v_was, ''), 'off'), true);
 
     -- Each reset node hears from its parents outside the rerun, which have all finished.
     SELECT array_agg(c.child_id ORDER BY c.child_id), array_agg(c.s ORDER BY c.child_id),

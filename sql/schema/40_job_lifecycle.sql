@@ -24,10 +24,11 @@ CREATE FUNCTION sluice.ready_queues() RETURNS SETOF text
     LANGUAGE sql STABLE AS $$
     WITH RECURSIVE walk(queue) AS (
         (SELECT j.queue::text FROM sluice.jobs j
-          WHERE j.state = 'ready' ORDER BY j.queue LIMIT 1)
+          WHERE j.state = 'ready' AND j.archived_at IS NULL ORDER BY j.queue LIMIT 1)
         UNION ALL
         SELECT (SELECT j.queue::text FROM sluice.jobs j
-                 WHERE j.state = 'ready' AND j.queue > w.queue ORDER BY j.queue LIMIT 1)
+                 WHERE j.state = 'ready' AND j.archived_at IS NULL AND j.queue > w.queue
+                 ORDER BY j.queue LIMIT 1)
           FROM walk w
          WHERE w.queue IS NOT NULL
     )
@@ -72,7 +73,7 @@ $$;
 -- other tasks ahead of the ones it takes (in a mixed fleet they are taken by
 -- the other workers as fast; jobs no worker can run stay at the head of their
 -- queue and are stepped over by every claim until a worker for them starts).
-CREATE FUNCTION sluice.job_claim(
+CREATE FUNCTION sluice.job_claim_once(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
     p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
     p_after_id bigint DEFAULT NULL, p_tasks text[] DEFAULT NULL
@@ -114,7 +115,7 @@ BEGIN
         WITH picked AS (
             SELECT j.id
               FROM sluice.jobs j
-             WHERE j.state = 'ready' AND j.queue = v_queues[1]
+             WHERE j.state = 'ready' AND j.queue = v_queues[1] AND j.archived_at IS NULL
                AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                -- An index bound: without p_after it is below every job.
                AND (j.priority, j.run_at, j.id)
@@ -132,7 +133,7 @@ BEGIN
                started_at = now(),
                progress = NULL
           FROM picked
-         WHERE j.id = picked.id
+         WHERE j.id = picked.id AND j.archived_at IS NULL
         RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
                   j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
                   j.created_at, j.started_at,
@@ -159,7 +160,8 @@ BEGIN
                CASE WHEN q.concurrency_limit IS NULL THEN p_limit
                     ELSE least(p_limit, q.concurrency_limit - (
                              SELECT count(*)::integer FROM sluice.jobs r
-                              WHERE r.state = 'running' AND r.queue = l.name))
+                              WHERE r.state = 'running' AND r.queue = l.name
+                                AND r.archived_at IS NULL))
                END AS slots
           FROM unnest(v_queues) AS l(name)
           LEFT JOIN sluice.queues q ON q.name = l.name
@@ -172,7 +174,7 @@ BEGIN
          CROSS JOIN LATERAL (
                 SELECT j.id, j.priority, j.run_at
                   FROM sluice.jobs j
-                 WHERE j.state = 'ready' AND j.queue = lanes.name
+                 WHERE j.state = 'ready' AND j.queue = lanes.name AND j.archived_at IS NULL
                    AND (p_tasks IS NULL OR j.task = ANY(p_tasks))
                  ORDER BY j.priority, j.run_at, j.id
                  LIMIT greatest(lanes.slots, 0)
@@ -188,13 +190,47 @@ BEGIN
            started_at = now(),
            progress = NULL
       FROM picked
-     WHERE j.id = picked.id
+     WHERE j.id = picked.id AND j.archived_at IS NULL
     RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
               j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
               j.created_at, j.started_at,
               CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
                    THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
               j.map_index;
+END
+$$;
+
+-- job_claim_once, run again on a moved row (sluice.moved_row_retry): a claim
+-- whose snapshot still sees a job as ready that another worker has since
+-- claimed and completed (moved to history) fails with 40001 even in READ
+-- COMMITTED; run again, its new snapshot no longer sees that job.
+CREATE FUNCTION sluice.job_claim(
+    p_worker_id text, p_queues text[], p_limit integer, p_lease interval,
+    p_after_priority integer DEFAULT NULL, p_after_run_at timestamptz DEFAULT NULL,
+    p_after_id bigint DEFAULT NULL, p_tasks text[] DEFAULT NULL
+) RETURNS TABLE (
+    id bigint, tenant sluice.tenant_name, queue sluice.queue_name, task sluice.task_name,
+    payload jsonb, priority integer,
+    attempt integer, max_attempts integer, timeout interval, run_id bigint, node text,
+    run_at timestamptz, created_at timestamptz, started_at timestamptz, parents jsonb,
+    map_index integer
+)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            -- The inner function's rows are all made before the first is returned
+            -- here: a failure leaves nothing half-returned.
+            RETURN QUERY SELECT * FROM sluice.job_claim_once(
+                p_worker_id, p_queues, p_limit, p_lease, p_after_priority, p_after_run_at,
+                p_after_id, p_tasks);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
+        END;
+    END LOOP;
 END
 $$;
 
@@ -210,7 +246,7 @@ $$;
 -- beside the one that writes its completion batches: the rows are locked in
 -- id order first, as completions and the rescuer lock them, so the two never
 -- wait for each other in a cycle.
-CREATE FUNCTION sluice.job_heartbeat(
+CREATE FUNCTION sluice.job_heartbeat_once(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_lease interval
 ) RETURNS TABLE (id bigint, attempt integer)
     LANGUAGE sql AS $$
@@ -219,15 +255,34 @@ CREATE FUNCTION sluice.job_heartbeat(
           FROM sluice.jobs j
           JOIN unnest(p_ids, p_attempts) AS h(id, attempt)
             ON j.id = h.id AND j.attempt = h.attempt
-         WHERE j.state::text = 'running' AND j.worker_id = p_worker_id
+         WHERE j.state::text = 'running' AND j.worker_id = p_worker_id AND j.archived_at IS NULL
          ORDER BY j.id
            FOR NO KEY UPDATE OF j
     )
     UPDATE sluice.jobs j
        SET lease_expires_at = now() + p_lease
       FROM held
-     WHERE j.id = held.id
+     WHERE j.id = held.id AND j.archived_at IS NULL
     RETURNING j.id, j.attempt;
+$$;
+
+-- job_heartbeat_once, run again on a moved row (sluice.moved_row_retry).
+CREATE FUNCTION sluice.job_heartbeat(
+    p_worker_id text, p_ids bigint[], p_attempts integer[], p_lease interval
+) RETURNS TABLE (id bigint, attempt integer)
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM sluice.job_heartbeat_once(p_worker_id, p_ids, p_attempts, p_lease);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
+        END;
+    END LOOP;
+END
 $$;
 
 -- Record a running job's progress (any JSON the handler reports).
@@ -238,6 +293,7 @@ CREATE FUNCTION sluice.job_progress(p_worker_id text, p_id bigint, p_attempt int
         UPDATE sluice.jobs
            SET progress = p_progress
          WHERE id = p_id AND attempt = p_attempt AND state::text = 'running' AND worker_id = p_worker_id
+           AND archived_at IS NULL
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM updated);
@@ -255,7 +311,7 @@ $$;
 -- A result larger than sluice.max_result_bytes() (its stored size) is not
 -- kept: that attempt fails the job at once (a retry cannot shrink it), with
 -- an error naming both sizes, and its id is not in the answer.
-CREATE FUNCTION sluice.job_complete_many(
+CREATE FUNCTION sluice.job_complete_many_once(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
     p_outputs text[] DEFAULT NULL
 ) RETURNS SETOF bigint
@@ -285,7 +341,7 @@ BEGIN
             UPDATE sluice.jobs j SET reason = 'result_too_large'
               FROM unnest(p_ids, p_results) AS d(id, result)
              WHERE j.id = d.id AND pg_column_size(d.result) > v_limit AND j.state = 'failed'
-               AND j.reason = 'non_retryable' AND j.worker_id = p_worker_id;
+               AND j.reason = 'non_retryable' AND j.worker_id = p_worker_id AND j.archived_at IS NULL;
             UPDATE sluice.dead_letters l SET reason = 'result_too_large'
               FROM unnest(p_ids, p_results) AS d(id, result)
              WHERE l.job_id = d.id AND pg_column_size(d.result) > v_limit AND l.resolved_at IS NULL
@@ -305,9 +361,11 @@ BEGIN
         SELECT * FROM unnest(p_ids, p_attempts, p_results, p_outputs) AS d(id, attempt, result, output)
     ), completed AS (
         UPDATE sluice.jobs j
-           SET state = 'succeeded', result = d.result, finished_at = now(), lease_expires_at = NULL
+           SET state = 'succeeded', result = d.result, finished_at = now(), lease_expires_at = NULL,
+               archived_at = now()
           FROM done d
          WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
+           AND j.archived_at IS NULL
         RETURNING j.id, j.attempt, j.started_at, d.output
     ), logged AS (
         INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, output)
@@ -316,6 +374,27 @@ BEGIN
          WHERE c.output IS NOT NULL
     )
     SELECT c.id FROM completed c;
+END
+$$;
+
+-- job_complete_many_once, run again on a moved row (sluice.moved_row_retry).
+CREATE FUNCTION sluice.job_complete_many(
+    p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
+    p_outputs text[] DEFAULT NULL
+) RETURNS SETOF bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM sluice.job_complete_many_once(
+                p_worker_id, p_ids, p_attempts, p_results, p_outputs);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
+        END;
+    END LOOP;
 END
 $$;
 
@@ -340,7 +419,7 @@ CREATE FUNCTION sluice.job_fail_rows(
                                                       j.attempt, random())
                END AS retry_at
           FROM f
-          JOIN sluice.jobs j ON j.id = f.id
+          JOIN sluice.jobs j ON j.id = f.id AND j.archived_at IS NULL
          CROSS JOIN LATERAL (SELECT f.retryable AND j.attempt < j.max_attempts AS retry) x
     ), failed AS (
         UPDATE sluice.jobs j
@@ -356,6 +435,7 @@ CREATE FUNCTION sluice.job_fail_rows(
                lease_expires_at = NULL
           FROM decided d
          WHERE j.id = d.id AND j.attempt = d.attempt AND j.state::text = 'running' AND j.worker_id = d.worker_id
+           AND j.archived_at IS NULL
         RETURNING j.id, j.state, j.run_at, j.attempt, j.started_at, j.reason,
                   d.worker_id, d.error, d.outcome, d.output
     ), logged AS (
@@ -379,20 +459,34 @@ $$;
 
 -- A worker's failed attempts. p_retryable[i] false fails the job at once;
 -- p_outcomes[i] is 'failed' (the handler raised) or 'timeout'.
+--
+-- Run again on a moved row (sluice.moved_row_retry): a failure fails no job, and the
+-- cascade of one that ends failed cancels its descendants, which can race.
 CREATE FUNCTION sluice.job_fail_many(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_errors text[],
     p_retryable boolean[], p_outcomes text[] DEFAULT NULL, p_outputs text[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
-    LANGUAGE sql AS $$
-    SELECT * FROM sluice.job_fail_rows(
-        p_ids, p_attempts, array_fill(p_worker_id, ARRAY[cardinality(p_ids)]), p_errors, p_retryable,
-        coalesce(p_outcomes, array_fill('failed'::text, ARRAY[cardinality(p_ids)])), p_outputs);
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM sluice.job_fail_rows(
+                p_ids, p_attempts, array_fill(p_worker_id, ARRAY[cardinality(p_ids)]), p_errors, p_retryable,
+                coalesce(p_outcomes, array_fill('failed'::text, ARRAY[cardinality(p_ids)])), p_outputs);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
+        END;
+    END LOOP;
+END
 $$;
 
 -- Hand running jobs back without counting the attempt against them (graceful
 -- shutdown past its grace period, or a claim whose answer the worker never
 -- got): they are ready again at once. p_error says why, in the attempt log.
-CREATE FUNCTION sluice.job_release_many(
+CREATE FUNCTION sluice.job_release_many_once(
     p_worker_id text, p_ids bigint[], p_attempts integer[],
     p_error text DEFAULT 'worker shut down'
 ) RETURNS SETOF bigint
@@ -402,6 +496,7 @@ CREATE FUNCTION sluice.job_release_many(
            SET state = 'ready', run_at = now(), max_attempts = j.max_attempts + 1, lease_expires_at = NULL
           FROM unnest(p_ids, p_attempts) AS r(id, attempt)
          WHERE j.id = r.id AND j.attempt = r.attempt AND j.state::text = 'running' AND j.worker_id = p_worker_id
+           AND j.archived_at IS NULL
         RETURNING j.id, j.attempt, j.started_at
     ), logged AS (
         INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
@@ -409,6 +504,26 @@ CREATE FUNCTION sluice.job_release_many(
           FROM released r
     )
     SELECT id FROM released;
+$$;
+
+-- job_release_many_once, run again on a moved row (sluice.moved_row_retry).
+CREATE FUNCTION sluice.job_release_many(
+    p_worker_id text, p_ids bigint[], p_attempts integer[],
+    p_error text DEFAULT 'worker shut down'
+) RETURNS SETOF bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM sluice.job_release_many_once(p_worker_id, p_ids, p_attempts, p_error);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
+        END;
+    END LOOP;
+END
 $$;
 
 -- Rescue jobs whose lease expired (their worker died, hung, or lost the
@@ -442,7 +557,7 @@ BEGIN
       INTO v_ids, v_attempts, v_workers
       FROM (SELECT j.id, j.attempt, j.worker_id
               FROM sluice.jobs j
-             WHERE j.state = 'running' AND j.lease_expires_at < now()
+             WHERE j.state = 'running' AND j.lease_expires_at < now() AND j.archived_at IS NULL
              ORDER BY j.id
              LIMIT p_limit
                FOR NO KEY UPDATE SKIP LOCKED) e;
@@ -510,20 +625,32 @@ CREATE FUNCTION sluice.job_promote_due(p_limit integer) RETURNS SETOF bigint
     LANGUAGE sql AS $$
     SELECT j.id
       FROM sluice.jobs j
-     WHERE j.state = 'scheduled' AND j.run_at <= now()
+     WHERE j.state = 'scheduled' AND j.run_at <= now() AND j.archived_at IS NULL
      ORDER BY j.run_at
      LIMIT p_limit
        FOR NO KEY UPDATE SKIP LOCKED
 $$;
 
+-- Where retention p_retention ends: the start of the UTC day now() - p_retention
+-- falls in (the retention rounded up to whole partitions). Partitions below it
+-- are retired whole; sluice.job_prune deletes the stragglers finished before
+-- it that are kept in younger partitions (a run's jobs pinned while the run
+-- went on, a finished_at written by hand).
+CREATE FUNCTION sluice.history_cutoff(p_retention interval) RETURNS timestamptz
+    LANGUAGE sql STABLE
+RETURN date_trunc('day', now() - p_retention, 'UTC');
+
 -- Finished jobs past the retention: jobs waiting in the dead-letter queue are
--- kept until resolved; jobs of a DAG run go with their run.
+-- kept until resolved; jobs of a DAG run go with their run. The retention is
+-- rounded up to whole history partitions (sluice.history_cutoff): the jobs
+-- finished before the cutoff are in partitions sluice.history_retire drops
+-- whole, but for a few stragglers kept in younger ones, which these are.
 CREATE FUNCTION sluice.job_prune_due(p_retention interval, p_limit integer) RETURNS SETOF bigint
     LANGUAGE sql AS $$
     SELECT j.id
       FROM sluice.jobs j
      WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
-       AND j.finished_at < now() - p_retention
+       AND j.finished_at < sluice.history_cutoff(p_retention)
        AND j.run_id IS NULL
        AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d
                         WHERE d.job_id = j.id AND d.resolved_at IS NULL)
@@ -538,7 +665,7 @@ CREATE FUNCTION sluice.dag_run_prune_due(p_retention interval, p_limit integer) 
     SELECT r.id
       FROM sluice.dag_runs r
      WHERE r.state NOT IN ('queued', 'running')
-       AND r.finished_at < now() - p_retention
+       AND r.finished_at < sluice.history_cutoff(p_retention)
        AND NOT EXISTS (SELECT 1 FROM sluice.jobs j
                          JOIN sluice.dead_letters d ON d.job_id = j.id AND d.resolved_at IS NULL
                         WHERE j.run_id = r.id)
@@ -561,7 +688,8 @@ BEGIN
     WITH due AS (
         SELECT d.id FROM sluice.job_promote_due(p_limit) AS d(id)
     ), promoted AS (
-        UPDATE sluice.jobs j SET state = 'ready' FROM due WHERE j.id = due.id RETURNING 1
+        UPDATE sluice.jobs j SET state = 'ready' FROM due
+         WHERE j.id = due.id AND j.archived_at IS NULL RETURNING 1
     )
     SELECT count(*)::integer INTO v_promoted FROM promoted;
     v_promoted := v_promoted + sluice.job_wake_waiting(p_limit);
@@ -574,8 +702,9 @@ $$;
 -- is none): the maintenance loop sleeps until then instead of polling.
 CREATE FUNCTION sluice.job_next_due() RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
-    SELECT least((SELECT min(run_at) FROM sluice.jobs WHERE state = 'scheduled'),
-                 (SELECT min(run_at) FROM sluice.jobs WHERE state = 'waiting' AND pending_parents = 0),
+    SELECT least((SELECT min(run_at) FROM sluice.jobs WHERE state = 'scheduled' AND archived_at IS NULL),
+                 (SELECT min(run_at) FROM sluice.jobs
+                   WHERE state = 'waiting' AND pending_parents = 0 AND archived_at IS NULL),
                  (SELECT min(deadline) FROM sluice.dag_runs WHERE state = 'running' AND deadline IS NOT NULL));
 $$;
 

@@ -60,6 +60,8 @@ BEGIN
                                          enqueue.backoff_max, enqueue.notify)
         RETURNING j.id INTO v_id;
     ELSE
+        -- A key the tenant already used: the row is left out (jobs_claim_key).
+        PERFORM set_config('sluice.keys_skip', 'on', true);
         INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at,
                                       max_attempts, idempotency_key, timeout, backoff,
                                       backoff_base, backoff_max, notify)
@@ -69,15 +71,15 @@ BEGIN
                                          enqueue.timeout, enqueue.backoff,
                                          enqueue.backoff_base, enqueue.backoff_max,
                                          enqueue.notify)
-        ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING j.id INTO v_id;
+        PERFORM set_config('sluice.keys_skip', 'off', true);
 
         IF v_id IS NULL THEN
-            -- The key is taken. ON CONFLICT waited for the holder to commit, so this
+            -- The key is taken. Its insert waited for the holder to commit, so this
             -- statement's fresh snapshot sees it.
-            SELECT j.id INTO v_id
-              FROM sluice.jobs j
-             WHERE j.tenant = enqueue.tenant AND j.idempotency_key = enqueue.idempotency_key;
+            SELECT k.job_id INTO v_id
+              FROM sluice.job_keys k
+             WHERE k.tenant = enqueue.tenant AND k.idempotency_key = enqueue.idempotency_key;
             RETURN v_id;
         END IF;
     END IF;
@@ -103,12 +105,13 @@ $$;
 -- (docs/state-machine.md), so a cancel cannot deadlock with a completion or
 -- failure releasing or cancelling the same jobs. The cascade
 -- (jobs_after_update) then finds its rows already held.
-CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
+CREATE FUNCTION sluice.job_cancel_once(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
     LANGUAGE plpgsql AS $$
 DECLARE
     v_ids   bigint[] := p_ids || ARRAY(SELECT j.id FROM sluice.jobs j
-                                        WHERE j.group_id = ANY(p_ids) AND NOT sluice.state_is_terminal(j.state));
+                                        WHERE j.group_id = ANY(p_ids) AND j.archived_at IS NULL
+                                          AND NOT sluice.state_is_terminal(j.state));
     v_below bigint[] := sluice.job_descendants(p_ids);
 BEGIN
     PERFORM 1
@@ -128,9 +131,10 @@ BEGIN
          WHERE j.id = ANY(v_ids) AND NOT sluice.state_is_terminal(j.state)
     ), cancelled AS (
         UPDATE sluice.jobs j
-           SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL
+           SET state = 'cancelled', reason = p_reason, finished_at = now(), lease_expires_at = NULL,
+               archived_at = now()
           FROM targets t
-         WHERE j.id = t.id
+         WHERE j.id = t.id AND j.archived_at IS NULL
         RETURNING j.id
     ), logged AS (
         INSERT INTO sluice.job_attempt_log (job_id, attempt, worker_id, started_at, outcome, error)
@@ -139,6 +143,25 @@ BEGIN
          WHERE t.was = 'running'
     )
     SELECT c.id FROM cancelled c WHERE c.id = ANY(p_ids);
+END
+$$;
+
+-- job_cancel_once, run again on a moved row (sluice.moved_row_retry):
+-- a job completing while it is cancelled moves to history under the cancel.
+CREATE FUNCTION sluice.job_cancel(p_ids bigint[], p_reason text DEFAULT 'cancelled')
+    RETURNS SETOF bigint
+    LANGUAGE plpgsql AS $$
+DECLARE
+    v_round integer := 0;
+BEGIN
+    LOOP
+        BEGIN
+            RETURN QUERY SELECT * FROM sluice.job_cancel_once(p_ids, p_reason);
+            RETURN;
+        EXCEPTION WHEN serialization_failure THEN
+            v_round := sluice.moved_row_retry(v_round, SQLERRM);
+        END;
+    END LOOP;
 END
 $$;
 
@@ -204,6 +227,7 @@ DECLARE
     v_k       integer[];
     v_events  bigint[];
     v_runs    bigint[];
+    v_was     text;
 BEGIN
     SELECT array_agg(j.id) INTO v_roots
       FROM sluice.jobs j
@@ -234,12 +258,20 @@ BEGIN
 
     -- A candidate another transaction changed meanwhile (retried it, say) no
     -- longer matches once its lock is granted and is left out.
-    SELECT array_agg(j.id) INTO v_locked
-      FROM (SELECT j.id FROM sluice.jobs j
-             WHERE (j.id = ANY(v_roots || coalesce(v_revived, '{}')) AND j.state IN ('failed', 'cancelled'))
-                OR (j.id = ANY(v_kids) AND (j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0)))
-             ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
-               FOR NO KEY UPDATE) j;
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            SELECT array_agg(j.id) INTO v_locked
+              FROM (SELECT j.id FROM sluice.jobs j
+                     WHERE (j.id = ANY(v_roots || coalesce(v_revived, '{}')) AND j.state IN ('failed', 'cancelled'))
+                        OR (j.id = ANY(v_kids) AND (j.state = 'blocked' OR (j.state = 'waiting' AND j.pending_parents > 0)))
+                     ORDER BY coalesce(j.group_id, j.id), j.group_id IS NULL, j.id
+                       FOR NO KEY UPDATE) j;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
 
     -- From here on, what every earlier holder of those locks committed.
     SELECT array_agg(j.id) INTO v_live
@@ -264,6 +296,10 @@ BEGIN
 
     -- Every job brought back waits for all its parents (a mapped node with
     -- elements: for its elements), then hears below from those that finished.
+    -- Cancelled jobs come back from history into the live partition: that move
+    -- fires the partition's insert trigger, which must leave their state be.
+    v_was := current_setting('sluice.engine_insert', true);
+    PERFORM set_config('sluice.engine_insert', 'on', true);
     WITH parents AS (
         SELECT e.child_id AS id, count(*)::integer AS n
           FROM sluice.job_edges e WHERE e.child_id = ANY(v_live) GROUP BY e.child_id
@@ -281,7 +317,8 @@ BEGIN
                                    THEN j.attempt + sluice.job_retry_round(j.id, j.attempt, j.max_attempts)
                                    ELSE j.max_attempts END,
                payload = coalesce(j.flow -> 'template', j.payload),
-               run_at = now(), result = NULL, worker_id = NULL, lease_expires_at = NULL
+               run_at = now(), result = NULL, worker_id = NULL, lease_expires_at = NULL,
+               archived_at = NULL
           FROM sluice.jobs x
           LEFT JOIN parents p ON p.id = x.id
           LEFT JOIN elements el ON el.id = x.id
@@ -293,6 +330,7 @@ BEGIN
            array_agg(DISTINCT r.run_id) FILTER (WHERE r.run_id IS NOT NULL)
       INTO v_waiting, v_ready, v_runs
       FROM reset r;
+    PERFORM set_config('sluice.engine_insert', coalesce(nullif(v_was, ''), 'off'), true);
 
     -- What their parents (elements) that stay finished tell them.
     SELECT array_agg(c.id ORDER BY c.id), array_agg(c.s ORDER BY c.id),
@@ -348,7 +386,13 @@ CREATE FUNCTION sluice.dead_letter_discard(job_id bigint) RETURNS boolean
         UPDATE sluice.dead_letters d
            SET resolved_at = now(), resolution = 'discarded'
          WHERE d.job_id = dead_letter_discard.job_id AND d.resolved_at IS NULL
-        RETURNING 1
+        RETURNING d.job_id
+    ), archived AS (
+        -- Out of the queue, the failed job is history (13_jobs.sql).
+        UPDATE sluice.jobs j
+           SET archived_at = now()
+          FROM resolved r
+         WHERE j.id = r.job_id AND j.state = 'failed' AND j.archived_at IS NULL
     )
     SELECT EXISTS (SELECT 1 FROM resolved);
 $$;

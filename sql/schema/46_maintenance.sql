@@ -31,8 +31,16 @@ CREATE FUNCTION sluice.job_quarantine(p_id bigint, p_error text) RETURNS boolean
 DECLARE
     v_job sluice.jobs;
 BEGIN
-    SELECT * INTO v_job FROM sluice.jobs j WHERE j.id = p_id FOR NO KEY UPDATE;
-    IF NOT FOUND OR sluice.state_is_terminal(v_job.state) THEN
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            SELECT * INTO v_job FROM sluice.jobs j WHERE j.id = p_id FOR NO KEY UPDATE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
+    IF v_job.id IS NULL OR sluice.state_is_terminal(v_job.state) THEN
         RETURN false;
     END IF;
     IF v_job.state = 'running' THEN

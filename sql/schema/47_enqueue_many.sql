@@ -61,17 +61,19 @@ BEGIN
     -- costs less than finding 14 fields in each element's text.) Without keys,
     -- the INSERT has no ON CONFLICT: a speculative insertion per row costs 6%.
     IF jsonb_path_exists(jobs, '$[*].idempotency_key ? (@ != null)') THEN
+        -- Rows whose key the tenant already used are left out (jobs_claim_key).
+        PERFORM set_config('sluice.keys_skip', 'on', true);
         WITH inserted AS (
             INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at,
                                           max_attempts, idempotency_key, timeout, backoff,
                                           backoff_base, backoff_max, notify)
             SELECT * FROM sluice.enqueue_rows(jobs, enqueue_many.tenant)
-            ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING j.id, j.idempotency_key
         )
         SELECT array_agg(x.id ORDER BY x.id), array_agg(x.idempotency_key ORDER BY x.id)
           INTO v_new, v_keys
           FROM inserted x;
+        PERFORM set_config('sluice.keys_skip', 'off', true);
     ELSE
         WITH inserted AS (
             INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at,
@@ -90,7 +92,7 @@ BEGIN
         -- Some keys were taken. Inserted rows come in the order of the elements
         -- that made them, so walk both: an element made the next inserted row if
         -- their keys agree, else it was skipped and answers the job holding its
-        -- key, read by a new statement, whose snapshot sees the keys ON CONFLICT
+        -- key, read by a new statement, whose snapshot sees the keys whose insert
         -- waited for another transaction to commit, and those inserted above (a
         -- key repeated in the list made one job, which each element with it answers).
         FOR v_element IN
@@ -105,9 +107,9 @@ BEGIN
                 v_created := v_created || true;
                 v_next := v_next + 1;
             ELSE
-                v_ids := v_ids || (SELECT j.id FROM sluice.jobs j
-                                    WHERE j.tenant = enqueue_many.tenant
-                                      AND j.idempotency_key = v_element.key);
+                v_ids := v_ids || (SELECT k.job_id FROM sluice.job_keys k
+                                    WHERE k.tenant = enqueue_many.tenant
+                                      AND k.idempotency_key = v_element.key);
                 v_created := v_created || false;
             END IF;
         END LOOP;

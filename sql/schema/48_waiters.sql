@@ -58,8 +58,16 @@ DECLARE
     v_state sluice.job_state;
     v_queue text;
 BEGIN
-    SELECT j.state, j.queue INTO v_state, v_queue FROM sluice.jobs j WHERE j.id = p_id FOR SHARE;
-    IF NOT FOUND THEN
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            SELECT j.state, j.queue INTO v_state, v_queue FROM sluice.jobs j WHERE j.id = p_id FOR SHARE;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
+    IF v_state IS NULL THEN
         RETURN;
     END IF;
     IF NOT sluice.state_is_terminal(v_state) THEN

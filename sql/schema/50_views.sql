@@ -8,7 +8,7 @@ CREATE VIEW sluice.leases AS
 SELECT j.id AS job_id, j.worker_id, j.attempt, j.started_at AS claimed_at,
        j.lease_expires_at AS expires_at
   FROM sluice.jobs j
- WHERE j.state = 'running';
+ WHERE j.state = 'running' AND j.archived_at IS NULL;
 
 -- Running jobs with their worker and lease.
 CREATE VIEW sluice.running_jobs AS
@@ -16,7 +16,7 @@ SELECT j.id AS job_id, j.tenant, j.queue, j.task, j.attempt, j.max_attempts, j.r
        j.worker_id, j.started_at AS since, now() - j.started_at AS running_for,
        j.lease_expires_at, j.progress
   FROM sluice.jobs j
- WHERE j.state = 'running';
+ WHERE j.state = 'running' AND j.archived_at IS NULL;
 
 -- Running jobs whose lease has expired: their worker is gone; the rescuer will retry them.
 CREATE VIEW sluice.stuck_jobs AS
@@ -92,7 +92,7 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused,
   FROM sluice.workers w
   LEFT JOIN (SELECT j.worker_id, count(*) AS running
                FROM sluice.jobs j
-              WHERE j.state = 'running'
+              WHERE j.state = 'running' AND j.archived_at IS NULL
               GROUP BY j.worker_id) r ON r.worker_id = w.id;
 
 -- Jobs finished per minute and queue over the last hour.

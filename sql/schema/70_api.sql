@@ -141,3 +141,38 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The REST API's set-based submit (sql/queries/jobs.sql, job_submit_many): the
+-- whole list as one JSON array, inserted in input order; a row whose
+-- idempotency key the tenant already used is left out (jobs_claim_key), and
+-- the caller pairs the answer up with the keys of the rows left out.
+CREATE FUNCTION sluice.job_submit_rows(p_tenant text, p_jobs json)
+    RETURNS TABLE (id bigint, idempotency_key text)
+    LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM set_config('sluice.keys_skip', 'on', true);
+    RETURN QUERY
+    INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at, max_attempts,
+                                  backoff, backoff_base, backoff_max, timeout, idempotency_key,
+                                  request_fingerprint, notify)
+    SELECT p_tenant, i.queue, i.task, i.payload, i.priority,
+           coalesce(i.run_at, now() + make_interval(secs => coalesce(i.delay_seconds, 0))),
+           -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
+           i.max_attempts, nullif(i.backoff, 'exponential'),
+           nullif(make_interval(secs => i.backoff_base), '1 second'),
+           nullif(make_interval(secs => i.backoff_max), '1 hour'), make_interval(secs => i.timeout),
+           i.idempotency_key, i.fingerprint, i.notify
+      FROM ROWS FROM (json_to_recordset(p_jobs) AS (
+               task text, payload jsonb, queue text, priority integer, run_at timestamptz,
+               delay_seconds double precision, max_attempts integer, backoff text,
+               backoff_base double precision, backoff_max double precision,
+               timeout double precision, idempotency_key text, notify jsonb, fingerprint text))
+           WITH ORDINALITY AS i(task, payload, queue, priority, run_at, delay_seconds, max_attempts,
+                                backoff, backoff_base, backoff_max, timeout, idempotency_key, notify,
+                                fingerprint, ord)
+     ORDER BY i.ord
+    RETURNING j.id, j.idempotency_key;
+    PERFORM set_config('sluice.keys_skip', 'off', true);
+END
+$$;

@@ -102,7 +102,7 @@ async def test_every_scenario_writes_a_record_with_positive_figures(database_url
         "figures"
     ].keys()
     relations = {row["relation"] for row in wal["details"]["drain"]}
-    assert {"sluice.jobs", "sluice.jobs_pkey"} <= relations
+    assert {"sluice.jobs_live", "sluice.jobs_pkey"} <= relations
     assert "sluice.jobs_ready" in wal["details"]["enqueue_by_relation"]
     assert {"ratio", "view_queue_stats_ms"} <= by_name["backlog"]["figures"].keys()
     assert {"before", "during", "after"} == by_name["bloat"]["details"]["sizes_bytes"].keys()

@@ -44,7 +44,7 @@ INVARIANTS = {
           JOIN sluice.job_edges e ON e.child_id = c.id
           JOIN sluice.jobs p ON p.id = e.parent_id
          WHERE c.state = 'blocked'
-         GROUP BY c.id
+         GROUP BY c.id, c.flow
         HAVING CASE coalesce(c.flow ->> 'trigger', 'all_success')
                    WHEN 'all_success' THEN bool_or(p.state IN ('failed', 'cancelled', 'skipped'))
                    WHEN 'none_failed' THEN bool_or(p.state IN ('failed', 'cancelled'))
@@ -78,7 +78,7 @@ INVARIANTS = {
                count(*) FILTER (WHERE e.state IN ('failed', 'cancelled')) AS failed
           FROM sluice.jobs g
           JOIN sluice.jobs e ON e.group_id = g.id
-         GROUP BY g.id
+         GROUP BY g.id, g.state, g.pending_parents, g.parents_failed, g.result
         HAVING (g.state = 'waiting'
                 AND (g.pending_parents
                          <> count(*) FILTER (WHERE NOT sluice.state_is_terminal(e.state))

@@ -165,5 +165,7 @@ async def test_no_wake_up_is_lost_when_a_worker_goes_to_sleep_during_an_insert(
             lost.append(n)
         await db.execute("SELECT sluice.worker_busy('sleeper')")
         # A job notified but not claimed must not be claimed by the next round.
-        await db.execute("UPDATE sluice.jobs SET state = 'cancelled' WHERE state = 'ready'")
+        await db.execute(
+            "UPDATE sluice.jobs SET state = 'cancelled', archived_at = now() WHERE state = 'ready'"
+        )
     assert lost == []
