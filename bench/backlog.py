@@ -11,6 +11,11 @@ the smallest's says whether claiming stays O(log n).
 At the largest level the admin views (queue_stats, dag_run_progress,
 throughput, ...) are timed too, after a few DAG runs and some finished jobs
 have been added so they have something to show.
+
+With `kept` (10M in the full run), that many finished jobs are then written
+into history (what as many completions leave there, without running them) and
+the smallest level is measured again: the claim path's table should not grow
+with them, nor the claims slow down.
 """
 
 from __future__ import annotations
@@ -20,13 +25,18 @@ import datetime as dt
 import json
 import time
 
-from bench.database import scalar
+from bench.database import relation_sizes, scalar
 from bench.harness import Bench, Record
-from bench.load import queue_jobs
+from bench.load import CHUNK, queue_jobs
 from sluice.core import protocol
 
-FULL = {"levels": "10000,100000,1000000", "scheduled": 1_000_000, "sample": 30_000}
-QUICK = {"levels": "10000,100000,300000", "scheduled": 300_000, "sample": 20_000}
+FULL = {
+    "levels": "10000,100000,1000000",
+    "scheduled": 1_000_000,
+    "sample": 30_000,
+    "kept": 10_000_000,
+}
+QUICK = {"levels": "10000,100000,300000", "scheduled": 300_000, "sample": 20_000, "kept": 1_000_000}
 
 BATCH = 100
 CLIENTS = 2
@@ -89,32 +99,82 @@ async def time_views(conn) -> dict[str, float]:
     return timings
 
 
-async def run(bench: Bench, *, levels: str, scheduled: int, sample: int) -> Record:
+async def measure_level(bench: Bench, conn, level: int, sample: int) -> dict[str, float]:
+    """Claim + complete `sample` jobs with `level` ready, best of ROUNDS (the machine
+    is shared, and autovacuum may run in one)."""
+    rounds = []
+    for _ in range(ROUNDS):
+        ready = await scalar(conn, "SELECT count(*) FROM sluice.jobs WHERE state = 'ready'")
+        await queue_jobs(conn, level + sample // ROUNDS - ready)
+        await conn.execute("CHECKPOINT")
+        rounds.append(await claim_complete(bench, sample // ROUNDS))
+    rate, claim_us = max(rounds)
+    return {
+        "jobs_per_s": round(rate, 1),
+        "claim_us_per_job": round(claim_us, 2),
+        "rounds_jobs_per_s": [round(r[0], 1) for r in rounds],
+    }
+
+
+async def keep_finished(conn, count: int) -> None:
+    """`count` succeeded jobs written straight into today's history partition, in
+    statements of CHUNK, then vacuumed (as autovacuum would, before the claims)."""
+    left = count
+    while left > 0:
+        n = min(left, CHUNK)
+        await conn.execute(
+            "INSERT INTO sluice.jobs (task, state, attempt, started_at, finished_at, archived_at)"
+            " SELECT 'noop', 'succeeded', 1, now(), now(), now() FROM generate_series(1, %s)",
+            (n,),
+        )
+        left -= n
+    await conn.execute("VACUUM ANALYZE sluice.jobs")
+
+
+LIVE = ("jobs_live", "jobs_pkey", "jobs_ready", "jobs_scheduled", "jobs_running", "jobs_waiting")
+
+
+def _claim_path_bytes(sizes: dict[str, int]) -> int:
+    """The live partition and its indexes: what claims read."""
+    return sum(size for name, size in sizes.items() if name.startswith(LIVE))
+
+
+async def run(bench: Bench, *, levels: str, scheduled: int, sample: int, kept: int = 0) -> Record:
     sizes = sorted(int(x) for x in str(levels).split(","))
     record = Record("backlog")
-    record.options = {"levels": sizes, "scheduled": scheduled, "sample": sample}
+    record.options = {"levels": sizes, "scheduled": scheduled, "sample": sample, "kept": kept}
     per_level: dict[int, dict[str, float]] = {}
     async with bench.connection() as conn:
         with bench.progress("backlog: loading scheduled jobs", 1):
             await queue_jobs(conn, scheduled, delay="1 hour", analyze=False)
         with bench.progress("backlog levels", len(sizes)) as step:
             for i, level in enumerate(sizes):
-                # Best of ROUNDS: the machine is shared, and autovacuum may run in one.
-                rounds = []
-                for _ in range(ROUNDS):
-                    ready = await scalar(
-                        conn, "SELECT count(*) FROM sluice.jobs WHERE state = 'ready'"
-                    )
-                    await queue_jobs(conn, level + sample // ROUNDS - ready)
-                    await conn.execute("CHECKPOINT")
-                    rounds.append(await claim_complete(bench, sample // ROUNDS))
-                rate, claim_us = max(rounds)
-                per_level[level] = {
-                    "jobs_per_s": round(rate, 1),
-                    "claim_us_per_job": round(claim_us, 2),
-                    "rounds_jobs_per_s": [round(r[0], 1) for r in rounds],
-                }
+                per_level[level] = await measure_level(bench, conn, level, sample)
                 step.update(i + 1)
+        if kept:
+            with bench.progress(f"backlog: {kept:,} finished jobs kept", 1):
+                before = _claim_path_bytes(await relation_sizes(conn))
+                await keep_finished(conn, kept)
+                again = await measure_level(bench, conn, sizes[0], sample)
+                after = _claim_path_bytes(await relation_sizes(conn))
+            record.figure(
+                "kept_jobs_per_s",
+                again["jobs_per_s"],
+                f"claim + complete, {sizes[0]:,} waiting, {kept:,} kept (jobs/s)",
+            )
+            record.figure(
+                "kept_ratio",
+                again["jobs_per_s"] / per_level[sizes[0]]["jobs_per_s"],
+                f"ratio with {kept:,} finished jobs kept / without them",
+            )
+            record.figure(
+                "claim_path_mb_before_kept",
+                before / 2**20,
+                "the live partition and its indexes, before the kept jobs (MB)",
+            )
+            record.figure("claim_path_mb_after_kept", after / 2**20,
+                          "the live partition and its indexes, after them (MB)")  # fmt: skip
+            record.details["kept_level"] = again
         # Something for the views to show: DAG runs, finished and failed jobs.
         for _ in range(20):
             await conn.execute("SELECT sluice.dag_run_create('default', %s::jsonb)", (TWO_NODES,))

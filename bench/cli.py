@@ -362,6 +362,7 @@ scenario_command(
     ),
     _int("--scheduled", "SLUICE_BENCH_SCHEDULED", "Jobs scheduled in the future"),
     _int("--sample", "SLUICE_BENCH_SAMPLE", "Jobs claimed and completed at each level"),
+    _int("--kept", "SLUICE_BENCH_KEPT", "Finished jobs kept, then the smallest level again"),
 )
 scenario_command(
     "bloat",

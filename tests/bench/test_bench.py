@@ -35,7 +35,7 @@ TINY = {
     "wal": {"jobs": 1000, "workers": 1, "concurrency": 32, "checkpoint_between": True},
     "latency": {"samples": 20, "min_gap_ms": 1.0, "max_gap_ms": 5.0},
     "dag": {"chain": 10, "fan": 40, "workers": 1, "concurrency": 32},
-    "backlog": {"levels": "300,1500", "scheduled": 1000, "sample": 600},
+    "backlog": {"levels": "300,1500", "scheduled": 1000, "sample": 600, "kept": 2000},
     "bloat": {"jobs": 1500, "normal_jobs": 1000, "recovery_jobs": 1500, "workers": 1,
               "concurrency": 32},
     "soak": {"duration": 4.0, "workers": 2},
@@ -104,7 +104,9 @@ async def test_every_scenario_writes_a_record_with_positive_figures(database_url
     relations = {row["relation"] for row in wal["details"]["drain"]}
     assert {"sluice.jobs_live", "sluice.jobs_pkey"} <= relations
     assert "sluice.jobs_ready" in wal["details"]["enqueue_by_relation"]
-    assert {"ratio", "view_queue_stats_ms"} <= by_name["backlog"]["figures"].keys()
+    assert {"ratio", "view_queue_stats_ms", "kept_ratio", "claim_path_mb_after_kept"} <= by_name[
+        "backlog"
+    ]["figures"].keys()
     assert {"before", "during", "after"} == by_name["bloat"]["details"]["sizes_bytes"].keys()
 
     soak = by_name["soak"]["checks"]
