@@ -29,10 +29,13 @@ $$;
 -- unbounded above, the overflow; its bounds CHECK stops short of 'infinity',
 -- which a row never has: a user's archived_at of 'infinity' finds no
 -- partition). A plain table
--- first, then attached. ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on
--- sluice.jobs and never blocks its readers and writers (CREATE TABLE ...
--- PARTITION OF would take ACCESS EXCLUSIVE); the bounds CHECK spares it the
--- scan. Its rows are finished jobs (jobs_history_finished): a revival moves a
+-- first, then attached: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on
+-- sluice.jobs (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE),
+-- but ACCESS EXCLUSIVE on the default partition, sluice.jobs_live, for an
+-- instant: it waits for every open transaction that touched a live job, and
+-- claims and inserts queue behind it meanwhile (hence history_prepare's
+-- lock_timeout, and partitions made days ahead: about one attach a day). The
+-- bounds CHECK, and jobs_live_null, spare it any scan. Its rows are finished jobs (jobs_history_finished): a revival moves a
 -- row back to the live partition by setting archived_at to null, and an
 -- UPDATE that makes a row pending without doing so is refused.
 CREATE FUNCTION sluice.history_partition_create(p_name text, p_from timestamptz, p_to timestamptz)
