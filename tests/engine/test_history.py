@@ -80,9 +80,34 @@ async def test_every_database_has_its_partitions_ahead(db):
 
 
 async def test_an_empty_overflow_is_cut_again_further_ahead(db):
+    await db.execute("SELECT sluice.history_prepare()")  # the template may be from yesterday
     assert await scalar(db, "SELECT sluice.history_prepare(9)") == 3  # two days and the overflow
-    bounds = await rows(db, "SELECT name FROM sluice.history_partitions ORDER BY lower_bound")
+    bounds = await rows(
+        db,
+        "SELECT name FROM sluice.history_partitions"
+        " WHERE coalesce(upper_bound, 'infinity') > now() ORDER BY lower_bound",
+    )
     assert len(bounds) == 11 and bounds[-1]["name"] == "jobs_hlater"
+
+
+async def test_making_a_partition_waits_for_live_readers_no_longer_than_its_lock_timeout(
+    db, connect
+):
+    """Attaching takes ACCESS EXCLUSIVE on the live partition: an open
+    transaction that read live jobs holds it up, and history_prepare gives up
+    after its lock_timeout with nothing made, rather than queueing the claims
+    behind it; once the reader ends, it makes the partitions."""
+    await db.execute("SELECT sluice.history_prepare()")  # the template may be from yesterday
+    reader = await connect()
+    await reader.execute("BEGIN")
+    await reader.execute("SELECT count(*) FROM sluice.jobs WHERE archived_at IS NULL")
+    made = "SELECT count(*) FROM sluice.history_partitions"
+    before = await scalar(db, made)
+    with pytest.raises(psycopg.errors.LockNotAvailable):
+        await db.execute("SELECT sluice.history_prepare(9)")
+    assert await scalar(db, made) == before
+    await reader.rollback()
+    assert await scalar(db, "SELECT sluice.history_prepare(9)") == 3
 
 
 async def test_a_job_moves_to_history_when_it_ends_and_stays_live_while_it_can_change(db):
