@@ -4,6 +4,7 @@ carry data, as a user runs them against `sluice api` (docs/dags.md)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,15 @@ def test_submit_wait_reports_skipped_nodes_and_the_last_results(api_server, sql,
     assert result.exit_code == 0, result.output
     assert "skipped" in result.output and "condition_false" in result.output
     assert result.output.rstrip().splitlines()[-1] == 'gate: {"opened": true}'
+
+
+@pytest.mark.parametrize("example", ["fan_out_fan_in", "map_join", "flaky_job", "branch_when"])
+def test_the_readmes_example_dags_start_through_the_api(api_server, example):  # noqa: F811
+    """`sluice submit examples/<example>.yaml`, as the README's tour runs it: its
+    default params (map_join's is a list of words) reach the run as they are."""
+    result = cli(api_server, "submit", str(Path("examples") / f"{example}.yaml"))
+    assert result.exit_code == 0, result.output
+    if example == "map_join":
+        run_id = int(re.search(r"run (\d+)", result.output).group(1))
+        answer = httpx.get(f"{api_server}/api/v1/runs/{run_id}", headers=bearer(Role.operator))
+        assert answer.json()["run"]["params"]["words"] == ["alpha", "beta", "gamma", "delta"]

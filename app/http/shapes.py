@@ -149,7 +149,9 @@ def spread(counts: dict[str, int]) -> dict[str, int]:
     return {state: counts.get(state, 0) for state in JOB_STATES}
 
 
-ParamValue = str | int | float | bool | None
+# Any JSON value: a template that is a whole string, `"{{ params.words }}"`, gives
+# the value itself (a list, an object), as in a node's payload.
+ParamValue = Any
 Params = Annotated[
     dict[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,100}$")], ParamValue],
     Meta(description="Values for `{{ params.name }}` placeholders in the nodes' payloads."),
