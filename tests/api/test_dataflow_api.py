@@ -336,6 +336,13 @@ async def test_queued_runs_wait_their_turn_and_can_be_cancelled(client, submitte
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
 
 
+async def schedule_nightly(client, operator, cron: str, **fields) -> None:
+    """Schedule `n`, which starts DAG `nightly` by `cron`."""
+    schedule = {"name": "n", "cron": cron, "dag": "nightly", **fields}
+    r = await client.post("/api/v1/schedules", json=schedule, headers=operator)
+    assert r.status_code == 201, r.text
+
+
 async def test_a_backfill_starts_one_run_per_occurrence(client, submitter, operator):
     definition = {"nodes": [{"id": "a", "task": "noop", "payload": {"at": "{{ run.occurrence }}"}}]}
     await client.put(f"{DAGS}/nightly", json=definition, headers=submitter)
@@ -345,10 +352,7 @@ async def test_a_backfill_starts_one_run_per_occurrence(client, submitter, opera
         headers=operator,
     )
     assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "schedule"
-    schedule = {"name": "n", "cron": "0 3 * * *", "dag": "nightly"}
-    assert (
-        await client.post("/api/v1/schedules", json=schedule, headers=operator)
-    ).status_code == 201
+    await schedule_nightly(client, operator, "0 3 * * *")
     body = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-03T03:00:00Z"}
     r = await client.post(f"{DAGS}/nightly/backfill", json=body, headers=operator)
     assert r.status_code == 201, r.text
@@ -374,10 +378,7 @@ async def test_a_backfill_follows_the_schedulers_occurrences(client, submitter, 
     await client.put(
         f"{DAGS}/nightly", json={"nodes": [{"id": "a", "task": "noop"}]}, headers=submitter
     )
-    schedule = {"name": "n", "cron": "30 2 * * *", "dag": "nightly", "timezone": "Europe/Berlin"}
-    assert (
-        await client.post("/api/v1/schedules", json=schedule, headers=operator)
-    ).status_code == 201
+    await schedule_nightly(client, operator, "30 2 * * *", timezone="Europe/Berlin")
     body = {"from": "2026-10-24T12:00:00Z", "to": "2026-10-26T12:00:00Z"}
     r = await client.post(f"{DAGS}/nightly/backfill", json=body, headers=operator)
     assert r.status_code == 201, r.text
