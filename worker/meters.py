@@ -6,6 +6,7 @@ first use, after the worker's first claim rather than on the way to it."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 OUTCOMES = ("succeeded", "failed", "timeout", "cancelled", "released")
@@ -35,20 +36,14 @@ class TaskMeters:
 class Meters:
     """Per-process cache of metric children."""
 
-    #: The gauge of jobs running (set at first use, see __getattr__).
-    running: Any
-
     def __init__(self) -> None:
         self._tasks: dict[tuple[str, str], TaskMeters] = {}
         self._waits: dict[str, Any] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        # `running`, the gauge of jobs running, is set on first use: later reads
-        # find the attribute and never come here.
-        if name == "running":
-            self.running = _metrics().JOBS_RUNNING
-            return self.running
-        raise AttributeError(name)
+    @functools.cached_property
+    def running(self) -> Any:
+        """The gauge of jobs running (looked up at first use)."""
+        return _metrics().JOBS_RUNNING
 
     def task(self, queue: str, task: str) -> TaskMeters:
         meters = self._tasks.get((queue, task))

@@ -504,7 +504,7 @@ class _Call(Generic[R]):
     async def _insert_async(
         self, conn: Any, statement: str, per_job: dict[str, Any]
     ) -> AsyncJobHandle[R]:
-        driver = conn if isinstance(conn, psycopg.AsyncConnection) else await _async_driver(conn)
+        driver = await _async_driver(conn)
         job_id = await job_insert(driver, statement, per_job)
         return AsyncJobHandle(job_id, _conninfo(driver), self._read)
 
