@@ -73,9 +73,10 @@ class Pruner:
 
     async def _partitions(self) -> int:
         """Make the coming days' history partitions and retire the old ones; how
-        many were retired. Each waits at most 100 ms for the lock on sluice.jobs
-        it needs for an instant (the functions' own lock_timeout): a busy moment
-        is tried again on the next pass rather than holding the queue up."""
+        many were retired. Each waits at most 100 ms for the lock it needs for an
+        instant (on sluice.jobs_live to attach a partition, on sluice.jobs to
+        detach one; the functions' own lock_timeout): a busy moment is tried
+        again on the next pass rather than holding the queue up."""
         retired = 0
         async with pooled(self._pool) as conn:
             try:
