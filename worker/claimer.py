@@ -208,11 +208,15 @@ class Claimer:
                 if rows:
                     self.claimed += self._executor.start(rows)
                 if len(rows) >= free:
+                    # Full: the next claim follows without a NOTIFY.
                     self._pending = True
-                if self._pending and self._waiting:
-                    await self._set_busy()
+                    if self._waiting:
+                        await self._set_busy()
                 elif not self._pending and not self._armed:
                     await self._get_ready_to_sleep()
+                # Short, with a NOTIFY heard during the claim: claim again and stay
+                # registered. Only a full claim unregisters: an idle worker that did
+                # so here, then was paused, would hear of no job until resumed.
                 continue
             self._wake.clear()
             idle = free > 0 and not self.paused and not self._pending

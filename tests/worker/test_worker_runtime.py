@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import psycopg
+
 from tests.factories import fetch_job, insert_job, rows, scalar
 from tests.worker.helpers import attempts, job_state, wait_for, wait_state
 
@@ -171,6 +173,29 @@ async def test_a_paused_worker_stops_claiming_until_resumed_by_notify(db, start_
     assert await job_state(db, job_id) == "ready"
     await db.execute("SELECT sluice.worker_set_paused(%s, false)", (worker.id,))
     await wait_state(db, job_id, "succeeded", within=5)
+
+
+async def test_a_wake_up_during_a_short_claim_keeps_the_worker_registered(db, start_worker):
+    """Held open: a claim in flight (blocked on sluice.queues) while a wake-up and a
+    pause come. The claim comes back short, so the worker is idle: it keeps its
+    waiter row, and inserters still wake it while it is paused."""
+    worker = await start_worker(heartbeat_interval=30, lease_ttl=60, poll_interval=30)
+    await wait_for(lambda: worker.claimer.armed, 5, "the worker to wait for jobs")
+    async with await psycopg.AsyncConnection.connect(db.info.dsn) as blocker:
+        await blocker.execute("LOCK TABLE sluice.queues IN ACCESS EXCLUSIVE MODE")
+        worker.claimer.catch_up()
+        await wait_for(lambda: worker.claimer.claiming, 5, "the claim to start")
+        assert await scalar(db, "SELECT sluice.worker_set_paused(%s, true)", worker.id) is True
+        await wait_for(lambda: worker.claimer.paused, 5, "the worker to pause")
+        worker.claimer.notify("default")  # heard while the claim waits
+        await blocker.rollback()
+    await wait_for(lambda: not worker.claimer.claiming, 5, "the claim to end")
+    seen = worker.claimer.notified
+    await insert_job(db, "noop")
+    await wait_for(lambda: worker.claimer.notified > seen, 5, "the wake-up")
+    assert worker.claimer.armed
+    waiting = "SELECT count(*) FROM sluice.queue_waiters WHERE worker_id = %s"
+    assert await scalar(db, waiting, worker.id) == 1
 
 
 async def test_the_listener_reconnects_and_catches_up(db, start_worker):
