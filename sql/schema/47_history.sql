@@ -49,6 +49,14 @@ BEGIN
     EXECUTE format('ALTER TABLE sluice.%I ADD CONSTRAINT jobs_history_finished'
                    ' CHECK (state IN (''succeeded'', ''failed'', ''cancelled'', ''skipped''))', p_name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON sluice.%I (id)', p_name || '_id', p_name);
+    -- Finished jobs by time (13_jobs.sql, jobs_finished): rows come in
+    -- finished_at order, so a BRIN keeps min and max per range of pages and
+    -- logs next to nothing per job. autosummarize: each range is summarized
+    -- (by autovacuum) soon after it fills; until then a scan reads it whole,
+    -- which only the newest pages ever are.
+    EXECUTE format('CREATE INDEX %I ON sluice.%I USING brin (finished_at)'
+                   ' WITH (pages_per_range = %s, autosummarize = on)',
+                   p_name || '_finished', p_name, 32);
     EXECUTE format('ALTER TABLE sluice.jobs ATTACH PARTITION sluice.%I FOR VALUES FROM (%L) TO (%s)',
                    p_name, p_from, coalesce(quote_literal(p_to), 'MAXVALUE'));
 END

@@ -95,7 +95,11 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused,
               WHERE j.state = 'running' AND j.archived_at IS NULL
               GROUP BY j.worker_id) r ON r.worker_id = w.id;
 
--- Jobs finished per minute and queue over the last hour.
+-- Jobs finished per minute and queue over the last hour. The archived_at bound
+-- spares every history partition older than the hour (jobs_archived_after_finish:
+-- a job is archived when it finishes or later); the BRIN of the others
+-- (13_jobs.sql, jobs_finished) reads the hour's pages, and the live
+-- partition's btree its failed jobs.
 CREATE VIEW sluice.throughput AS
 SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
        count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
@@ -105,8 +109,54 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
   FROM sluice.jobs j
  WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
    AND j.finished_at >= now() - interval '1 hour'
+   AND (j.archived_at IS NULL OR j.archived_at >= now() - interval '1 hour')
  GROUP BY 1, 2
  ORDER BY 1 DESC, 2;
+
+-- The newest p_sample jobs that finished (succeeded, failed, cancelled) in the
+-- last p_minutes and started in them too, of one tenant and queue (null: all),
+-- newest first: the sample behind the dashboard's wait times (job_wait_times).
+-- History partitions have a BRIN on finished_at, not a btree (13_jobs.sql), so
+-- one ORDER BY finished_at DESC LIMIT would read every job of p_minutes. This
+-- reads windows that double, newest first (the last minute, the one before,
+-- then 2, 4 ... minutes further back, up to p_minutes), each sorted and cut to
+-- what the sample still lacks, and stops once it has p_sample: it reads at most
+-- about twice the pages the sample holds, however many jobs finished meanwhile.
+-- PL/pgSQL, so that each statement is planned for the window it reads (a plan
+-- for an unknown window expects a third of all history and, with it, a JIT
+-- compilation that takes longer than the query).
+CREATE FUNCTION sluice.job_wait_sample(p_minutes integer, p_sample integer,
+                                       p_tenant text DEFAULT NULL, p_queue text DEFAULT NULL)
+    RETURNS TABLE (id bigint, queue text, run_at timestamptz, started_at timestamptz,
+                   finished_at timestamptz)
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_mins integer := 0;   -- minutes back from now read so far
+    v_next integer;
+    v_left bigint := p_sample;
+    v_got  bigint;
+BEGIN
+    WHILE v_left > 0 AND v_mins < p_minutes LOOP
+        v_next := least(greatest(2 * v_mins, 1), p_minutes);
+        RETURN QUERY
+            SELECT j.id, j.queue::text, j.run_at::timestamptz, j.started_at, j.finished_at
+              FROM sluice.jobs j
+             WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+               AND j.finished_at >= now() - make_interval(mins => v_next)
+               -- the first window is open above: a finished_at ahead of now() counts too
+               AND (v_mins = 0 OR j.finished_at < now() - make_interval(mins => v_mins))
+               AND (j.archived_at IS NULL OR j.archived_at >= now() - make_interval(mins => v_next))
+               AND j.started_at >= now() - make_interval(mins => p_minutes)
+               AND (p_tenant IS NULL OR j.tenant = p_tenant)
+               AND (p_queue IS NULL OR j.queue = p_queue)
+             ORDER BY j.finished_at DESC
+             LIMIT v_left;
+        GET DIAGNOSTICS v_got = ROW_COUNT;
+        v_left := v_left - v_got;
+        v_mins := v_next;
+    END LOOP;
+END
+$$;
 
 -- Per queue: jobs in each state, how long the oldest ready job has waited,
 -- settings, and how many live workers take from it: `no_consumer` flags a queue
