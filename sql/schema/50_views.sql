@@ -118,42 +118,45 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
 -- newest first: the sample behind the dashboard's wait times (job_wait_times).
 -- History partitions have a BRIN on finished_at, not a btree (13_jobs.sql), so
 -- one ORDER BY finished_at DESC LIMIT would read every job of p_minutes. This
--- reads windows that double, newest first (the last minute, the one before,
--- then 2, 4 ... minutes further back, up to p_minutes), each sorted and cut to
--- what the sample still lacks, and stops once it has p_sample: it reads at most
--- about twice the pages the sample holds, however many jobs finished meanwhile.
--- PL/pgSQL, so that each statement is planned for the window it reads (a plan
--- for an unknown window expects a third of all history and, with it, a JIT
--- compilation that takes longer than the query).
+-- reads windows newest first, each four times as far back as the last (the
+-- last 10 seconds, then back to 40, 160, 640 ... seconds, up to p_minutes),
+-- each sorted and cut to what the sample still lacks, and stops once it has
+-- p_sample: it reads at most about four times the rows the sample holds, plus
+-- the pages of the ranges the BRIN has not summarized yet (the newest, for up
+-- to a minute: autosummarize), which every window reads; few windows, as each
+-- is planned anew. PL/pgSQL, so that each statement is planned for the window
+-- it reads (a plan for an unknown window expects a third of all history and,
+-- with it, a JIT compilation that takes longer than the query).
 CREATE FUNCTION sluice.job_wait_sample(p_minutes integer, p_sample integer,
                                        p_tenant text DEFAULT NULL, p_queue text DEFAULT NULL)
     RETURNS TABLE (id bigint, queue text, run_at timestamptz, started_at timestamptz,
                    finished_at timestamptz)
     LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_mins integer := 0;   -- minutes back from now read so far
-    v_next integer;
+    v_all  double precision := 60.0 * p_minutes;
+    v_secs double precision := 0;   -- seconds back from now read so far
+    v_next double precision;
     v_left bigint := p_sample;
     v_got  bigint;
 BEGIN
-    WHILE v_left > 0 AND v_mins < p_minutes LOOP
-        v_next := least(greatest(2 * v_mins, 1), p_minutes);
+    WHILE v_left > 0 AND v_secs < v_all LOOP
+        v_next := least(greatest(4 * v_secs, 10), v_all);
         RETURN QUERY
             SELECT j.id, j.queue::text, j.run_at::timestamptz, j.started_at, j.finished_at
               FROM sluice.jobs j
              WHERE j.state IN ('succeeded', 'failed', 'cancelled')
-               AND j.finished_at >= now() - make_interval(mins => v_next)
+               AND j.finished_at >= now() - make_interval(secs => v_next)
                -- the first window is open above: a finished_at ahead of now() counts too
-               AND (v_mins = 0 OR j.finished_at < now() - make_interval(mins => v_mins))
-               AND (j.archived_at IS NULL OR j.archived_at >= now() - make_interval(mins => v_next))
-               AND j.started_at >= now() - make_interval(mins => p_minutes)
+               AND (v_secs = 0 OR j.finished_at < now() - make_interval(secs => v_secs))
+               AND (j.archived_at IS NULL OR j.archived_at >= now() - make_interval(secs => v_next))
+               AND j.started_at >= now() - make_interval(secs => v_all)
                AND (p_tenant IS NULL OR j.tenant = p_tenant)
                AND (p_queue IS NULL OR j.queue = p_queue)
              ORDER BY j.finished_at DESC
              LIMIT v_left;
         GET DIAGNOSTICS v_got = ROW_COUNT;
         v_left := v_left - v_got;
-        v_mins := v_next;
+        v_secs := v_next;
     END LOOP;
 END
 $$;
