@@ -47,6 +47,18 @@ BEGIN
     EXECUTE format('ALTER TABLE sluice.%I ADD CONSTRAINT jobs_history_finished'
                    ' CHECK (state IN (''succeeded'', ''failed'', ''cancelled'', ''skipped''))', p_name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON sluice.%I (id)', p_name || '_id', p_name);
+    -- Finished jobs by time (13_jobs.sql, jobs_finished): rows come in
+    -- finished_at order, so a BRIN (min and max per range of pages) answers a
+    -- time range and logs next to nothing per job: an insert into a range not
+    -- yet summarized writes nothing to it. autosummarize: autovacuum summarizes
+    -- each range once it fills (until then a scan reads it whole, and only the
+    -- newest pages are such); a vacuum of the partition catches up on any it
+    -- missed. 128 pages a range (the default, about 5,700 no-op jobs): finer
+    -- ranges would ask for more summaries than autovacuum's queue keeps (256
+    -- requests, served when it visits the database, once a minute by default)
+    -- at tens of thousands of jobs a second.
+    EXECUTE format('CREATE INDEX %I ON sluice.%I USING brin (finished_at)'
+                   ' WITH (pages_per_range = 128, autosummarize = on)', p_name || '_finished', p_name);
     EXECUTE format('ALTER TABLE sluice.jobs_history ATTACH PARTITION sluice.%I FOR VALUES FROM (%L) TO (%s)',
                    p_name, p_from, coalesce(quote_literal(p_to), 'MAXVALUE'));
 END
