@@ -114,21 +114,44 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
 -- name, workers started with the wrong --queue, all of them down);
 -- `unrunnable` counts its ready jobs whose task none of those workers has a
 -- handler for (they wait for one). A worker taking '*' consumes every queue.
+--
+-- The counts are exact, yet it reads only the live partition and the history
+-- partitions not yet closed (today's, usually): the closed ones are read from
+-- their counts (47_history_counts.sql), so its time does not grow with the
+-- history kept. `archived_at >= (SELECT history_open_from())` is what lets
+-- PostgreSQL skip every partition below that bound at run time (an initplan's
+-- value prunes; a function called per row would not).
 CREATE VIEW sluice.queue_stats AS
-WITH counts AS (
-    SELECT j.queue,
-           count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
-           count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
-           count(*) FILTER (WHERE j.state = 'ready')     AS ready,
-           count(*) FILTER (WHERE j.state = 'running')   AS running,
-           count(*) FILTER (WHERE j.state = 'waiting')   AS waiting,
-           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE j.state = 'failed')    AS failed,
-           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE j.state = 'skipped')   AS skipped,
+WITH per_state AS (
+    SELECT j.queue, j.state, count(*) AS n,
            min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
       FROM sluice.jobs j
-     GROUP BY j.queue
+     WHERE j.archived_at IS NULL OR j.archived_at >= (SELECT sluice.history_open_from())
+     GROUP BY j.queue, j.state
+    UNION ALL
+    SELECT h.queue, h.state, sum(h.n)::bigint, NULL
+      FROM sluice.history_counts h
+      JOIN sluice.history_closed c ON c.partition = h.partition
+      JOIN pg_inherits i ON i.inhrelid = c.partition AND i.inhparent = 'sluice.jobs'::regclass
+     WHERE c.upper_bound <= (SELECT sluice.history_open_from())
+     GROUP BY h.queue, h.state
+),
+counts AS (
+    SELECT s.queue,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'blocked'), 0)::bigint   AS blocked,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'scheduled'), 0)::bigint AS scheduled,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'ready'), 0)::bigint     AS ready,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'running'), 0)::bigint   AS running,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'waiting'), 0)::bigint   AS waiting,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'succeeded'), 0)::bigint AS succeeded,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'failed'), 0)::bigint    AS failed,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'cancelled'), 0)::bigint AS cancelled,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'skipped'), 0)::bigint   AS skipped,
+           min(s.oldest_ready_at) AS oldest_ready_at
+      FROM per_state s
+     GROUP BY s.queue
+    -- a queue whose every job in a closed partition was revived or deleted
+    HAVING sum(s.n) > 0
 ),
 live AS (
     SELECT w.id, w.queues, w.tasks
@@ -152,7 +175,7 @@ unrunnable AS (
     SELECT j.queue, count(*) AS unrunnable
       FROM sluice.jobs j
       JOIN consumers k ON k.queue = j.queue
-     WHERE j.state = 'ready' AND k.tasks IS NOT NULL AND j.task <> ALL (k.tasks)
+     WHERE j.state = 'ready' AND j.archived_at IS NULL AND k.tasks IS NOT NULL AND j.task <> ALL (k.tasks)
      GROUP BY j.queue
 )
 SELECT coalesce(c.queue, q.name) AS queue,
