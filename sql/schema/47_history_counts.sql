@@ -57,20 +57,17 @@
 -- the drop waits for its commit and then deletes what it wrote; a count that
 -- comes after the drop finds no table and skips it. Two leaders counting the
 -- same partition: the marker's primary key makes the second wait, then find it
--- closed and skip it. Lock order: these functions lock one partition at a time
--- (and history_retire the root, then the partition): no cycle.
+-- closed and skip it. Deadlocks: watching and counting lock partitions in
+-- their bounds' order, as a statement over sluice.jobs does, and wait at most
+-- 100 ms for any lock (lock_timeout, well below deadlock_timeout): in a wait
+-- cycle they are the ones to give up, and the next pass tries again; nothing
+-- waits on them longer than that plus a day's count (retirement, TRUNCATE).
 --
--- What the view may trust: B (history_open_from) is the lower bound of the
--- oldest attached partition that is not closed. queue_stats counts directly
--- the rows with archived_at >= B (PostgreSQL prunes every partition below B at
--- run time: they are never scanned) and reads the counts of the closed
--- partitions whose upper bound is <= B. Partitions do not overlap, so each is
--- counted exactly once, whatever order partitions were closed or made in.
+-- How queue_stats puts the two together: 50_views.sql.
 
 CREATE TABLE sluice.history_closed (
-    partition    regclass PRIMARY KEY,
-    upper_bound  timestamptz NOT NULL,
-    closed_at    timestamptz NOT NULL DEFAULT now()
+    partition  regclass PRIMARY KEY,
+    closed_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- One row per (partition, queue, state) once folded; deltas (n = ±1) between
@@ -107,15 +104,6 @@ BEGIN
     DELETE FROM sluice.history_counts h WHERE h.partition = TG_RELID;
     RETURN NULL;
 END
-$$;
-
--- The lower bound of the oldest attached history partition not closed
--- ('infinity' if none): queue_stats counts directly from there on.
-CREATE FUNCTION sluice.history_open_from() RETURNS timestamptz
-    LANGUAGE sql STABLE AS $$
-    SELECT coalesce(min(p.lower_bound), 'infinity')
-      FROM sluice.history_partitions p
-     WHERE NOT EXISTS (SELECT 1 FROM sluice.history_closed c WHERE c.partition = p.partition);
 $$;
 
 -- Watch the history partitions whose day is over (upper bound <= now()), oldest
@@ -183,6 +171,7 @@ BEGIN
          WHERE p.partition IN (SELECT c.partition FROM sluice.history_closed c)
            AND (SELECT count(*) > count(DISTINCT (h.queue, h.state))
                   FROM sluice.history_counts h WHERE h.partition = p.partition)
+         ORDER BY p.lower_bound
     LOOP
         BEGIN
             EXECUTE format('LOCK TABLE sluice.%I IN ACCESS SHARE MODE', v_part.name);
@@ -201,7 +190,7 @@ BEGIN
     END LOOP;
 
     FOR v_part IN
-        SELECT p.partition, p.name, p.upper_bound FROM sluice.history_partitions p
+        SELECT p.partition, p.name FROM sluice.history_partitions p
          WHERE EXISTS (SELECT 1 FROM pg_trigger t
                         WHERE t.tgrelid = p.partition AND t.tgname = 'history_counts_track')
            AND NOT EXISTS (SELECT 1 FROM sluice.history_closed c WHERE c.partition = p.partition)
@@ -213,8 +202,7 @@ BEGIN
         EXCEPTION WHEN undefined_table THEN
             CONTINUE;  -- retired meanwhile
         END;
-        INSERT INTO sluice.history_closed (partition, upper_bound)
-        VALUES (v_part.partition, v_part.upper_bound)
+        INSERT INTO sluice.history_closed (partition) VALUES (v_part.partition)
         ON CONFLICT (partition) DO NOTHING;
         CONTINUE WHEN NOT FOUND;  -- another leader closed it
         -- One statement, one snapshot: the deltas it deletes are those of the

@@ -5,6 +5,7 @@ sluice.jobs, whatever revives, deletes, moves or retires rows meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import random
 
 import psycopg
@@ -64,6 +65,14 @@ SELECT coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)
   JOIN sluice.history_closed c ON c.partition = s.relid"""
 
 DAYS = ("2020-01-01", "2020-01-02", "2020-01-03")
+
+# Rollup rows of partitions no longer attached.
+ORPHANS = """
+WITH attached AS (SELECT p.partition FROM sluice.history_partitions p)
+SELECT (SELECT count(*) FROM sluice.history_counts h WHERE h.partition NOT IN (TABLE attached))
+     + (SELECT count(*) FROM sluice.history_closed c WHERE c.partition NOT IN (TABLE attached))"""
+
+RACE_ROUNDS = 80
 
 
 async def finished_jobs(db, day: str, n: int, queues=("a", "b", "c")) -> None:
@@ -236,31 +245,48 @@ async def test_watching_gives_up_on_an_open_writer_and_catches_it_later(db, conn
     await assert_exact(db)
 
 
-async def test_revivals_racing_the_count_and_two_leaders_counting_at_once(db, connect):
-    """Revivals released together with two maintenance leaders watching and
-    counting the same partitions: each job is counted once, every round."""
+@pytest.mark.slow
+async def test_revivals_and_retirement_racing_two_leaders_counting(db, connect):
+    """Revivals and deletions released together with two maintenance leaders
+    watching and counting the same partition, then its retirement racing a
+    leader and a revival: each job is counted once, every round."""
     a, b, c = await connect(), await connect(), await connect()
-    for round_ in range(40):
-        day = f"2019-{1 + round_ // 28:02d}-{1 + round_ % 28:02d}"
-        await old_partition(db, day)
+
+    async def revive(conn, ids):
+        await conn.execute("SELECT sluice.job_retry(%s)", (ids,))
+
+    async def delete(conn, ids):
+        await conn.execute("DELETE FROM sluice.jobs WHERE id = ANY(%s)", (ids,))
+
+    async def lead(conn):
+        # A leader that waits past lock_timeout gives up, as on a busy pass.
+        for step in ("SELECT sluice.history_rollup_watch()", "SELECT sluice.history_rollup(5)"):
+            with contextlib.suppress(psycopg.errors.LockNotAvailable):
+                await conn.execute(step)
+
+    async def retire(conn):
+        with contextlib.suppress(psycopg.errors.LockNotAvailable):
+            await conn.execute("SELECT sluice.history_retire('1 day', 10)")
+
+    for round_ in range(RACE_ROUNDS):
+        day = (dt.date(2019, 1, 1) + dt.timedelta(days=round_)).isoformat()
+        name = await old_partition(db, day)
         await finished_jobs(db, day, 30)
-        name = "sluice.jobs_h" + day.replace("-", "")
-        ids = await some(db, name, 6)
-
-        async def revive(conn, some):
-            await conn.execute("DELETE FROM sluice.jobs WHERE id = ANY(%s)", (some,))
-
-        async def lead(conn):
-            # A leader that waits past lock_timeout gives up, as on a busy pass.
-            for step in ("SELECT sluice.history_rollup_watch()", "SELECT sluice.history_rollup(5)"):
-                with contextlib.suppress(psycopg.errors.LockNotAvailable):
-                    await conn.execute(step)
-
-        errors = await together(revive(a, ids[:3]), lead(b), lead(c), revive(db, ids[3:]))
+        revivable = await some(db, name, 4, revivable=True)
+        others = [i for i in await some(db, name, 10) if i not in revivable][:3]
+        errors = await together(revive(a, revivable[:2]), lead(b), lead(c), delete(db, others))
         assert errors == [None] * 4
-        await close(db)
         await assert_exact(db)
-    assert await scalar(db, "SELECT count(*) FROM sluice.history_closed") == 40
+        errors = await together(retire(a), lead(b), revive(c, revivable[2:]))
+        assert errors == [None] * 3
+        await assert_exact(db)
+        for _ in range(50):
+            if not await scalar(db, "SELECT to_regclass(%s) IS NOT NULL", name):
+                break
+            await retire(db)
+        # Nothing is left of it in the rollup.
+        assert await scalar(db, ORPHANS) == 0
+        await assert_exact(db)
 
 
 @pytest.mark.parametrize("seed", range(6))
