@@ -117,36 +117,10 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
 --
 -- The counts are exact, yet it reads only the live partition and the history
 -- partitions not yet closed (today's, usually): the closed ones are read from
--- their counts (47_history_counts.sql), so its time does not grow with the
--- history kept. Where the two meet, `open_from`, is the lower bound of the
--- oldest attached history partition not closed: rows from there on are counted,
--- the closed partitions below it are read from their counts. Partitions do not
--- overlap, so each is counted once, whatever order they were closed or made in.
--- `archived_at >= (SELECT ...)` is what lets PostgreSQL skip every partition
--- below it at run time (an initplan's value prunes; a function called per row
--- would not). The bound is read here rather than by a function so that the
--- view's owner's privileges cover it, as they cover the rest.
+-- their counts (sluice.queue_state_counts, 47_history_counts.sql), so its time
+-- does not grow with the history kept.
 CREATE VIEW sluice.queue_stats AS
-WITH open_from AS (
-    SELECT coalesce(min(p.lower_bound), 'infinity') AS bound
-      FROM sluice.history_partitions p
-     WHERE NOT EXISTS (SELECT 1 FROM sluice.history_closed c WHERE c.partition = p.partition)
-),
-per_state AS (
-    SELECT j.queue, j.state, count(*) AS n,
-           min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
-      FROM sluice.jobs j
-     WHERE j.archived_at IS NULL OR j.archived_at >= (SELECT o.bound FROM open_from o)
-     GROUP BY j.queue, j.state
-    UNION ALL
-    SELECT h.queue, h.state, sum(h.n)::bigint, NULL
-      FROM sluice.history_counts h
-      JOIN sluice.history_closed c ON c.partition = h.partition
-      JOIN sluice.history_partitions p ON p.partition = c.partition
-     WHERE p.upper_bound <= (SELECT o.bound FROM open_from o)
-     GROUP BY h.queue, h.state
-),
-counts AS (
+WITH counts AS (
     SELECT s.queue,
            coalesce(sum(s.n) FILTER (WHERE s.state = 'blocked'), 0)::bigint   AS blocked,
            coalesce(sum(s.n) FILTER (WHERE s.state = 'scheduled'), 0)::bigint AS scheduled,
@@ -158,7 +132,7 @@ counts AS (
            coalesce(sum(s.n) FILTER (WHERE s.state = 'cancelled'), 0)::bigint AS cancelled,
            coalesce(sum(s.n) FILTER (WHERE s.state = 'skipped'), 0)::bigint   AS skipped,
            min(s.oldest_ready_at) AS oldest_ready_at
-      FROM per_state s
+      FROM sluice.queue_state_counts() s
      GROUP BY s.queue
     -- a queue whose every job in a closed partition was revived or deleted
     HAVING sum(s.n) > 0
