@@ -64,6 +64,12 @@ SELECT coalesce(sum(s.seq_scan + coalesce(s.idx_scan, 0)), 0)
   FROM pg_stat_xact_user_tables s
   JOIN sluice.history_closed c ON c.partition = s.relid"""
 
+# Closed partitions this backend has locked (planning a read of one locks it).
+CLOSED_LOCKED = """
+SELECT count(*) FROM pg_locks l
+ WHERE l.pid = pg_backend_pid()
+   AND l.relation IN (SELECT c.partition FROM sluice.history_closed c)"""
+
 DAYS = ("2020-01-01", "2020-01-02", "2020-01-03")
 
 # Rollup rows of partitions no longer attached.
@@ -99,11 +105,12 @@ async def close(db) -> int:
 
 async def assert_exact(db) -> None:
     """queue_stats answers what a count over every row answers, without reading
-    a closed partition."""
+    a closed partition, nor even planning a read of one (it would lock it)."""
     async with db.transaction():
         before = await scalar(db, CLOSED_SCANS)
         stats = await rows(db, STATS)
         assert await scalar(db, CLOSED_SCANS) == before, "queue_stats read a closed partition"
+        assert await scalar(db, CLOSED_LOCKED) == 0, "queue_stats planned a closed partition"
         assert stats == await rows(db, DIRECT)
 
 
