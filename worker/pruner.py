@@ -72,11 +72,13 @@ class Pruner:
         return self._interval
 
     async def _partitions(self) -> int:
-        """Make the coming days' history partitions and retire the old ones; how
-        many were retired. Each waits at most 100 ms for the lock it needs for an
-        instant (on sluice.jobs_live to attach a partition, on sluice.jobs to
-        detach one; the functions' own lock_timeout): a busy moment is tried
-        again on the next pass rather than holding the queue up."""
+        """Make the coming days' history partitions and retire the old ones,
+        then count the closed ones for queue_stats; how many were retired. Each
+        step waits at most 100 ms for the lock it needs for an instant (on
+        sluice.jobs_live to attach a partition, on sluice.jobs to detach one, on
+        a past day's partition to watch it; the functions' own lock_timeout): a
+        busy moment is tried again on the next pass rather than holding the
+        queue up."""
         retired = 0
         async with pooled(self._pool) as conn:
             try:
@@ -90,4 +92,15 @@ class Pruner:
                     retired += 1
             except psycopg.errors.LockNotAvailable as exc:
                 log.info("history partitions busy, trying again next pass: %s", exc)
+            try:
+                # The days past, watched, then counted one per transaction (each
+                # count is a scan of one day's history).
+                async with conn.transaction():
+                    await protocol.history_rollup_watch(conn)
+                while True:
+                    async with conn.transaction():
+                        if not await protocol.history_rollup(conn):
+                            break
+            except psycopg.errors.LockNotAvailable as exc:
+                log.info("history counts busy, trying again next pass: %s", exc)
         return retired

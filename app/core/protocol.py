@@ -411,6 +411,20 @@ async def history_retire(conn: AsyncConnection[Any], *, retention: dt.timedelta)
     return await _value(conn, "history_retire", {"retention": retention})
 
 
+@door("history_rollup_watch")
+async def history_rollup_watch(conn: AsyncConnection[Any]) -> int:
+    """Put the counting triggers on the history partitions whose day is over;
+    answers how many it watched."""
+    return await _value(conn, "history_rollup_watch")
+
+
+@door("history_rollup")
+async def history_rollup(conn: AsyncConnection[Any]) -> int:
+    """Fold the closed partitions' count deltas and count one watched partition;
+    answers how many it counted (0 or 1)."""
+    return await _value(conn, "history_rollup")
+
+
 @door("job_prune_isolated", IsolatedPrune)
 async def job_prune_isolated(
     conn: AsyncConnection[Any], *, retention: dt.timedelta, limit: int

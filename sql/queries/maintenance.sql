@@ -26,3 +26,12 @@ SELECT sluice.history_prepare();
 
 -- name: history_retire :scalar
 SELECT sluice.history_retire(%(retention)s, 1);
+
+-- The counts of the closed history partitions (sql/schema/47_history_counts.sql),
+-- which sluice.queue_stats reads instead of their rows: the partitions whose day
+-- is over are watched (an instant's lock each), then counted, one per call.
+-- name: history_rollup_watch :scalar
+SELECT sluice.history_rollup_watch();
+
+-- name: history_rollup :scalar
+SELECT sluice.history_rollup(1);

@@ -155,6 +155,9 @@ BEGIN
         -- Last: from here to the caller's commit, nobody uses sluice.jobs.
         EXECUTE format('ALTER TABLE sluice.jobs_history DETACH PARTITION %s', v_part.partition);
         EXECUTE format('DROP TABLE %s', v_part.partition);
+        -- Its counts go with it (47_history_counts.sql).
+        DELETE FROM sluice.history_counts h WHERE h.partition = v_part.partition;
+        DELETE FROM sluice.history_closed c WHERE c.partition = v_part.partition;
         v_retired := v_retired + 1;
     END LOOP;
     IF v_retired > 0 THEN

@@ -167,21 +167,28 @@ $$;
 -- name, workers started with the wrong --queue, all of them down);
 -- `unrunnable` counts its ready jobs whose task none of those workers has a
 -- handler for (they wait for one). A worker taking '*' consumes every queue.
+--
+-- The counts are exact, yet it reads only the live partition and the history
+-- partitions not yet closed (today's, usually): the closed ones are read from
+-- their counts (sluice.queue_state_counts, 47_history_counts.sql), so its time
+-- does not grow with the history kept.
 CREATE VIEW sluice.queue_stats AS
 WITH counts AS (
-    SELECT j.queue,
-           count(*) FILTER (WHERE j.state = 'blocked')   AS blocked,
-           count(*) FILTER (WHERE j.state = 'scheduled') AS scheduled,
-           count(*) FILTER (WHERE j.state = 'ready')     AS ready,
-           count(*) FILTER (WHERE j.state = 'running')   AS running,
-           count(*) FILTER (WHERE j.state = 'waiting')   AS waiting,
-           count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE j.state = 'failed')    AS failed,
-           count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE j.state = 'skipped')   AS skipped,
-           min(j.run_at) FILTER (WHERE j.state = 'ready') AS oldest_ready_at
-      FROM sluice.jobs j
-     GROUP BY j.queue
+    SELECT s.queue,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'blocked'), 0)::bigint   AS blocked,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'scheduled'), 0)::bigint AS scheduled,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'ready'), 0)::bigint     AS ready,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'running'), 0)::bigint   AS running,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'waiting'), 0)::bigint   AS waiting,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'succeeded'), 0)::bigint AS succeeded,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'failed'), 0)::bigint    AS failed,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'cancelled'), 0)::bigint AS cancelled,
+           coalesce(sum(s.n) FILTER (WHERE s.state = 'skipped'), 0)::bigint   AS skipped,
+           min(s.oldest_ready_at) AS oldest_ready_at
+      FROM sluice.queue_state_counts() s
+     GROUP BY s.queue
+    -- a queue whose every job in a closed partition was revived or deleted
+    HAVING sum(s.n) > 0
 ),
 live AS (
     SELECT w.id, w.queues, w.tasks
@@ -205,7 +212,7 @@ unrunnable AS (
     SELECT j.queue, count(*) AS unrunnable
       FROM sluice.jobs j
       JOIN consumers k ON k.queue = j.queue
-     WHERE j.state = 'ready' AND k.tasks IS NOT NULL AND j.task <> ALL (k.tasks)
+     WHERE j.state = 'ready' AND j.archived_at IS NULL AND k.tasks IS NOT NULL AND j.task <> ALL (k.tasks)
      GROUP BY j.queue
 )
 SELECT coalesce(c.queue, q.name) AS queue,
