@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -42,6 +43,77 @@ def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+def test_the_entry_and_the_worker_body_import_no_click():
+    """`sluice worker` without arguments runs through these only (sluice.cli.main)."""
+    code = (
+        "import sys; import sluice.cli, sluice.cli.worker_process, sluice.worker.runner; "
+        "print('click' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+def sluice_worker(database_url: str | None, **env: str) -> subprocess.Popen[str]:
+    """`python -m sluice worker`, no arguments: every setting from the environment."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    environ.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "SLUICE_TASK_MODULES": "tests.worker.tasks",
+            "SLUICE_MAINTENANCE": "0",
+            **({"SLUICE_DATABASE_URL": database_url} if database_url else {}),
+            **env,
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluice", "worker"],
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_sluice_worker_without_arguments_runs_without_click(database_url, db):
+    proc = sluice_worker(database_url)
+    try:
+        job = await insert_job(db, "loaded_modules", payload={"modules": ["click"]})
+        await wait_state(db, job, "succeeded", within=30)
+        assert (await fetch_job(db, job))["result"] == {"click": False}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stdout.read() if proc.stdout else ""
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "message"),
+    [
+        # Refused settings: click reads them again and reports them as it always did.
+        ({}, 2, "Error: No database: pass --database-url or set SLUICE_DATABASE_URL"),
+        ({"SLUICE_CONCURRENCY": "0"}, 2, "Error: Invalid value for '--concurrency'"),
+        ({"SLUICE_LEASE_TTL": "soon"}, 2, "Usage: sluice worker [OPTIONS]"),
+        ({"SLUICE_LEASE_TTL": "soon"}, 2, "Error: SLUICE_LEASE_TTL: expected a duration"),
+    ],
+)
+def test_sluice_worker_without_arguments_reports_bad_settings_as_click_does(env, code, message):
+    url = None if not env else f"postgresql://sluice@127.0.0.1:{free_port()}/sluice"
+    proc = sluice_worker(url, **env)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert message in out
+
+
+def test_sluice_worker_without_arguments_reports_an_unreachable_database():
+    url = f"postgresql://sluice:hunter2@127.0.0.1:{free_port()}/sluice"
+    proc = sluice_worker(url)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "Error: cannot use the database postgresql://sluice:***@127.0.0.1" in out
 
 
 @pytest.mark.parametrize("maintenance", [False, True])
