@@ -33,13 +33,14 @@ NOT_BEFORE_FIRST_CLAIM = (
     "sluice.worker.cron",
     "prometheus_client",
     "sluice.core.metrics",
+    "smtplib",  # the email handler's, imported when it sends
 )
 MAINTENANCE_ONLY = ("croniter", "sluice.worker.maintenance", "sluice.worker.cron")
 
 
 def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
     code = (
-        "import sys, json; import sluice.cli.worker, sluice.worker.runner; "
+        "import sys, json; import sluice.cli.worker, sluice.worker.runner, sluice.worker.handlers; "
         f"print(json.dumps([m for m in {list(NOT_BEFORE_FIRST_CLAIM)!r} if m in sys.modules]))"
     )
     out = subprocess.run(
@@ -85,9 +86,9 @@ def sluice_worker(database_url: str | None, **env: str) -> subprocess.Popen[str]
 async def test_sluice_worker_without_arguments_runs_without_click(database_url, db):
     proc = sluice_worker(database_url)
     try:
-        job = await insert_job(db, "loaded_modules", payload={"modules": ["click"]})
+        job = await insert_job(db, "loaded_modules", payload={"modules": ["click", "smtplib"]})
         await wait_state(db, job, "succeeded", within=30)
-        assert (await fetch_job(db, job))["result"] == {"click": False}
+        assert (await fetch_job(db, job))["result"] == {"click": False, "smtplib": False}
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, proc.stdout.read() if proc.stdout else ""
