@@ -192,15 +192,24 @@ class Worker:
         """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
         s = self.settings
         self.registry.import_modules(s.task_modules)
-        if self._prepare:
-            # Probed once here, not by the writer and the pool at once (two probes);
-            # a wrong URL fails here, with the driver's own message.
-            await PREPARED.check(self._url)
+        # Whether prepared statements survive between us and the server (a pooler)
+        # is probed beside the first claim, not before it: until the answer, every
+        # connection of this worker runs its statements unprepared (see
+        # PREPARED.probe_in_background). It starts once the first claim is sent, so
+        # that its two connections do not delay the pool's.
+        first_claim_sent = asyncio.Event()
+        probing = (
+            PREPARED.probe_in_background(self._url, start=first_claim_sent)
+            if self._prepare
+            else None
+        )
         writer = Writer(self._url, prepare=self._prepare)
         try:
             pool, registration = await self._connect(writer)
         except BaseException:
             await writer.close()
+            if probing is not None:
+                await cancel_and_wait([probing])
             raise
         resources = Resources(s, pool)
         tasks: dict[str, asyncio.Task[None]] = {}
@@ -284,6 +293,7 @@ class Worker:
             # keeper's thread to set up its loop, and no lease needs renewing before
             # the first claim's answer is in.
             keeper_start = asyncio.get_running_loop().call_soon(self.keeper.start)
+            first_claim_sent.set()
             if s.maintenance:
                 from sluice.worker.maintenance import Maintenance
 
@@ -320,7 +330,7 @@ class Worker:
                 name, error = next(iter(crashed.items()))
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
-            await cancel_and_wait(tasks.values())
+            await cancel_and_wait([*tasks.values(), *([probing] if probing else [])])
             if keeper_start is not None:
                 keeper_start.cancel()  # not started yet: never start it now
             if self.keeper is not None:

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
-import signal
-import threading
-
 import click
 
 from sluice.cli.options import (
@@ -59,53 +53,19 @@ def worker(
     (SLUICE_SHUTDOWN_GRACE); a second one hands them back at once. Every
     SLUICE_* worker setting is read from the environment (see docs/worker.md).
     """
-    import psycopg
-
-    from sluice.core import logging as sluice_logging
-    from sluice.core.config import CoreSettings, SettingsError, load
-    from sluice.worker.runner import Worker, WorkerCrashedError
-    from sluice.worker.settings import WorkerSettings
+    from sluice.cli.worker_process import WorkerExit, WorkerUsageError, run
 
     url = require_database_url(database_url)
     try:
-        core = load(CoreSettings)
-        settings = load(
-            WorkerSettings,
+        run(
+            url,
             queues=split_queues(queues),
             concurrency=concurrency,
             metrics_port=metrics_port,
             maintenance=maintenance,
             worker_id=worker_id,
         )
-        sluice_logging.configure(core.log_format, core.log_level)
-    except (SettingsError, ValueError) as exc:
+    except WorkerUsageError as exc:
         raise click.UsageError(str(exc)) from None
-
-    async def main() -> None:
-        runner = Worker(settings, url, prepare=core.db_prepare, listen_url=core.listen_url)
-        loop = asyncio.get_running_loop()
-        signals = {"count": 0}
-
-        def on_signal() -> None:
-            signals["count"] += 1
-            runner.stop(hurry=signals["count"] > 1)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await runner.run()
-
-    try:
-        asyncio.run(main())
-    except (ImportError, WorkerCrashedError) as exc:
+    except WorkerExit as exc:
         raise click.ClickException(str(exc)) from None
-    except (psycopg.OperationalError, psycopg.errors.UndefinedFunction) as exc:
-        raise click.ClickException(
-            f"cannot use the database {sluice_logging.redact_url(url)}: {exc}\n"
-            "Is it running, and is its schema migrated (`sluice migrate`)?"
-        ) from None
-    # A sync handler that ignored its cancel signal still holds a thread, which
-    # would keep the interpreter alive at exit: its job was already handed back.
-    if any(t.name.startswith("sluice-task") for t in threading.enumerate()):
-        logging.getLogger("sluice.worker").warning("exiting with handler threads still running")
-        logging.shutdown()
-        os._exit(0)

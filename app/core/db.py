@@ -14,12 +14,16 @@ Prepared statements are on unless a pooler cannot keep them: the first
 connection to a URL runs a probe (`prepared_statements_problem`), and any
 connection that still meets a pooler's lost-statement error turns them off for
 the whole process and repeats the statement unprepared (`PoolerSafeCursor`).
+A worker does not wait for the probe (`PreparedStatements.probe_in_background`):
+until its answer, the connections it opens prepare nothing (`AwaitingProbeCursor`),
+which is safe behind any pooler, and they start preparing once the probe says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -75,6 +79,8 @@ class PreparedStatements:
         self.enabled = True
         self.reason: str | None = None
         self._probed: dict[str, str | None] = {}
+        # URLs whose probe runs in the background (read from the lease keeper's thread too).
+        self._pending: set[str] = set()
 
     def disable(self, reason: str) -> None:
         if self.enabled:
@@ -94,6 +100,42 @@ class PreparedStatements:
             if problem:
                 self.disable(problem)
         return self.enabled
+
+    def pending(self, url: str) -> bool:
+        """Whether the probe of `url` is running in the background."""
+        return url in self._pending
+
+    def safe(self, url: str) -> bool:
+        """Whether the probe of `url` found prepared statements safe (and nothing
+        turned them off since)."""
+        return self.enabled and url in self._probed and self._probed[url] is None
+
+    def probe_in_background(
+        self, url: str, *, start: asyncio.Event | None = None
+    ) -> asyncio.Task[None] | None:
+        """Probe `url` in a task of its own, after `start` is set (None: at once), so
+        that a worker's first claim does not wait for the probe's two connections and
+        its round trips. Until the answer, connections opened for `url` with
+        `prepare=True` prepare nothing (statements go unnamed, which every pooler
+        mode keeps), then prepare from their next statement on if the probe says it
+        is safe: as before, no statement is prepared on the server before a probe
+        said so. A probe that fails (the database away) leaves them unprepared, and
+        the next connection opened for `url` probes again. None: nothing to probe."""
+        if not self.enabled or url in self._probed or url in self._pending:
+            return None
+        self._pending.add(url)
+
+        async def probe() -> None:
+            try:
+                if start is not None:
+                    await start.wait()
+                await self.check(url)
+            except (psycopg.Error, OSError) as exc:
+                log.info("prepared statements stay off until checked: probe failed (%s)", exc)
+            finally:
+                self._pending.discard(url)
+
+        return asyncio.create_task(probe(), name="sluice-probe")
 
 
 PREPARED = PreparedStatements()
@@ -129,6 +171,26 @@ class PoolerSafeCursor(psycopg.AsyncCursor):
             if not conn.autocommit or conn.info.transaction_status != TransactionStatus.IDLE:
                 raise
             return await super().execute(query, params, **{**kwargs, "prepare": False})
+
+
+class AwaitingProbeCursor(PoolerSafeCursor):
+    """The cursor of a connection opened while the probe of its URL (`url`, set by
+    `_awaiting_probe`) runs in the background: the connection, opened with
+    prepare_threshold None, gets PREPARE_THRESHOLD at its first statement after the
+    probe found prepared statements safe."""
+
+    url = ""
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        conn = self.connection
+        if conn.prepare_threshold is None and PREPARED.safe(self.url):
+            conn.prepare_threshold = PREPARE_THRESHOLD
+        return await super().execute(query, params, **kwargs)
+
+
+@functools.cache
+def _awaiting_probe(url: str) -> type[AwaitingProbeCursor]:
+    return type("AwaitingProbeCursor", (AwaitingProbeCursor,), {"url": url})
 
 
 async def prepared_statements_problem(
@@ -231,18 +293,23 @@ def connection_kwargs(
     }
 
 
-async def _prepare(url: str, prepare: bool) -> bool:
-    return prepare and await PREPARED.check(url)
+async def _prepare(url: str, prepare: bool) -> tuple[bool, type[PoolerSafeCursor]]:
+    """Whether a new connection to `url` prepares statements, and its cursor class."""
+    if not prepare:
+        return False, PoolerSafeCursor
+    if PREPARED.pending(url):
+        return False, _awaiting_probe(url)
+    return await PREPARED.check(url), PoolerSafeCursor
 
 
 async def connect(
     url: str, *, prepare: bool = True, application_name: str = "sluice"
 ) -> psycopg.AsyncConnection:
     """One connection outside any pool (a LISTEN connection, the worker's writer)."""
-    prepare = await _prepare(url, prepare)
+    prepare, cursor = await _prepare(url, prepare)
     return await psycopg.AsyncConnection.connect(
         normalize_url(url),
-        cursor_factory=PoolerSafeCursor,
+        cursor_factory=cursor,
         **connection_kwargs(prepare=prepare, application_name=application_name),
     )
 
@@ -270,7 +337,7 @@ async def open_pool(
     gives up reconnecting after twice that: the next caller then starts a new attempt
     at once, instead of waiting out psycopg_pool's doubling delay (1, 2, 4... s up to
     5 minutes), so the pool is back within seconds of the database."""
-    prepare = await _prepare(url, prepare)
+    prepare, cursor = await _prepare(url, prepare)
     pool = AsyncConnectionPool(
         normalize_url(url),
         min_size=min_size,
@@ -279,7 +346,7 @@ async def open_pool(
             **connection_kwargs(
                 prepare=prepare, application_name=application_name, db_timeout=db_timeout
             ),
-            "cursor_factory": PoolerSafeCursor,
+            "cursor_factory": cursor,
         },
         open=False,
         name=application_name,

@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
 
+from sluice.core import db as sluice_db
+from sluice.core.db import PREPARED
 from sluice.core.embedded import free_port
 from sluice.worker.runner import Worker
 from tests.factories import fetch_job, insert_job, rows, scalar
@@ -29,19 +33,91 @@ NOT_BEFORE_FIRST_CLAIM = (
     "sluice.worker.cron",
     "prometheus_client",
     "sluice.core.metrics",
+    "smtplib",  # the email handler's, imported when it sends
 )
 MAINTENANCE_ONLY = ("croniter", "sluice.worker.maintenance", "sluice.worker.cron")
 
 
 def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
     code = (
-        "import sys, json; import sluice.cli.worker, sluice.worker.runner; "
+        "import sys, json; import sluice.cli.worker, sluice.worker.runner, sluice.worker.handlers; "
         f"print(json.dumps([m for m in {list(NOT_BEFORE_FIRST_CLAIM)!r} if m in sys.modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+def test_the_entry_and_the_worker_body_import_no_click():
+    """`sluice worker` without arguments runs through these only (sluice.cli.main)."""
+    code = (
+        "import sys; import sluice.cli, sluice.cli.worker_process, sluice.worker.runner; "
+        "print('click' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+def sluice_worker(database_url: str | None, **env: str) -> subprocess.Popen[str]:
+    """`python -m sluice worker`, no arguments: every setting from the environment."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    environ.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "SLUICE_TASK_MODULES": "tests.worker.tasks",
+            "SLUICE_MAINTENANCE": "0",
+            **({"SLUICE_DATABASE_URL": database_url} if database_url else {}),
+            **env,
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "sluice", "worker"],
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_sluice_worker_without_arguments_runs_without_click(database_url, db):
+    proc = sluice_worker(database_url)
+    try:
+        job = await insert_job(db, "loaded_modules", payload={"modules": ["click", "smtplib"]})
+        await wait_state(db, job, "succeeded", within=30)
+        assert (await fetch_job(db, job))["result"] == {"click": False, "smtplib": False}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stdout.read() if proc.stdout else ""
+
+
+@pytest.mark.parametrize(
+    ("env", "code", "message"),
+    [
+        # Refused settings: click reads them again and reports them as it always did.
+        ({}, 2, "Error: No database: pass --database-url or set SLUICE_DATABASE_URL"),
+        ({"SLUICE_CONCURRENCY": "0"}, 2, "Error: Invalid value for '--concurrency'"),
+        ({"SLUICE_LEASE_TTL": "soon"}, 2, "Usage: sluice worker [OPTIONS]"),
+        ({"SLUICE_LEASE_TTL": "soon"}, 2, "Error: SLUICE_LEASE_TTL: expected a duration"),
+    ],
+)
+def test_sluice_worker_without_arguments_reports_bad_settings_as_click_does(env, code, message):
+    url = None if not env else f"postgresql://sluice@127.0.0.1:{free_port()}/sluice"
+    proc = sluice_worker(url, **env)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == code
+    assert message in out
+
+
+def test_sluice_worker_without_arguments_reports_an_unreachable_database():
+    url = f"postgresql://sluice:hunter2@127.0.0.1:{free_port()}/sluice"
+    proc = sluice_worker(url)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "Error: cannot use the database postgresql://sluice:***@127.0.0.1" in out
 
 
 @pytest.mark.parametrize("maintenance", [False, True])
@@ -189,12 +265,128 @@ async def test_a_registration_the_database_refuses_ends_the_worker_with_its_erro
     assert not worker.started.is_set()
 
 
-def test_an_unreachable_database_fails_at_once_without_the_probe(spawn_worker):
-    """SLUICE_DB_PREPARE=0: no probe connects first, and the pool would wait its whole
-    timeout; the registration's connection fails at once and ends the worker."""
+@pytest.mark.parametrize("prepare", ["0", "1"])
+def test_an_unreachable_database_fails_at_once(spawn_worker, prepare):
+    """No probe connects first (none at all with SLUICE_DB_PREPARE=0; with 1 it
+    starts after the first claim), and the pool would wait its whole timeout; the
+    registration's connection fails at once and ends the worker."""
     url = f"postgresql://sluice:hunter2@127.0.0.1:{free_port()}/sluice"
-    proc = spawn_worker(url=url, SLUICE_DB_PREPARE="0")
+    proc = spawn_worker(url=url, SLUICE_DB_PREPARE=prepare)
     began = time.monotonic()
     assert proc.wait(30) == 1
     assert time.monotonic() - began < 15
     assert "Error: cannot use the database postgresql://sluice:***@127.0.0.1" in proc.output()
+
+
+# --- the prepared-statement probe beside the first claim --------------------------
+
+
+@pytest.fixture
+def held_probe(monkeypatch):
+    """The probe (prepared_statements_problem) held until the test answers it:
+    `answer(None)` (prepared statements are safe) or `answer(reason)`. Restores
+    the process-wide PREPARED state afterwards."""
+    saved = (PREPARED.enabled, PREPARED.reason, dict(PREPARED._probed))
+    started = asyncio.Event()
+    verdict: asyncio.Future[str | None] | None = None
+
+    async def probe(url: str, **kwargs: Any) -> str | None:
+        nonlocal verdict
+        verdict = asyncio.get_running_loop().create_future()
+        started.set()
+        return await verdict
+
+    def answer(reason: str | None) -> None:
+        assert verdict is not None
+        verdict.set_result(reason)
+
+    monkeypatch.setattr(sluice_db, "prepared_statements_problem", probe)
+    yield started, answer
+    PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved
+
+
+async def prepared_on(conn: psycopg.AsyncConnection) -> int:
+    """How many statements psycopg prepared on this connection's server session."""
+    return await scalar(
+        conn, "SELECT count(*) FROM pg_prepared_statements WHERE starts_with(name, '_pg3_')"
+    )
+
+
+async def run_jobs(db, count: int) -> None:
+    ids = [await insert_job(db, "echo", payload={"n": n}) for n in range(count)]
+    for job in ids:
+        await wait_state(db, job, "succeeded", within=30)
+
+
+@pytest.mark.parametrize("problem", [None, "a pooler lost a prepared statement (26000)"])
+async def test_the_first_claim_does_not_wait_for_the_probe_and_nothing_is_prepared_before_it(
+    database_url, db, held_probe, problem
+):
+    """The probe starts once the first claim is sent; until its answer every
+    connection of the worker runs its statements unprepared (safe behind a pooler),
+    however often they run; then they prepare only if the probe said so."""
+    started, answer = held_probe
+    worker = Worker(worker_settings(pool_size=1), database_url)
+    job = await insert_job(db, "echo", payload={"n": 0})
+    run = asyncio.create_task(worker.run())
+    try:
+        await wait_state(db, job, "succeeded", within=30)
+        await asyncio.wait_for(started.wait(), 30)
+        assert PREPARED.pending(database_url)
+        # Claims and completions run far more often than PREPARE_THRESHOLD meanwhile.
+        await run_jobs(db, 3 * sluice_db.PREPARE_THRESHOLD)
+        assert worker.claimer is not None and worker.completer is not None
+        async with worker.claimer._pool.connection() as conn:
+            assert conn.prepare_threshold is None
+            assert await prepared_on(conn) == 0
+        async with worker.completer._writer.connection() as conn:
+            assert conn.prepare_threshold is None
+            assert await prepared_on(conn) == 0
+
+        answer(problem)
+        await wait_for(lambda: not PREPARED.pending(database_url), 10, "the probe's answer")
+        await run_jobs(db, 3 * sluice_db.PREPARE_THRESHOLD)
+        for connection in (worker.claimer._pool.connection, worker.completer._writer.connection):
+            async with connection() as conn:
+                await conn.execute("SELECT 1")  # a statement after the answer
+                if problem is None:
+                    assert conn.prepare_threshold == sluice_db.PREPARE_THRESHOLD
+                    assert await prepared_on(conn) > 0
+                else:
+                    assert conn.prepare_threshold is None
+                    assert await prepared_on(conn) == 0
+        assert PREPARED.enabled is (problem is None)
+    finally:
+        worker.stop(hurry=True)
+        await asyncio.wait_for(run, 30)
+
+
+async def test_a_probe_that_fails_leaves_statements_unprepared_and_is_tried_again(
+    database_url, db, monkeypatch
+):
+    saved = (PREPARED.enabled, PREPARED.reason, dict(PREPARED._probed))
+    probes = []
+
+    async def failing(url: str, **kwargs: Any) -> str | None:
+        probes.append(url)
+        raise psycopg.OperationalError("the database went away")
+
+    monkeypatch.setattr(sluice_db, "prepared_statements_problem", failing)
+    worker = Worker(worker_settings(pool_size=1), database_url)
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.started.wait(), 30)
+        await wait_for(lambda: probes and not PREPARED.pending(database_url), 10, "the probe")
+        await run_jobs(db, 3 * sluice_db.PREPARE_THRESHOLD)
+        assert worker.claimer is not None
+        async with worker.claimer._pool.connection() as conn:
+            assert conn.prepare_threshold is None
+            assert await prepared_on(conn) == 0
+        # Nothing known about the URL: the next connection opened for it probes again.
+        with pytest.raises(psycopg.OperationalError):
+            await sluice_db.connect(database_url)
+        assert len(probes) == 2
+    finally:
+        worker.stop(hurry=True)
+        await asyncio.wait_for(run, 30)
+        PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved

@@ -10,11 +10,10 @@ the job at once; a server that cannot be reached or answers 4xx is retried.
 from __future__ import annotations
 
 import asyncio
-import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sluice.core.config import parse_bool
@@ -22,6 +21,10 @@ from sluice.core.tasks import EmailPayload
 from sluice.worker.context import JobContext, TaskError
 from sluice.worker.handlers.common import FinalTaskError, head, payload_of
 from sluice.worker.registry import task
+
+if TYPE_CHECKING:
+    # Imported when an email is sent: a few ms of every worker's start-up otherwise.
+    import smtplib
 
 SMTP_TIMEOUT = 30.0
 
@@ -59,6 +62,8 @@ class SmtpServer:
 
     def send(self, message: EmailMessage) -> None:
         """Blocking: connect, log in if configured, send."""
+        import smtplib
+
         context = ssl.create_default_context()
         smtp_class = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
         kwargs: dict[str, Any] = {"context": context} if self.tls else {}
@@ -77,6 +82,8 @@ def _said(exc: smtplib.SMTPResponseException) -> str:
 
 
 def _deliver(server: SmtpServer, message: EmailMessage) -> None:
+    import smtplib
+
     try:
         server.send(message)
     except smtplib.SMTPRecipientsRefused as exc:

@@ -1,0 +1,104 @@
+"""The body of `sluice worker`, without click: `sluice worker` given no arguments
+(every setting from SLUICE_* variables, as containers, `sluice up` and the bench
+start it) runs it straight from `sluice.cli.main`, skipping click's import (some
+20 ms of a worker's start-up to its first claim, issue 15). sluice.cli.worker
+parses the options of every other invocation and calls it too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+
+
+class WorkerUsageError(ValueError):
+    """A setting cannot be used; shown as a usage error."""
+
+
+class WorkerExit(RuntimeError):
+    """The worker could not start or crashed; the message is for the user."""
+
+
+def run(
+    url: str,
+    *,
+    queues: tuple[str, ...] | None = None,
+    concurrency: int | None = None,
+    metrics_port: int | None = None,
+    maintenance: bool | None = None,
+    worker_id: str | None = None,
+) -> None:
+    """Run a worker on `url` until SIGTERM or SIGINT (see `sluice worker --help`);
+    options left None come from the SLUICE_* variables."""
+    import psycopg
+
+    from sluice.core import logging as sluice_logging
+    from sluice.core.config import CoreSettings, SettingsError, load
+    from sluice.worker.runner import Worker, WorkerCrashedError
+    from sluice.worker.settings import WorkerSettings
+
+    try:
+        core = load(CoreSettings)
+        settings = load(
+            WorkerSettings,
+            queues=queues,
+            concurrency=concurrency,
+            metrics_port=metrics_port,
+            maintenance=maintenance,
+            worker_id=worker_id,
+        )
+        sluice_logging.configure(core.log_format, core.log_level)
+    except (SettingsError, ValueError) as exc:
+        raise WorkerUsageError(str(exc)) from None
+
+    async def main() -> None:
+        runner = Worker(settings, url, prepare=core.db_prepare, listen_url=core.listen_url)
+        loop = asyncio.get_running_loop()
+        signals = {"count": 0}
+
+        def on_signal() -> None:
+            signals["count"] += 1
+            runner.stop(hurry=signals["count"] > 1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await runner.run()
+
+    try:
+        asyncio.run(main())
+    except (ImportError, WorkerCrashedError) as exc:
+        raise WorkerExit(str(exc)) from None
+    except (psycopg.OperationalError, psycopg.errors.UndefinedFunction) as exc:
+        raise WorkerExit(
+            f"cannot use the database {sluice_logging.redact_url(url)}: {exc}\n"
+            "Is it running, and is its schema migrated (`sluice migrate`)?"
+        ) from None
+    # A sync handler that ignored its cancel signal still holds a thread, which
+    # would keep the interpreter alive at exit: its job was already handed back.
+    if any(t.name.startswith("sluice-task") for t in threading.enumerate()):
+        logging.getLogger("sluice.worker").warning("exiting with handler threads still running")
+        logging.shutdown()
+        os._exit(0)
+
+
+def run_from_environment() -> bool:
+    """`sluice worker` without arguments: run it with every setting from the
+    environment and answer True, or answer False at once (no SLUICE_DATABASE_URL,
+    or a setting the worker refuses) for click to run the command and report it."""
+    url = os.environ.get("SLUICE_DATABASE_URL")
+    if not url:
+        return False
+    try:
+        run(url)
+    except WorkerUsageError:
+        # Before anything started: click reads the same settings again and shows
+        # the error with the command's usage line.
+        return False
+    except WorkerExit as exc:
+        import click
+
+        click.ClickException(str(exc)).show()
+        raise SystemExit(1) from None
+    return True
