@@ -89,7 +89,8 @@ async def finished_jobs(db, day: str, n: int, queues=("a", "b", "c")) -> None:
         " SELECT 'noop', (%s::text[])[1 + i %% cardinality(%s::text[])],"
         "        (%s::sluice.job_state[])[1 + i %% 4], 1, t, t, t"
         "   FROM generate_series(1, %s) i,"
-        "        LATERAL (SELECT %s::timestamptz + interval '1 hour' + i * interval '1 second') d(t)",
+        "        LATERAL (SELECT %s::timestamptz + interval '1 hour'"
+        "                        + i * interval '1 second') d(t)",
         (list(queues), list(queues), list(FINISHED), n, f"{day} 00:00:00+00"),
     )
 
