@@ -134,5 +134,8 @@ BEGIN
 END
 $$;
 
+-- A domain is checked for the null of every job without a spec, nearly all of
+-- them: the guard keeps that check from calling PL/pgSQL, whose setup at each
+-- insert statement was about a fifth of a single-row INSERT's backend CPU.
 CREATE DOMAIN sluice.flow_spec AS jsonb
-    CONSTRAINT flow_spec_valid CHECK (sluice.flow_valid(VALUE));
+    CONSTRAINT flow_spec_valid CHECK (VALUE IS NULL OR sluice.flow_valid(VALUE));

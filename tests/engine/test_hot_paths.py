@@ -8,12 +8,13 @@ import datetime as dt
 import json
 
 import msgspec
+import psycopg
 import pytest
 from psycopg.rows import dict_row
 
 from sluice.core import protocol
 from tests.engine.notifications import drain, listen, wait_on
-from tests.factories import claim, complete, fetch_job, insert_job
+from tests.factories import claim, complete, fetch_job, insert_job, scalar
 
 LEASE = dt.timedelta(seconds=30)
 
@@ -175,3 +176,23 @@ async def test_releasing_children_and_reading_their_inputs_never_scan_the_jobs_t
         cur = await db.execute("SELECT sluice.job_parent_results(%s)", (child,))
         assert (await cur.fetchone())[0] == {"root": None}
         assert await _seq_scans_of_jobs(db) == before
+
+
+async def test_a_job_without_a_flow_spec_is_inserted_without_calling_plpgsql(db):
+    """The flow_spec domain is checked for the null of a plain job too: its guard
+    spares every plain insert a PL/pgSQL call. A spec is still checked."""
+    await db.execute("SET track_functions = 'pl'")
+    calls = (
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'sluice' AND funcname = 'flow_valid'"
+    )
+    async with db.transaction():
+        await insert_job(db)
+        await db.execute("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 3)")
+        assert await scalar(db, calls) == 0
+        with pytest.raises(psycopg.errors.CheckViolation, match="flow_spec_valid"):
+            async with db.transaction():
+                await db.execute(
+                    "INSERT INTO sluice.jobs (task, flow) VALUES ('noop', '{\"trigger\": \"x\"}')"
+                )
+        assert await scalar(db, calls) == 1
