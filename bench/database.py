@@ -167,14 +167,14 @@ async def scalar(conn: psycopg.AsyncConnection, sql: str, params: Any = None) ->
 
 async def relation_sizes(conn: psycopg.AsyncConnection) -> dict[str, int]:
     """Bytes on disk of sluice.jobs, its attempt log and each of their indexes.
-    Where sluice.jobs is partitioned, `jobs` is all its partitions together, and
-    `jobs_live` (the partition claims read) and its indexes are listed too."""
+    Where sluice.jobs is partitioned, `jobs` is all its partitions together (at
+    every level), and `jobs_live` (the partition claims read) and its indexes
+    are listed too."""
     cur = await conn.execute(
         """SELECT c.relname,
-                  pg_relation_size(c.oid) + coalesce((SELECT sum(pg_relation_size(i.inhrelid))
-                                                        FROM pg_inherits i
-                                                       WHERE i.inhparent = c.oid
-                                                         AND c.relkind IN ('p', 'I')), 0)::bigint
+                  CASE WHEN c.relkind IN ('p', 'I')
+                       THEN (SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t)
+                       ELSE pg_relation_size(c.oid) END::bigint
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = 'sluice'
               AND (c.relname IN ('jobs', 'jobs_live', 'job_attempt_log')

@@ -149,7 +149,10 @@ SELECT coalesce(array_agg(e.parent_id ORDER BY e.parent_id), '{}')
 -- Jobs that finished in each of the last `minutes` minutes, by outcome, with
 -- the empty minutes as zeros (what the dashboard charts). Like the
 -- sluice.throughput view, but for one tenant (null: all) and one queue (null:
--- all); the finished-state filter is the predicate of the jobs_finished index.
+-- all). The archived_at bound spares the history partitions older than the
+-- first minute (jobs_archived_after_finish: a job is archived when it finished
+-- or later); in the rest, the BRIN on finished_at reads the pages of those
+-- minutes, and in the live partition the jobs_finished btree its failed jobs.
 -- name: job_throughput :many
 WITH minutes AS (
     SELECT generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
@@ -162,6 +165,7 @@ WITH minutes AS (
       FROM sluice.jobs j
      WHERE j.state IN ('succeeded', 'failed', 'cancelled')
        AND j.finished_at >= (SELECT min(m.minute) FROM minutes m)
+       AND (j.archived_at IS NULL OR j.archived_at >= (SELECT min(m.minute) FROM minutes m))
        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
      GROUP BY 1
@@ -177,19 +181,12 @@ SELECT m.minute, coalesce(f.succeeded, 0) AS succeeded, coalesce(f.failed, 0) AS
 -- percentiles of started_at minus the moment the job could first run. That is
 -- run_at (enqueue, delay, or retry backoff), or for a DAG child the moment its
 -- last parent finished, since its run_at is when it was created, blocked.
--- Finished jobs are read newest first through the jobs_finished index and capped
--- at `sample`, so the cost stays bounded at any throughput; running jobs are few.
+-- Finished jobs are the newest `sample` (sluice.job_wait_sample: bounded cost
+-- at any throughput); running jobs are few.
 -- name: job_wait_times :many
 WITH started AS (
-    (SELECT j.id, j.queue, j.run_at, j.started_at
-       FROM sluice.jobs j
-      WHERE j.state IN ('succeeded', 'failed', 'cancelled')
-        AND j.finished_at >= now() - make_interval(mins => %(minutes)s)
-        AND j.started_at >= now() - make_interval(mins => %(minutes)s)
-        AND (%(tenant)s::text IS NULL OR j.tenant = %(tenant)s)
-        AND (%(queue)s::text IS NULL OR j.queue = %(queue)s)
-      ORDER BY j.finished_at DESC
-      LIMIT %(sample)s)
+    SELECT f.id, f.queue, f.run_at, f.started_at
+      FROM sluice.job_wait_sample(%(minutes)s, %(sample)s, %(tenant)s, %(queue)s) AS f
     UNION ALL
     SELECT j.id, j.queue, j.run_at, j.started_at
       FROM sluice.jobs j

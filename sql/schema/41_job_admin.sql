@@ -388,9 +388,11 @@ CREATE FUNCTION sluice.dead_letter_discard(job_id bigint) RETURNS boolean
          WHERE d.job_id = dead_letter_discard.job_id AND d.resolved_at IS NULL
         RETURNING d.job_id
     ), archived AS (
-        -- Out of the queue, the failed job is history (13_jobs.sql).
+        -- Out of the queue, the failed job is history (13_jobs.sql); never
+        -- archived before it failed (jobs_archived_after_finish: now() is when
+        -- this transaction began, which may precede a failure it sees).
         UPDATE sluice.jobs j
-           SET archived_at = now()
+           SET archived_at = greatest(now(), j.finished_at)
           FROM resolved r
          WHERE j.id = r.job_id AND j.state = 'failed' AND j.archived_at IS NULL
     )

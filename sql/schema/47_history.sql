@@ -1,4 +1,4 @@
--- History partitions of sluice.jobs and their retirement (docs/sql.md,
+-- The day partitions of sluice.jobs_history and their retirement (docs/sql.md,
 -- "History and retention"). A job that ends (succeeded, cancelled, skipped; a
 -- failed one once its dead letter is discarded) gets archived_at = now() in the
 -- UPDATE that ends it and moves into the partition of that day (UTC). Retention
@@ -14,7 +14,7 @@ SELECT c.oid::regclass AS partition, c.relname::text AS name,
   FROM pg_inherits i
   JOIN pg_class c ON c.oid = i.inhrelid
  CROSS JOIN LATERAL (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound) b
- WHERE i.inhparent = 'sluice.jobs'::regclass AND b.bound <> 'DEFAULT';
+ WHERE i.inhparent = 'sluice.jobs_history'::regclass;
 
 -- Every partition of sluice.jobs, the live one first (for statistics: a
 -- partitioned table keeps none of its own).
@@ -28,16 +28,14 @@ $$;
 -- Make the history partition sluice.<p_name> for [p_from, p_to) (p_to null:
 -- unbounded above, the overflow; its bounds CHECK stops short of 'infinity',
 -- which a row never has: a user's archived_at of 'infinity' finds no
--- partition). A plain table
--- first, then attached: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on
--- sluice.jobs (CREATE TABLE ... PARTITION OF would take ACCESS EXCLUSIVE),
--- but ACCESS EXCLUSIVE on the default partition, sluice.jobs_live, for an
--- instant: it waits for every open transaction that touched a live job, and
--- claims and inserts queue behind it meanwhile (hence history_prepare's
--- lock_timeout, and partitions made days ahead: about one attach a day). The
--- bounds CHECK, and jobs_live_null, spare it any scan. Its rows are finished jobs (jobs_history_finished): a revival moves a
--- row back to the live partition by setting archived_at to null, and an
--- UPDATE that makes a row pending without doing so is refused.
+-- partition). A plain table first, then attached: ATTACH PARTITION takes SHARE
+-- UPDATE EXCLUSIVE on sluice.jobs_history (CREATE TABLE ... PARTITION OF would
+-- take ACCESS EXCLUSIVE), which conflicts with no reader or writer of jobs, and
+-- the bounds CHECK spares it a scan of the new table. Nothing of the live
+-- partition is locked: claims and inserts never wait for it. Its rows are
+-- finished jobs (jobs_history_finished): a revival moves a row back to the
+-- live partition by setting archived_at to null, and an UPDATE that makes a
+-- row pending without doing so is refused.
 CREATE FUNCTION sluice.history_partition_create(p_name text, p_from timestamptz, p_to timestamptz)
     RETURNS void
     LANGUAGE plpgsql AS $$
@@ -49,7 +47,19 @@ BEGIN
     EXECUTE format('ALTER TABLE sluice.%I ADD CONSTRAINT jobs_history_finished'
                    ' CHECK (state IN (''succeeded'', ''failed'', ''cancelled'', ''skipped''))', p_name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON sluice.%I (id)', p_name || '_id', p_name);
-    EXECUTE format('ALTER TABLE sluice.jobs ATTACH PARTITION sluice.%I FOR VALUES FROM (%L) TO (%s)',
+    -- Finished jobs by time (13_jobs.sql, jobs_finished): rows come in
+    -- finished_at order, so a BRIN (min and max per range of pages) answers a
+    -- time range and logs next to nothing per job: an insert into a range not
+    -- yet summarized writes nothing to it. autosummarize: autovacuum summarizes
+    -- each range once it fills (until then a scan reads it whole, and only the
+    -- newest pages are such); a vacuum of the partition catches up on any it
+    -- missed. 128 pages a range (the default, about 5,700 no-op jobs): finer
+    -- ranges would ask for more summaries than autovacuum's queue keeps (256
+    -- requests, served when it visits the database, once a minute by default)
+    -- at tens of thousands of jobs a second.
+    EXECUTE format('CREATE INDEX %I ON sluice.%I USING brin (finished_at)'
+                   ' WITH (pages_per_range = 128, autosummarize = on)', p_name || '_finished', p_name);
+    EXECUTE format('ALTER TABLE sluice.jobs_history ATTACH PARTITION sluice.%I FOR VALUES FROM (%L) TO (%s)',
                    p_name, p_from, coalesce(quote_literal(p_to), 'MAXVALUE'));
 END
 $$;
@@ -62,9 +72,11 @@ $$;
 -- Returns how many partitions it made. The migration calls it, so every new
 -- database has its partitions; maintenance calls it on every pruning pass.
 --
--- lock_timeout: attaching and dropping take a lock on sluice.jobs for an
--- instant, but wait for every open statement on it first, and every new one
--- would queue behind them: better to give up and try again on the next pass.
+-- lock_timeout: dropping the overflow takes ACCESS EXCLUSIVE on
+-- sluice.jobs_history for an instant, but waits for every open statement that
+-- read or wrote history first, and every new one (a completion moving its row
+-- there) would queue behind them: better to give up and try again on the next
+-- pass. Statements on live jobs alone never touch jobs_history.
 CREATE FUNCTION sluice.history_prepare(p_ahead integer DEFAULT 7) RETURNS integer
     LANGUAGE plpgsql SET lock_timeout = '100ms' AS $$
 DECLARE
@@ -102,7 +114,7 @@ END
 $$;
 
 -- Retire the history partitions wholly older than the retention, oldest first,
--- at most p_limit (one per transaction keeps its lock on sluice.jobs short:
+-- at most p_limit (one per transaction keeps its lock on sluice.jobs_history short:
 -- call again while it answers p_limit); returns how many. For each:
 --   1. jobs of DAG runs that are not finished, or finished after the cutoff,
 --      are moved to today's partition (archived_at = now(); finished_at stays):
@@ -110,9 +122,11 @@ $$;
 --   2. the attempt log, edges, dead letters and idempotency keys of its jobs
 --      are deleted (its jobs are finished: nothing adds to those but an edge
 --      from a succeeded parent, which a new job may still name);
---   3. it is detached and dropped: ACCESS EXCLUSIVE on sluice.jobs from there
---      to the caller's commit, an instant (as in history_prepare, it gives up
---      after 100 ms of waiting for it, and the next pass tries again);
+--   3. it is detached and dropped: ACCESS EXCLUSIVE on sluice.jobs_history
+--      from there to the caller's commit, an instant, during which completions
+--      wait to move their rows there (claims and inserts go on); as in
+--      history_prepare, it gives up after 100 ms of waiting for the lock, and
+--      the next pass tries again;
 --   4. the finished runs older than the cutoff that have no job left go.
 -- Jobs in the dead-letter queue are live and never in a history partition.
 CREATE FUNCTION sluice.history_retire(p_retention interval, p_limit integer DEFAULT 1) RETURNS integer
@@ -139,7 +153,7 @@ BEGIN
         EXECUTE format('DELETE FROM sluice.dead_letters d USING %s o WHERE d.job_id = o.id', v_part.partition);
         EXECUTE format('DELETE FROM sluice.job_keys k USING %s o WHERE k.job_id = o.id', v_part.partition);
         -- Last: from here to the caller's commit, nobody uses sluice.jobs.
-        EXECUTE format('ALTER TABLE sluice.jobs DETACH PARTITION %s', v_part.partition);
+        EXECUTE format('ALTER TABLE sluice.jobs_history DETACH PARTITION %s', v_part.partition);
         EXECUTE format('DROP TABLE %s', v_part.partition);
         v_retired := v_retired + 1;
     END LOOP;

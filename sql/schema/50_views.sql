@@ -95,7 +95,11 @@ SELECT w.id AS worker_id, w.hostname, w.pid, w.queues, w.concurrency, w.paused,
               WHERE j.state = 'running' AND j.archived_at IS NULL
               GROUP BY j.worker_id) r ON r.worker_id = w.id;
 
--- Jobs finished per minute and queue over the last hour.
+-- Jobs finished per minute and queue over the last hour. The archived_at bound
+-- spares every history partition older than the hour (jobs_archived_after_finish:
+-- a job is archived when it finishes or later); the BRIN of the others
+-- (13_jobs.sql, jobs_finished) reads the hour's pages, and the live
+-- partition's btree its failed jobs.
 CREATE VIEW sluice.throughput AS
 SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
        count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
@@ -105,8 +109,57 @@ SELECT date_trunc('minute', j.finished_at) AS minute, j.queue,
   FROM sluice.jobs j
  WHERE j.state IN ('succeeded', 'failed', 'cancelled', 'skipped')
    AND j.finished_at >= now() - interval '1 hour'
+   AND (j.archived_at IS NULL OR j.archived_at >= now() - interval '1 hour')
  GROUP BY 1, 2
  ORDER BY 1 DESC, 2;
+
+-- The newest p_sample jobs that finished (succeeded, failed, cancelled) in the
+-- last p_minutes and started in them too, of one tenant and queue (null: all),
+-- newest first: the sample behind the dashboard's wait times (job_wait_times).
+-- History partitions have a BRIN on finished_at, not a btree (13_jobs.sql), so
+-- one ORDER BY finished_at DESC LIMIT would read every job of p_minutes. This
+-- reads windows newest first, each four times as far back as the last (the
+-- last 10 seconds, then back to 40, 160, 640 ... seconds, up to p_minutes),
+-- each sorted and cut to what the sample still lacks, and stops once it has
+-- p_sample: it reads at most about four times the rows the sample holds, plus
+-- the pages of the ranges the BRIN has not summarized yet (the newest, for up
+-- to a minute: autosummarize), which every window reads; few windows, as each
+-- is planned anew. PL/pgSQL, so that each statement is planned for the window
+-- it reads (a plan for an unknown window expects a third of all history and,
+-- with it, a JIT compilation that takes longer than the query).
+CREATE FUNCTION sluice.job_wait_sample(p_minutes integer, p_sample integer,
+                                       p_tenant text DEFAULT NULL, p_queue text DEFAULT NULL)
+    RETURNS TABLE (id bigint, queue text, run_at timestamptz, started_at timestamptz,
+                   finished_at timestamptz)
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_all  double precision := 60.0 * p_minutes;
+    v_secs double precision := 0;   -- seconds back from now read so far
+    v_next double precision;
+    v_left bigint := p_sample;
+    v_got  bigint;
+BEGIN
+    WHILE v_left > 0 AND v_secs < v_all LOOP
+        v_next := least(greatest(4 * v_secs, 10), v_all);
+        RETURN QUERY
+            SELECT j.id, j.queue::text, j.run_at::timestamptz, j.started_at, j.finished_at
+              FROM sluice.jobs j
+             WHERE j.state IN ('succeeded', 'failed', 'cancelled')
+               AND j.finished_at >= now() - make_interval(secs => v_next)
+               -- the first window is open above: a finished_at ahead of now() counts too
+               AND (v_secs = 0 OR j.finished_at < now() - make_interval(secs => v_secs))
+               AND (j.archived_at IS NULL OR j.archived_at >= now() - make_interval(secs => v_next))
+               AND j.started_at >= now() - make_interval(secs => v_all)
+               AND (p_tenant IS NULL OR j.tenant = p_tenant)
+               AND (p_queue IS NULL OR j.queue = p_queue)
+             ORDER BY j.finished_at DESC
+             LIMIT v_left;
+        GET DIAGNOSTICS v_got = ROW_COUNT;
+        v_left := v_left - v_got;
+        v_secs := v_next;
+    END LOOP;
+END
+$$;
 
 -- Per queue: jobs in each state, how long the oldest ready job has waited,
 -- settings, and how many live workers take from it: `no_consumer` flags a queue

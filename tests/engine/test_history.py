@@ -90,24 +90,40 @@ async def test_an_empty_overflow_is_cut_again_further_ahead(db):
     assert len(bounds) == 11 and bounds[-1]["name"] == "jobs_hlater"
 
 
-async def test_making_a_partition_waits_for_live_readers_no_longer_than_its_lock_timeout(
-    db, connect
-):
-    """Attaching takes ACCESS EXCLUSIVE on the live partition: an open
-    transaction that read live jobs holds it up, and history_prepare gives up
-    after its lock_timeout with nothing made, rather than queueing the claims
-    behind it; once the reader ends, it makes the partitions."""
+async def test_making_a_partition_waits_for_no_reader_or_writer_of_live_jobs(db, connect):
+    """Attaching a day to sluice.jobs_history locks nothing of the live partition:
+    a transaction held open after reading and inserting live jobs does not hold
+    it up. Dropping the empty overflow (to cut it further ahead) takes ACCESS
+    EXCLUSIVE on jobs_history: a reader of history holds that up, and
+    history_prepare gives up after its lock_timeout with nothing made, rather
+    than queueing completions behind it."""
     await db.execute("SELECT sluice.history_prepare()")  # the template may be from yesterday
+    made = "SELECT count(*) FROM sluice.history_partitions"
+    live = await connect()
+    await live.execute("BEGIN")
+    await live.execute("SELECT count(*) FROM sluice.jobs WHERE archived_at IS NULL")
+    await live.execute("INSERT INTO sluice.jobs (task) VALUES ('noop')")
+    assert await scalar(db, "SELECT sluice.history_prepare(9)") == 3
     reader = await connect()
     await reader.execute("BEGIN")
-    await reader.execute("SELECT count(*) FROM sluice.jobs WHERE archived_at IS NULL")
-    made = "SELECT count(*) FROM sluice.history_partitions"
+    await reader.execute("SELECT count(*) FROM sluice.jobs WHERE archived_at IS NOT NULL")
     before = await scalar(db, made)
     with pytest.raises(psycopg.errors.LockNotAvailable):
-        await db.execute("SELECT sluice.history_prepare(9)")
+        await db.execute("SELECT sluice.history_prepare(11)")
     assert await scalar(db, made) == before
     await reader.rollback()
-    assert await scalar(db, "SELECT sluice.history_prepare(9)") == 3
+    assert await scalar(db, "SELECT sluice.history_prepare(11)") == 3
+    await live.rollback()
+
+
+async def test_the_live_partitions_constraint_does_not_grow_with_the_days_kept(db):
+    """PostgreSQL checks a row against its partition's constraint at every insert
+    and update of live jobs: that check must not cost more with each day of
+    history kept (as a default partition's would: the negation of all others)."""
+    constraint = "SELECT pg_get_partition_constraintdef('sluice.jobs_live'::regclass)"
+    before = await scalar(db, constraint)
+    assert await scalar(db, "SELECT sluice.history_prepare(40)") > 30
+    assert await scalar(db, constraint) == before
 
 
 async def test_a_job_moves_to_history_when_it_ends_and_stays_live_while_it_can_change(db):
