@@ -150,9 +150,7 @@ async def _insert(
         ]
         if missing:
             raise invalid(missing)
-    inserted = await engine.job_submit_many(
-        conn, jobs=msgspec.json.encode(rows).decode(), tenant=tenant
-    )
+    inserted = await engine.job_submit_many(conn, jobs=rows, tenant=tenant)
     result = _pair(jobs, inserted)
     await _check_replays(conn, tenant, jobs, result, where)
     edges = [

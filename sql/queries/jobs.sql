@@ -81,15 +81,16 @@ SELECT id FROM sluice.job_retry(%(ids)s) AS id;
 
 -- API
 
--- Submit jobs set-based for the REST API: the whole list arrives as one JSON
--- array (one parameter), so a batch of thousands is one statement and one round
--- trip with no per-row work in the database client. (Measured against COPY into
--- sluice.jobs: as fast, and unlike COPY it can skip idempotency keys already
--- used.) Rows come back in input order, skipped ones left out: the insert reads
--- its input sorted by position and RETURNING emits rows as they are inserted,
--- so the caller pairs them up using the idempotency keys of the skipped rows.
+-- Submit jobs set-based for the REST API: the whole list arrives as two JSON
+-- parameters (the fields that vary by job as one array each, and those every
+-- job shares once: sluice.job_submit_rows), so a batch of thousands is one
+-- statement and one round trip. As fast as COPY into sluice.jobs, and unlike
+-- COPY it can skip idempotency keys already used. Rows come back in input
+-- order, skipped ones left out, and the caller pairs them up using the
+-- idempotency keys of the skipped rows.
 -- name: job_submit_many :many
-SELECT s.id, s.idempotency_key FROM sluice.job_submit_rows(%(tenant)s, %(jobs)s::json) AS s;
+SELECT s.id, s.idempotency_key
+  FROM sluice.job_submit_rows(%(tenant)s, %(each)s::jsonb, %(shared)s::jsonb) AS s;
 
 -- Edges from existing parents to new jobs (parallel arrays). The edge trigger
 -- blocks the children, and refuses cycles and parents that already failed.

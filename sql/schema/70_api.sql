@@ -142,35 +142,74 @@ BEGIN
 END
 $$;
 
--- The REST API's set-based submit (sql/queries/jobs.sql, job_submit_many): the
--- whole list as one JSON array, inserted in input order; a row whose
--- idempotency key the tenant already used is left out (jobs_claim_key), and
--- the caller pairs the answer up with the keys of the rows left out.
-CREATE FUNCTION sluice.job_submit_rows(p_tenant text, p_jobs json)
+-- The REST API's set-based submit (sql/queries/jobs.sql, job_submit_many),
+-- inserted in input order; a row whose idempotency key the tenant already used
+-- is left out (jobs_claim_key), and the caller pairs the answer up with the keys
+-- of the rows left out. The jobs come as columns, not as one object per job:
+-- p_each holds a JSON array per field, one value per job, and p_shared the
+-- fields every job of the batch has alike (a batch's settings usually are), once.
+-- A field is in one of the two, or in neither (null for every job). Why not an
+-- array of objects through json_to_recordset, as before: that builds a hash
+-- table for each object, and parsing it and the defaults a client repeats in
+-- every object took a third of the statement's CPU (4.5 of 13 µs a job, where
+-- COPY takes 8 in all); these columns cost under 1 µs a job besides the payload.
+CREATE FUNCTION sluice.job_submit_rows(p_tenant text, p_each jsonb, p_shared jsonb)
     RETURNS TABLE (id bigint, idempotency_key text)
     LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    -- Typed as the columns' domains: a shared name is checked once, not per row.
+    v_tenant sluice.tenant_name := p_tenant;
+    v record;
 BEGIN
+    SELECT * INTO v
+      FROM jsonb_to_record(p_shared) AS s(
+               task sluice.task_name, payload jsonb, queue sluice.queue_name, priority integer,
+               run_at timestamptz, delay_seconds double precision, max_attempts integer,
+               backoff text, backoff_base double precision, backoff_max double precision,
+               timeout double precision, idempotency_key text, fingerprint text, notify jsonb);
     PERFORM set_config('sluice.keys_skip', 'on', true);
+    -- ROWS FROM walks the arrays in step (an absent one gives nulls), and WITH
+    -- ORDINALITY's order is known to the planner: ORDER BY costs no sort, and
+    -- RETURNING answers rows as they are inserted, in input order. A JSON null
+    -- in p_each is SQL's null, as in p_shared.
     RETURN QUERY
     INSERT INTO sluice.jobs AS j (tenant, queue, task, payload, priority, run_at, max_attempts,
                                   backoff, backoff_base, backoff_max, timeout, idempotency_key,
                                   request_fingerprint, notify)
-    SELECT p_tenant, i.queue, i.task, i.payload, i.priority,
-           coalesce(i.run_at, now() + make_interval(secs => coalesce(i.delay_seconds, 0))),
+    SELECT v_tenant, coalesce(i.queue::sluice.queue_name, v.queue),
+           coalesce(i.task::sluice.task_name, v.task), coalesce(nullif(i.payload, 'null'), v.payload),
+           coalesce(i.priority::integer, v.priority),
+           coalesce(i.run_at::timestamptz, v.run_at,
+                    now() + make_interval(secs => coalesce(i.delay_seconds::double precision,
+                                                           v.delay_seconds, 0))),
+           coalesce(i.max_attempts::integer, v.max_attempts),
            -- The default retry policy is stored as null (13_jobs.sql): 44 bytes a row.
-           i.max_attempts, nullif(i.backoff, 'exponential'),
-           nullif(make_interval(secs => i.backoff_base), '1 second'),
-           nullif(make_interval(secs => i.backoff_max), '1 hour'), make_interval(secs => i.timeout),
-           i.idempotency_key, i.fingerprint, i.notify
-      FROM ROWS FROM (json_to_recordset(p_jobs) AS (
-               task text, payload jsonb, queue text, priority integer, run_at timestamptz,
-               delay_seconds double precision, max_attempts integer, backoff text,
-               backoff_base double precision, backoff_max double precision,
-               timeout double precision, idempotency_key text, notify jsonb, fingerprint text))
+           nullif(coalesce(i.backoff, v.backoff), 'exponential'),
+           nullif(make_interval(secs => coalesce(i.backoff_base::double precision, v.backoff_base)),
+                  '1 second'),
+           nullif(make_interval(secs => coalesce(i.backoff_max::double precision, v.backoff_max)),
+                  '1 hour'),
+           make_interval(secs => coalesce(i.timeout::double precision, v.timeout)),
+           coalesce(i.idempotency_key, v.idempotency_key), coalesce(i.fingerprint, v.fingerprint),
+           coalesce(nullif(i.notify, 'null'), v.notify)
+      FROM ROWS FROM (jsonb_array_elements_text(p_each -> 'task'),
+                      jsonb_array_elements(p_each -> 'payload'),
+                      jsonb_array_elements_text(p_each -> 'queue'),
+                      jsonb_array_elements_text(p_each -> 'priority'),
+                      jsonb_array_elements_text(p_each -> 'run_at'),
+                      jsonb_array_elements_text(p_each -> 'delay_seconds'),
+                      jsonb_array_elements_text(p_each -> 'max_attempts'),
+                      jsonb_array_elements_text(p_each -> 'backoff'),
+                      jsonb_array_elements_text(p_each -> 'backoff_base'),
+                      jsonb_array_elements_text(p_each -> 'backoff_max'),
+                      jsonb_array_elements_text(p_each -> 'timeout'),
+                      jsonb_array_elements_text(p_each -> 'idempotency_key'),
+                      jsonb_array_elements_text(p_each -> 'fingerprint'),
+                      jsonb_array_elements(p_each -> 'notify'))
            WITH ORDINALITY AS i(task, payload, queue, priority, run_at, delay_seconds, max_attempts,
-                                backoff, backoff_base, backoff_max, timeout, idempotency_key, notify,
-                                fingerprint, ord)
+                                backoff, backoff_base, backoff_max, timeout, idempotency_key,
+                                fingerprint, notify, ord)
      ORDER BY i.ord
     RETURNING j.id, j.idempotency_key;
     PERFORM set_config('sluice.keys_skip', 'off', true);

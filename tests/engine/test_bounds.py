@@ -102,7 +102,7 @@ async def test_the_api_batch_insert_meets_the_same_bounds(db):
     job = {"task": "noop", "payload": json.loads(nested(150)), "queue": "default", "priority": 0}
     job |= {"max_attempts": 5, "backoff": "exponential", "backoff_base": 1, "backoff_max": 60}
     with pytest.raises(psycopg.errors.CheckViolation) as error:
-        await engine.job_submit_many(db, jobs=json.dumps([job]), tenant="default")
+        await engine.job_submit_many(db, jobs=[job], tenant="default")
     assert error.value.diag.constraint_name == "jobs_payload_depth"
 
 
