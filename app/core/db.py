@@ -212,34 +212,58 @@ async def prepared_statements_problem(
     server connection (a pooler that tracks statements prepares them under names
     of its own). B never seeing the mark means no session is shared between
     clients (a direct connection, session pooling).
+
+    Before each of B's later tries, A runs its probe again: that marks the session
+    A has now (other clients' statements, this worker's own among them since the
+    probe runs beside its start-up, may have taken the one B missed), and a run on
+    another session than the first is itself an answer, as above. So traffic from
+    other clients makes the answer come sooner, never a wrong "no pooler".
     """
     token = secrets.token_hex(8)
+    another = "a pooler ran another client's prepared statement"
     # A plain cursor on A (not PoolerSafeCursor): its errors are what the probe wants.
     a = await psycopg.AsyncConnection.connect(
         normalize_url(url),
         **{**connection_kwargs(application_name="sluice-probe"), "prepare_threshold": 0},
     )
+
+    async def probe_a() -> protocol.Probe | None:
+        try:
+            again = await protocol.connection_probe(a, token=token)
+        except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
+            # Another client's statement under our name, with other parameters.
+            return None
+        # Another client's statement ran under our name: one that is not even
+        # ours, or the same probe left by another client (it answers our token,
+        # but the pooler did not prepare it).
+        return None if again is None or again.token != token else again
+
     try:
         b = await connect(url, prepare=False, application_name="sluice-probe")
         try:
             first = await protocol.connection_probe(a, token=token)
             if first is None:
-                return "a pooler ran another client's prepared statement"
-            for _ in range(tries):
+                return another
+            for attempt in range(tries):
+                if attempt:
+                    moved = await probe_a()
+                    if moved is None:
+                        return another
+                    if moved.pid != first.pid:
+                        # Another server session ran the statement prepared on the
+                        # first: a pooler that tracks prepared statements, unless
+                        # it ran under psycopg's name (another client's).
+                        if moved.untranslated:
+                            return another
+                        log.info("a pooler in transaction mode keeps prepared statements")
+                        return None
                 async with b.transaction():
                     if await protocol.connection_mark(b) != token:
                         continue  # another server session: no pooler, or not this time
-                    try:
-                        async with asyncio.timeout(within):
-                            again = await protocol.connection_probe(a, token=token)
-                    except (psycopg.DataError, psycopg.ProgrammingError, errors.ProtocolViolation):
-                        # Another client's statement under our name, with other parameters.
-                        return "a pooler ran another client's prepared statement"
-                if again is None or again.token != token or again.untranslated:
-                    # Another client's statement ran under our name: one that is
-                    # not even ours, or the same probe left by another client
-                    # (it answers our token, but the pooler did not prepare it).
-                    return "a pooler ran another client's prepared statement"
+                    async with asyncio.timeout(within):
+                        again = await probe_a()
+                if again is None or again.untranslated:
+                    return another
                 log.info("a pooler in transaction mode keeps prepared statements: they stay on")
                 return None
         finally:
