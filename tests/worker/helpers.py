@@ -89,6 +89,16 @@ async def wait_state(conn, job_id: int, *states: str, within: float = 10.0) -> s
     return await wait_for(reached, within, f"job {job_id} to be {'/'.join(states)}")
 
 
+async def wait_let_go(worker: Any) -> None:
+    """Wait until `worker` runs nothing and holds no lease. A job's outcome is
+    visible once its completer committed; the worker settles the lease after."""
+    await wait_for(
+        lambda: not worker.executor.running and len(worker.leases) == 0,
+        5,
+        "the worker to let go of its jobs",
+    )
+
+
 async def attempts(conn, job_id: int) -> list[tuple]:
     """The attempt log of a job: (attempt, outcome, error, output, started_at, finished_at)."""
     cur = await conn.execute(

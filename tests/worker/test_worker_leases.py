@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import WORKER, claim, fetch_job, insert_job, make_job, rows, scalar
-from tests.worker.helpers import attempts, job_state, wait_for, wait_state
+from tests.worker.helpers import attempts, job_state, wait_for, wait_let_go, wait_state
 
 Event = tuple[int, int, str, float]  # job, attempt, start|end, monotonic time
 
@@ -141,12 +141,7 @@ async def test_a_job_claimed_again_while_its_old_attempt_runs_waits_for_it(
     assert_one_attempt_at_a_time(read_events(log))
     assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "rescued"), (2, "succeeded")]
     assert f"job {job_id} attempt 2 was claimed while attempt 1 still runs here" in caplog.text
-    # Its outcome is visible once committed; the worker lets go of the lease after.
-    await wait_for(
-        lambda: not worker.executor.running and len(worker.leases) == 0,
-        5,
-        "the worker to let go of its jobs",
-    )
+    await wait_let_go(worker)
 
 
 async def test_a_handler_that_blocks_the_event_loop_keeps_its_lease(db, spawn_worker, tmp_path):

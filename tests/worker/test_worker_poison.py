@@ -17,7 +17,7 @@ from sluice.worker.promoter import Promoter
 from sluice.worker.pruner import Pruner
 from sluice.worker.rescuer import Rescuer
 from tests.factories import fetch_job, insert_job, make_job, rows, scalar
-from tests.worker.helpers import wait_for, wait_state
+from tests.worker.helpers import wait_for, wait_let_go, wait_state
 
 # Values PostgreSQL accepts that Python cannot represent.
 UNDECODABLE = {
@@ -116,12 +116,7 @@ async def test_jobs_whose_rows_cannot_be_decoded_fail_alone_and_the_worker_runs_
     # Nothing of the worker stopped: it claims and runs what comes next.
     later = await insert_job(db, "echo")
     await wait_state(db, later, "succeeded")
-    # Its outcome is visible once committed; the worker lets go of the lease after.
-    await wait_for(
-        lambda: not worker.executor.running and len(worker.leases) == 0,
-        5,
-        "the worker to let go of its jobs",
-    )
+    await wait_let_go(worker)
 
 
 async def test_a_worker_process_survives_a_row_it_cannot_decode(db, spawn_worker):
