@@ -11,8 +11,10 @@ API = "/api/v1"
 
 async def _finished_minutes_ago(db, job_id: int, minutes: float) -> None:
     await db.execute(
-        "UPDATE sluice.jobs SET finished_at = date_trunc('minute', now())"
-        " - make_interval(mins => %s) + interval '10 seconds' WHERE id = %s",
+        # Ten seconds into its minute, but never after its archiving (a job in
+        # this minute's first ten seconds would break jobs_archived_after_finish).
+        "UPDATE sluice.jobs SET finished_at = LEAST(date_trunc('minute', now())"
+        " - make_interval(mins => %s) + interval '10 seconds', archived_at) WHERE id = %s",
         (minutes, job_id),
     )
 
