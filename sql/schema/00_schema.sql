@@ -58,9 +58,12 @@ CREATE DOMAIN sluice.job_timeout AS interval
     CONSTRAINT jobs_timeout_positive CHECK (VALUE > '0')
     CONSTRAINT jobs_timeout_max CHECK (VALUE <= '30 days');
 
--- A retry delay (backoff_base, backoff_max): at most 30 days.
+-- A retry delay (backoff_base, backoff_max): from 0 to 30 days. The lower bound
+-- carries the name of the table's base <= max check (13_jobs.sql): both say
+-- "this retry delay makes no sense", and the API reports both on backoff_base.
 CREATE DOMAIN sluice.job_backoff AS interval
-    CONSTRAINT jobs_backoff_max CHECK (VALUE <= '30 days');
+    CONSTRAINT jobs_backoff_max CHECK (VALUE <= '30 days')
+    CONSTRAINT jobs_backoff_range CHECK (VALUE >= '0');
 
 -- JSON documents nest at most 100 levels below their top: jsonb itself allows
 -- thousands, which Python's decoders (and msgspec's) refuse with a recursion

@@ -196,3 +196,45 @@ async def test_a_job_without_a_flow_spec_is_inserted_without_calling_plpgsql(db)
                     "INSERT INTO sluice.jobs (task, flow) VALUES ('noop', '{\"trigger\": \"x\"}')"
                 )
         assert await scalar(db, calls) == 1
+
+
+async def test_a_job_without_notify_is_inserted_without_calling_plpgsql(db):
+    """notify_spec's check calls notify_valid behind a null guard, as flow_spec
+    does: a SQL notify_valid was inlined into the check, and every INSERT
+    statement compiled its whole expression for the null of a plain job. A
+    notify is still checked."""
+    await db.execute("SET track_functions = 'pl'")
+    calls = (
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'sluice' AND funcname = 'notify_valid'"
+    )
+    async with db.transaction():
+        await insert_job(db)
+        await db.execute("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 3)")
+        assert await scalar(db, calls) == 0
+        await insert_job(db, notify={"email": {"to": ["ops@example.com"]}})
+        assert await scalar(db, calls) == 1
+        with pytest.raises(psycopg.errors.CheckViolation, match="notify_spec_valid"):
+            async with db.transaction():
+                await insert_job(db, notify={"webhook": {"url": "ftp://x"}})
+        assert await scalar(db, calls) == 2
+
+
+async def test_an_insert_wakes_a_waiter_from_its_own_trigger_alone(db, connect):
+    """jobs_after_insert runs notify_ready's protocol itself, once per statement,
+    without calling it: a second PL/pgSQL frame per INSERT was a third of the
+    trigger's cost. The waiter is still woken, once per queue and statement."""
+    listener = await connect()
+    await listen(listener, "sluice_jobs")
+    await wait_on(db, "default")
+    await db.execute("SET track_functions = 'pl'")
+    calls = (
+        "SELECT funcname, calls FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'sluice' AND funcname IN ('jobs_after_insert', 'notify_ready')"
+    )
+    async with db.transaction():
+        await insert_job(db)
+        await db.execute("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 3)")
+        cur = await db.execute(calls)
+        assert dict(await cur.fetchall()) == {"jobs_after_insert": 2}
+    assert await drain(listener, db, "sluice_jobs") == ["default"]

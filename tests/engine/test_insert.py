@@ -6,7 +6,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.engine.notifications import drain, listen, wait_on
-from tests.factories import fetch_job, insert_job
+from tests.factories import fetch_job, insert_job, scalar
 
 
 async def test_minimal_insert_gets_defaults_and_is_ready(db):
@@ -76,6 +76,13 @@ async def test_a_job_cannot_be_inserted_in_another_state(db, state):
         ({"max_attempts": 0}, "jobs_max_attempts_range"),
         ({"backoff": "random"}, "jobs_backoff_valid"),
         ({"backoff_base": "10 seconds", "backoff_max": "1 second"}, "jobs_backoff_range"),
+        ({"backoff_base": "2 hours"}, "jobs_backoff_range"),  # above the default max, 1 hour
+        ({"backoff_max": "0.5 seconds"}, "jobs_backoff_range"),  # below the default base, 1 second
+        ({"backoff_base": "-1 second"}, "jobs_backoff_range"),
+        ({"backoff_max": "-1 second"}, "jobs_backoff_range"),
+        ({"backoff_max": "31 days"}, "jobs_backoff_max"),
+        ({"parents_failed": -1}, "jobs_parents_failed_valid"),
+        ({"pending_parents": -1}, "jobs_pending_parents_match_state"),
         ({"timeout": "0 seconds"}, "jobs_timeout_positive"),
         ({"node": "a"}, "jobs_node_in_run"),
         ({"pending_parents": 2}, "jobs_pending_parents_match_state"),
@@ -154,3 +161,34 @@ async def test_insert_in_the_callers_transaction_is_invisible_until_commit(db, c
         assert await cur.fetchone() == (0,)
     cur = await other.execute("SELECT count(*) FROM sluice.jobs WHERE id = %s", (job_id,))
     assert await cur.fetchone() == (1,)
+
+
+# Which states may count parents (docs/state-machine.md): blocked has some;
+# waiting, failed, cancelled and skipped some or none; every other state none.
+MAY_COUNT_PARENTS = {"waiting", "failed", "cancelled", "skipped"}
+
+
+async def test_pending_parents_match_state_has_the_documented_truth_table(db):
+    """jobs_pending_parents_match_state, evaluated as stored for every state and a
+    count below, at and above zero (it is written without CASE, for its cost)."""
+    definition = await scalar(
+        db,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'sluice.jobs'::regclass"
+        " AND conname = 'jobs_pending_parents_match_state'",
+    )
+    assert definition.startswith("CHECK ")
+    cur = await db.execute(
+        f"SELECT state::text, pending_parents, {definition.removeprefix('CHECK ')}"  # noqa: S608 - the catalog's text
+        " FROM unnest(enum_range(NULL::sluice.job_state)) AS state,"
+        " (VALUES (-1), (0), (1), (2)) AS counts(pending_parents)"
+    )
+    seen = {(state, count): ok for state, count, ok in await cur.fetchall()}
+    assert len(seen) == 9 * 4
+    for (state, count), ok in seen.items():
+        if state == "blocked":
+            assert ok is (count > 0), (state, count)
+        elif state in MAY_COUNT_PARENTS:
+            assert ok is (count >= 0), (state, count)
+        else:
+            assert ok is (count == 0), (state, count)
