@@ -6,13 +6,10 @@ parses the options of every other invocation and calls it too."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import logging
 import os
 import signal
-import threading
 from collections.abc import Iterator
 
 
@@ -35,7 +32,12 @@ def run(
 ) -> None:
     """Run a worker on `url` until SIGTERM or SIGINT (see `sluice worker --help`);
     options left None come from the SLUICE_* variables."""
+    # asyncio too is imported here, not at the top: inside the pause.
     with collector_paused():
+        import asyncio
+        import logging
+        import threading
+
         import psycopg
 
         # The built-in handlers too, which Worker.run imports before the first claim.

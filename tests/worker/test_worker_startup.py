@@ -66,6 +66,20 @@ def test_the_entry_and_the_worker_body_import_no_click():
     assert out.stdout.strip() == "False"
 
 
+def test_the_entry_loads_nothing_heavy_before_the_collector_pause():
+    """`sluice worker`'s entry and body import asyncio, psycopg and sluice's worker
+    only inside collector_paused (their objects are frozen, never collected)."""
+    heavy = ["asyncio", "psycopg", "msgspec", "sluice.worker.runner"]
+    code = (
+        "import sys, json; import sluice.cli, sluice.cli.worker_process; "
+        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
+
+
 def sluice_worker(database_url: str | None, *args: str, **env: str) -> subprocess.Popen[str]:
     """`python -m sluice worker`, no arguments (every setting from the environment)
     unless `args` are given."""
