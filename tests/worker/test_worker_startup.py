@@ -43,15 +43,21 @@ NOT_BEFORE_FIRST_CLAIM = (
 MAINTENANCE_ONLY = ("croniter", "sluice.worker.maintenance", "sluice.worker.cron")
 
 
-def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
+def loaded_by(imports: str, modules: list[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after `import <imports>`."""
     code = (
-        "import sys, json; import sluice.cli.worker, sluice.worker.runner, sluice.worker.handlers; "
-        f"print(json.dumps([m for m in {list(NOT_BEFORE_FIRST_CLAIM)!r} if m in sys.modules]))"
+        f"import sys, json; import {imports}; "
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert json.loads(out.stdout) == []
+    return json.loads(out.stdout)
+
+
+def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
+    imports = "sluice.cli.worker, sluice.worker.runner, sluice.worker.handlers"
+    assert loaded_by(imports, list(NOT_BEFORE_FIRST_CLAIM)) == []
 
 
 def test_the_entry_and_the_worker_body_import_no_click():
@@ -70,14 +76,7 @@ def test_the_entry_loads_nothing_heavy_before_the_collector_pause():
     """`sluice worker`'s entry and body import asyncio, psycopg and sluice's worker
     only inside collector_paused (their objects are frozen, never collected)."""
     heavy = ["asyncio", "psycopg", "msgspec", "sluice.worker.runner"]
-    code = (
-        "import sys, json; import sluice.cli, sluice.cli.worker_process; "
-        f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert json.loads(out.stdout) == []
+    assert loaded_by("sluice.cli, sluice.cli.worker_process", heavy) == []
 
 
 def sluice_worker(database_url: str | None, *args: str, **env: str) -> subprocess.Popen[str]:
