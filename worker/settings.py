@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import socket
 
 from sluice.core.config import SettingsError, parse_bool, parse_list, setting
@@ -39,7 +38,8 @@ def check_queues(queues: tuple[str, ...]) -> None:
 
 def default_worker_id() -> str:
     """host-pid-random: unique per process, and readable in `sluice.worker_status`."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    # os.urandom, as secrets.token_hex does, without importing secrets (hmac, hashlib).
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 @dataclasses.dataclass(frozen=True)

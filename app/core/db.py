@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 import math
-import secrets
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,6 +140,13 @@ class PreparedStatements:
 
 PREPARED = PreparedStatements()
 
+
+def _token() -> str:
+    """16 random hex digits, as secrets.token_hex(8) (whose import, hmac and hashlib
+    with it, is a couple of ms of a worker's start-up that nothing else needs)."""
+    return os.urandom(8).hex()
+
+
 _LOST_STATEMENT = (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement)
 
 
@@ -219,7 +226,7 @@ async def prepared_statements_problem(
     another session than the first is itself an answer, as above. So traffic from
     other clients makes the answer come sooner, never a wrong "no pooler".
     """
-    token = secrets.token_hex(8)
+    token = _token()
     another = "a pooler ran another client's prepared statement"
     # A plain cursor on A (not PoolerSafeCursor): its errors are what the probe wants.
     a = await psycopg.AsyncConnection.connect(
@@ -457,7 +464,7 @@ async def notification_self_test(
     most `within` seconds for it on `listening` (already LISTENing). Other
     notifications that arrive meanwhile go to `on_other(note)`. The result is
     also stored in NOTIFICATIONS for /ready."""
-    token = secrets.token_hex(8)
+    token = _token()
     NOTIFICATIONS.state, NOTIFICATIONS.detail = "checking", None
     started = time.monotonic()
     try:

@@ -149,7 +149,7 @@ async def test_self_test_reports_notifications_that_do_not_arrive(database_url, 
 async def test_the_self_test_passes_on_what_arrives_with_its_token(database_url, monkeypatch):
     """A job's wake-up that comes in the same packet as the self-test's token
     reaches the worker (stopping at the token once dropped the rest of the packet)."""
-    monkeypatch.setattr(sluice_db.secrets, "token_hex", lambda _: "fixed-token")
+    monkeypatch.setattr(sluice_db, "_token", lambda: "fixed-token")
     listening = await connect(database_url, prepare=False)
     sender = await connect(database_url, prepare=False)
     try:

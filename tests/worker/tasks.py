@@ -8,6 +8,7 @@ their result.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import random
 import threading
@@ -150,3 +151,18 @@ async def loaded_modules(payload: Any) -> dict[str, bool]:
     import sys
 
     return {name: name in sys.modules for name in payload["modules"]}
+
+
+# Whether the garbage collector was on while this module, a user's task module
+# (SLUICE_TASK_MODULES), loaded.
+COLLECTING_AT_IMPORT = gc.isenabled()
+
+
+@task
+async def collector_state(payload: Any) -> dict[str, Any]:
+    """The garbage collector as this worker process runs jobs."""
+    return {
+        "enabled": gc.isenabled(),
+        "enabled_at_import": COLLECTING_AT_IMPORT,
+        "frozen": gc.get_freeze_count(),
+    }

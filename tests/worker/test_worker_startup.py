@@ -34,19 +34,30 @@ NOT_BEFORE_FIRST_CLAIM = (
     "prometheus_client",
     "sluice.core.metrics",
     "smtplib",  # the email handler's, imported when it sends
+    # A worker's own tokens come from os.urandom; the webhook handler signs with
+    # hmac when it delivers.
+    "secrets",
+    "hmac",
+    "hashlib",
 )
 MAINTENANCE_ONLY = ("croniter", "sluice.worker.maintenance", "sluice.worker.cron")
 
 
-def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
+def loaded_by(imports: str, modules: list[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after `import <imports>`."""
     code = (
-        "import sys, json; import sluice.cli.worker, sluice.worker.runner, sluice.worker.handlers; "
-        f"print(json.dumps([m for m in {list(NOT_BEFORE_FIRST_CLAIM)!r} if m in sys.modules]))"
+        f"import sys, json; import {imports}; "
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert json.loads(out.stdout) == []
+    return json.loads(out.stdout)
+
+
+def test_the_worker_command_imports_no_maintenance_and_no_metrics_modules():
+    imports = "sluice.cli.worker, sluice.worker.runner, sluice.worker.handlers"
+    assert loaded_by(imports, list(NOT_BEFORE_FIRST_CLAIM)) == []
 
 
 def test_the_entry_and_the_worker_body_import_no_click():
@@ -61,8 +72,16 @@ def test_the_entry_and_the_worker_body_import_no_click():
     assert out.stdout.strip() == "False"
 
 
-def sluice_worker(database_url: str | None, **env: str) -> subprocess.Popen[str]:
-    """`python -m sluice worker`, no arguments: every setting from the environment."""
+def test_the_entry_loads_nothing_heavy_before_the_collector_pause():
+    """`sluice worker`'s entry and body import asyncio, psycopg and sluice's worker
+    only inside collector_paused (their objects are frozen, never collected)."""
+    heavy = ["asyncio", "psycopg", "msgspec", "sluice.worker.runner"]
+    assert loaded_by("sluice.cli, sluice.cli.worker_process", heavy) == []
+
+
+def sluice_worker(database_url: str | None, *args: str, **env: str) -> subprocess.Popen[str]:
+    """`python -m sluice worker`, no arguments (every setting from the environment)
+    unless `args` are given."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     environ.update(
         {
@@ -74,7 +93,7 @@ def sluice_worker(database_url: str | None, **env: str) -> subprocess.Popen[str]
         }
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "sluice", "worker"],
+        [sys.executable, "-m", "sluice", "worker", *args],
         env=environ,
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -89,6 +108,26 @@ async def test_sluice_worker_without_arguments_runs_without_click(database_url, 
         job = await insert_job(db, "loaded_modules", payload={"modules": ["click", "smtplib"]})
         await wait_state(db, job, "succeeded", within=30)
         assert (await fetch_job(db, job))["result"] == {"click": False, "smtplib": False}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stdout.read() if proc.stdout else ""
+
+
+@pytest.mark.parametrize("args", [(), ("--concurrency", "2")], ids=["no-arguments", "click"])
+async def test_the_worker_loads_its_modules_without_collecting_and_freezes_them(
+    database_url, db, args
+):
+    """Loading asyncio, psycopg and sluice makes tens of thousands of objects that
+    live as long as the process: the collector is off meanwhile, then they are
+    frozen (never walked by a collection) and it is on again, for the task
+    modules too."""
+    proc = sluice_worker(database_url, *args)
+    try:
+        job = await insert_job(db, "collector_state")
+        await wait_state(db, job, "succeeded", within=30)
+        state = (await fetch_job(db, job))["result"]
+        assert state["enabled"] and state["enabled_at_import"]
+        assert state["frozen"] > 10_000
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, proc.stdout.read() if proc.stdout else ""

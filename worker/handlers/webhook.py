@@ -13,7 +13,6 @@ import json
 from typing import Any
 
 from sluice.core.tasks import WebhookPayload
-from sluice.core.webhooks import signed_headers
 from sluice.worker.context import JobContext
 from sluice.worker.handlers.common import payload_of
 from sluice.worker.handlers.http import exchange
@@ -22,6 +21,10 @@ from sluice.worker.registry import task
 
 @task(name="webhook")
 async def webhook(payload: Any, ctx: JobContext) -> dict[str, Any]:
+    # Imported at the first delivery: hmac and hashlib are a couple of ms of every
+    # worker's start-up to its first claim otherwise (issue 15).
+    from sluice.core.webhooks import signed_headers
+
     delivery = payload_of("webhook", payload, WebhookPayload)
     body = json.dumps(delivery.event, separators=(",", ":"), sort_keys=True)
     headers = {
