@@ -380,9 +380,10 @@ class Executor:
                 if execution.stop_reason == "shutdown":
                     return Released(job)
                 return Cancelled(job, execution.stop_reason)
-            if not execution.expired:
+            # The timer's cancel is handled here; anyone else's (the worker torn
+            # down) goes on up, as asyncio.timeout would let it.
+            if not execution.expired or (execution.task and execution.task.uncancel()):
                 raise
-            execution.task.uncancel()  # type: ignore[union-attr] # the timer's cancel, handled
             return self._timed_out(execution, waiting)
         except TimeoutError as exc:
             # The handler's own, unless it turned the timer's cancel into one.

@@ -177,6 +177,19 @@ async def test_the_timeout_covers_the_wait_for_an_older_attempt(executor):
         STUCK.set()
 
 
+async def test_a_cancel_from_elsewhere_is_not_taken_for_the_timeout(executor):
+    """The timer and, in the same moment, someone else (the worker torn down) cancel
+    a job's task: the attempt is not a timeout, the cancel goes on up."""
+    executor.start([_job(1, "hang", 30)])
+    execution = executor.running[(1, 1)]
+    await wait_for(lambda: execution.started, what="the task to start")
+    executor._expire(execution.deadline)
+    execution.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await execution.task
+    assert 1 not in _outcomes(executor)
+
+
 async def test_a_job_stopped_before_its_task_ran_still_frees_its_slot(executor):
     """A cancel heard in the same loop iteration as the claim: the task is cancelled
     before its coroutine starts, which would skip its clean-up (the slot and the
