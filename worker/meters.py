@@ -5,9 +5,11 @@ What a job adds (its start, its end, how long it waited and ran) is tallied in
 plain Python numbers and published to prometheus_client once per event-loop
 iteration, as one `inc(n)` per counter and one pass per histogram: a claim of
 a hundred jobs, or a hundred no-op jobs ending together, costs a few metric
-updates (each taking a mutex) instead of four hundred. A scrape sees every
-job of an iteration once that iteration is over, which is before anything the
-worker writes about those jobs reaches the database.
+updates (each taking a mutex) instead of four hundred. The publication is a
+callback queued (`call_soon`) by the first job an iteration tallies, so a scrape
+sees a job as soon as the loop has run what was queued behind it: a moment, not
+a batch or a timer (and when the worker stops, `Executor.close` publishes what
+is left).
 
 sluice.core.metrics (prometheus_client, some 15 ms of imports) is loaded at the
 first use, after the worker's first claim rather than on the way to it."""
