@@ -105,6 +105,7 @@ async def assert_map_joined(conn, ids, elements):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 75 s on a loaded 2-core machine
 async def test_the_last_two_elements_of_a_map_finishing_at_once_release_the_join_once(db, connect):
     one, two = await connect(), await connect()
     for run, ids, elements in await maps(db, ROUNDS):
