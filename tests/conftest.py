@@ -33,6 +33,8 @@ TEST_SERVER_SETTINGS = {
     "max_connections": "300",
     "shared_buffers": "256MB",
     "log_min_messages": "fatal",
+    # Lets a test count how often the engine plans its statements (test_hot_paths.py).
+    "shared_preload_libraries": "pg_stat_statements",
 }
 TEMPLATE = "sluice_template"
 

@@ -8,6 +8,17 @@
 -- previous holders of those locks committed; a transaction that re-decides a
 -- child (job_retry, an edge insert) locks the child first and reads its parents
 -- afterwards. Jobs are always locked before runs.
+--
+-- Plans. A statement that finds jobs by id (or by run), not by the partition
+-- key, reads every partition of sluice.jobs: the live one and a day of history
+-- each. Planning it takes milliseconds, most of it proving each partition's
+-- CHECK constraints against the query, and PL/pgSQL plans such a statement
+-- again at every call (its generic plan never looks cheaper than a custom one
+-- to plan_cache_mode = auto). So the functions that do (here and in
+-- 34_dataflow.sql) say `SET plan_cache_mode = force_generic_plan`: each
+-- statement is planned once per session, with the same index probes. Measured
+-- with pg_stat_statements: the release of one child planned 5 statements per
+-- call, 5 to 8 ms each on a loaded 2-core machine, and now none.
 
 -- Move blocked children closer to ready: child `p_children[i]` has `p_counts[i]`
 -- fewer parents to wait for (a parent succeeded, or an edge was deleted).
@@ -31,7 +42,7 @@ CREATE FUNCTION sluice.job_unblock(p_children bigint[], p_counts integer[]) RETU
     -- was blocked, they make `state = 'blocked'` look like it keeps no row, and
     -- the planner would scan every job (with a 10,000-element array to compare
     -- each row against) instead (tests/engine/test_hot_paths.py).
-    LANGUAGE plpgsql SET enable_seqscan = off AS $$
+    LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry).
     FOR v_try IN 1 .. 10 LOOP
@@ -74,7 +85,7 @@ $$;
 -- job_unblock is all it takes. flow is written once when the node is
 -- created, so it is read here without a lock.
 CREATE FUNCTION sluice.job_release_children(p_parents bigint[]) RETURNS bigint[]
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_children bigint[];
     v_flow     boolean;
@@ -138,7 +149,7 @@ $$;
 -- The jobs_after_update call this UPDATE causes must not walk the same subtree
 -- again: sluice.cascading tells it so.
 CREATE FUNCTION sluice.job_cancel_descendants(p_roots bigint[]) RETURNS bigint[]
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_ids  bigint[] := sluice.job_descendants(p_roots);
     v_runs bigint[];
@@ -218,7 +229,7 @@ $$;
 -- PL/pgSQL rather than SQL, to keep the plans of its statements across calls.
 CREATE FUNCTION sluice.job_edges_reach(p_children bigint[], p_xid xid,
                                        OUT reach bigint[], OUT own boolean)
-    LANGUAGE plpgsql STABLE AS $$
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     -- Children that are nobody's parent (a new job, a leaf) reach only
     -- themselves: one index probe instead of planning the recursive query.
@@ -304,7 +315,7 @@ $$;
 -- or waits for this transaction (and its release then sees these edges); a
 -- child being retried or cancelled is read in its new state.
 CREATE FUNCTION sluice.job_edges_after_insert() RETURNS trigger
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_xid      xid := pg_current_xact_id()::xid;
     v_parents  bigint[];
@@ -448,7 +459,7 @@ CREATE TRIGGER job_edges_after_insert AFTER INSERT ON sluice.job_edges
 -- parents changed nothing: a succeeded parent already released the child, and a
 -- failed or cancelled one cancelled it.
 CREATE FUNCTION sluice.job_edges_after_delete() RETURNS trigger
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     PERFORM sluice.job_unblock(array_agg(o.child_id), array_agg(1))
        FROM old_edges o JOIN sluice.jobs p ON p.id = o.parent_id
@@ -480,7 +491,7 @@ CREATE TRIGGER job_edges_before_update BEFORE UPDATE ON sluice.job_edges
 -- again when a retry or a rerun brings a node back. A run of a DAG with
 -- `concurrency` that ends lets the next queued run of its DAG start.
 CREATE FUNCTION sluice.dag_run_settle(p_runs bigint[]) RETURNS void
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_freed record;
     v_more  bigint[] := '{}';

@@ -32,7 +32,7 @@ CREATE FUNCTION sluice.job_parent_results(p_job bigint, p_cap bigint DEFAULT NUL
     -- parents by id: joined in one statement, without statistics (a run just
     -- created), the planner hashed every DAG job of the table for each claimed
     -- node (a fan-out of 10,000 ran 7x slower; tests/engine/test_dag_creation.py).
-    LANGUAGE plpgsql STABLE SET enable_seqscan = off AS $$
+    LANGUAGE plpgsql STABLE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_answer jsonb;
     v_size   bigint;
@@ -52,15 +52,17 @@ $$;
 -- {"state", "result"}}} with the nodes p_refs names (a mapped node's result is
 -- its elements' list). Read in a statement after the caller's locks.
 CREATE FUNCTION sluice.node_context(p_run bigint, p_refs text[]) RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+    LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
                'params', r.params,
                'run', sluice.dag_run_context(r),
                'nodes', coalesce((SELECT jsonb_object_agg(n.node, jsonb_build_object('state', n.state, 'result', n.result))
                                     FROM sluice.node_results n
                                    WHERE n.run_id = r.id AND n.node = ANY(p_refs) AND n.map_index IS NULL), '{}'))
       FROM sluice.dag_runs r
-     WHERE r.id = p_run;
+     WHERE r.id = p_run);
+END
 $$;
 
 -- End a node `failed` before it ran, for a reason of its data flow (a template
@@ -301,7 +303,7 @@ CREATE FUNCTION sluice.job_propagate(
 ) RETURNS bigint[]
     -- Every job it reads or writes is found by id or by its run, whatever the
     -- statistics say (see sluice.job_unblock; tests/engine/test_hot_paths.py).
-    LANGUAGE plpgsql SET enable_seqscan = off AS $$
+    LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_was      text := current_setting('sluice.cascading', true);
     v_events   bigint[] := coalesce(p_events, '{}');
@@ -602,7 +604,7 @@ $$;
 -- elements just below their node), so a completion racing the rerun either
 -- commits first (its node is reset) or finds it refused.
 CREATE FUNCTION sluice.dag_run_rerun(p_run_id bigint, p_from text) RETURNS integer
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_from     bigint;
     v_set      bigint[];

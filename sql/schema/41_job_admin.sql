@@ -107,7 +107,7 @@ $$;
 -- (jobs_after_update) then finds its rows already held.
 CREATE FUNCTION sluice.job_cancel_once(p_ids bigint[], p_reason text DEFAULT 'cancelled')
     RETURNS SETOF bigint
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_ids   bigint[] := p_ids || ARRAY(SELECT j.id FROM sluice.jobs j
                                         WHERE j.group_id = ANY(p_ids) AND j.archived_at IS NULL
@@ -212,7 +212,7 @@ $$;
 -- so the child never stays blocked under a parent that will not succeed, nor
 -- counts a parent twice.
 CREATE FUNCTION sluice.job_retry(p_ids bigint[]) RETURNS SETOF bigint
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_roots   bigint[];
     v_revived bigint[];

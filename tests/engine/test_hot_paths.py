@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import msgspec
 import psycopg
@@ -13,8 +14,10 @@ import pytest
 from psycopg.rows import dict_row
 
 from sluice.core import protocol
+from tests.engine import dataflow
 from tests.engine.notifications import drain, listen, wait_on
 from tests.factories import claim, complete, fetch_job, insert_job, scalar
+from tests.factories import rows as dict_rows
 
 LEASE = dt.timedelta(seconds=30)
 
@@ -196,3 +199,64 @@ async def test_a_job_without_a_flow_spec_is_inserted_without_calling_plpgsql(db)
                     "INSERT INTO sluice.jobs (task, flow) VALUES ('noop', '{\"trigger\": \"x\"}')"
                 )
         assert await scalar(db, calls) == 1
+
+
+async def test_statements_that_read_every_partition_are_planned_once_per_session(db):
+    """A statement that finds jobs by id, not by the partition key, reads every
+    day of history too, and planning it takes milliseconds. PL/pgSQL planned
+    such statements again at every call (the release of one child: five of
+    them), so the functions that run them keep one generic plan (31_dag.sql,
+    "Plans"). Counted by pg_stat_statements over DAG releases, data-flow runs,
+    cancels and retries, after the warm-up of five custom plans."""
+    await db.execute("CREATE EXTENSION pg_stat_statements")
+    await db.execute("SET pg_stat_statements.track = 'all'")
+    await db.execute("SET pg_stat_statements.track_planning = on")
+    await db.execute("SELECT pg_stat_statements_reset()")
+    rounds = 8
+    for _ in range(rounds):
+        parent, child = await insert_job(db), await insert_job(db, queue="later")
+        await db.execute(
+            "INSERT INTO sluice.job_edges (parent_id, child_id) VALUES (%s, %s)", (parent, child)
+        )
+        await claim(db, parent)
+        assert await complete(db, parent)
+        run_id, ids = await dataflow.start(
+            db,
+            [
+                dataflow.node("split"),
+                dataflow.node("each", ["split"], map="{{ nodes.split.result }}"),
+                dataflow.node("maybe", ["each"], when="$.nodes.each.result.size() > 0"),
+            ],
+        )
+        await dataflow.finish(db, ids["split"], ["a", "b"])
+        for element in await _elements(db, ids["each"]):
+            await dataflow.finish(db, element, {"n": 1})
+        assert (await dataflow.states(db, run_id))["maybe"] == "ready"
+        assert await scalar(db, "SELECT sluice.cancel_job(%s)", ids["maybe"])
+        assert await scalar(db, "SELECT count(*) FROM sluice.job_retry(%s)", [ids["maybe"]]) == 1
+    stats = await dict_rows(
+        db,
+        "SELECT query, calls, plans FROM pg_stat_statements"
+        " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        "   AND NOT toplevel AND calls >= %s",
+        rounds,
+    )
+    spanning = [
+        s
+        for s in stats
+        if re.search(r"sluice\.(jobs|node_results|job_links)\b", s["query"])
+        and "archived_at IS NULL" not in s["query"]
+    ]
+    assert len(spanning) >= 5, stats  # the release, the propagation, cancel and retry ran
+    # Planned at every call; a plan kept after PL/pgSQL's five custom ones is fine.
+    replanned = [
+        (s["query"][:100], s["calls"], s["plans"]) for s in spanning if s["plans"] >= s["calls"]
+    ]
+    assert replanned == []
+
+
+async def _elements(db, mapped: int) -> list[int]:
+    found = await dict_rows(
+        db, "SELECT id FROM sluice.jobs WHERE group_id = %s ORDER BY map_index", mapped
+    )
+    return [r["id"] for r in found]
