@@ -8,6 +8,7 @@ that asks for one.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import shutil
@@ -76,19 +77,41 @@ def _janitor(server: EmbeddedPostgres, dbname: str, **kwargs) -> DatabaseJanitor
     )
 
 
+# The UTC day the template was migrated on (its history partitions start then).
+_template_day: list[dt.date] = []
+
+
+def _migrate_template(server: EmbeddedPostgres, janitor: DatabaseJanitor) -> None:
+    _template_day[:] = [dt.datetime.now(dt.UTC).date()]
+    janitor.load(lambda **_: migrate.upgrade(server.url(TEMPLATE)))
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    """Name of the template database, migrated once per session."""
+    """Name of the template database, migrated once per session (and again on
+    the first clone after midnight UTC: see database_url)."""
     janitor = _janitor(pg_server, TEMPLATE, as_template=True)
     janitor.drop()
     with janitor:
-        janitor.load(lambda **_: migrate.upgrade(pg_server.url(TEMPLATE)))
+        _migrate_template(pg_server, janitor)
         yield TEMPLATE
+
+
+def _migrated_today(server: EmbeddedPostgres, template: str) -> None:
+    """Migrate the template again on the first clone after midnight UTC: a
+    database migrated yesterday has yesterday's history partition, over and so
+    closable, which tests counting the partitions they close do not expect."""
+    if _template_day != [dt.datetime.now(dt.UTC).date()]:
+        janitor = _janitor(server, template, as_template=True)
+        janitor.drop()
+        janitor.init()
+        _migrate_template(server, janitor)
 
 
 @pytest.fixture
 def database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """URL of a fresh database cloned from the migrated template, dropped afterwards."""
+    _migrated_today(pg_server, template_db)
     dbname = f"test_{os.getpid()}_{next(_database_numbers)}"
     with _janitor(pg_server, dbname, template_dbname=template_db):
         yield pg_server.url(dbname)
@@ -98,6 +121,7 @@ def database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]
 def other_database_url(pg_server: EmbeddedPostgres, template_db: str) -> Iterator[str]:
     """A second migrated database on the same server: a stand-in for a replica
     whose contents differ, so a test can tell which of the two answered."""
+    _migrated_today(pg_server, template_db)
     dbname = f"other_{os.getpid()}"
     with _janitor(pg_server, dbname, template_dbname=template_db):
         yield pg_server.url(dbname)

@@ -23,6 +23,10 @@ from sluice.core.embedded import EmbeddedPostgres, free_port
 ROOT = Path(__file__).resolve().parents[1]
 SLUICE = str(Path(sys.executable).with_name("sluice"))
 
+# Each test starts `sluice up` (90 s allowed) then runs jobs through it: 80 s on a
+# loaded 2-core machine, past the default bound of 120 s under a little more load.
+pytestmark = pytest.mark.timeout(600)
+
 
 def descendants(pid: int) -> set[int]:
     """Every process below `pid` (Linux /proc)."""

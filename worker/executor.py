@@ -44,15 +44,35 @@ ERROR_LIMIT = 2000
 class Execution:
     """An attempt being run here, and why it was stopped (None while it runs freely)."""
 
-    __slots__ = ("_waiter", "ctx", "ended", "job", "stop_reason", "task", "thread")
+    __slots__ = (
+        "_waiter",
+        "ctx",
+        "deadline",
+        "ended",
+        "expired",
+        "job",
+        "started",
+        "stop_reason",
+        "task",
+        "thread",
+        "timeout",
+    )
 
-    def __init__(self, ctx: JobContext) -> None:
+    def __init__(self, ctx: JobContext, timeout: float, deadline: Deadline) -> None:
         self.job = ctx.job
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
         #: A sync handler's call in the thread pool (it may outlive the task).
         self.thread: Future[Any] | None = None
         self.stop_reason: str | None = None
+        #: True once its task has begun to run (a task cancelled before that
+        #: would never run its clean-up: it is left to see `stop_reason`).
+        self.started = False
+        #: Seconds the attempt may take, and the timer that ends it then.
+        self.timeout = timeout
+        self.deadline = deadline
+        #: True once its timeout ended it (the handler had not returned).
+        self.expired = False
         #: True once the handler has returned, in its thread too.
         self.ended = False
         # Made only for a newer attempt that waits for this one (rare).
@@ -68,6 +88,28 @@ class Execution:
         self.ended = True
         if self._waiter is not None:
             self._waiter.set()
+
+
+class Deadline:
+    """The attempts of one claim that share a timeout, and the one timer that
+    stops those still in their handler when it runs out: a timer per claim and
+    timeout rather than an `asyncio.timeout` per job (a timer handle in the
+    loop's heap, armed and cancelled for every job, was a fifth of the worker's
+    CPU in a drain of no-op jobs). An attempt leaves its deadline as its handler
+    returns or raises; the timer is cancelled once none is left."""
+
+    __slots__ = ("executions", "handle")
+
+    def __init__(self) -> None:
+        self.executions: set[Execution] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def leave(self, execution: Execution) -> None:
+        executions = self.executions
+        executions.discard(execution)
+        if not executions and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class UnknownTaskError(Exception):
@@ -131,7 +173,9 @@ class Executor:
         self._leases.hold(
             (j.key, now + (self._timeout(j) if j.problem is None else 0.0)) for j in jobs
         )
-        started = 0
+        # One timer per distinct timeout among these jobs (most claims have one).
+        deadlines: dict[float, Deadline] = {}
+        waits: list[tuple[str, float]] = []
         for job in jobs:
             if job.problem is not None:
                 self._refuse(job)
@@ -149,7 +193,12 @@ class Executor:
                     job.attempt,
                 )
                 continue
-            execution = Execution(JobContext(resources, job))
+            timeout = self._timeout(job)
+            deadline = deadlines.get(timeout)
+            if deadline is None:
+                deadline = deadlines[timeout] = Deadline()
+            execution = Execution(JobContext(resources, job), timeout, deadline)
+            deadline.executions.add(execution)
             older = self._alive.get(job.id)
             if older is None:
                 self._alive[job.id] = [execution]
@@ -171,10 +220,22 @@ class Executor:
                 self._run(execution, previous),
                 name=f"job {job.id} attempt {job.attempt} ({job.task})",
             )
-            started += 1
-        if started:
-            self._meters.running.inc(started)
-        return started
+            waits.append((job.queue, max(0.0, (job.started_at - job.run_at).total_seconds())))
+        began = loop.time()
+        for timeout, deadline in deadlines.items():
+            deadline.handle = loop.call_at(began + timeout, self._expire, deadline)
+        if waits:
+            self._meters.started(waits)
+        return len(waits)
+
+    def _expire(self, deadline: Deadline) -> None:
+        """The timeout of these attempts ran out: stop those still in their handler."""
+        deadline.handle = None
+        executions, deadline.executions = deadline.executions, set()
+        for execution in executions:
+            execution.expired = True
+            if execution.task is not None and execution.started:
+                execution.task.cancel()
 
     def _timeout(self, job: ClaimedJob) -> float:
         return job.timeout.total_seconds() if job.timeout is not None else self._default_timeout
@@ -218,7 +279,7 @@ class Executor:
             return False
         execution.stop_reason = reason
         execution.ctx._stop()
-        if execution.task is not None:
+        if execution.task is not None and execution.started:
             execution.task.cancel()
         return True
 
@@ -230,15 +291,12 @@ class Executor:
         return {key[0] for key in self.running}
 
     async def _run(self, execution: Execution, previous: list[Execution]) -> None:
+        execution.started = True
         job = execution.job
         job_id_var.set(job.id)
         attempt_var.set(job.attempt)
         if job.run_id is not None:
             run_id_var.set(job.run_id)
-        meters = self._meters.task(job.queue, job.task)
-        self._meters.wait(job.queue).observe(
-            max(0.0, (job.started_at - job.run_at).total_seconds())
-        )
         began = time.perf_counter()
         label = "failed"
         written = False
@@ -249,8 +307,9 @@ class Executor:
                 self._completer.record(outcome)
                 written = True
         finally:
-            meters.run_seconds.observe(time.perf_counter() - began)
-            meters.completed[label].inc()
+            self._meters.ended(
+                self._meters.task(job.queue, job.task), label, time.perf_counter() - began
+            )
             del self.running[job.key]
             if execution.stop_reason == "shutdown":
                 self.handed_back.append(job.key)
@@ -260,7 +319,6 @@ class Executor:
                 # will be written, so the lease is left to expire or is already gone.
                 self._leases.settle([job.key])
             self._when_returned(execution)
-            self._meters.running.dec()
             self.on_finished()
 
     def _when_returned(self, execution: Execution) -> None:
@@ -289,13 +347,13 @@ class Executor:
         """Run the handler; returns how the attempt ended."""
         job, ctx = execution.job, execution.ctx
         handler = self._registry.get(job.task)
-        timeout = self._timeout(job)
-        deadline = asyncio.timeout(timeout)
         waiting = bool(previous)
         try:
-            if handler is None:
-                raise UnknownTaskError(f"no handler for task {job.task!r} on this worker")
-            async with deadline:
+            try:
+                if execution.stop_reason is not None or execution.expired:
+                    raise asyncio.CancelledError  # stopped before its task began
+                if handler is None:
+                    raise UnknownTaskError(f"no handler for task {job.task!r} on this worker")
                 for older in previous:
                     await older.wait_ended()
                 waiting = False
@@ -306,31 +364,44 @@ class Executor:
                         contextvars.copy_context().run, handler.call, job.payload, ctx
                     )
                     result = await asyncio.wrap_future(execution.thread)
+            finally:
+                # The timeout covers the handler (and the wait for an older attempt),
+                # not what follows.
+                execution.deadline.leave(execution)
             try:
                 encoded = None if result is None else json.dumps(result, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise NonRetryableError(f"the handler's result is not JSON: {exc}") from None
         except asyncio.CancelledError:
-            if execution.stop_reason is None:
+            if execution.stop_reason is not None:
+                # Cancelled or rescued: the database already ended this attempt.
+                # Shutdown: the runner hands the job back. Either way there is
+                # nothing to write.
+                if execution.stop_reason == "shutdown":
+                    return Released(job)
+                return Cancelled(job, execution.stop_reason)
+            # The timer's cancel is handled here; anyone else's (the worker torn
+            # down) goes on up, as asyncio.timeout would let it.
+            if not execution.expired or (execution.task and execution.task.uncancel()):
                 raise
-            # Cancelled or rescued: the database already ended this attempt. Shutdown:
-            # the runner hands the job back. Either way there is nothing to write.
-            if execution.stop_reason == "shutdown":
-                return Released(job)
-            return Cancelled(job, execution.stop_reason)
+            return self._timed_out(execution, waiting)
         except TimeoutError as exc:
-            if not deadline.expired():
-                return self._failed(execution, describe_error(exc), retryable=True)
-            ctx._stop()  # a sync handler's thread runs on: tell it to give up
-            error = f"timed out after {timeout:g}s"
-            if waiting:
-                error += " waiting for the job's previous attempt here to stop"
-            return self._failed(execution, error, retryable=True, outcome="timeout")
+            # The handler's own, unless it turned the timer's cancel into one.
+            if execution.expired:
+                return self._timed_out(execution, waiting)
+            return self._failed(execution, describe_error(exc), retryable=True)
         except NonRetryableError as exc:
             return self._failed(execution, describe_error(exc), retryable=False)
         except Exception as exc:
             return self._failed(execution, describe_error(exc), retryable=True)
         return Succeeded(job, encoded, ctx.output)
+
+    def _timed_out(self, execution: Execution, waiting: bool) -> Failed:
+        execution.ctx._stop()  # a sync handler's thread runs on: tell it to give up
+        error = f"timed out after {execution.timeout:g}s"
+        if waiting:
+            error += " waiting for the job's previous attempt here to stop"
+        return self._failed(execution, error, retryable=True, outcome="timeout")
 
     def _failed(
         self, execution: Execution, error: str, *, retryable: bool, outcome: str = "failed"
@@ -350,6 +421,7 @@ class Executor:
         return Failed(job, error, retryable, execution.ctx.output, outcome)
 
     def close(self) -> None:
+        self._meters.publish()
         # Threads of sync handlers that ignore their cancel signal cannot be killed.
         self._threads.shutdown(wait=False, cancel_futures=True)
 

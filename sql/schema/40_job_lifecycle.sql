@@ -130,7 +130,11 @@ BEGIN
                attempt = j.attempt + 1,
                worker_id = p_worker_id,
                lease_expires_at = now() + p_lease,
-               started_at = now(),
+               -- clock_timestamp, not now(): this statement's snapshot is newer than
+               -- its transaction, and may hold a child whose parent finished (at its
+               -- own now()) after this transaction began. The lease counts from the
+               -- transaction's start, a little on the safe side.
+               started_at = clock_timestamp(),
                progress = NULL
           FROM picked
          WHERE j.id = picked.id AND j.archived_at IS NULL
@@ -187,7 +191,7 @@ BEGIN
            attempt = j.attempt + 1,
            worker_id = p_worker_id,
            lease_expires_at = now() + p_lease,
-           started_at = now(),
+           started_at = clock_timestamp(),  -- as above
            progress = NULL
       FROM picked
      WHERE j.id = picked.id AND j.archived_at IS NULL

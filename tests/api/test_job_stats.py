@@ -3,38 +3,61 @@ endpoints behind the dashboard's overview, against rows whose times we set."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from tests.api.conftest import bearer
-from tests.factories import claim, complete, make_job
+from tests.factories import claim, complete, make_job, scalar
 
 API = "/api/v1"
 
 
-async def _finished_minutes_ago(db, job_id: int, minutes: float) -> None:
+async def _finished_minutes_before(db, job_id: int, minute: datetime, minutes: int) -> None:
+    """The job finished `minutes` minutes before `minute`, at the first instant of
+    that minute. `minute` began before the job was made, so that is never after
+    the job's archiving (jobs_archived_after_finish)."""
     await db.execute(
-        # Ten seconds into its minute, but never after its archiving (a job in
-        # this minute's first ten seconds would break jobs_archived_after_finish).
-        "UPDATE sluice.jobs SET finished_at = LEAST(date_trunc('minute', now())"
-        " - make_interval(mins => %s) + interval '10 seconds', archived_at) WHERE id = %s",
-        (minutes, job_id),
+        "UPDATE sluice.jobs SET finished_at = %s - make_interval(mins => %s) WHERE id = %s",
+        (minute, minutes, job_id),
     )
 
 
 async def test_throughput_counts_each_minute_by_outcome(client, viewer, db):
-    for minutes, state, queue in [
-        (0, "succeeded", "default"),
-        (0, "succeeded", "mail"),
-        (0, "failed", "default"),
-        (3, "succeeded", "default"),
-        (3, "cancelled", "default"),
-        (59, "failed", "default"),
-        (61, "succeeded", "default"),  # outside the hour
-    ]:
-        await _finished_minutes_ago(db, await make_job(db, state, queue=queue), minutes)
-    await _finished_minutes_ago(db, await make_job(db, "succeeded", tenant="other"), 0)
-    await make_job(db, "ready")  # not finished: not counted
+    # Every answer is read against the minute the jobs were placed in: should the
+    # clock pass into the next minute meanwhile (CI runs at any time, loaded), the
+    # jobs are placed again, against the new minute.
+    for _ in range(3):
+        await db.execute("TRUNCATE sluice.jobs CASCADE")
+        minute = await scalar(db, "SELECT date_trunc('minute', now())")
+        for minutes, state, queue in [
+            (0, "succeeded", "default"),
+            (0, "succeeded", "mail"),
+            (0, "failed", "default"),
+            (3, "succeeded", "default"),
+            (3, "cancelled", "default"),
+            (59, "failed", "default"),
+            (61, "succeeded", "default"),  # outside the hour
+        ]:
+            job_id = await make_job(db, state, queue=queue)
+            await _finished_minutes_before(db, job_id, minute, minutes)
+        job_id = await make_job(db, "succeeded", tenant="other")
+        await _finished_minutes_before(db, job_id, minute, 0)
+        await make_job(db, "ready")  # not finished: not counted
 
-    answer = await client.get(f"{API}/jobs/throughput", headers=viewer)
-    assert answer.status_code == 200, answer.text
+        answer = await client.get(f"{API}/jobs/throughput", headers=viewer)
+        mail = await client.get(
+            f"{API}/jobs/throughput", params={"queue": "mail", "minutes": 5}, headers=viewer
+        )
+        everyone = await client.get(
+            f"{API}/jobs/throughput", params={"minutes": 1}, headers=bearer("admin")
+        )
+        answers = (answer, mail, everyone)
+        for got in answers:
+            assert got.status_code == 200, got.text
+        last = {datetime.fromisoformat(got.json()["items"][-1]["minute"]) for got in answers}
+        if last == {minute}:
+            break
+    assert last == {minute}, "the clock passed into another minute three times"
+
     items = answer.json()["items"]
     assert len(items) == 60 and items[0]["minute"] < items[-1]["minute"]
     counts = [(i["succeeded"], i["failed"], i["cancelled"]) for i in items]
@@ -43,13 +66,7 @@ async def test_throughput_counts_each_minute_by_outcome(client, viewer, db):
     assert counts[0] == (0, 1, 0)
     assert sum(map(sum, counts)) == 6
 
-    mail = await client.get(
-        f"{API}/jobs/throughput", params={"queue": "mail", "minutes": 5}, headers=viewer
-    )
     assert [(i["succeeded"], i["failed"]) for i in mail.json()["items"]] == [(0, 0)] * 4 + [(1, 0)]
-    everyone = await client.get(
-        f"{API}/jobs/throughput", params={"minutes": 1}, headers=bearer("admin")
-    )
     assert everyone.json()["items"][0]["succeeded"] == 3
     too_far = await client.get(f"{API}/jobs/throughput", params={"minutes": 0}, headers=viewer)
     assert too_far.status_code == 422 and too_far.json()["errors"][0]["field"] == "minutes"

@@ -60,7 +60,8 @@ async def test_lists_and_statistics_read_from_the_read_pool(
     assert (await get("/dlq/size"))["size"] == 1
     assert [s["name"] for s in (await get("/schedules"))["items"]] == ["replica-schedule"]
     assert [w["worker_id"] for w in (await get("/workers"))["items"]] == ["replica-worker"]
-    assert (await get("/jobs/throughput", minutes=1))["items"][-1]["failed"] == 1
+    # Over the hour: the dead letter failed at set-up, maybe in a minute since gone.
+    assert sum(m["failed"] for m in (await get("/jobs/throughput"))["items"]) == 1
     assert (await get("/jobs/wait-times"))["overall"]["jobs"] == 2
 
 

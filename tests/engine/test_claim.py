@@ -46,7 +46,8 @@ async def test_claim_writes_the_lease_and_counts_the_attempt(db):
         (job_id,),
     )
     worker, attempt, ttl = await cur.fetchone()
-    assert (worker, attempt, ttl.total_seconds()) == ("w7", 1, 42)
+    # The lease counts from the claim's transaction, its start from the claim itself.
+    assert (worker, attempt) == ("w7", 1) and 41 < ttl.total_seconds() <= 42
 
 
 async def test_claim_returns_what_the_worker_needs(db):

@@ -35,6 +35,7 @@ from tests.engine.dataflow import (
 from tests.engine.invariants import assert_invariants
 from tests.engine.test_races import in_transaction, together, waits_on_a_lock
 from tests.factories import WORKER, rows, scalar
+from tests.worker.helpers import wait_for
 
 ROUNDS = 200
 COMPLETE = "SELECT sluice.job_complete_many(%s, %s, %s, %s::jsonb[])"
@@ -104,6 +105,7 @@ async def assert_map_joined(conn, ids, elements):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 75 s on a loaded 2-core machine
 async def test_the_last_two_elements_of_a_map_finishing_at_once_release_the_join_once(db, connect):
     one, two = await connect(), await connect()
     for run, ids, elements in await maps(db, ROUNDS):
@@ -363,13 +365,16 @@ async def test_a_signal_after_the_deadline_is_refused_without_waiting_for_a_swee
 
 async def test_a_sweep_passes_over_a_node_a_signal_holds(db, connect):
     [(run, ids, on_timeout)] = await approvals(db, 1)
-    await set_deadline(db, ids["approve"], 200)
     signaller, sweeper = await connect(), await connect()
+    # Connected first, and a second's margin: the signal must come before the deadline
+    # (200 ms, two connections included, was not always enough on a loaded machine).
+    await set_deadline(db, ids["approve"], 1000)
     async with signaller.transaction():
         assert await scalar(
             signaller, "SELECT sluice.signal(%s, 'approve', %s)", run, Jsonb({"by": run})
         )
-        await asyncio.sleep(0.25)  # the deadline has passed; the signal came before it
+        past = "SELECT clock_timestamp() > run_at FROM sluice.jobs WHERE id = %s"
+        await wait_for(lambda: scalar(db, past, ids["approve"]), what="the deadline to pass")
         assert await scalar(sweeper, "SELECT sluice.job_wake_waiting()") == 0
     assert await scalar(sweeper, "SELECT sluice.job_wake_waiting()") == 0
     await assert_one_outcome(db, run, ids, on_timeout, True)

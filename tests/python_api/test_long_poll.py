@@ -38,6 +38,7 @@ async def make_client(api_settings) -> AsyncIterator[Callable]:
         task = asyncio.create_task(server.serve())
         await wait_for(lambda: server.started or task.done(), what="the API to start")
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        client.app = app  # for a test to see the app's state (its waits under way)
         served.append((server, task, client))
         return client
 
@@ -110,7 +111,8 @@ async def test_waits_are_bounded_and_hold_no_connection(make_client, db):
         for _ in range(3)
     ]
     await wait_for(lambda: _waiters(db), what="the waiters")
-    await asyncio.sleep(0.3)  # all three requests are waiting now
+    waits = client.app.state.waiting
+    await wait_for(lambda: waits.count == 3, what="all three requests to wait")
     # The one pooled connection is free for other requests meanwhile.
     began = time.monotonic()
     listed = await client.get("/api/v1/jobs", headers=viewer())
