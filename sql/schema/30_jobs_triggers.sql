@@ -94,23 +94,33 @@ CREATE TRIGGER jobs_claim_key BEFORE INSERT ON sluice.jobs_live
 -- jobs) sees their jobs. Outside READ COMMITTED a snapshot may predate a waiter
 -- row however late the probe runs: those always notify.
 --
--- The '*' lock and probe ride on the statements the named queues need (one more
--- lock in the same call, one more key in the same index probe): no statement is
--- added to an insert.
+-- The '*' lock and probe ride on what the named queues need (one more lock in
+-- the same loop, one more key in the same index probe): no statement is added
+-- to an insert. The locks are assignments (no executor, where PERFORM runs a
+-- query); the probe is the one statement that must read a table, with a
+-- snapshot taken after them; the NOTIFY statement runs only when the probe
+-- found a waiter. jobs_after_insert runs this same body written out (below).
 CREATE FUNCTION sluice.notify_ready(p_queues text[]) RETURNS void
     LANGUAGE plpgsql AS $$
+DECLARE
+    v_queue text;
+    v_lock  text;
 BEGIN
+    IF cardinality(p_queues) = 0 THEN
+        RETURN;
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('sluice_jobs', q) FROM unnest(p_queues) q;
         RETURN;
     END IF;
-    IF cardinality(p_queues) = 0 THEN
-        RETURN;
+    FOREACH v_queue IN ARRAY p_queues || '{*}'::text[] LOOP
+        v_lock := pg_advisory_xact_lock_shared(sluice.waiter_key(v_queue))::text;
+    END LOOP;
+    IF EXISTS (SELECT 1 FROM sluice.queue_waiters w WHERE w.queue = ANY(p_queues || '{*}'::text[])) THEN
+        PERFORM pg_notify('sluice_jobs', q)
+           FROM unnest(p_queues) q
+          WHERE EXISTS (SELECT 1 FROM sluice.queue_waiters w WHERE w.queue = ANY(ARRAY[q, '*']));
     END IF;
-    PERFORM pg_advisory_xact_lock_shared(sluice.waiter_key(q)) FROM unnest(p_queues || '{*}'::text[]) q;
-    PERFORM pg_notify('sluice_jobs', q)
-       FROM unnest(p_queues) q
-      WHERE EXISTS (SELECT 1 FROM sluice.queue_waiters w WHERE w.queue = ANY(ARRAY[q, '*']));
 END
 $$;
 
@@ -118,13 +128,11 @@ $$;
 -- 10,000-row insert wakes each listener once; and only for queues a worker
 -- waits on. The payload is the queue name.
 --
--- sluice.notify_ready, written out: this runs after every INSERT statement, and
--- for a single-row INSERT the call itself (a second PL/pgSQL frame, a statement
--- per lock) was a third of the trigger's cost. The locks are simple
--- expressions here (no executor); the probe is the one statement that must
--- read a table, with a snapshot taken after them; the NOTIFY statement runs
--- only when the probe found a waiter. The protocol, and why no wake-up is
--- lost, is notify_ready's (above): keep the two alike.
+-- sluice.notify_ready's body, written out: this runs after every INSERT
+-- statement, and the call (a second PL/pgSQL frame) costs about 7 % of a
+-- single-row INSERT's backend CPU (149 against 161 us, alternated runs). The
+-- protocol, and why no wake-up is lost, is notify_ready's (above): the two
+-- bodies are the same, keep them so.
 CREATE FUNCTION sluice.jobs_after_insert() RETURNS trigger
     LANGUAGE plpgsql AS $$
 DECLARE
