@@ -7,10 +7,13 @@ bookkeeping."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import logging
 from typing import Any
 
 import psycopg
 
+from sluice.core import protocol
 from sluice.core.db import NotificationCheck, open_pool
 from sluice.worker.cancelling import cancel_and_wait
 from sluice.worker.claimer import Claimer
@@ -21,7 +24,7 @@ from sluice.worker.listener import JOBS_CHANNEL, Listener
 from sluice.worker.meters import Meters
 from sluice.worker.registry import Registry
 from sluice.worker.resources import Resources
-from tests.factories import insert_job
+from tests.factories import insert_job, scalar
 from tests.worker.helpers import wait_for, worker_settings
 
 
@@ -104,21 +107,7 @@ async def test_a_handler_starts_before_the_claim_connection_goes_back(db, databa
         concurrency=4,
         default_timeout=30.0,
     )
-    claimer = Claimer(
-        pool,
-        executor,
-        completer,
-        worker_id="w-wake",
-        queues=("default",),
-        concurrency=4,
-        lease_ttl=30,
-        poll_interval=5,
-        backlog_limit=100,
-        leases=leases,
-        # Not registered yet: after its claim the claimer waits for that, without a
-        # connection (registered, it would take one to write its waiter rows).
-        registered=asyncio.Event(),
-    )
+    claimer = _claimer(pool, completer, executor, leases)
     executor.on_finished = claimer.slot_freed
     await insert_job(db, task="first_line")
     task = asyncio.create_task(claimer.run())  # its first claim takes the job
@@ -132,3 +121,87 @@ async def test_a_handler_starts_before_the_claim_connection_goes_back(db, databa
         await asyncio.wait_for(task, 10)
         executor.close()
         await pool.close()
+
+
+def _claimer(pool: Any, completer: Completer, executor: Executor, leases: Leases) -> Claimer:
+    return Claimer(
+        pool,
+        executor,
+        completer,
+        worker_id="w-wake",
+        queues=("default",),
+        concurrency=4,
+        lease_ttl=30,
+        poll_interval=5,
+        backlog_limit=100,
+        leases=leases,
+        # Not registered yet: after a short claim the claimer waits for that, without
+        # a connection (registered, it would take one to write its waiter rows).
+        registered=asyncio.Event(),
+    )
+
+
+async def test_the_worker_claim_runs_no_subtransaction(db, pool):
+    """The worker's claim is job_claim_once, without job_claim's subtransaction: a
+    claim of one job takes one transaction id, not two (a subtransaction that
+    writes gets an id of its own)."""
+    for _ in range(20):
+        await insert_job(db)
+    before = await scalar(db, "SELECT pg_current_xact_id()::text::bigint")
+    async with pool.connection() as conn:
+        for _ in range(20):
+            claimed = await protocol.job_claim(
+                conn, worker_id="w-xid", queues=["default"], limit=1, lease=dt.timedelta(minutes=1)
+            )
+            assert len(claimed) == 1
+    after = await scalar(db, "SELECT pg_current_xact_id()::text::bigint")
+    # 20 claims and the second probe; leeway for an autovacuum ANALYZE meanwhile.
+    assert after - before - 1 < 30
+
+
+async def test_a_claim_that_meets_a_moved_row_is_made_again_at_once(db, pool, monkeypatch, caplog):
+    """A 40001 (a row moved to history under the claim) comes to the claimer now:
+    it claims again at once, without its error back-off or a warning, and the job
+    runs."""
+    real = protocol.job_claim
+    failures = []
+
+    async def moved_once(conn: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            await conn.execute(
+                "DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure',"
+                " MESSAGE = 'tuple to be locked was already moved to another partition'; END$$"
+            )
+        return await real(conn, **kwargs)
+
+    monkeypatch.setattr(protocol, "job_claim", moved_once)
+    registry = Registry()
+    registry.register("noop", _noop)
+    meters, leases = Meters(), Leases()
+    completer = Kept(meters)
+    executor = Executor(
+        registry,
+        Resources(worker_settings(), pool),
+        completer,
+        meters,
+        leases,
+        concurrency=4,
+        default_timeout=30.0,
+    )
+    claimer = _claimer(pool, completer, executor, leases)
+    await insert_job(db)
+    task = asyncio.create_task(claimer.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="sluice.worker"):
+            await wait_for(lambda: completer.outcomes, 10, "the job to run")
+        assert failures == [1] and claimer.claimed == 1
+        assert not [r for r in caplog.records if "claim failed" in r.getMessage()]
+    finally:
+        claimer.stop()
+        await asyncio.wait_for(task, 10)
+        executor.close()
+
+
+async def _noop(payload: Any) -> None:
+    return None
