@@ -138,12 +138,12 @@ BEGIN
                progress = NULL
           FROM picked
          WHERE j.id = picked.id AND j.archived_at IS NULL
-        RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
+        RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt::integer,
                   j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
                   j.created_at, j.started_at,
                   CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
                        THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
-                  j.map_index;
+                  j.map_index::integer;
         RETURN;
     END IF;
     -- A limited queue's running count must not be read by two claimers at once,
@@ -195,12 +195,12 @@ BEGIN
            progress = NULL
       FROM picked
      WHERE j.id = picked.id AND j.archived_at IS NULL
-    RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
+    RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt::integer,
               j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
               j.created_at, j.started_at,
               CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
                    THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
-              j.map_index;
+              j.map_index::integer;
 END
 $$;
 
