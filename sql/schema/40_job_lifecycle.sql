@@ -408,7 +408,7 @@ $$;
 -- ends `failed` with a dead-letter row holding its error history.
 --
 -- PL/pgSQL, not SQL: a SQL function that cannot be inlined plans its statement
--- again at every call (0.3-0.8 ms for this one, at every batch of failures),
+-- again at every call (here, at every batch of failures and every rescue),
 -- where PL/pgSQL keeps the plan for the session. The statement names the live
 -- partition (archived_at IS NULL), so the generic plan prunes as the custom
 -- ones do and plan_cache_mode = auto settles on it.
