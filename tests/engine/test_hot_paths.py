@@ -182,6 +182,34 @@ async def test_releasing_children_and_reading_their_inputs_never_scan_the_jobs_t
         assert await _seq_scans_of_jobs(db) == before
 
 
+async def test_a_fresh_sessions_first_completions_find_their_jobs_by_id(db, connect):
+    """A worker's first completions in a session used to get custom plans, costed
+    by statistics taken while no job ran (`worker_id = ...` looked like one row):
+    below some 25,000 live jobs that was a scan of the live partition nested
+    with the batch, 256 x 256 comparisons, 30-120 ms a batch, most of
+    PostgreSQL's CPU in a drain of 20,000 jobs. Each batch must find its jobs
+    by id, from the session's first call on."""
+    await db.execute("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 20000)")
+    await db.execute("ANALYZE sluice.jobs")
+    cur = await db.execute(
+        "SELECT id, attempt FROM sluice.job_claim('w1', '{default}', 512, '1 minute')"
+    )
+    claimed = await cur.fetchall()
+    assert len(claimed) == 512
+    worker = await connect(autocommit=True)
+    for batch in (claimed[:256], claimed[256:]):
+        async with worker.transaction():
+            before = await _seq_scans_of_jobs(worker)
+            cur = await worker.execute(
+                "SELECT * FROM sluice.job_complete_many('w1', %s, %s, %s::jsonb[])",
+                ([i for i, _ in batch], [a for _, a in batch], [None] * len(batch)),
+            )
+            assert sorted(r[0] for r in await cur.fetchall()) == sorted(i for i, _ in batch)
+            assert await _seq_scans_of_jobs(worker) == before
+    cur = await db.execute("SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'")
+    assert (await cur.fetchone())[0] == 512
+
+
 @pytest.mark.parametrize(
     ("function", "column", "bad", "constraint"),
     [
