@@ -318,3 +318,35 @@ async def _elements(db, mapped: int) -> list[int]:
         db, "SELECT id FROM sluice.jobs WHERE group_id = %s ORDER BY map_index", mapped
     )
     return [r["id"] for r in found]
+
+
+async def test_a_completed_batch_keeps_each_result_and_output_whatever_the_others_hold(db):
+    """job_complete_many's door sends ids and attempts as array literals, and a
+    batch without results (or outputs) as a null array: each job must still get
+    its own result and attempt log row, and the others none."""
+    ids = [await insert_job(db) for _ in range(5)]
+    jobs = await protocol.job_claim(db, worker_id="w1", queues=["default"], limit=5, lease=LEASE)
+    by_id = {job.id: job for job in jobs}
+    plain = [protocol.Succeeded(by_id[i], None) for i in ids[:2]]
+    assert sorted(await protocol.job_complete_many(db, worker_id="w1", outcomes=plain)) == ids[:2]
+    mixed = [
+        protocol.Succeeded(by_id[ids[2]], '{"n": 2}'),
+        protocol.Succeeded(by_id[ids[3]], None, "printed\n"),
+        protocol.Succeeded(by_id[ids[4]], None),
+    ]
+    assert sorted(await protocol.job_complete_many(db, worker_id="w1", outcomes=mixed)) == ids[2:]
+    found = await dict_rows(
+        db, "SELECT id, state::text, result FROM sluice.jobs WHERE id = ANY(%s)", ids
+    )
+    assert {r["id"]: (r["state"], r["result"]) for r in found} == {
+        ids[0]: ("succeeded", None),
+        ids[1]: ("succeeded", None),
+        ids[2]: ("succeeded", {"n": 2}),
+        ids[3]: ("succeeded", None),
+        ids[4]: ("succeeded", None),
+    }
+    logged = await dict_rows(db, "SELECT job_id, output FROM sluice.job_attempt_log")
+    assert [(r["job_id"], r["output"]) for r in logged] == [(ids[3], "printed\n")]
+    # Another worker's late completion of the same attempts changes nothing.
+    again = [protocol.Succeeded(by_id[i], None) for i in ids]
+    assert await protocol.job_complete_many(db, worker_id="w2", outcomes=again) == []
