@@ -8,6 +8,10 @@ CREATE DOMAIN sluice.job_backoff_kind AS text
     CONSTRAINT jobs_backoff_valid CHECK (VALUE IN ('exponential', 'linear', 'constant'));
 CREATE DOMAIN sluice.job_parents_failed AS integer
     CONSTRAINT jobs_parents_failed_valid CHECK (VALUE >= 0);
+CREATE DOMAIN sluice.job_attempt AS integer
+    CONSTRAINT jobs_attempt_valid CHECK (VALUE >= 0);
+CREATE DOMAIN sluice.job_map_index AS integer
+    CONSTRAINT jobs_map_index_valid CHECK (VALUE >= 0);
 
 -- One row per job. Columns a plain `INSERT INTO sluice.jobs (task) VALUES ('noop')`
 -- leaves out get their defaults here; the state is decided by jobs_before_insert.
@@ -63,7 +67,7 @@ CREATE TABLE sluice.jobs (
     flow             sluice.flow_spec,               -- the node's spec, written once
     parents_failed   sluice.job_parents_failed,      -- parents that ended failed or cancelled (null: none)
     group_id         bigint,                         -- a map element: its mapped node's job
-    map_index        integer,                        -- a map element: its place in the list
+    map_index        sluice.job_map_index,           -- a map element: its place in the list
     notify           sluice.notify_spec,
     result           jsonb,
     last_error       text,
@@ -73,7 +77,7 @@ CREATE TABLE sluice.jobs (
     -- What a claim writes. The lease: which worker runs the job, until when
     -- (see the sluice.leases view).
     state            sluice.job_state NOT NULL DEFAULT 'ready',
-    attempt          integer NOT NULL DEFAULT 0,     -- attempts started so far
+    attempt          sluice.job_attempt NOT NULL DEFAULT 0,  -- attempts started so far
     lease_expires_at timestamptz,
     started_at       timestamptz,
     worker_id        text,
@@ -84,13 +88,11 @@ CREATE TABLE sluice.jobs (
     -- gives a fresh round on top of the attempts made; neither ever leaves more
     -- than 1000 attempts ahead of a job, so both always fit.
     CONSTRAINT jobs_max_attempts_range CHECK (max_attempts >= 1 AND max_attempts - attempt <= 1000),
-    CONSTRAINT jobs_attempt_valid CHECK (attempt >= 0),
     -- Each of backoff_base and backoff_max is 0 or more by its domain (whose bound
     -- has this name too); null stands for the defaults, 1 second and 1 hour.
     CONSTRAINT jobs_backoff_range CHECK (coalesce(backoff_max, '1 hour') >= coalesce(backoff_base, '1 second')),
     CONSTRAINT jobs_node_in_run CHECK (node IS NULL OR run_id IS NOT NULL),
     CONSTRAINT jobs_element_in_group CHECK ((group_id IS NULL) = (map_index IS NULL)),
-    CONSTRAINT jobs_map_index_valid CHECK (map_index >= 0),
     -- Only a blocked job waits for parents (and a mapped node, `waiting`, for
     -- its elements); a job decided early (failed, cancelled, skipped) may still
     -- count parents it will never wait for. So: blocked has some; waiting,

@@ -138,12 +138,12 @@ BEGIN
                progress = NULL
           FROM picked
          WHERE j.id = picked.id AND j.archived_at IS NULL
-        RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
+        RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt::integer,
                   j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
                   j.created_at, j.started_at,
                   CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
                        THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
-                  j.map_index;
+                  j.map_index::integer;
         RETURN;
     END IF;
     -- A limited queue's running count must not be read by two claimers at once,
@@ -195,12 +195,12 @@ BEGIN
            progress = NULL
       FROM picked
      WHERE j.id = picked.id AND j.archived_at IS NULL
-    RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt,
+    RETURNING j.id, j.tenant, j.queue, j.task, j.payload::jsonb, j.priority, j.attempt::integer,
               j.max_attempts, j.timeout::interval, j.run_id, j.node, j.run_at::timestamptz,
               j.created_at, j.started_at,
               CASE WHEN j.run_id IS NOT NULL AND j.map_index IS NULL
                    THEN sluice.job_parent_results(j.id, sluice.inline_parents_bytes()) END,
-              j.map_index;
+              j.map_index::integer;
 END
 $$;
 
@@ -419,11 +419,20 @@ $$;
 -- rescuer can use it for jobs of many workers). With attempts left and a
 -- retryable error the job is scheduled again after its backoff; otherwise it
 -- ends `failed` with a dead-letter row holding its error history.
+--
+-- PL/pgSQL, not SQL: a SQL function that cannot be inlined plans its statement
+-- again at every call (here, at every batch of failures and every rescue),
+-- where PL/pgSQL keeps the plan for the session. The statement names the live
+-- partition (archived_at IS NULL), so the generic plan prunes as the custom
+-- ones do and plan_cache_mode = auto settles on it.
 CREATE FUNCTION sluice.job_fail_rows(
     p_ids bigint[], p_attempts integer[], p_worker_ids text[], p_errors text[],
     p_retryable boolean[], p_outcomes text[], p_outputs text[]
 ) RETURNS TABLE (id bigint, state sluice.job_state, run_at timestamptz)
-    LANGUAGE sql AS $$
+    LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH f AS (
         SELECT *
           FROM unnest(p_ids, p_attempts, p_worker_ids, p_errors, p_retryable, p_outcomes, p_outputs)
@@ -471,7 +480,8 @@ CREATE FUNCTION sluice.job_fail_rows(
           FROM failed x
          WHERE x.state = 'failed'
     )
-    SELECT x.id, x.state, x.run_at FROM failed x;
+    SELECT x.id, x.state, x.run_at::timestamptz FROM failed x;
+END
 $$;
 
 -- A worker's failed attempts. p_retryable[i] false fails the job at once;

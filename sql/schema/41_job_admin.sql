@@ -175,18 +175,23 @@ $$;
 -- had, not counting the attempts it handed back (job_release_many raised
 -- max_attempts for each). A round starts at 0, or at the attempt count of the
 -- dead letter last retried. At least 1, at most 1000 (jobs_max_attempts_range).
+-- PL/pgSQL, as sluice.job_fail_rows (40_job_lifecycle.sql): the statement is
+-- planned once per session rather than at every statement that calls this.
 CREATE FUNCTION sluice.job_retry_round(p_id bigint, p_attempt integer, p_max_attempts integer)
     RETURNS integer
-    LANGUAGE sql STABLE AS $$
-    WITH round AS (
-        SELECT coalesce(max(d.attempts), 0) AS start
-          FROM sluice.dead_letters d
-         WHERE d.job_id = p_id AND d.resolution = 'retried' AND d.attempts <= p_attempt
-    )
-    SELECT least(greatest(p_max_attempts - r.start - (
-               SELECT count(*)::integer FROM sluice.job_attempt_log a
-                WHERE a.job_id = p_id AND a.outcome = 'released' AND a.attempt > r.start), 1), 1000)
-      FROM round r;
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (
+        WITH round AS (
+            SELECT coalesce(max(d.attempts), 0) AS start
+              FROM sluice.dead_letters d
+             WHERE d.job_id = p_id AND d.resolution = 'retried' AND d.attempts <= p_attempt
+        )
+        SELECT least(greatest(p_max_attempts - r.start - (
+                   SELECT count(*)::integer FROM sluice.job_attempt_log a
+                    WHERE a.job_id = p_id AND a.outcome = 'released' AND a.attempt > r.start), 1), 1000)
+          FROM round r);
+END
 $$;
 
 -- Retry failed or cancelled jobs. Each gets a fresh round of attempts (as many

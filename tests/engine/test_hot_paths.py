@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from sluice.core import protocol
 from tests.engine import dataflow
 from tests.engine.notifications import drain, listen, wait_on
-from tests.factories import claim, complete, fetch_job, insert_job, scalar
+from tests.factories import claim, complete, fail, fetch_job, insert_job, scalar
 from tests.factories import rows as dict_rows
 
 LEASE = dt.timedelta(seconds=30)
@@ -259,6 +259,25 @@ async def test_an_insert_wakes_a_waiter_from_its_own_trigger_alone(db, connect):
     assert await drain(listener, db, "sluice_jobs") == ["default"]
 
 
+async def _count_plans(db) -> None:
+    """Count every statement's calls and plans, nested ones too, from now on."""
+    await db.execute("CREATE EXTENSION pg_stat_statements")
+    await db.execute("SET pg_stat_statements.track = 'all'")
+    await db.execute("SET pg_stat_statements.track_planning = on")
+    await db.execute("SELECT pg_stat_statements_reset()")
+
+
+async def _nested_statements(db, calls: int) -> list[dict]:
+    """The statements run inside functions at least `calls` times, with their plans."""
+    return await dict_rows(
+        db,
+        "SELECT query, calls, plans FROM pg_stat_statements"
+        " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        "   AND NOT toplevel AND calls >= %s",
+        calls,
+    )
+
+
 async def test_statements_that_read_every_partition_are_planned_once_per_session(db):
     """A statement that finds jobs by id, not by the partition key, reads every
     day of history too, and planning it takes milliseconds. PL/pgSQL planned
@@ -266,10 +285,7 @@ async def test_statements_that_read_every_partition_are_planned_once_per_session
     them), so the functions that run them keep one generic plan (31_dag.sql,
     "Plans"). Counted by pg_stat_statements over DAG releases, data-flow runs,
     cancels and retries, after the warm-up of five custom plans."""
-    await db.execute("CREATE EXTENSION pg_stat_statements")
-    await db.execute("SET pg_stat_statements.track = 'all'")
-    await db.execute("SET pg_stat_statements.track_planning = on")
-    await db.execute("SELECT pg_stat_statements_reset()")
+    await _count_plans(db)
     rounds = 8
     for _ in range(rounds):
         parent, child = await insert_job(db), await insert_job(db, queue="later")
@@ -292,13 +308,7 @@ async def test_statements_that_read_every_partition_are_planned_once_per_session
         assert (await dataflow.states(db, run_id))["maybe"] == "ready"
         assert await scalar(db, "SELECT sluice.cancel_job(%s)", ids["maybe"])
         assert await scalar(db, "SELECT count(*) FROM sluice.job_retry(%s)", [ids["maybe"]]) == 1
-    stats = await dict_rows(
-        db,
-        "SELECT query, calls, plans FROM pg_stat_statements"
-        " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        "   AND NOT toplevel AND calls >= %s",
-        rounds,
-    )
+    stats = await _nested_statements(db, rounds)
     spanning = [
         s
         for s in stats
@@ -350,3 +360,31 @@ async def test_a_completed_batch_keeps_each_result_and_output_whatever_the_other
     # Another worker's late completion of the same attempts changes nothing.
     again = [protocol.Succeeded(by_id[i], None) for i in ids]
     assert await protocol.job_complete_many(db, worker_id="w2", outcomes=again) == []
+
+
+async def test_failures_and_retries_keep_their_plans(db):
+    """sluice.job_fail_rows and sluice.job_retry_round were SQL functions that
+    cannot be inlined: their statement was planned again at every call (a batch
+    of failures, a retry). As PL/pgSQL they keep a plan for the session.
+    Counted by pg_stat_statements over failures and retries, after the warm-up
+    of five custom plans."""
+    await _count_plans(db)
+    rounds = 8
+    for _ in range(rounds):
+        job_id = await insert_job(db, max_attempts=1)
+        await claim(db, job_id)
+        assert (await fail(db, job_id, retryable=False))["state"] == "failed"
+        assert await scalar(db, "SELECT count(*) FROM sluice.job_retry(%s)", [job_id]) == 1
+    stats = await _nested_statements(db, rounds)
+    found = {
+        name: [(s["calls"], s["plans"]) for s in stats if marker in s["query"]]
+        for name, marker in [
+            ("job_fail_rows", "INSERT INTO sluice.dead_letters"),
+            ("job_retry_round", "FROM round r"),
+        ]
+    }
+    assert all(found.values()), stats
+    assert {name: [c for c in counts if c[1] >= c[0]] for name, counts in found.items()} == {
+        "job_fail_rows": [],
+        "job_retry_round": [],
+    }

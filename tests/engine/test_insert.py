@@ -82,6 +82,8 @@ async def test_a_job_cannot_be_inserted_in_another_state(db, state):
         ({"backoff_max": "-1 second"}, "jobs_backoff_range"),
         ({"backoff_max": "31 days"}, "jobs_backoff_max"),
         ({"parents_failed": -1}, "jobs_parents_failed_valid"),
+        ({"attempt": -1}, "jobs_attempt_valid"),
+        ({"group_id": 1, "map_index": -1}, "jobs_map_index_valid"),
         ({"pending_parents": -1}, "jobs_pending_parents_match_state"),
         ({"timeout": "0 seconds"}, "jobs_timeout_positive"),
         ({"node": "a"}, "jobs_node_in_run"),
@@ -99,6 +101,58 @@ async def test_bad_rows_are_refused_by_a_named_constraint(db, columns, constrain
     assert error.value.diag.constraint_name == constraint
     cur = await db.execute("SELECT count(*) FROM sluice.jobs")
     assert await cur.fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("column", "constraint"),
+    [("attempt", "jobs_attempt_valid"), ("map_index", "jobs_map_index_valid")],
+)
+async def test_an_update_out_of_a_domain_bound_is_refused_by_its_name(db, column, constraint):
+    """attempt and map_index are bounded by their domains (13_jobs.sql), which an
+    UPDATE checks as the former table CHECKs did."""
+    job_id = await insert_job(db, group_id=1, map_index=0)
+    with pytest.raises(psycopg.errors.CheckViolation) as error:
+        await db.execute(f"UPDATE sluice.jobs SET {column} = -1 WHERE id = %s", (job_id,))  # noqa: S608 - our names
+    assert error.value.diag.constraint_name == constraint
+
+
+async def test_single_column_bounds_are_domains_not_table_checks(db):
+    """PostgreSQL rebuilds every table CHECK from its stored text at each INSERT
+    and UPDATE statement (13_jobs.sql): a bound on one column is its domain's,
+    so the table keeps only the CHECKs that compare columns."""
+    single = await scalar(
+        db,
+        "SELECT coalesce(array_agg(conname::text ORDER BY conname), '{}') FROM pg_constraint"
+        " WHERE conrelid = 'sluice.jobs'::regclass AND contype = 'c' AND cardinality(conkey) = 1",
+    )
+    assert single == []
+
+
+async def test_the_engine_insert_setting_is_read_at_every_statement(db):
+    """jobs_before_insert's WHEN clause folds sluice.engine_inserting() once per
+    statement (30_jobs_triggers.sql): the same prepared INSERT is refused, then
+    accepted while the engine's setting is on, then refused again, in one
+    transaction; a DAG run created in between changes nothing for later rows."""
+    blocked = "INSERT INTO sluice.jobs (task, state, pending_parents) VALUES ('noop', 'blocked', 1)"
+
+    async def refused() -> None:
+        with pytest.raises(psycopg.errors.CheckViolation) as error:
+            async with db.transaction():
+                await db.execute(blocked, prepare=True)
+        assert error.value.diag.constraint_name == "jobs_inserted_pending"
+
+    async with db.transaction():
+        await refused()
+        await db.execute("SELECT set_config('sluice.engine_insert', 'on', true)")
+        for _ in range(3):
+            await db.execute(blocked, prepare=True)
+        await db.execute("SELECT set_config('sluice.engine_insert', 'off', true)")
+        await refused()
+        nodes = [{"id": "a", "task": "noop"}, {"id": "b", "task": "noop", "depends_on": ["a"]}]
+        await db.execute("SELECT sluice.dag_run_create('default', %s)", (Jsonb({"nodes": nodes}),))
+        await refused()
+    # The three inserted while the setting was on, and the run's second node.
+    assert await scalar(db, "SELECT count(*) FROM sluice.jobs WHERE state = 'blocked'") == 4
 
 
 async def test_a_valid_notify_is_accepted(db):
