@@ -25,12 +25,15 @@ the others.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
 from msgspec import Struct
 from psycopg import AsyncConnection
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.types.json import Jsonb
 
 from sluice.core.queries import door, sql
@@ -163,6 +166,25 @@ class Decision(Struct):
 # --- claim, renew, complete ---------------------------------------------------------
 
 
+class _JsonbLoader(Loader):
+    """jsonb (text) decoded by msgspec: a claimed job's payload is decoded once per
+    job, and json.loads (psycopg's default) spent ~6 us on an empty object where
+    msgspec spends 0.2. The values are the same (dicts, lists, str, int, float,
+    bool, None, integers of any size); what msgspec refuses (a number beyond a
+    float's range, which json.loads reads as inf) goes to json.loads, so nothing
+    decodes differently. Nesting too deep raises RecursionError in both, which
+    fetch_tolerant turns into an Undecodable as before."""
+
+    def load(self, data: Buffer) -> Any:
+        try:
+            return _decode_json(data)
+        except msgspec.DecodeError:
+            return json.loads(bytes(data))
+
+
+_decode_json = msgspec.json.decode
+
+
 @door("job_claim", ClaimedJob)
 async def job_claim(
     conn: AsyncConnection[Any],
@@ -179,6 +201,8 @@ async def job_claim(
     """Claim up to `limit` ready jobs, leased to `worker_id` for `lease`; the scan
     starts past (after_priority, after_run_at, after_id) when given. With `tasks`,
     only jobs of those tasks (the ones the caller has handlers for)."""
+    # On the connection (a dict assignment), so fetch_tolerant's cursor has it.
+    conn.adapters.register_loader("jsonb", _JsonbLoader)
     jobs = await fetch_tolerant(
         conn,
         sql("job_claim"),
@@ -262,17 +286,28 @@ async def job_complete_many(
     conn: AsyncConnection[Any], *, worker_id: str, outcomes: Sequence[Succeeded]
 ) -> list[int]:
     """Write a batch of successes; answers the ids still this worker's to complete."""
+    results = [o.result for o in outcomes]
+    outputs = [_text(o.output) for o in outcomes]
     return await _column(
         conn,
         "job_complete_many",
         {
             "worker_id": worker_id,
-            "ids": [o.job.id for o in outcomes],
-            "attempts": [o.job.attempt for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "outputs": [_text(o.output) for o in outcomes],
+            "ids": _int_array(o.job.id for o in outcomes),
+            "attempts": _int_array(o.job.attempt for o in outcomes),
+            # A null array for a batch of none: unnest pads it with nulls, the
+            # same values as an array of them, which psycopg dumps in Python.
+            "results": results if any(r is not None for r in results) else None,
+            "outputs": outputs if any(o is not None for o in outputs) else None,
         },
     )
+
+
+def _int_array(values: Iterable[int]) -> str:
+    """Integers as an array literal (PostgreSQL casts it to the parameter's type):
+    a third of what psycopg's list dumping costs, 1.8 us per job of a batch of 256
+    (ids and attempts, in a worker that spends about 26 us per job)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 @door(

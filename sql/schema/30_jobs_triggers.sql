@@ -208,11 +208,31 @@ DECLARE
     v_stopped   bigint[];
     v_runs      bigint[];
     v_notified  bigint[];
+    v_plain     boolean;
 BEGIN
     -- Claims (ready -> running) and lease renewals change nothing this trigger acts
     -- on: when every row is running, skip the join below. A claim is the hottest
     -- UPDATE there is, and this probe costs a fraction of the join.
     IF NOT EXISTS (SELECT 1 FROM new_jobs n WHERE n.state <> 'running') THEN
+        RETURN NULL;
+    END IF;
+    -- Completions of plain jobs (succeeded, none of them was succeeded before; no
+    -- run, no outbox, no map element: the second hottest UPDATE) release
+    -- children and nothing else: they skip the grouping below, two passes over
+    -- the transition tables instead of a hash of both (the same decisions as
+    -- below for such rows: only v_succeeded is set).
+    SELECT bool_and(n.state = 'succeeded' AND n.run_id IS NULL AND n.notify IS NULL
+                    AND n.group_id IS NULL),
+           array_agg(n.id)
+      INTO v_plain, v_succeeded
+      FROM new_jobs n;
+    IF v_plain AND NOT EXISTS (SELECT 1 FROM old_jobs o WHERE o.state = 'succeeded') THEN
+        IF current_setting('sluice.cascading', true) IS DISTINCT FROM 'on' THEN
+            v_runs := sluice.job_release_children(v_succeeded);
+            IF cardinality(v_runs) > 0 THEN
+                PERFORM sluice.dag_run_settle(v_runs);
+            END IF;
+        END IF;
         RETURN NULL;
     END IF;
     -- Each row's old and new state side by side. Grouped by id rather than joined:

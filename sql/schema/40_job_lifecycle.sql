@@ -315,6 +315,19 @@ $$;
 -- it keeps the statement's plan across calls, where a SQL function would plan
 -- this CTE again for every batch.
 --
+-- Always the generic plan (a nested loop over the batch, each job found by its
+-- id). A custom plan, which PL/pgSQL makes for the first five calls in every
+-- session, costs the UPDATE by the statistics of the live partition, which
+-- were taken while no job ran: `worker_id = p_worker_id` then looks like one
+-- row, and below about 25,000 live jobs a sequential scan of the partition
+-- joined to the batch by a nested loop looked cheaper than a batch of index
+-- lookups. It compared every running job with every job of the batch (65,536
+-- comparisons for 256 jobs, 768 x 768 for a larger one): a fresh worker's first
+-- completions took 30-120 ms each, and in `bench drain` of 20,000 jobs they
+-- were most of PostgreSQL's CPU per job. The generic plan does not read the
+-- statistics of worker_id or the batch's size: it looks jobs up by id at any
+-- size of either.
+--
 -- A result larger than sluice.max_result_bytes() (its stored size) is not
 -- kept: that attempt fails the job at once (a retry cannot shrink it), with
 -- an error naming both sizes, and its id is not in the answer.
@@ -322,7 +335,7 @@ CREATE FUNCTION sluice.job_complete_many_once(
     p_worker_id text, p_ids bigint[], p_attempts integer[], p_results jsonb[],
     p_outputs text[] DEFAULT NULL
 ) RETURNS SETOF bigint
-    LANGUAGE plpgsql AS $$
+    LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_limit bigint;
 BEGIN

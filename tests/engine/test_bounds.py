@@ -322,3 +322,37 @@ async def test_a_child_created_after_its_parents_completion_began_is_released_re
             await creator.execute("INSERT INTO sluice.job_edges VALUES (%s, %s)", (parent, child))
         assert await complete(completer, parent)
     assert (await fetch_job(db, child))["state"] == "ready"
+
+
+async def test_a_claimed_payload_decodes_as_json_would_whatever_it_holds(db):
+    """The claim decodes payloads with msgspec (protocol._JsonbLoader); every value
+    PostgreSQL stores must come out as json.loads made it, the numbers msgspec
+    refuses included: 400 digits with a fraction (past a float's range, read as
+    inf), integers of any size, -0, exponents jsonb writes out in full."""
+    payloads = [
+        "{}",
+        '{"big": 1' + "0" * 400 + ".5}",
+        '{"neg": -1' + "0" * 400 + ".5}",
+        '{"int": 123456789012345678901234567890, "tiny": 1e-300, "exp": 1.5e300}',
+        '{"zero": -0, "f": -0.0, "n": null, "b": [true, false]}',
+        '{"s": "\\u00e9\\ud83d\\ude00 \\t\\n\\""}',
+        nested(100),
+    ]
+    ids = [
+        await scalar(
+            db, "INSERT INTO sluice.jobs (task, payload) VALUES ('noop', %s) RETURNING id", p
+        )
+        for p in payloads
+    ]
+    stored = {
+        r["id"]: json.loads(r["text"])
+        for r in await rows(db, "SELECT id, payload::text AS text FROM sluice.jobs")
+    }
+    jobs = await protocol.job_claim(
+        db, worker_id=WORKER, queues=["default"], limit=10, lease=dt.timedelta(seconds=30)
+    )
+    assert sorted(job.id for job in jobs) == sorted(ids)
+    for job in jobs:
+        assert job.problem is None
+        assert job.payload == stored[job.id]
+        assert json.dumps(job.payload) == json.dumps(stored[job.id])  # same types, not just equal

@@ -55,6 +55,24 @@ async def test_child_is_released_in_the_transaction_of_its_last_parent(db, conne
     assert await states(other, c) == ["ready"]
 
 
+async def test_a_succeeded_parent_written_again_does_not_count_twice(db):
+    """jobs_after_update's fast path for completions of plain jobs must tell a
+    job that became succeeded from one that already was: a second write of a
+    succeeded parent (a result corrected by hand, a batch of them) releases
+    nothing, or a child of two parents would run after one of them."""
+    a, b, c = [await insert_job(db) for _ in range(3)]
+    await edge(db, a, c)
+    await edge(db, b, c)
+    await run_to_success(db, a)
+    assert (await fetch_job(db, c))["pending_parents"] == 1
+    await db.execute("UPDATE sluice.jobs SET result = '{\"fixed\": true}' WHERE id = %s", (a,))
+    await db.execute("UPDATE sluice.jobs SET finished_at = finished_at WHERE id = ANY(%s)", ([a],))
+    assert await states(db, c) == ["blocked"]
+    assert (await fetch_job(db, c))["pending_parents"] == 1
+    await run_to_success(db, b)
+    assert await states(db, c) == ["ready"]
+
+
 async def test_released_child_with_a_future_run_at_is_scheduled(db):
     a = await insert_job(db)
     b = await insert_job(db, run_at="2999-01-01")

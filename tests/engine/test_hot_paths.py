@@ -182,6 +182,34 @@ async def test_releasing_children_and_reading_their_inputs_never_scan_the_jobs_t
         assert await _seq_scans_of_jobs(db) == before
 
 
+async def test_a_fresh_sessions_first_completions_find_their_jobs_by_id(db, connect):
+    """A worker's first completions in a session used to get custom plans, costed
+    by statistics taken while no job ran (`worker_id = ...` looked like one row):
+    below some 25,000 live jobs that was a scan of the live partition nested
+    with the batch, 256 x 256 comparisons, 30-120 ms a batch, most of
+    PostgreSQL's CPU in a drain of 20,000 jobs. Each batch must find its jobs
+    by id, from the session's first call on."""
+    await db.execute("INSERT INTO sluice.jobs (task) SELECT 'noop' FROM generate_series(1, 20000)")
+    await db.execute("ANALYZE sluice.jobs")
+    cur = await db.execute(
+        "SELECT id, attempt FROM sluice.job_claim('w1', '{default}', 512, '1 minute')"
+    )
+    claimed = await cur.fetchall()
+    assert len(claimed) == 512
+    worker = await connect(autocommit=True)
+    for batch in (claimed[:256], claimed[256:]):
+        async with worker.transaction():
+            before = await _seq_scans_of_jobs(worker)
+            cur = await worker.execute(
+                "SELECT * FROM sluice.job_complete_many('w1', %s, %s, %s::jsonb[])",
+                ([i for i, _ in batch], [a for _, a in batch], [None] * len(batch)),
+            )
+            assert sorted(r[0] for r in await cur.fetchall()) == sorted(i for i, _ in batch)
+            assert await _seq_scans_of_jobs(worker) == before
+    cur = await db.execute("SELECT count(*) FROM sluice.jobs WHERE state = 'succeeded'")
+    assert (await cur.fetchone())[0] == 512
+
+
 @pytest.mark.parametrize(
     ("function", "column", "bad", "constraint"),
     [
@@ -300,6 +328,38 @@ async def _elements(db, mapped: int) -> list[int]:
         db, "SELECT id FROM sluice.jobs WHERE group_id = %s ORDER BY map_index", mapped
     )
     return [r["id"] for r in found]
+
+
+async def test_a_completed_batch_keeps_each_result_and_output_whatever_the_others_hold(db):
+    """job_complete_many's door sends ids and attempts as array literals, and a
+    batch without results (or outputs) as a null array: each job must still get
+    its own result and attempt log row, and the others none."""
+    ids = [await insert_job(db) for _ in range(5)]
+    jobs = await protocol.job_claim(db, worker_id="w1", queues=["default"], limit=5, lease=LEASE)
+    by_id = {job.id: job for job in jobs}
+    plain = [protocol.Succeeded(by_id[i], None) for i in ids[:2]]
+    assert sorted(await protocol.job_complete_many(db, worker_id="w1", outcomes=plain)) == ids[:2]
+    mixed = [
+        protocol.Succeeded(by_id[ids[2]], '{"n": 2}'),
+        protocol.Succeeded(by_id[ids[3]], None, "printed\n"),
+        protocol.Succeeded(by_id[ids[4]], None),
+    ]
+    assert sorted(await protocol.job_complete_many(db, worker_id="w1", outcomes=mixed)) == ids[2:]
+    found = await dict_rows(
+        db, "SELECT id, state::text, result FROM sluice.jobs WHERE id = ANY(%s)", ids
+    )
+    assert {r["id"]: (r["state"], r["result"]) for r in found} == {
+        ids[0]: ("succeeded", None),
+        ids[1]: ("succeeded", None),
+        ids[2]: ("succeeded", {"n": 2}),
+        ids[3]: ("succeeded", None),
+        ids[4]: ("succeeded", None),
+    }
+    logged = await dict_rows(db, "SELECT job_id, output FROM sluice.job_attempt_log")
+    assert [(r["job_id"], r["output"]) for r in logged] == [(ids[3], "printed\n")]
+    # Another worker's late completion of the same attempts changes nothing.
+    again = [protocol.Succeeded(by_id[i], None) for i in ids]
+    assert await protocol.job_complete_many(db, worker_id="w2", outcomes=again) == []
 
 
 async def test_failures_and_retries_keep_their_plans(db):
