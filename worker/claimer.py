@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 import psycopg
 from psycopg import errors
@@ -175,12 +176,13 @@ class Claimer:
                 try:
                     if self._unanswered:
                         await self._hand_back_unanswered()
-                    rows = await self._claim(free)
+                    rows = await self._claim(free, self._start)
                 except errors.SerializationFailure as exc:
                     # Rolled back whole: a row the claim's snapshot saw was moved to
-                    # history meanwhile (docs/state-machine.md, "Moved rows"), more
-                    # often than job_claim retries it itself. Nothing was claimed and
-                    # nothing is wrong: claim again at once, without the back-off.
+                    # history meanwhile (docs/state-machine.md, "Moved rows"). The
+                    # worker's claim (job_claim_once) leaves this retry to us rather
+                    # than pay a subtransaction on every claim. Nothing was claimed
+                    # and nothing is wrong: claim again at once, without the back-off.
                     self.claiming = False
                     self._pending = True
                     log.debug("claim met a moved row, claiming again: %s", error_line(exc))
@@ -205,8 +207,6 @@ class Claimer:
                     continue
                 self.claiming = False
                 error_delay = 0.1
-                if rows:
-                    self.claimed += self._executor.start(rows)
                 if len(rows) >= free:
                     # Full: the next claim follows without a NOTIFY.
                     self._pending = True
@@ -297,7 +297,14 @@ class Claimer:
         self._waiting = self._armed = False
         self.catch_up()
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    def _start(self, jobs: list[ClaimedJob]) -> None:
+        self.claimed += self._executor.start(jobs)
+
+    async def _claim(
+        self, limit: int, hand_over: Callable[[list[ClaimedJob]], None] | None = None
+    ) -> list[ClaimedJob]:
+        """Claim up to `limit` jobs; with `hand_over`, pass them to it (to start them)
+        as soon as they are in, before anything else is done."""
         after, resets = self._after, self._resets
         async with pooled(self._pool) as conn:
             jobs = await protocol.job_claim(
@@ -311,6 +318,13 @@ class Claimer:
                 after_id=None if after is None else after.id,
                 tasks=self._tasks,
             )
+            if jobs and hand_over is not None:
+                # The jobs' tasks take their first step (a handler's first line) before
+                # the connection goes back to the pool and this loop does its
+                # bookkeeping: that is on the way from an INSERT to its handler
+                # starting, they are not (issue 15).
+                hand_over(jobs)
+                await asyncio.sleep(0)
         if resets == self._resets:
             # A full batch from one named queue: the next claim may start past it. A short
             # one may have passed over jobs another claimer held: start at the head.

@@ -103,15 +103,22 @@ class Listener:
     async def _receive(self, conn: psycopg.AsyncConnection) -> None:
         while True:
             async for note in conn.notifies(timeout=self._check_interval):
-                self._dispatch(note)
+                if self._dispatch(note):
+                    # Let the claim this wake-up scheduled go out before this task
+                    # waits on the connection again: re-arming psycopg's wait is a
+                    # step of Python the claim need not queue behind (issue 15).
+                    await asyncio.sleep(0)
             # Quiet for a while: make sure the connection is still there.
             await AsyncConnectionPool.check_connection(conn)
 
-    def _dispatch(self, note: psycopg.Notify) -> None:
+    def _dispatch(self, note: psycopg.Notify) -> bool:
+        """Hand `note` to its callback; True for a wake-up (jobs channel)."""
         if note.channel == JOBS_CHANNEL:
             self._on_jobs(note.payload)
-        elif self_test_token(note.payload) is None:  # another process's self-test: not ours
+            return True
+        if self_test_token(note.payload) is None:  # another process's self-test: not ours
             self._control(note.payload)
+        return False
 
     def _control(self, payload: str) -> None:
         try:

@@ -14,14 +14,23 @@
 -- the first run goes on, and the job would run twice because of a failover.
 -- Measured locally with a synchronous standby: +3.4 ms per claim of one job
 -- (0.34 -> 3.7 ms median), a quarter fewer jobs/s in a drain (docs/scaling.md).
+--
+-- The worker calls job_claim_once, not job_claim: one PL/pgSQL frame and no
+-- subtransaction. A claim that meets a row moved to history (40001, see
+-- sluice.job_claim) fails whole, nothing claimed, and the claimer claims again
+-- at once (worker/claimer.py), which is what job_claim's subtransaction does in
+-- the database. The subtransaction and the second frame were a fifth of a
+-- one-job claim's backend CPU (460 -> 373 us, alternated runs), on the path from
+-- an INSERT to its handler starting (issue 15).
 -- name: job_claim :many
 SELECT c.*
   FROM set_config('synchronous_commit',
                   CASE current_setting('synchronous_standby_names')
                        WHEN '' THEN 'off' ELSE 'remote_write' END,
                   true) AS s,
-       sluice.job_claim(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
-                        %(after_priority)s, %(after_run_at)s, %(after_id)s, %(tasks)s) AS c;
+       sluice.job_claim_once(%(worker_id)s, %(queues)s, %(limit)s, %(lease)s,
+                             %(after_priority)s, %(after_run_at)s, %(after_id)s,
+                             %(tasks)s) AS c;
 
 -- The parents' results of claimed nodes whose claim left them out (together over
 -- sluice.inline_parents_bytes, the claim answers {"_omitted": true}): one query
