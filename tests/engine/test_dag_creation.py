@@ -244,6 +244,38 @@ async def test_claiming_nodes_of_a_new_run_reads_their_parents_by_id(db):
     assert fetched < 100 * 10, f"{fetched} job rows read to claim 100 nodes"
 
 
+async def test_claiming_nodes_reads_their_parents_by_id_under_stale_statistics(db):
+    """Statistics of sluice.jobs_live taken while it held only plain jobs (no
+    run_id) outlive those jobs: TRUNCATE, and ANALYZE of the emptied table, keep them. The
+    planner then took the run_id index (every DAG job of the table, filtered on
+    id) for each claimed node's parents: a fan-in of 10,000 ran 5-10x slower
+    until autovacuum analyzed the table again, in the middle of a run or not
+    (300,000 rows read here). What the claim itself reads under these
+    statistics, one pass over the run's jobs per claim (3,200), is allowed."""
+    await db.execute(
+        "INSERT INTO sluice.jobs (task, payload) SELECT 'noop', '{}' FROM generate_series(1, 2000)"
+    )
+    await db.execute("ANALYZE sluice.jobs")
+    await db.execute("TRUNCATE sluice.jobs CASCADE")
+    width = 3000
+    run_id = await scalar(db, CREATE, fan(width))
+    found = await nodes(db, run_id)
+    await claim(db, found["root"]["id"])
+    assert await complete(db, found["root"]["id"])
+    read = (
+        "SELECT sum(coalesce(idx_tup_fetch, 0) + seq_tup_read) FROM pg_stat_xact_user_tables"
+        " WHERE relid IN (SELECT sluice.jobs_partitions())"
+    )
+    async with db.transaction():
+        before = await scalar(db, read)
+        claimed = await rows(
+            db, "SELECT id FROM sluice.job_claim('w', '{default}', 100, '1 minute')"
+        )
+        fetched = await scalar(db, read) - before
+    assert len(claimed) == 100
+    assert fetched < 100 * 10 + 2 * width, f"{fetched} job rows read to claim 100 nodes"
+
+
 # Children listed before their parents, as a SQL caller may write them: the
 # API sorts parents first, dag_run_create must not rely on it.
 REVERSED_CHAIN = [
