@@ -179,10 +179,10 @@ class Claimer:
                     rows = await self._claim(free, self._start)
                 except errors.SerializationFailure as exc:
                     # Rolled back whole: a row the claim's snapshot saw was moved to
-                    # history meanwhile (docs/state-machine.md, "Moved rows"). The
-                    # worker's claim (job_claim_once) leaves this retry to us rather
-                    # than pay a subtransaction on every claim. Nothing was claimed
-                    # and nothing is wrong: claim again at once, without the back-off.
+                    # history meanwhile (docs/state-machine.md, "Moved rows"), more
+                    # often than protocol.job_claim runs it again itself. Nothing was
+                    # claimed and nothing is wrong: claim again at once, without the
+                    # back-off.
                     self.claiming = False
                     self._pending = True
                     log.debug("claim met a moved row, claiming again: %s", error_line(exc))

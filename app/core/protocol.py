@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 
 import msgspec
 from msgspec import Struct
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, errors
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from sluice.core.queries import door, sql
@@ -203,21 +204,34 @@ async def job_claim(
     only jobs of those tasks (the ones the caller has handlers for)."""
     # On the connection (a dict assignment), so fetch_tolerant's cursor has it.
     conn.adapters.register_loader("jsonb", _JsonbLoader)
-    jobs = await fetch_tolerant(
-        conn,
-        sql("job_claim"),
-        {
-            "worker_id": worker_id,
-            "queues": queues,
-            "limit": limit,
-            "lease": lease,
-            "after_priority": after_priority,
-            "after_run_at": after_run_at,
-            "after_id": after_id,
-            "tasks": tasks,
-        },
-        ClaimedJob,
-    )
+    params = {
+        "worker_id": worker_id,
+        "queues": queues,
+        "limit": limit,
+        "lease": lease,
+        "after_priority": after_priority,
+        "after_run_at": after_run_at,
+        "after_id": after_id,
+        "tasks": tasks,
+    }
+    rounds = 1
+    while True:
+        try:
+            jobs = await fetch_tolerant(conn, sql("job_claim"), params, ClaimedJob)
+            break
+        except errors.SerializationFailure:
+            # A row the claim's snapshot saw as ready was moved to history meanwhile
+            # (docs/state-machine.md, "Moved rows"): the statement (job_claim_once,
+            # which has no subtransaction to retry in) failed whole and claimed
+            # nothing. Run it again with a new snapshot, as sluice.job_claim does in
+            # the database; not inside a caller's transaction, which is aborted, and
+            # as many times as sluice.moved_row_retry allows.
+            if (
+                rounds >= _MOVED_ROW_ROUNDS
+                or conn.info.transaction_status != TransactionStatus.IDLE
+            ):
+                raise
+            rounds += 1
     omitted = [job.id for job in jobs if job.parents == OMITTED_PARENTS]
     if not omitted:
         return jobs
@@ -227,6 +241,9 @@ async def job_claim(
         for job in jobs
     ]
 
+
+#: How many times job_claim runs a claim that met a moved row (sluice.moved_row_retry's bound).
+_MOVED_ROW_ROUNDS = 10
 
 #: What the claim answers for parents' results too large to send with it.
 OMITTED_PARENTS = {"_omitted": True}

@@ -17,9 +17,9 @@
 --
 -- The worker calls job_claim_once, not job_claim: one PL/pgSQL frame and no
 -- subtransaction. A claim that meets a row moved to history (40001, see
--- sluice.job_claim) fails whole, nothing claimed, and the claimer claims again
--- at once (worker/claimer.py), which is what job_claim's subtransaction does in
--- the database. The subtransaction and the second frame were a fifth of a
+-- sluice.job_claim) fails whole, nothing claimed, and its door
+-- (protocol.job_claim) runs it again at once, which is what job_claim's
+-- subtransaction does in the database. The subtransaction and the second frame were a fifth of a
 -- one-job claim's backend CPU (460 -> 373 us, alternated runs), on the path from
 -- an INSERT to its handler starting (issue 15).
 -- name: job_claim :many

@@ -208,8 +208,8 @@ $$;
 -- whose snapshot still sees a job as ready that another worker has since
 -- claimed and completed (moved to history) fails with 40001 even in READ
 -- COMMITTED; run again, its new snapshot no longer sees that job. The claim to
--- call from SQL. The worker calls job_claim_once itself and claims again on
--- 40001 (sql/queries/jobs.sql): the subtransaction this retry needs, and the
+-- call from SQL. The worker calls job_claim_once itself and its door runs it
+-- again on 40001 (sql/queries/jobs.sql): the subtransaction this retry needs, and the
 -- second frame, cost a one-job claim a fifth of its backend CPU.
 CREATE FUNCTION sluice.job_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease interval,

@@ -10,12 +10,14 @@ hangs off their jobs, and a row moved to history under a concurrent statement
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from sluice.core import protocol
 from sluice.worker.pruner import Pruner
 from tests.engine.test_races import together
 from tests.factories import (
@@ -409,19 +411,30 @@ async def claim_ids(conn, limit=3):
     ]
 
 
+async def door_claim_ids(conn, limit=3):
+    """The worker's claim: job_claim_once through its door, which runs it again
+    on a moved row."""
+    jobs = await protocol.job_claim(
+        conn, worker_id=WORKER, queues=["race"], limit=limit, lease=dt.timedelta(minutes=1)
+    )
+    return [job.id for job in jobs]
+
+
 @pytest.mark.slow
-async def test_claims_racing_a_claim_and_completion_never_fail_nor_claim_twice(db, connect):
+@pytest.mark.parametrize("claim", [claim_ids, door_claim_ids], ids=["sql", "door"])
+async def test_claims_racing_a_claim_and_completion_never_fail_nor_claim_twice(db, connect, claim):
     """Two claimers and a third client that claims and completes in one
     transaction, released together on the same few jobs: a claimer whose
     snapshot still sees a job as ready finds it moved to history (40001 inside
-    job_claim, which runs its statement again); no caller sees an error, and
-    every job is claimed once."""
+    job_claim, which runs its statement again; or inside job_claim_once, the
+    worker's claim, whose door protocol.job_claim runs it again); no caller sees
+    an error, and every job is claimed once."""
     one, two, three = await connect(), await connect(), await connect()
     taken: dict[str, list[int]] = {"one": [], "two": [], "three": []}
     errors = []
 
     async def claim_into(conn, name):
-        taken[name] += await claim_ids(conn)
+        taken[name] += await claim(conn)
 
     async def claim_and_complete(conn):
         async with conn.transaction():
@@ -454,6 +467,38 @@ async def test_claims_racing_a_claim_and_completion_never_fail_nor_claim_twice(d
     every = taken["one"] + taken["two"] + taken["three"]
     assert len(every) == len(set(every)) == 3 * ROUNDS
     assert await scalar(db, "SELECT max(attempt) FROM sluice.jobs WHERE queue = 'race'") == 1
+
+
+async def test_the_claim_door_runs_a_claim_that_met_a_moved_row_again_outside_a_transaction(
+    db, connect, monkeypatch
+):
+    """protocol.job_claim on a connection in no transaction: a claim that failed
+    with 40001 (claimed nothing) is run again and answers the job. Inside the
+    caller's transaction, which the failure aborted, the error goes to the caller."""
+    real = protocol.fetch_tolerant
+    failures: list[int] = []
+
+    async def moved_once(conn, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            await conn.execute(
+                "DO $$BEGIN RAISE EXCEPTION USING ERRCODE = 'serialization_failure',"
+                " MESSAGE = 'tuple to be locked was already moved to another partition'; END$$"
+            )
+        return await real(conn, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "fetch_tolerant", moved_once)
+    job_id = await insert_job(db, queue="race")
+    assert await door_claim_ids(await connect(autocommit=True)) == [job_id]
+    assert failures == [1]
+
+    failures.clear()
+    await insert_job(db, queue="race")
+    inside = await connect(autocommit=False)
+    with pytest.raises(psycopg.errors.SerializationFailure):
+        await door_claim_ids(inside)
+    await inside.rollback()
+    assert failures == [1]
 
 
 async def test_a_repeatable_read_claim_whose_snapshot_saw_a_moved_row_fails_with_40001(db, connect):
