@@ -225,29 +225,14 @@ async def test_claiming_nodes_of_a_new_run_reads_their_parents_by_id(db):
     created (no statistics yet, nodes blocked) the planner once hashed every
     DAG job of the table for each claimed node: the claim must read a few rows
     per node, whatever the run's size."""
-    width = 3000
-    run_id = await scalar(db, CREATE, fan(width))
-    found = await nodes(db, run_id)
-    await claim(db, found["root"]["id"])
-    assert await complete(db, found["root"]["id"])
-    read = (
-        "SELECT sum(coalesce(idx_tup_fetch, 0) + seq_tup_read) FROM pg_stat_xact_user_tables"
-        " WHERE relid IN (SELECT sluice.jobs_partitions())"
-    )
-    async with db.transaction():
-        before = await scalar(db, read)
-        claimed = await rows(
-            db, "SELECT id FROM sluice.job_claim('w', '{default}', 100, '1 minute')"
-        )
-        fetched = await scalar(db, read) - before
-    assert len(claimed) == 100
+    fetched = await rows_read_to_claim_100_nodes(db, width=3000)
     assert fetched < 100 * 10, f"{fetched} job rows read to claim 100 nodes"
 
 
 async def test_claiming_nodes_reads_their_parents_by_id_under_stale_statistics(db):
     """Statistics of sluice.jobs_live taken while it held only plain jobs (no
-    run_id) outlive those jobs: TRUNCATE, and ANALYZE of the emptied table, keep them. The
-    planner then took the run_id index (every DAG job of the table, filtered on
+    run_id) outlive those jobs: TRUNCATE, and ANALYZE of the emptied table, keep
+    them. The planner then took the run_id index (every DAG job of the table, filtered on
     id) for each claimed node's parents: a fan-in of 10,000 ran 5-10x slower
     until autovacuum analyzed the table again, in the middle of a run or not
     (300,000 rows read here). What the claim itself reads under these
@@ -258,6 +243,13 @@ async def test_claiming_nodes_reads_their_parents_by_id_under_stale_statistics(d
     await db.execute("ANALYZE sluice.jobs")
     await db.execute("TRUNCATE sluice.jobs CASCADE")
     width = 3000
+    fetched = await rows_read_to_claim_100_nodes(db, width=width)
+    assert fetched < 100 * 10 + 2 * width, f"{fetched} job rows read to claim 100 nodes"
+
+
+async def rows_read_to_claim_100_nodes(db, *, width: int) -> int:
+    """Create a fan of `width` nodes, run its root, and claim 100 nodes in one
+    statement: the job rows that claim read (index fetches and scanned rows)."""
     run_id = await scalar(db, CREATE, fan(width))
     found = await nodes(db, run_id)
     await claim(db, found["root"]["id"])
@@ -273,7 +265,7 @@ async def test_claiming_nodes_reads_their_parents_by_id_under_stale_statistics(d
         )
         fetched = await scalar(db, read) - before
     assert len(claimed) == 100
-    assert fetched < 100 * 10 + 2 * width, f"{fetched} job rows read to claim 100 nodes"
+    return fetched
 
 
 # Children listed before their parents, as a SQL caller may write them: the
