@@ -352,8 +352,12 @@ async def prepared_on(conn: psycopg.AsyncConnection) -> int:
 
 
 async def run_jobs(db, count: int) -> None:
-    ids = [await insert_job(db, "echo", payload={"n": n}) for n in range(count)]
-    for job in ids:
+    """Run `count` jobs one after another: each is inserted once the one before has
+    succeeded, so each takes a claim and a completion of its own (jobs inserted
+    together may share one, and a statement run fewer than PREPARE_THRESHOLD + 1
+    times is never prepared)."""
+    for n in range(count):
+        job = await insert_job(db, "echo", payload={"n": n})
         await wait_state(db, job, "succeeded", within=30)
 
 
