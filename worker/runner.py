@@ -135,13 +135,24 @@ class Worker:
             # Its waiter rows went with the old row.
             self.claimer.forget_waiting()
 
-    async def _register_first(self, writer: Writer) -> None:
+    async def _register_first(self, writer: Writer, first_claim_sent: asyncio.Event) -> None:
+        # One step behind the pool's opening, whose workers then start its connection
+        # first: the first claim waits for that one.
+        await asyncio.sleep(0)
         async with writer.connection() as conn:
+            # Connected at once, so a wrong URL or a database that is not there ends
+            # the worker at once; the statement once the first claim is sent, so that
+            # neither its round trip nor the server's work on it (a fresh backend's
+            # first statement: catalog lookups, the function's compilation) comes
+            # before the claim's.
+            await first_claim_sent.wait()
             await self._register(conn)
 
-    async def _connect(self, writer: Writer) -> tuple[Any, asyncio.Task[None]]:
-        """Open the pool while the worker row is registered on the writer's connection;
-        answer the pool and the registration, which may still be in flight.
+    async def _connect(
+        self, writer: Writer, first_claim_sent: asyncio.Event
+    ) -> tuple[Any, asyncio.Task[None]]:
+        """Open the pool while the writer's connection opens; answer the pool and the
+        registration, which waits for `first_claim_sent` to register the worker row.
 
         The first claim waits for the pool only. Nothing it relies on needs the row:
         job_claim filters by the tasks it is given (p_tasks), not by the row's
@@ -171,7 +182,9 @@ class Worker:
             ),
             name="sluice-open-pool",
         )
-        registration = asyncio.create_task(self._register_first(writer), name="sluice-register")
+        registration = asyncio.create_task(
+            self._register_first(writer, first_claim_sent), name="sluice-register"
+        )
         try:
             # A registration that fails first fails at once: the pool would wait its
             # whole timeout for a database that is not there.
@@ -205,7 +218,7 @@ class Worker:
         )
         writer = Writer(self._url, prepare=self._prepare)
         try:
-            pool, registration = await self._connect(writer)
+            pool, registration = await self._connect(writer, first_claim_sent)
         except BaseException:
             await writer.close()
             if probing is not None:
@@ -322,7 +335,7 @@ class Worker:
             for name, error in crashed.items():
                 if error is not refused:  # that one is the worker's own error, raised below
                     log.error("worker part %s crashed; stopping", name, exc_info=error)
-            await self._shutdown(tasks, writer)
+            await self._shutdown(tasks, writer, row=refused is None)
             if refused is not None:
                 # The database refused the worker row (an unmigrated database): its own error.
                 raise refused
@@ -330,7 +343,9 @@ class Worker:
                 name, error = next(iter(crashed.items()))
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
-            await cancel_and_wait([*tasks.values(), *([probing] if probing else [])])
+            # The registration too: it waits for the first claim, which a part that
+            # failed before it (the metrics port) never sends.
+            await cancel_and_wait([*tasks.values(), registration, *([probing] if probing else [])])
             if keeper_start is not None:
                 keeper_start.cancel()  # not started yet: never start it now
             if self.keeper is not None:
@@ -362,7 +377,12 @@ class Worker:
         self.started.set()
         await heartbeat
 
-    async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], writer: Writer) -> None:
+    async def _shutdown(
+        self, tasks: dict[str, asyncio.Task[None]], writer: Writer, *, row: bool = True
+    ) -> None:
+        """Stop every part without losing a job; mark the worker row stopped unless
+        `row` is False (the database refused the row: nothing to mark, and the
+        worker's error is the registration's)."""
         s = self.settings
         assert self.claimer and self.executor and self.completer and self.keeper
         self._stopping = True
@@ -409,11 +429,12 @@ class Worker:
         await cancel_and_wait([tasks.pop("heartbeat")])
         if self.maintenance is not None:
             await self.maintenance.resign()
-        try:
-            async with writer.connection() as conn:
-                await protocol.worker_stop(conn, id=self.id)
-        except TRANSIENT as exc:
-            log.warning("could not mark the worker stopped: %s", describe(exc))
+        if row:
+            try:
+                async with writer.connection() as conn:
+                    await protocol.worker_stop(conn, id=self.id)
+            except TRANSIENT as exc:
+                log.warning("could not mark the worker stopped: %s", describe(exc))
         log.info("worker %s stopped", self.id)
 
     async def _until_hurried(self, aws: list[asyncio.Task[None]], deadline: float) -> None:

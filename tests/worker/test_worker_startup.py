@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from sluice.core import db as sluice_db
+from sluice.core import protocol
 from sluice.core.db import PREPARED
 from sluice.core.embedded import free_port
 from sluice.worker.runner import Worker
@@ -433,3 +434,51 @@ async def test_a_probe_that_fails_leaves_statements_unprepared_and_is_tried_agai
         worker.stop(hurry=True)
         await asyncio.wait_for(run, 30)
         PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved
+
+
+# --- the registration after the first claim -----------------------------------------
+
+
+async def test_the_first_claim_is_sent_before_the_worker_row_is_registered(
+    database_url, db, monkeypatch
+):
+    """The writer's connection opens beside the pool's, but the registration's
+    statement waits until the first claim is sent: neither its round trip nor the
+    server's work on it (a fresh backend's first statement) comes first (issue 15)."""
+    sent: list[str] = []
+    claim, register = protocol.job_claim, protocol.worker_register
+
+    async def claiming(*args: Any, **kwargs: Any) -> Any:
+        sent.append("claim")
+        return await claim(*args, **kwargs)
+
+    async def registering(*args: Any, **kwargs: Any) -> Any:
+        sent.append("register")
+        return await register(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "job_claim", claiming)
+    monkeypatch.setattr(protocol, "worker_register", registering)
+    job = await insert_job(db, "echo", payload={"n": 1})
+    worker = Worker(worker_settings(), database_url)
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.started.wait(), 30)
+        await wait_state(db, job, "succeeded")
+        assert sent[:2] == ["claim", "register"]
+    finally:
+        worker.stop(hurry=True)
+        await asyncio.wait_for(run, 30)
+
+
+def test_sluice_worker_on_an_unmigrated_database_says_so(database_url):
+    """No sluice schema at all: the worker ends with the usual advice (it printed
+    a traceback for this one), and exits without trying to mark a row stopped."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA sluice CASCADE")
+    proc = sluice_worker(database_url)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "Error: cannot use the database postgresql://" in out
+    assert 'schema "sluice" does not exist' in out
+    assert "Is it running, and is its schema migrated (`sluice migrate`)?" in out
+    assert "Traceback" not in out
