@@ -8,10 +8,9 @@
 -- jobs_wake_waiters, 48_waiters.sql) do not run for claims. Neither has
 -- anything to do for one (a claim's rows are all `running`, none ended), and
 -- running them was a good part of a claim's backend CPU (40_job_lifecycle.sql,
--- job_claim_once). A trigger added
--- here that must see claims goes on sluice.jobs_live (a row trigger on
--- sluice.jobs is cloned to it and fires too); tests/engine/test_claim.py
--- checks that claims call neither.
+-- job_claim_once). A statement trigger added here that must see claims goes on
+-- sluice.jobs_live (a row trigger on sluice.jobs is cloned to it and fires
+-- for claims too); tests/engine/test_claim.py checks that claims call neither.
 
 -- A new job is `ready`, or `scheduled` when its run_at is in the future. The WHEN
 -- clause keeps the common case (ready now, no state given) free of a function call.
