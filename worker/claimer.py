@@ -108,6 +108,9 @@ class Claimer:
         self.notified = 0
         #: A claim is in flight (a pause that arrives now applies to the next one).
         self.claiming = False
+        #: Set once the first claim has answered or failed: the worker's start-up
+        #: opens its other connections then, not while the claim runs.
+        self.answered = asyncio.Event()
 
     @property
     def armed(self) -> bool:
@@ -205,6 +208,8 @@ class Claimer:
                     await asyncio.sleep(error_delay)
                     error_delay = min(error_delay * 2, 5.0)
                     continue
+                finally:
+                    self.answered.set()
                 self.claiming = False
                 error_delay = 0.1
                 if len(rows) >= free:

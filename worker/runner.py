@@ -135,13 +135,24 @@ class Worker:
             # Its waiter rows went with the old row.
             self.claimer.forget_waiting()
 
-    async def _register_first(self, writer: Writer) -> None:
+    async def _register_first(self, writer: Writer, first_claim_done: asyncio.Event) -> None:
+        # One step behind the pool's opening, whose workers then start its connection
+        # first: the first claim waits for that one.
+        await asyncio.sleep(0)
         async with writer.connection() as conn:
+            # Connected at once, so a wrong URL or a database that is not there ends
+            # the worker at once; the statement once the first claim has answered, so
+            # that neither its round trip nor the server's work on it (a fresh
+            # backend's first statement: catalog lookups, the function's compilation)
+            # comes before the claim or competes with it.
+            await first_claim_done.wait()
             await self._register(conn)
 
-    async def _connect(self, writer: Writer) -> tuple[Any, asyncio.Task[None]]:
-        """Open the pool while the worker row is registered on the writer's connection;
-        answer the pool and the registration, which may still be in flight.
+    async def _connect(
+        self, writer: Writer, first_claim_done: asyncio.Event
+    ) -> tuple[Any, asyncio.Task[None]]:
+        """Open the pool while the writer's connection opens; answer the pool and the
+        registration, which waits for `first_claim_done` to register the worker row.
 
         The first claim waits for the pool only. Nothing it relies on needs the row:
         job_claim filters by the tasks it is given (p_tasks), not by the row's
@@ -152,8 +163,8 @@ class Worker:
         claimer writes no waiter row before the row exists (its `registered` event):
         worker_prune removes those with the row of a worker that died. The heartbeat
         starts after the registration, so it never finds the row missing in between.
-        A registration that fails (a wrong URL, an unmigrated database) ends the
-        worker with its own error, before or after the first claim."""
+        A registration that fails ends the worker with its own error: a wrong URL
+        before the first claim, a database that refuses the row after it."""
         s = self.settings
         opening = asyncio.create_task(
             open_pool(
@@ -171,7 +182,9 @@ class Worker:
             ),
             name="sluice-open-pool",
         )
-        registration = asyncio.create_task(self._register_first(writer), name="sluice-register")
+        registration = asyncio.create_task(
+            self._register_first(writer, first_claim_done), name="sluice-register"
+        )
         try:
             # A registration that fails first fails at once: the pool would wait its
             # whole timeout for a database that is not there.
@@ -192,20 +205,24 @@ class Worker:
         """Run until `stop()` is called or `stop_event` is set, then shut down cleanly."""
         s = self.settings
         self.registry.import_modules(s.task_modules)
+        # Before the first claim has answered, only the pool's connection and the
+        # writer's are opened, and only the claim runs: the probe's connections, the
+        # registration's statement, the listener's connection and maintenance come
+        # after it (a fresh server backend's first statement is most of the claim's
+        # time; on a small machine the others' start-up competed with it).
+        first_claim_done = asyncio.Event()
         # Whether prepared statements survive between us and the server (a pooler)
-        # is probed beside the first claim, not before it: until the answer, every
+        # is probed after the first claim, not before it: until the answer, every
         # connection of this worker runs its statements unprepared (see
-        # PREPARED.probe_in_background). It starts once the first claim is sent, so
-        # that its two connections do not delay the pool's.
-        first_claim_sent = asyncio.Event()
+        # PREPARED.probe_in_background).
         probing = (
-            PREPARED.probe_in_background(self._url, start=first_claim_sent)
+            PREPARED.probe_in_background(self._url, start=first_claim_done)
             if self._prepare
             else None
         )
         writer = Writer(self._url, prepare=self._prepare)
         try:
-            pool, registration = await self._connect(writer)
+            pool, registration = await self._connect(writer, first_claim_done)
         except BaseException:
             await writer.close()
             if probing is not None:
@@ -282,24 +299,30 @@ class Worker:
                 on_connected=claimer.catch_up,
             )
             # The claimer first: its first claim (it starts with a catch-up) is sent
-            # in its first step, before the others connect.
+            # in its first step; the listener connects once it has answered.
             tasks["claimer"] = asyncio.create_task(claimer.run(), name="sluice-claimer")
-            tasks["listener"] = asyncio.create_task(listener.run(), name="sluice-listener")
+            tasks["listener"] = asyncio.create_task(
+                self._after_first_claim(claimer, first_claim_done, listener.run()),
+                name="sluice-listener",
+            )
             tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")
             tasks["heartbeat"] = asyncio.create_task(
                 self._registered_then(registration, heartbeat.run()), name="sluice-heartbeat"
             )
-            # After the claimer's first step (its claim sent): start() waits for the
-            # keeper's thread to set up its loop, and no lease needs renewing before
-            # the first claim's answer is in.
+            # After the claimer's first step (its claim sent), not after its answer: a
+            # handler may block the event loop from its first line, which runs before
+            # the claim returns, and its lease must be renewed meanwhile (the keeper's
+            # own thread and connection). start() waits for that thread to set up its
+            # loop; the keeper connects when it first renews.
             keeper_start = asyncio.get_running_loop().call_soon(self.keeper.start)
-            first_claim_sent.set()
             if s.maintenance:
                 from sluice.worker.maintenance import Maintenance
 
                 self.maintenance = Maintenance(pool, s)
+                # Its leader election and first passes after the first claim too.
                 tasks["maintenance"] = asyncio.create_task(
-                    self.maintenance.run(), name="sluice-maintenance"
+                    self._after(first_claim_done, self.maintenance.run()),
+                    name="sluice-maintenance",
                 )
             waits = [asyncio.ensure_future(self._stop_requested.wait())]
             if stop_event is not None:
@@ -322,7 +345,7 @@ class Worker:
             for name, error in crashed.items():
                 if error is not refused:  # that one is the worker's own error, raised below
                     log.error("worker part %s crashed; stopping", name, exc_info=error)
-            await self._shutdown(tasks, writer)
+            await self._shutdown(tasks, writer, row=refused is None)
             if refused is not None:
                 # The database refused the worker row (an unmigrated database): its own error.
                 raise refused
@@ -330,7 +353,9 @@ class Worker:
                 name, error = next(iter(crashed.items()))
                 raise WorkerCrashedError(f"worker part {name} crashed: {error}") from error
         finally:
-            await cancel_and_wait([*tasks.values(), *([probing] if probing else [])])
+            # The registration too: it waits for the first claim, which a part that
+            # failed before it (the metrics port) never makes.
+            await cancel_and_wait([*tasks.values(), registration, *([probing] if probing else [])])
             if keeper_start is not None:
                 keeper_start.cancel()  # not started yet: never start it now
             if self.keeper is not None:
@@ -342,6 +367,29 @@ class Worker:
             await pool.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
+
+    async def _after_first_claim(
+        self, claimer: Claimer, first_claim_done: asyncio.Event, listening: Any
+    ) -> None:
+        """Once the first claim has answered (or failed): let the probe, the
+        registration and maintenance go on, then listen."""
+        try:
+            await claimer.answered.wait()
+        except BaseException:
+            listening.close()
+            raise
+        first_claim_done.set()
+        await listening
+
+    @staticmethod
+    async def _after(event: asyncio.Event, part: Any) -> None:
+        """Run the coroutine `part` once `event` is set."""
+        try:
+            await event.wait()
+        except BaseException:
+            part.close()
+            raise
+        await part
 
     async def _registered_then(self, registration: asyncio.Task[None], heartbeat: Any) -> None:
         """Once the worker row is registered: say the worker started, then beat."""
@@ -362,7 +410,12 @@ class Worker:
         self.started.set()
         await heartbeat
 
-    async def _shutdown(self, tasks: dict[str, asyncio.Task[None]], writer: Writer) -> None:
+    async def _shutdown(
+        self, tasks: dict[str, asyncio.Task[None]], writer: Writer, *, row: bool = True
+    ) -> None:
+        """Stop every part without losing a job; mark the worker row stopped unless
+        `row` is False (the database refused the row: nothing to mark, and the
+        worker's error is the registration's)."""
         s = self.settings
         assert self.claimer and self.executor and self.completer and self.keeper
         self._stopping = True
@@ -409,11 +462,12 @@ class Worker:
         await cancel_and_wait([tasks.pop("heartbeat")])
         if self.maintenance is not None:
             await self.maintenance.resign()
-        try:
-            async with writer.connection() as conn:
-                await protocol.worker_stop(conn, id=self.id)
-        except TRANSIENT as exc:
-            log.warning("could not mark the worker stopped: %s", describe(exc))
+        if row:
+            try:
+                async with writer.connection() as conn:
+                    await protocol.worker_stop(conn, id=self.id)
+            except TRANSIENT as exc:
+                log.warning("could not mark the worker stopped: %s", describe(exc))
         log.info("worker %s stopped", self.id)
 
     async def _until_hurried(self, aws: list[asyncio.Task[None]], deadline: float) -> None:

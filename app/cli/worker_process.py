@@ -74,6 +74,14 @@ def run(
             loop.add_signal_handler(sig, on_signal)
         await runner.run()
 
+    # A database that is not there, or whose sluice schema is missing (no schema,
+    # no function, no table: `sluice migrate` never ran, or an older one did).
+    UNMIGRATED_OR_UNREACHABLE = (
+        psycopg.OperationalError,
+        psycopg.errors.InvalidSchemaName,
+        psycopg.errors.UndefinedFunction,
+        psycopg.errors.UndefinedTable,
+    )
     # A worker allocates some ten containers per job (its task, coroutines, execution):
     # at the default threshold (700) the cyclic collector ran every few dozen no-op
     # jobs, 8 % of a drain's worker CPU, to find next to no garbage (issue 15).
@@ -82,7 +90,7 @@ def run(
         asyncio.run(main())
     except (ImportError, WorkerCrashedError) as exc:
         raise WorkerExit(str(exc)) from None
-    except (psycopg.OperationalError, psycopg.errors.UndefinedFunction) as exc:
+    except UNMIGRATED_OR_UNREACHABLE as exc:
         raise WorkerExit(
             f"cannot use the database {sluice_logging.redact_url(url)}: {exc}\n"
             "Is it running, and is its schema migrated (`sluice migrate`)?"

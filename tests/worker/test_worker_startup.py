@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from sluice.core import db as sluice_db
+from sluice.core import protocol
 from sluice.core.db import PREPARED
 from sluice.core.embedded import free_port
 from sluice.worker.runner import Worker
@@ -435,3 +436,111 @@ async def test_a_probe_that_fails_leaves_statements_unprepared_and_is_tried_agai
         worker.stop(hurry=True)
         await asyncio.wait_for(run, 30)
         PREPARED.enabled, PREPARED.reason, PREPARED._probed = saved
+
+
+# --- the registration after the first claim -----------------------------------------
+
+
+async def test_the_first_claim_answers_before_the_worker_row_is_registered(
+    database_url, db, monkeypatch
+):
+    """The writer's connection opens beside the pool's, but the registration's
+    statement waits until the first claim has answered: neither its round trip nor
+    the server's work on it (a fresh backend's first statement) comes first (issue 15)."""
+    sent: list[str] = []
+    claim, register = protocol.job_claim, protocol.worker_register
+
+    async def claiming(*args: Any, **kwargs: Any) -> Any:
+        sent.append("claim")
+        return await claim(*args, **kwargs)
+
+    async def registering(*args: Any, **kwargs: Any) -> Any:
+        sent.append("register")
+        return await register(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "job_claim", claiming)
+    monkeypatch.setattr(protocol, "worker_register", registering)
+    job = await insert_job(db, "echo", payload={"n": 1})
+    worker = Worker(worker_settings(), database_url)
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.started.wait(), 30)
+        await wait_state(db, job, "succeeded")
+        assert sent[:2] == ["claim", "register"]
+    finally:
+        worker.stop(hurry=True)
+        await asyncio.wait_for(run, 30)
+
+
+@pytest.mark.parametrize("maintenance", [False, True])
+async def test_nothing_else_connects_while_the_first_claim_runs(database_url, db, maintenance):
+    """Until the first claim has answered, the worker has the pool's connection and
+    the writer's only (the writer's opens at once, so a wrong URL fails at once):
+    the listener, the probe and maintenance connect, and the row is
+    registered, after it, so their start-up does not compete with the claim's (issue 15). The
+    claim is held by a lock on the jobs; what connects meanwhile is watched for a
+    bounded while (before the change the others came within milliseconds)."""
+    job = await insert_job(db, "echo", payload={"n": 1})
+    worker = Worker(worker_settings(maintenance=maintenance), database_url)
+    others = (
+        "SELECT array_agg(application_name ORDER BY application_name) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE 'sluice-%%'"
+        " AND application_name <> 'sluice-worker'"
+    )
+    run = None
+    locker = await psycopg.AsyncConnection.connect(database_url)
+    try:
+        await locker.execute("LOCK TABLE sluice.jobs_live IN ACCESS EXCLUSIVE MODE")
+        run = asyncio.create_task(worker.run())
+
+        async def claim_waiting() -> bool:
+            return await scalar(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'sluice-worker' AND wait_event_type = 'Lock'",
+            )
+
+        await wait_for(claim_waiting, 30, "the first claim to wait for the lock")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert await scalar(db, others) is None
+            assert await scalar(db, "SELECT count(*) FROM sluice.workers") == 0
+            assert worker.claimer is not None and not worker.claimer.answered.is_set()
+            await asyncio.sleep(0.05)
+        assert (
+            await scalar(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'sluice-worker'",
+            )
+            == 2
+        )
+    finally:
+        await locker.rollback()
+        await locker.close()
+    try:
+        await wait_state(db, job, "succeeded", within=30)
+        await asyncio.wait_for(worker.started.wait(), 30)
+
+        async def listening() -> bool:
+            return "sluice-listener" in (await scalar(db, others) or [])
+
+        await wait_for(listening, 30, "the listener to connect")
+    finally:
+        worker.stop(hurry=True)
+        if run is not None:
+            await asyncio.wait_for(run, 30)
+
+
+def test_sluice_worker_on_an_unmigrated_database_says_so(database_url):
+    """No sluice schema at all: the worker ends with the usual advice (it printed
+    a traceback for this one), and exits without trying to mark a row stopped."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA sluice CASCADE")
+    proc = sluice_worker(database_url)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "Error: cannot use the database postgresql://" in out
+    assert 'schema "sluice" does not exist' in out
+    assert "Is it running, and is its schema migrated (`sluice migrate`)?" in out
+    assert "Traceback" not in out
