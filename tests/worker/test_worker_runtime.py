@@ -280,10 +280,12 @@ async def test_an_attempt_claimed_again_after_a_lost_claim_runs_once(db, start_w
     """A crash can undo a claim (it does not wait for its flush without synchronous
     replicas) while its handler runs: the job is ready again with its old attempt
     number, and this very worker may claim the same (job, attempt) anew."""
-    events = tmp_path / "events"
+    events, release = tmp_path / "events", tmp_path / "release"
     worker = await start_worker()
-    job_id = await insert_job(db, "timed", payload={"file": str(events), "seconds": 1.5})
-    await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
+    # Its handler runs until the claim was made again, however long that takes.
+    payload = {"file": str(events), "seconds": 60, "release": str(release)}
+    job_id = await insert_job(db, "timed", payload=payload)
+    await wait_for(lambda: job_id in worker.executor.job_ids(), 30, "the job to start")
     # The claim as the crash left it: undone.
     await db.execute(
         "UPDATE sluice.jobs SET state = 'ready', attempt = attempt - 1, worker_id = NULL, "
@@ -292,9 +294,10 @@ async def test_an_attempt_claimed_again_after_a_lost_claim_runs_once(db, start_w
     )
     await db.execute("NOTIFY sluice_jobs, 'default'")
     await wait_for(
-        lambda: _claimed_again(db, job_id, worker.id), what="the worker to claim it again"
+        lambda: _claimed_again(db, job_id, worker.id), 30, "the worker to claim it again"
     )
-    await wait_state(db, job_id, "succeeded")
+    release.touch()
+    await wait_state(db, job_id, "succeeded", within=30)
     assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "succeeded")]
     assert events.read_text().count(" start ") == 1
     assert not worker.executor.running
