@@ -49,7 +49,7 @@ async def read_only(conn: psycopg.AsyncConnection, on: bool) -> dt.datetime:
         await conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
     await conn.execute("SELECT pg_reload_conf()")
     await wait_for(
-        lambda: _setting_is(conn, "on" if on else "off"), 5, "the setting to take effect"
+        lambda: _setting_is(conn, "on" if on else "off"), 30, "the setting to take effect"
     )
     if on:
         await conn.execute(
@@ -224,7 +224,7 @@ async def test_with_a_synchronous_standby_a_claim_waits_for_it(own_server: Embed
         [job_id] = await enqueue(conn, "noop", {}, 1)
         await conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
         await conn.execute("SELECT pg_reload_conf()")
-        await wait_for(lambda: _synchronous_standby_names_is(worker, "nobody"), 5, "the setting")
+        await wait_for(lambda: _synchronous_standby_names_is(worker, "nobody"), 30, "the setting")
         # Commits wait for a standby only once the checkpointer has reloaded the
         # setting too (it publishes "synchronous standbys are defined"); a CHECKPOINT
         # returns after its loop has passed through the reload.
@@ -242,7 +242,7 @@ async def test_with_a_synchronous_standby_a_claim_waits_for_it(own_server: Embed
         assert job.id == job_id
         # Without synchronous replicas it commits without waiting at all.
         [other] = await enqueue(conn, "noop", {}, 1)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             [job] = await protocol.job_claim(
                 worker, worker_id="w", queues=["default"], limit=1, lease=dt.timedelta(30)
             )

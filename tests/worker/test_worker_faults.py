@@ -87,7 +87,7 @@ async def test_retries_timeouts_and_a_dag_in_one_worker_process(db, spawn_worker
         assert (await attempts(db, job_id))[0][1] == "timeout"
     assert "started" in (await attempts(db, shell))[0][3]
     child = int(pidfile.read_text())
-    await wait_for(lambda: process_gone(child), 5, "the shell job's child to be killed")
+    await wait_for(lambda: process_gone(child), 30, "the shell job's child to be killed")
 
     # A diamond inserted in plain SQL runs parents first.
     await wait_state(db, d, "succeeded")
