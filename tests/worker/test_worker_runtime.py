@@ -123,7 +123,8 @@ async def test_cancelling_a_running_job_stops_it_by_notify(db, start_worker):
     await wait_state(db, job_id, "running")
     await wait_for(lambda: job_id in worker.executor.job_ids(), what="the job to start")
     assert await scalar(db, "SELECT sluice.cancel_job(%s)", job_id) is True
-    await wait_for(lambda: job_id not in worker.executor.job_ids(), 30, "the handler to stop")
+    # Well inside the heartbeat interval: the NOTIFY stops it, not a heartbeat.
+    await wait_for(lambda: job_id not in worker.executor.job_ids(), 15, "the handler to stop")
     assert await job_state(db, job_id) == "cancelled"
     assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "cancelled")]
     # The worker carries on.
@@ -158,13 +159,14 @@ async def test_a_paused_queue_is_skipped_until_resumed(db, start_worker):
 
 
 async def test_a_paused_worker_stops_claiming_until_resumed_by_notify(db, start_worker):
-    # Heartbeats far apart: the pause and resume must arrive by NOTIFY.
+    # Heartbeats (and polls) far apart: the pause and resume must arrive by NOTIFY,
+    # so each wait for them ends well before the first heartbeat could bring them.
     worker = await start_worker(heartbeat_interval=30, lease_ttl=60, poll_interval=30)
     # Inserters notify a queue only while a worker waits on it: let this one get
     # there first, or the paused worker is (rightly) never told of the job.
     await wait_for(lambda: worker.claimer.armed, 30, "the worker to wait for jobs")
     assert await scalar(db, "SELECT sluice.worker_set_paused(%s, true)", worker.id) is True
-    await wait_for(lambda: worker.claimer.paused, 30, "the worker to pause")
+    await wait_for(lambda: worker.claimer.paused, 15, "the worker to pause")
     # A claim already in flight (the start-up catch-up) may still finish; wait it out.
     await wait_for(lambda: not worker.claimer.claiming, 30, "the claim in flight")
     seen = worker.claimer.notified
@@ -187,7 +189,7 @@ async def test_a_wake_up_during_a_short_claim_keeps_the_worker_registered(db, st
         worker.claimer.catch_up()
         await wait_for(lambda: worker.claimer.claiming, 30, "the claim to start")
         assert await scalar(db, "SELECT sluice.worker_set_paused(%s, true)", worker.id) is True
-        await wait_for(lambda: worker.claimer.paused, 30, "the worker to pause")
+        await wait_for(lambda: worker.claimer.paused, 15, "the worker to pause")
         worker.claimer.notify("default")  # heard while the claim waits
         await blocker.rollback()
     await wait_for(lambda: not worker.claimer.claiming, 30, "the claim to end")
