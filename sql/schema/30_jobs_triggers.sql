@@ -1,6 +1,16 @@
 -- Triggers on sluice.jobs: the database, not the client, decides a new job's
 -- state, wakes workers, releases DAG children and settles runs. They fire for
 -- every writer alike: the API, the worker, psql, or another application's INSERT.
+--
+-- One exception, on purpose: the engine's claim (sluice.job_claim_once) updates
+-- sluice.jobs_live by name, and a statement trigger fires only for the table
+-- its statement names, so the AFTER UPDATE statement triggers below (and
+-- jobs_wake_waiters, 48_waiters.sql) do not run for claims. Neither has
+-- anything to do for one (a claim's rows are all `running`, none ended), and
+-- running them was a good part of a claim's backend CPU (40_job_lifecycle.sql,
+-- job_claim_once). A statement trigger added here that must see claims goes on
+-- sluice.jobs_live (a row trigger on sluice.jobs is cloned to it and fires
+-- for claims too); tests/engine/test_claim.py checks that claims call neither.
 
 -- A new job is `ready`, or `scheduled` when its run_at is in the future. The WHEN
 -- clause keeps the common case (ready now, no state given) free of a function call.
@@ -210,9 +220,9 @@ DECLARE
     v_notified  bigint[];
     v_plain     boolean;
 BEGIN
-    -- Claims (ready -> running) and lease renewals change nothing this trigger acts
-    -- on: when every row is running, skip the join below. A claim is the hottest
-    -- UPDATE there is, and this probe costs a fraction of the join.
+    -- Lease renewals (and claims written by hand through sluice.jobs: the engine's
+    -- own do not reach this trigger, above) change nothing this trigger acts on:
+    -- when every row is running, skip the join below.
     IF NOT EXISTS (SELECT 1 FROM new_jobs n WHERE n.state <> 'running') THEN
         RETURN NULL;
     END IF;

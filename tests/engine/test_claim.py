@@ -2,6 +2,7 @@
 concurrency, the wildcard queue '*', and the index the claim uses."""
 
 import asyncio
+import datetime as dt
 import json
 import re
 
@@ -9,8 +10,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from sluice.core import protocol
+from tests.engine.test_dag import create_run
 from tests.engine.test_races import together, waits_on_a_lock
-from tests.factories import fetch_job, insert_job, scalar
+from tests.factories import claim as claim_job
+from tests.factories import complete, fetch_job, insert_job, scalar
 
 ROUNDS = 100
 
@@ -298,3 +302,41 @@ async def test_claim_uses_the_ready_index_and_touches_few_pages_in_a_big_table(d
     assert not [s for s in scans if s[0] == "Seq Scan"], scans
     pages = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
     assert pages < 300, f"claiming 10 jobs touched {pages} pages"
+
+
+TRIGGER_CALLS = (
+    "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+    " WHERE schemaname = 'sluice' AND funcname IN ('jobs_after_update', 'jobs_wake_waiters')"
+)
+
+
+@pytest.mark.parametrize("door", ["job_claim", "worker"])
+async def test_a_claim_updates_the_live_partition_and_needs_no_trigger_of_the_jobs_table(db, door):
+    """The claim updates sluice.jobs_live by name (job_claim_once): the statement
+    triggers of sluice.jobs do not run for it, and nothing a claim must do
+    depended on them. A DAG node claimed gets its parent's result, its run stays
+    running, its child stays blocked, and a waiter on it keeps waiting."""
+    await db.execute("SET track_functions = 'pl'")
+    run_id, nodes = await create_run(db)
+    await claim_job(db, nodes["a"])
+    assert await complete(db, nodes["a"], {"rows": 3})
+    await db.execute("INSERT INTO sluice.job_waiters (job_id) VALUES (%s)", (nodes["b"],))
+    async with db.transaction():
+        before = await scalar(db, TRIGGER_CALLS)
+        if door == "worker":
+            claimed = await protocol.job_claim(
+                db, worker_id="w1", queues=["default"], limit=1, lease=dt.timedelta(minutes=1)
+            )
+            row = {"id": claimed[0].id, "parents": claimed[0].parents}
+        else:
+            [row] = await claim(db, limit=1)
+        assert await scalar(db, TRIGGER_CALLS) == before
+    assert row["id"] in (nodes["b"], nodes["c"])
+    assert row["parents"] == {"a": {"rows": 3}}
+    assert (await fetch_job(db, row["id"]))["state"] == "running"
+    assert (await fetch_job(db, nodes["d"]))["state"] == "blocked"
+    assert (
+        await scalar(db, "SELECT state::text FROM sluice.dag_runs WHERE id = %s", run_id)
+        == "running"
+    )
+    assert await scalar(db, "SELECT count(*) FROM sluice.job_waiters") == 1
