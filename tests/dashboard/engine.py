@@ -61,8 +61,11 @@ def dead_job(sql: psycopg.Connection, queue: str = "default", **arguments: Any) 
 
 
 def register_worker(sql: psycopg.Connection, worker_id: str, queues: list[str]) -> None:
+    """A worker that stays alive for the whole test without a heartbeat: alive
+    means heard from within three heartbeat intervals (sluice.worker_status),
+    and a browser test on a loaded machine outlasts three of 5 s."""
     sql.execute(
-        "SELECT sluice.worker_register(%s, 'test-host', 4242, %s, 4, '5 seconds', 'test')",
+        "SELECT sluice.worker_register(%s, 'test-host', 4242, %s, 4, '1 hour', 'test')",
         (worker_id, queues),
     )
 

@@ -124,7 +124,7 @@ async def test_a_jobs_webhook_arrives_signed(client, spawn_worker, receiver, db)
         rows = await cur.fetchall()
         return rows if rows and rows[0][0] == "succeeded" else None
 
-    assert await wait_for(delivered, within=10, what="the outbox job") == [
+    assert await wait_for(delivered, within=30, what="the outbox job") == [
         ("succeeded", 1, str(job_id))
     ]
     assert len(receiver.deliveries) == 1

@@ -23,7 +23,7 @@ async def drain(listener: AsyncConnection, sender: AsyncConnection, channel: str
     sentinel = f"sentinel-{uuid.uuid4()}"
     await sender.execute("SELECT pg_notify(%s, %s)", (channel, sentinel))
     payloads: list[str] = []
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(30):
         async for notify in listener.notifies():
             if notify.payload == sentinel:
                 return payloads

@@ -415,10 +415,11 @@ async def test_parents_sharing_many_children_never_deadlock(db, connect):
     concurrent completions cannot deadlock (the detector would raise)."""
     conns = [await connect() for _ in range(4)]
     sql = "SELECT sluice.job_complete_many(%s, %s, '{1}', '{null}'::jsonb[])"
+    rng = random.Random(5)
     for _ in range(50):
         parents = [await insert_job(db, queue="shared") for _ in range(4)]
         children = [await insert_job(db) for _ in range(30)]
-        random.shuffle(children)
+        rng.shuffle(children)
         await db.execute(
             "INSERT INTO sluice.job_edges "
             "SELECT p, c FROM unnest(%s::bigint[]) p, unnest(%s::bigint[]) c",

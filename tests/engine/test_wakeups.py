@@ -134,6 +134,7 @@ async def test_no_wake_up_is_lost_when_a_worker_goes_to_sleep_during_an_insert(
         (["*"] if wildcard else ["race"],),
     )
     lost = []
+    rng = random.Random(3)
     for n in range(ROUNDS // 2 if wildcard else ROUNDS):
         go, queue = asyncio.Event(), f"race-{n}"
         waits_on = "*" if wildcard else queue
@@ -143,12 +144,12 @@ async def test_no_wake_up_is_lost_when_a_worker_goes_to_sleep_during_an_insert(
             async with inserter.transaction():
                 job = await insert_job(inserter, queue=queue)
                 # The window the barrier covers: probed for waiters, not committed.
-                await asyncio.sleep(random.uniform(0, 0.003))
+                await asyncio.sleep(rng.uniform(0, 0.003))
             return job
 
         async def sleep(go: asyncio.Event = go, waits_on: str = waits_on) -> list:
             await go.wait()
-            await asyncio.sleep(random.uniform(0, 0.003))
+            await asyncio.sleep(rng.uniform(0, 0.003))
             await db.execute("SELECT sluice.worker_waiting('sleeper', %s)", ([waits_on],))
             delay = 0.001
             while not await scalar(db, BARRIER, [waits_on]):

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import sluice
+from tests.engine.notifications import drain
 from tests.factories import claim, complete, fail, insert_job, rows, scalar
 from tests.python_api.tasks import Box, Point, Summary, add, hold, measure
 from tests.worker.helpers import wait_for
@@ -191,7 +192,7 @@ async def test_an_end_waits_for_a_registration_in_flight_and_notifies_it(databas
         await waiter.commit()
         assert await asyncio.wait_for(ending, 10)
         await ender.commit()
-        notes = [n async for n in listener.notifies(timeout=5, stop_after=1)]
+        notes = [n async for n in listener.notifies(timeout=30, stop_after=1)]
     assert [n.payload for n in notes] == [str(job)]
 
 
@@ -214,7 +215,7 @@ async def test_only_waited_jobs_are_notified(database_url, db):
         await db.execute("SELECT * FROM sluice.job_await(%s)", (failing,))
         await complete(db, waited)
         await fail(db, failing, retryable=False)
-        notes = [n.payload async for n in listener.notifies(timeout=1)]
+        notes = await drain(listener, db, "sluice_job_done")
     assert notes == [str(waited), str(failing)]
     assert await scalar(db, "SELECT count(*) FROM sluice.job_waiters") == 0
 
@@ -228,7 +229,7 @@ async def test_registering_on_a_ready_job_wakes_its_queue(database_url, db):
     async with await _conn(database_url) as listener:
         await listener.execute("LISTEN sluice_jobs")
         await db.execute("SELECT * FROM sluice.job_await(%s)", (job,))
-        notes = [n.payload async for n in listener.notifies(timeout=1)]
+        notes = await drain(listener, db, "sluice_jobs")
     assert notes == ["q1"]
 
 

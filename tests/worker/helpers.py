@@ -61,10 +61,11 @@ def claimed(id: int = 7, *, attempt: int = 1, **fields: Any) -> ClaimedJob:
 
 
 async def wait_for(
-    condition: Callable[[], Any], within: float = 10.0, what: str = "condition"
+    condition: Callable[[], Any], within: float = 30.0, what: str = "condition"
 ) -> Any:
     """Poll `condition` (sync or async) until it returns something truthy; fail
-    after `within` seconds."""
+    after `within` seconds (by default a bound for a loaded 2-core machine, far
+    above what any condition takes on an idle one)."""
     deadline = time.monotonic() + within
     while True:
         value = condition()
@@ -81,7 +82,7 @@ async def job_state(conn, job_id: int) -> str:
     return await scalar(conn, "SELECT state::text FROM sluice.jobs WHERE id = %s", job_id)
 
 
-async def wait_state(conn, job_id: int, *states: str, within: float = 10.0) -> str:
+async def wait_state(conn, job_id: int, *states: str, within: float = 30.0) -> str:
     async def reached() -> str | None:
         state = await job_state(conn, job_id)
         return state if state in states else None
@@ -94,7 +95,7 @@ async def wait_let_go(worker: Any) -> None:
     visible once its completer committed; the worker settles the lease after."""
     await wait_for(
         lambda: not worker.executor.running and len(worker.leases) == 0,
-        5,
+        30,
         "the worker to let go of its jobs",
     )
 

@@ -56,9 +56,36 @@ def sync_hang(payload: Any, ctx: JobContext) -> str:
     return "stopped"
 
 
+def released(payload: Any) -> bool:
+    """Whether the file payload.release names exists (the test created it)."""
+    release = payload.get("release")
+    return release is not None and os.path.exists(release)
+
+
+async def hold(payload: Any, seconds: float) -> None:
+    """Sleep `seconds`; or, when payload.release names a file, until the test
+    creates it (at most `seconds`): a test that needs a handler still running
+    at some later point holds it until then instead of guessing how long that
+    takes on a loaded machine."""
+    end = time.monotonic() + seconds
+    step = 0.01 if "release" in payload else seconds
+    while (left := end - time.monotonic()) > 0:
+        if released(payload):
+            return
+        await asyncio.sleep(min(step, left))
+
+
+def hold_sync(payload: Any, seconds: float) -> None:
+    """hold() in a handler's thread."""
+    end = time.monotonic() + seconds
+    step = 0.01 if "release" in payload else seconds
+    while (left := end - time.monotonic()) > 0 and not released(payload):
+        time.sleep(min(step, left))
+
+
 @task
 async def slow(payload: Any, ctx: JobContext) -> dict[str, Any]:
-    await asyncio.sleep(float(payload.get("seconds", 1)))
+    await hold(payload, float(payload.get("seconds", 1)))
     return {"pid": os.getpid(), "worker": ctx.worker_id}
 
 
@@ -107,10 +134,13 @@ def record(path: str, ctx: JobContext, event: str) -> None:
 @task
 async def overlap_probe(payload: Any, ctx: JobContext) -> dict[str, Any]:
     """Records when each attempt starts and ends (payload.file); attempt 1 lasts
-    payload.seconds, later ones a moment."""
+    payload.seconds (or until payload.release: hold), later ones a moment."""
     record(payload["file"], ctx, "start")
     try:
-        await asyncio.sleep(float(payload["seconds"]) if ctx.attempt == 1 else 0.1)
+        if ctx.attempt == 1:
+            await hold(payload, float(payload["seconds"]))
+        else:
+            await asyncio.sleep(0.1)
     finally:
         record(payload["file"], ctx, "end")
     return {"attempt": ctx.attempt}
@@ -119,9 +149,12 @@ async def overlap_probe(payload: Any, ctx: JobContext) -> dict[str, Any]:
 @task
 def sync_overlap_probe(payload: Any, ctx: JobContext) -> dict[str, Any]:
     """overlap_probe in a thread, and deaf to its cancel signal: attempt 1 runs
-    its payload.seconds whatever happens."""
+    its payload.seconds (or until payload.release: hold) whatever happens."""
     record(payload["file"], ctx, "start")
-    time.sleep(float(payload["seconds"]) if ctx.attempt == 1 else 0.1)
+    if ctx.attempt == 1:
+        hold_sync(payload, float(payload["seconds"]))
+    else:
+        time.sleep(0.1)
     record(payload["file"], ctx, "end")
     return {"attempt": ctx.attempt}
 
@@ -137,10 +170,11 @@ async def block_loop(payload: Any, ctx: JobContext) -> dict[str, Any]:
 
 @task
 async def timed(payload: Any, ctx: JobContext) -> dict[str, Any]:
-    """Records each attempt's start and end (payload.file) and lasts payload.seconds,
-    every attempt: how many times a job ran, whatever the database recorded."""
+    """Records each attempt's start and end (payload.file) and lasts payload.seconds
+    (or until payload.release: hold), every attempt: how many times a job ran,
+    whatever the database recorded."""
     record(payload["file"], ctx, "start")
-    await asyncio.sleep(float(payload["seconds"]))
+    await hold(payload, float(payload["seconds"]))
     record(payload["file"], ctx, "end")
     return {"attempt": ctx.attempt, "worker": ctx.worker_id}
 

@@ -49,7 +49,7 @@ async def read_only(conn: psycopg.AsyncConnection, on: bool) -> dt.datetime:
         await conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
     await conn.execute("SELECT pg_reload_conf()")
     await wait_for(
-        lambda: _setting_is(conn, "on" if on else "off"), 5, "the setting to take effect"
+        lambda: _setting_is(conn, "on" if on else "off"), 30, "the setting to take effect"
     )
     if on:
         await conn.execute(
@@ -108,13 +108,17 @@ async def test_a_read_only_database_longer_than_the_lease_loses_nothing_and_runs
         await wait_for(
             lambda: all(" started:" in p.output() for p in (worker, leader)), 30, "the workers"
         )
-        # Jobs that end while the server only reads, and jobs that run through it.
-        ending = await enqueue(conn, "timed", {"file": str(events), "seconds": 2}, 3)
-        through = await enqueue(conn, "timed", {"file": str(events), "seconds": 9}, 2)
+        # Jobs that end while the server only reads, and jobs that run through it:
+        # each held until the test releases it, however long the steps take.
+        end_now, end_later = tmp_path / "end-now", tmp_path / "end-later"
+        held = {"file": str(events), "seconds": 60}
+        ending = await enqueue(conn, "timed", {**held, "release": str(end_now)}, 3)
+        through = await enqueue(conn, "timed", {**held, "release": str(end_later)}, 2)
         every = ending + through
-        await wait_for(lambda: set(every) <= runs(events).keys(), 20, "every job to start")
+        await wait_for(lambda: set(every) <= runs(events).keys(), 30, "every job to start")
 
         await read_only(conn, True)
+        end_now.touch()
         await asyncio.sleep(READ_ONLY)
         # The worker is held a moment past the database's return (as a slow
         # reconnection would): the leader regains the database first, and must
@@ -125,6 +129,7 @@ async def test_a_read_only_database_longer_than_the_lease_loses_nothing_and_runs
             await asyncio.sleep(HELD)
         finally:
             worker.signal(signal.SIGCONT)
+        end_later.touch()
         # The claimer is back by itself: jobs submitted now run too.
         later = await enqueue(conn, "timed", {"file": str(events), "seconds": 0}, 4)
 
@@ -219,7 +224,7 @@ async def test_with_a_synchronous_standby_a_claim_waits_for_it(own_server: Embed
         [job_id] = await enqueue(conn, "noop", {}, 1)
         await conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
         await conn.execute("SELECT pg_reload_conf()")
-        await wait_for(lambda: _synchronous_standby_names_is(worker, "nobody"), 5, "the setting")
+        await wait_for(lambda: _synchronous_standby_names_is(worker, "nobody"), 30, "the setting")
         # Commits wait for a standby only once the checkpointer has reloaded the
         # setting too (it publishes "synchronous standbys are defined"); a CHECKPOINT
         # returns after its loop has passed through the reload.
@@ -237,7 +242,7 @@ async def test_with_a_synchronous_standby_a_claim_waits_for_it(own_server: Embed
         assert job.id == job_id
         # Without synchronous replicas it commits without waiting at all.
         [other] = await enqueue(conn, "noop", {}, 1)
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(30):
             [job] = await protocol.job_claim(
                 worker, worker_id="w", queues=["default"], limit=1, lease=dt.timedelta(30)
             )

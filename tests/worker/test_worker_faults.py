@@ -87,7 +87,7 @@ async def test_retries_timeouts_and_a_dag_in_one_worker_process(db, spawn_worker
         assert (await attempts(db, job_id))[0][1] == "timeout"
     assert "started" in (await attempts(db, shell))[0][3]
     child = int(pidfile.read_text())
-    await wait_for(lambda: process_gone(child), 5, "the shell job's child to be killed")
+    await wait_for(lambda: process_gone(child), 30, "the shell job's child to be killed")
 
     # A diamond inserted in plain SQL runs parents first.
     await wait_state(db, d, "succeeded")
@@ -99,7 +99,7 @@ async def test_retries_timeouts_and_a_dag_in_one_worker_process(db, spawn_worker
     assert proc.wait(20) == 0
 
 
-async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(db, spawn_worker):
+async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(db, spawn_worker, tmp_path):
     port = free_port()
     proc = spawn_worker(
         "--concurrency",
@@ -109,18 +109,31 @@ async def test_sigterm_lets_running_jobs_finish_and_loses_nothing(db, spawn_work
         SLUICE_WORKER_ID="w",
         SLUICE_SHUTDOWN_GRACE="20",
     )
-    running = [await insert_job(db, "slow", payload={"seconds": 1.0}) for _ in range(2)]
+    # The running jobs last until the test has seen the worker drain them.
+    release = tmp_path / "release"
+    held = {"seconds": 60, "release": str(release)}
+    running = [await insert_job(db, "slow", payload=held) for _ in range(2)]
     queued = [await insert_job(db, "slow", payload={"seconds": 1.0}, priority=10) for _ in range(3)]
 
     async def both_running() -> bool:
         return all([await running_on(db, j, "w") for j in running])
 
-    await wait_for(both_running, 20, "two jobs to run")
-    proc.signal(signal.SIGTERM)
-    # The worker still serves metrics while it drains.
+    url = f"http://127.0.0.1:{port}/metrics"
     async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+
+        async def reported_running() -> bool:
+            # The claim commits before the worker reads its answer and counts the jobs.
+            with contextlib.suppress(httpx.TransportError):
+                return "sluice_worker_jobs_running 2.0" in (await client.get(url)).text
+            return False
+
+        await wait_for(both_running, 30, "two jobs to run")
+        await wait_for(reported_running, 30, "the worker to count them")
+        proc.signal(signal.SIGTERM)
+        # The worker still serves metrics while it drains.
+        metrics = (await client.get(url)).text
     assert "sluice_worker_jobs_running 2.0" in metrics
+    release.touch()
     assert proc.wait(30) == 0, proc.output()
     for job_id in running:
         job = await fetch_job(db, job_id)

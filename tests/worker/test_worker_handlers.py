@@ -247,7 +247,7 @@ async def start_stubborn_child(ctx: JobContext, pidfile: Path) -> tuple[asyncio.
     stops it), running: the task and the child's pid."""
     script = f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; sleep 60' & wait"
     task = asyncio.create_task(call("shell", {"argv": ["sh", "-c", script]}, ctx))
-    pid = await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the child")
+    pid = await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the child")
     return task, int(pid)
 
 
@@ -299,7 +299,7 @@ async def test_a_cancel_while_the_command_starts_stops_its_whole_group(
     monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_start)
     script = f"sh -c 'trap \"\" TERM; echo $$ > {pidfile}; sleep 60' & wait"
     task = asyncio.create_task(call("shell", {"argv": ["sh", "-c", script]}, ctx))
-    await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 5, "the child")
+    await wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30, "the child")
     task.cancel()
     await asyncio.sleep(0.01)
     release.set()

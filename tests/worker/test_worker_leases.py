@@ -128,19 +128,22 @@ async def test_a_worker_stopped_past_its_lease_runs_one_attempt_at_a_time(
 async def test_a_job_claimed_again_while_its_old_attempt_runs_waits_for_it(
     db, start_worker, tmp_path, caplog, task
 ):
-    log = tmp_path / "events"
+    log, release = tmp_path / "events", tmp_path / "release"
     # Heartbeats far apart: the claim, not the lease keeper, finds the old attempt.
     worker = await start_worker(heartbeat_interval=30, lease_ttl=60)
-    job_id = await insert_job(
-        db, task, payload={"file": str(log), "seconds": 1.5}, backoff_base="0"
-    )
-    await wait_for(lambda: seen(log, job_id, 1, "start"), 10, "attempt 1 to start")
+    # Attempt 1 runs until the test releases it (the async one is stopped by the
+    # claim of attempt 2 before that), however long the rescue and the claim take.
+    payload = {"file": str(log), "seconds": 60, "release": str(release)}
+    job_id = await insert_job(db, task, payload=payload, backoff_base="0")
+    await wait_for(lambda: seen(log, job_id, 1, "start"), 30, "attempt 1 to start")
     await rescue_now(db, job_id)  # as if this worker had stalled past its lease
-    await wait_state(db, job_id, "succeeded", within=20)
+    claimed_again = f"job {job_id} attempt 2 was claimed while attempt 1 still runs here"
+    await wait_for(lambda: claimed_again in caplog.text, 30, "attempt 2 to be claimed")
+    release.touch()
+    await wait_state(db, job_id, "succeeded", within=30)
     # The sync handler ignores its stop signal: attempt 2 waited for its thread.
     assert_one_attempt_at_a_time(read_events(log))
     assert [(a[0], a[1]) for a in await attempts(db, job_id)] == [(1, "rescued"), (2, "succeeded")]
-    assert f"job {job_id} attempt 2 was claimed while attempt 1 still runs here" in caplog.text
     await wait_let_go(worker)
 
 

@@ -242,13 +242,13 @@ async def test_one_maintenance_leader_at_a_time_and_a_clean_hand_over(db, pool):
     first = Maintenance(pool, worker_settings(worker_id="first", leader_ttl=30))
     second = Maintenance(pool, worker_settings(worker_id="second", leader_ttl=0.3))  # eager
     one = asyncio.create_task(first.run())
-    await wait_for(lambda: first.leading, 5.0, "the first to lead")
+    await wait_for(lambda: first.leading, 30, "the first to lead")
     two = asyncio.create_task(second.run())
     await asyncio.sleep(0.4)  # several of the second's attempts
     assert not second.leading
     await cancel_and_wait([one])
     await first.resign()  # no need to wait 30 s for the lease to expire
-    await wait_for(lambda: second.leading, 5.0, "the second to lead")
+    await wait_for(lambda: second.leading, 30, "the second to lead")
     assert await scalar(db, "SELECT holder FROM sluice.leaders") == "second"
     await cancel_and_wait([two])
 
