@@ -60,6 +60,7 @@ class Claimer:
         leases: Leases,
         tasks: tuple[str, ...] | None = None,
         registered: asyncio.Event | None = None,
+        answered: asyncio.Event | None = None,
     ) -> None:
         self._pool = pool
         # Set once the worker row exists (None: it does already). The claimer claims
@@ -110,7 +111,7 @@ class Claimer:
         self.claiming = False
         #: Set once the first claim has answered or failed: the worker's start-up
         #: opens its other connections then, not while the claim runs.
-        self.answered = asyncio.Event()
+        self.answered = asyncio.Event() if answered is None else answered
 
     @property
     def armed(self) -> bool:

@@ -272,6 +272,7 @@ class Worker:
                 leases=self.leases,
                 tasks=tuple(self.registry.names()),
                 registered=self.registered,
+                answered=first_claim_done,
             )
             executor.on_finished = claimer.slot_freed
             completer.more_expected = lambda: bool(executor.running)
@@ -302,8 +303,7 @@ class Worker:
             # in its first step; the listener connects once it has answered.
             tasks["claimer"] = asyncio.create_task(claimer.run(), name="sluice-claimer")
             tasks["listener"] = asyncio.create_task(
-                self._after_first_claim(claimer, first_claim_done, listener.run()),
-                name="sluice-listener",
+                self._after(first_claim_done, listener.run()), name="sluice-listener"
             )
             tasks["completer"] = asyncio.create_task(completer.run(), name="sluice-completer")
             tasks["heartbeat"] = asyncio.create_task(
@@ -367,19 +367,6 @@ class Worker:
             await pool.close()
             if metrics_server is not None:
                 metrics_server.shutdown()
-
-    async def _after_first_claim(
-        self, claimer: Claimer, first_claim_done: asyncio.Event, listening: Any
-    ) -> None:
-        """Once the first claim has answered (or failed): let the probe, the
-        registration and maintenance go on, then listen."""
-        try:
-            await claimer.answered.wait()
-        except BaseException:
-            listening.close()
-            raise
-        first_claim_done.set()
-        await listening
 
     @staticmethod
     async def _after(event: asyncio.Event, part: Any) -> None:
