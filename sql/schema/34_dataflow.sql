@@ -528,14 +528,23 @@ DECLARE
     v_due   bigint[];
     v_woken integer;
 BEGIN
-    SELECT array_agg(d.id) INTO v_due
-      FROM (SELECT j.id
-              FROM sluice.jobs j
-             WHERE j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= now()
-               AND j.archived_at IS NULL
-             ORDER BY j.run_at
-             LIMIT p_limit
-               FOR NO KEY UPDATE SKIP LOCKED) d;
+    -- Run again on a row moved meanwhile (40001: sluice.moved_row_retry): a signal
+    -- that ends a wait moves its row to history under a sweep that saw it waiting.
+    FOR v_try IN 1 .. 10 LOOP
+        BEGIN
+            SELECT array_agg(d.id) INTO v_due
+              FROM (SELECT j.id
+                      FROM sluice.jobs j
+                     WHERE j.state = 'waiting' AND j.pending_parents = 0 AND j.run_at <= now()
+                       AND j.archived_at IS NULL
+                     ORDER BY j.run_at
+                     LIMIT p_limit
+                       FOR NO KEY UPDATE SKIP LOCKED) d;
+            EXIT;
+        EXCEPTION WHEN serialization_failure THEN
+            PERFORM sluice.moved_row_retry(v_try, SQLERRM);
+        END;
+    END LOOP;
     IF v_due IS NULL THEN
         RETURN 0;
     END IF;
